@@ -1,0 +1,1 @@
+//! The pure deterministic ledger state machine: apply(state, block) -> (state', receipts, events).

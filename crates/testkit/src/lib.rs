@@ -1,0 +1,1 @@
+//! Dev-only helpers: seeded keys, genesis and transaction generators, fixtures.

@@ -1,0 +1,1 @@
+//! Identifiers, amounts, hashes, keys and signatures, transactions, blocks and receipts, with one canonical bounded binary encoding.
