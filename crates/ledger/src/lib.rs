@@ -1,1 +1,310 @@
 //! The pure deterministic ledger state machine: apply(state, block) -> (state', receipts, events).
+//!
+//! ```text
+//!            ┌──────────── block ────────────┐
+//!  state ──► │ header checks (chain, height,  │
+//!            │   parent, time)                │
+//!            │ batch signature check          │
+//!            │ per tx: size, chain, nonce, fee│──► invalid tx => invalid block
+//!            │   charge fee, bump nonce       │
+//!            │   run action ──────────────────│──► failed action => failed receipt, state as
+//!            │     accounts | staking |       │    if only the fee had been charged
+//!            │     registry | channels |      │
+//!            │     slashing                   │
+//!            │ commit: state root, diff       │──► roots must equal the header's
+//!            └────────────────────────────────┘
+//! ```
+//! No clock, no randomness that changes results, no floats, no hash maps: time arrives in the
+//! block header, and every map is a `BTreeMap`. All arithmetic is checked `u128`.
+
+pub mod accounts;
+pub mod channels;
+pub mod error;
+pub mod events;
+pub mod genesis;
+pub mod params;
+pub mod registry;
+pub mod slashing;
+pub mod staking;
+pub mod state;
+
+pub use error::{BlockError, ExecError, TxError};
+pub use events::Event;
+pub use genesis::Genesis;
+pub use params::Params;
+pub use state::{State, StateDiff, StateKey};
+
+use agora_types::tx::limits::{MAX_TXS_PER_BLOCK, MAX_TX_BYTES};
+use agora_types::{
+    Address, BatchVerifier, Block, BlockHeader, Encode, Outcome, Receipt, SignDomain, SignedTx,
+    TxBody,
+};
+
+/// The result of applying a block.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub receipts: Vec<Receipt>,
+    pub events: Vec<Event>,
+    /// The records the block changed, for storage to write with the block.
+    pub diff: StateDiff,
+}
+
+/// Checks that a transaction could be included on top of `state` (the mempool's admission test
+/// and the first half of every block's per-transaction check). Does not check the signature.
+pub fn check_tx_static(state: &State, stx: &SignedTx) -> Result<(), TxError> {
+    let len = stx.encode().len();
+    if len > MAX_TX_BYTES {
+        return Err(TxError::TooLarge { len, max: MAX_TX_BYTES });
+    }
+    if stx.tx.chain_id != state.chain_id() {
+        return Err(TxError::WrongChain {
+            expected: state.chain_id().to_string(),
+            got: stx.tx.chain_id.clone(),
+        });
+    }
+    let min = state.params().min_fee;
+    if stx.tx.fee < min {
+        return Err(TxError::FeeTooLow { offered: stx.tx.fee, min });
+    }
+    Ok(())
+}
+
+/// Full admission check against the current state, including nonce, fee and signature.
+pub fn check_tx(state: &State, stx: &SignedTx) -> Result<(), TxError> {
+    check_tx_static(state, stx)?;
+    let acct = state.account(&stx.tx.signer);
+    if stx.tx.nonce != acct.nonce {
+        return Err(TxError::BadNonce { expected: acct.nonce, got: stx.tx.nonce });
+    }
+    if acct.balance < stx.tx.fee {
+        return Err(TxError::CannotPayFee { balance: acct.balance, fee: stx.tx.fee });
+    }
+    stx.verify_signature().map_err(|_| TxError::BadSignature)
+}
+
+/// Applies one already signature-checked transaction: fee and nonce always, then the action.
+fn apply_tx(
+    state: &mut State,
+    height: u64,
+    proposer: &Address,
+    stx: &SignedTx,
+    events: &mut Vec<Event>,
+) -> Result<Receipt, TxError> {
+    check_tx_static(state, stx)?;
+    let tx = &stx.tx;
+    let acct = state.account(&tx.signer);
+    if tx.nonce != acct.nonce {
+        return Err(TxError::BadNonce { expected: acct.nonce, got: tx.nonce });
+    }
+    events.push(accounts::charge_fee(state, &tx.signer, tx.fee, proposer)?);
+    let signer = &tx.signer;
+    let result: Result<Vec<Event>, ExecError> = match &tx.body {
+        TxBody::Transfer { to, amount } => {
+            accounts::transfer(state, signer, to, *amount).map_err(Into::into)
+        }
+        TxBody::Bond { target, amount } => {
+            staking::bond(state, height, signer, target, *amount).map_err(Into::into)
+        }
+        TxBody::Unbond { target, amount } => {
+            staking::unbond(state, height, signer, target, *amount).map_err(Into::into)
+        }
+        TxBody::Withdraw => staking::withdraw(state, height, signer).map_err(Into::into),
+        TxBody::RegisterValidator => {
+            registry::register_validator(state, height, signer).map_err(Into::into)
+        }
+        TxBody::RegisterProvider(info) => {
+            registry::register_provider(state, height, signer, info.clone()).map_err(Into::into)
+        }
+        TxBody::RegisterModel(info) => {
+            registry::register_model(state, height, signer, info.clone()).map_err(Into::into)
+        }
+        TxBody::RegisterDataset(info) => {
+            registry::register_dataset(state, height, signer, info.clone()).map_err(Into::into)
+        }
+        TxBody::OpenChannel { provider, deposit, expiry_height } => {
+            channels::open(state, height, signer, tx.nonce, provider, *deposit, *expiry_height)
+                .map_err(Into::into)
+        }
+        TxBody::TopUpChannel { channel, amount } => {
+            channels::top_up(state, signer, channel, *amount).map_err(Into::into)
+        }
+        TxBody::RedeemVoucher(v) => channels::redeem(state, signer, v).map_err(Into::into),
+        TxBody::CloseChannel { channel } => {
+            channels::close(state, height, signer, channel).map_err(Into::into)
+        }
+        TxBody::SettleChannel { channel } => {
+            channels::settle(state, height, signer, channel).map_err(Into::into)
+        }
+        TxBody::Slash(evidence) => {
+            slashing::slash(state, height, signer, evidence).map_err(Into::into)
+        }
+    };
+    let outcome = match result {
+        Ok(evs) => {
+            events.extend(evs);
+            Outcome::Success
+        }
+        Err(e) => Outcome::Failed { code: e.code(), message: e.to_string() },
+    };
+    Ok(Receipt { tx: stx.id(), fee: tx.fee, outcome })
+}
+
+fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<(), BlockError> {
+    if header.chain_id != state.chain_id() {
+        return Err(BlockError::WrongChain {
+            expected: state.chain_id().to_string(),
+            got: header.chain_id.clone(),
+        });
+    }
+    if header.height != state.height() + 1 {
+        return Err(BlockError::WrongHeight { expected_prev: state.height(), got: header.height });
+    }
+    if header.parent != state.last_block() {
+        return Err(BlockError::WrongParent { expected: state.last_block(), got: header.parent });
+    }
+    if header.timestamp_ms < state.last_timestamp_ms() {
+        return Err(BlockError::TimestampRegressed {
+            parent: state.last_timestamp_ms(),
+            got: header.timestamp_ms,
+        });
+    }
+    if tx_count > MAX_TXS_PER_BLOCK {
+        return Err(BlockError::TooManyTxs { count: tx_count, max: MAX_TXS_PER_BLOCK });
+    }
+    Ok(())
+}
+
+/// Checks every transaction signature of a block in one batch.
+fn verify_signatures(txs: &[SignedTx]) -> Result<(), BlockError> {
+    let mut batch = BatchVerifier::new();
+    for stx in txs {
+        batch.queue(&stx.tx.signer, SignDomain::Transaction, &stx.tx.encode(), &stx.signature);
+    }
+    batch.verify().map_err(|bad| BlockError::InvalidTx {
+        index: bad.first().copied().unwrap_or_default(),
+        error: TxError::BadSignature,
+    })
+}
+
+/// Applies a block in place. On `Err` the state may be partly changed and must be discarded
+/// (use [`apply_block`] to keep the input untouched).
+pub fn apply_block_in_place(state: &mut State, block: &Block) -> Result<Applied, BlockError> {
+    let header = &block.header;
+    check_header(state, header, block.txs.len())?;
+    verify_signatures(&block.txs)?;
+    let tx_root = Block::tx_root_of(&block.txs);
+    if tx_root != header.tx_root {
+        return Err(BlockError::RootMismatch {
+            what: "tx",
+            claimed: header.tx_root,
+            computed: tx_root,
+        });
+    }
+    let mut receipts = Vec::with_capacity(block.txs.len());
+    let mut events = Vec::new();
+    for (index, stx) in block.txs.iter().enumerate() {
+        let receipt = apply_tx(state, header.height, &header.proposer, stx, &mut events)
+            .map_err(|error| BlockError::InvalidTx { index, error })?;
+        receipts.push(receipt);
+    }
+    let receipts_root = Receipt::receipts_root(&receipts);
+    if receipts_root != header.receipts_root {
+        return Err(BlockError::RootMismatch {
+            what: "receipts",
+            claimed: header.receipts_root,
+            computed: receipts_root,
+        });
+    }
+    finish_block(state, header);
+    let (root, diff) = state.commit();
+    if root != header.state_root {
+        return Err(BlockError::RootMismatch {
+            what: "state",
+            claimed: header.state_root,
+            computed: root,
+        });
+    }
+    state.set_last_block(block.id());
+    Ok(Applied { receipts, events, diff })
+}
+
+/// `apply(state, block) -> (state', receipts, events)`, leaving `state` untouched.
+pub fn apply_block(state: &State, block: &Block) -> Result<(State, Applied), BlockError> {
+    let mut next = state.clone();
+    let applied = apply_block_in_place(&mut next, block)?;
+    Ok((next, applied))
+}
+
+fn finish_block(state: &mut State, header: &BlockHeader) {
+    let meta = state.meta_mut();
+    meta.height = header.height;
+    meta.last_timestamp_ms = header.timestamp_ms;
+}
+
+/// What a proposer needs to build a block.
+#[derive(Debug, Clone)]
+pub struct BlockContext {
+    pub timestamp_ms: u64,
+    pub proposer: Address,
+}
+
+/// A block built by a proposer, with the state it leads to.
+pub struct Built {
+    pub block: Block,
+    pub state: State,
+    pub applied: Applied,
+    /// Candidates left out and why (bad signature, wrong nonce, cannot pay the fee, ...).
+    pub rejected: Vec<(SignedTx, TxError)>,
+}
+
+/// Builds the next block from candidate transactions (in the order given), skipping any that
+/// cannot be included. The returned state is what every replica will reach by applying the block.
+pub fn build_block(
+    state: &State,
+    ctx: &BlockContext,
+    candidates: impl IntoIterator<Item = SignedTx>,
+) -> Built {
+    let mut next = state.clone();
+    let height = state.height() + 1;
+    let candidates: Vec<SignedTx> = candidates.into_iter().take(MAX_TXS_PER_BLOCK).collect();
+    let mut batch = BatchVerifier::new();
+    for stx in &candidates {
+        batch.queue(&stx.tx.signer, SignDomain::Transaction, &stx.tx.encode(), &stx.signature);
+    }
+    let bad: Vec<usize> = batch.verify().err().unwrap_or_default();
+    let mut txs = Vec::new();
+    let mut receipts = Vec::new();
+    let mut events = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, stx) in candidates.into_iter().enumerate() {
+        if bad.contains(&i) {
+            rejected.push((stx, TxError::BadSignature));
+            continue;
+        }
+        // A rejected tx may have charged nothing: apply_tx checks before it writes.
+        match apply_tx(&mut next, height, &ctx.proposer, &stx, &mut events) {
+            Ok(receipt) => {
+                receipts.push(receipt);
+                txs.push(stx);
+            }
+            Err(e) => rejected.push((stx, e)),
+        }
+    }
+    let timestamp_ms = ctx.timestamp_ms.max(state.last_timestamp_ms());
+    let mut header = BlockHeader {
+        chain_id: state.chain_id().to_string(),
+        height,
+        parent: state.last_block(),
+        timestamp_ms,
+        proposer: ctx.proposer,
+        tx_root: Block::tx_root_of(&txs),
+        receipts_root: Receipt::receipts_root(&receipts),
+        state_root: agora_types::Hash::ZERO,
+    };
+    finish_block(&mut next, &header);
+    let (root, diff) = next.commit();
+    header.state_root = root;
+    let block = Block { header, txs };
+    next.set_last_block(block.id());
+    Built { block, state: next, applied: Applied { receipts, events, diff }, rejected }
+}

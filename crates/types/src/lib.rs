@@ -1,1 +1,21 @@
 //! Identifiers, amounts, hashes, keys and signatures, transactions, blocks and receipts, with one canonical bounded binary encoding.
+//!
+//! Everything here is plain data plus its encoding. Nothing depends on a runtime, a clock or the
+//! network; the ledger and every service above it agree on bytes through this crate.
+
+pub mod amount;
+pub mod block;
+pub mod codec;
+pub mod hash;
+pub mod keys;
+pub mod tx;
+
+pub use amount::Amount;
+pub use block::{Block, BlockHeader, Outcome, Receipt};
+pub use codec::{Decode, DecodeError, Encode};
+pub use hash::{Hash, HashDomain};
+pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
+pub use tx::{
+    DatasetInfo, Evidence, HardwareSummary, ModelInfo, ModelPrice, ProviderInfo, SignedTx,
+    SignedVoucher, Tx, TxBody, Voucher,
+};

@@ -1,0 +1,223 @@
+//! Payment channels: the off-chain per-token payment path.
+//!
+//! ```text
+//!  payer ── OpenChannel(deposit) ──► escrow ◄── RedeemVoucher(cumulative, signed by payer) ── provider
+//!                                      │            pays only the increase: royalty → model owners,
+//!                                      │            protocol fee → treasury, rest → provider
+//!  payer ── CloseChannel ──► challenge period ──► SettleChannel: unspent deposit → payer
+//! ```
+//! A voucher is cumulative, so only the latest one matters and replaying an old one pays nothing
+//! (it is rejected as not increasing). It can never pay more than the deposit.
+
+use crate::accounts::{credit, debit};
+use crate::error::{ChannelError, RedeemError};
+use crate::events::Event;
+use crate::state::{Channel, State};
+use agora_types::hash::HashDomain;
+use agora_types::{Address, Amount, Hash, SignedVoucher};
+use std::collections::BTreeMap;
+
+/// A channel's id: unique because the payer's nonce is.
+pub fn channel_id(payer: &Address, provider: &Address, payer_nonce: u64) -> Hash {
+    Hash::of_parts(HashDomain::ChannelId, &[&payer.0, &provider.0, &payer_nonce.to_le_bytes()])
+}
+
+pub(crate) fn open(
+    state: &mut State,
+    height: u64,
+    payer: &Address,
+    payer_nonce: u64,
+    provider: &Address,
+    deposit: Amount,
+    expiry_height: u64,
+) -> Result<Vec<Event>, ChannelError> {
+    if deposit.is_zero() {
+        return Err(ChannelError::ZeroAmount);
+    }
+    let p = state.provider(provider).ok_or(ChannelError::UnknownProvider)?;
+    if p.jailed_until > height {
+        return Err(ChannelError::ProviderJailed { until: p.jailed_until });
+    }
+    if expiry_height <= height {
+        return Err(ChannelError::ExpiryInPast { expiry: expiry_height, height });
+    }
+    let id = channel_id(payer, provider, payer_nonce);
+    debit(state, payer, deposit)
+        .map_err(|balance| ChannelError::InsufficientBalance { balance, needed: deposit })?;
+    state.insert_channel(
+        id,
+        Channel {
+            payer: *payer,
+            provider: *provider,
+            deposit,
+            redeemed: Amount::ZERO,
+            redeemed_per_model: BTreeMap::new(),
+            opened_at: height,
+            expiry_height,
+            close_deadline: None,
+            settled: false,
+        },
+    );
+    Ok(vec![Event::ChannelOpened { channel: id, payer: *payer, provider: *provider, deposit }])
+}
+
+pub(crate) fn top_up(
+    state: &mut State,
+    signer: &Address,
+    id: &Hash,
+    amount: Amount,
+) -> Result<Vec<Event>, ChannelError> {
+    if amount.is_zero() {
+        return Err(ChannelError::ZeroAmount);
+    }
+    let c = state.channel(id).ok_or(ChannelError::UnknownChannel)?;
+    if c.settled {
+        return Err(ChannelError::Settled);
+    }
+    if c.close_deadline.is_some() {
+        return Err(ChannelError::Closing);
+    }
+    if c.payer != *signer {
+        return Err(ChannelError::NotAllowed("payer"));
+    }
+    let deposit = c.deposit.checked_add(amount).ok_or(ChannelError::Overflow)?;
+    debit(state, signer, amount)
+        .map_err(|balance| ChannelError::InsufficientBalance { balance, needed: amount })?;
+    if let Some(c) = state.channel_mut(id) {
+        c.deposit = deposit;
+    }
+    Ok(vec![Event::ChannelToppedUp { channel: *id, amount }])
+}
+
+pub(crate) fn redeem(
+    state: &mut State,
+    signer: &Address,
+    sv: &SignedVoucher,
+) -> Result<Vec<Event>, RedeemError> {
+    let v = &sv.voucher;
+    let c = state.channel(&v.channel).ok_or(RedeemError::UnknownChannel)?;
+    if c.settled {
+        return Err(RedeemError::Settled);
+    }
+    if c.provider != *signer {
+        return Err(RedeemError::NotProvider);
+    }
+    if v.chain_id != state.chain_id() {
+        return Err(RedeemError::WrongChain(v.chain_id.clone()));
+    }
+    if v.cumulative <= c.redeemed {
+        return Err(RedeemError::NotIncreasing { cumulative: v.cumulative, redeemed: c.redeemed });
+    }
+    if v.cumulative > c.deposit {
+        return Err(RedeemError::OverDeposit { cumulative: v.cumulative, deposit: c.deposit });
+    }
+    sv.verify(&c.payer).map_err(|_| RedeemError::BadSignature)?;
+    let increase = v.cumulative.checked_sub(c.redeemed).ok_or(RedeemError::Overflow)?;
+
+    // Royalties on each model's increase.
+    let mut royalties: Vec<(Address, Amount)> = Vec::new();
+    let mut model_increase_sum = Amount::ZERO;
+    let mut royalty_sum = Amount::ZERO;
+    for (i, (model, amount)) in v.per_model.iter().enumerate() {
+        if i > 0 && v.per_model[i - 1].0 >= *model {
+            return Err(RedeemError::UnsortedModels);
+        }
+        let record = state.model(model).ok_or(RedeemError::UnknownModel(*model))?;
+        let before = c.redeemed_per_model.get(model).copied().unwrap_or_default();
+        let inc = amount.checked_sub(before).ok_or(RedeemError::ModelAmountDecreased(*model))?;
+        model_increase_sum = model_increase_sum.checked_add(inc).ok_or(RedeemError::Overflow)?;
+        let royalty = inc.mul_bps(record.info.royalty_bps.min(state.params().max_royalty_bps));
+        royalty_sum = royalty_sum.checked_add(royalty).ok_or(RedeemError::Overflow)?;
+        royalties.push((record.owner, royalty));
+    }
+    if model_increase_sum > increase {
+        return Err(RedeemError::ModelAmountsExceedIncrease);
+    }
+    let protocol_fee = increase.mul_bps(state.params().protocol_fee_bps);
+    // royalty <= max_royalty_bps and fee bps + max royalty <= 10000 (params validation), so
+    // this cannot underflow; checked anyway.
+    let to_provider = increase
+        .checked_sub(royalty_sum)
+        .and_then(|x| x.checked_sub(protocol_fee))
+        .ok_or(RedeemError::Overflow)?;
+
+    let treasury = state.params().treasury;
+    let provider = c.provider;
+    let channel_id = v.channel;
+    let c = state.channel_mut(&channel_id).ok_or(RedeemError::UnknownChannel)?;
+    c.redeemed = v.cumulative;
+    for (model, amount) in &v.per_model {
+        c.redeemed_per_model.insert(*model, *amount);
+    }
+    credit(state, &provider, to_provider).map_err(|_| RedeemError::Overflow)?;
+    for (owner, royalty) in royalties {
+        credit(state, &owner, royalty).map_err(|_| RedeemError::Overflow)?;
+    }
+    credit(state, &treasury, protocol_fee).map_err(|_| RedeemError::Overflow)?;
+    Ok(vec![Event::VoucherRedeemed {
+        channel: channel_id,
+        increase,
+        to_provider,
+        royalties: royalty_sum,
+        protocol_fee,
+    }])
+}
+
+/// The payer asks to close (the provider then has the challenge period to redeem); a provider
+/// closing gives up further redeems, so its close may be settled at once.
+pub(crate) fn close(
+    state: &mut State,
+    height: u64,
+    signer: &Address,
+    id: &Hash,
+) -> Result<Vec<Event>, ChannelError> {
+    let c = state.channel(id).ok_or(ChannelError::UnknownChannel)?;
+    if c.settled {
+        return Err(ChannelError::Settled);
+    }
+    let deadline = if *signer == c.payer {
+        if c.close_deadline.is_some() {
+            return Err(ChannelError::Closing);
+        }
+        height.saturating_add(state.params().channel_challenge_blocks)
+    } else if *signer == c.provider {
+        height
+    } else {
+        return Err(ChannelError::NotAllowed("payer or provider"));
+    };
+    let deadline = c.close_deadline.map_or(deadline, |d| d.min(deadline));
+    if let Some(c) = state.channel_mut(id) {
+        c.close_deadline = Some(deadline);
+    }
+    Ok(vec![Event::ChannelClosing { channel: *id, deadline }])
+}
+
+/// Refunds the unspent deposit to the payer once the close deadline has passed, or once the
+/// channel has expired and the challenge period after expiry has passed.
+pub(crate) fn settle(
+    state: &mut State,
+    height: u64,
+    signer: &Address,
+    id: &Hash,
+) -> Result<Vec<Event>, ChannelError> {
+    let c = state.channel(id).ok_or(ChannelError::UnknownChannel)?;
+    if c.settled {
+        return Err(ChannelError::Settled);
+    }
+    if *signer != c.payer && *signer != c.provider {
+        return Err(ChannelError::NotAllowed("payer or provider"));
+    }
+    let after_expiry = c.expiry_height.saturating_add(state.params().channel_challenge_blocks);
+    let at = c.close_deadline.map_or(after_expiry, |d| d.min(after_expiry));
+    if height < at {
+        return Err(ChannelError::TooEarly { at });
+    }
+    let refund = c.unspent();
+    let payer = c.payer;
+    state.balance(&payer).checked_add(refund).ok_or(ChannelError::Overflow)?;
+    if let Some(c) = state.channel_mut(id) {
+        c.settled = true;
+    }
+    credit(state, &payer, refund).map_err(|_| ChannelError::Overflow)?;
+    Ok(vec![Event::ChannelSettled { channel: *id, refund }])
+}

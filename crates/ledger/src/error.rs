@@ -1,0 +1,204 @@
+//! Error enums, one per operation. Each has a stable numeric code that goes into receipts, so
+//! clients can match on failures without parsing messages.
+
+use agora_types::{Amount, Hash};
+use thiserror::Error;
+
+/// Why a transaction cannot be included in a block at all (the block would be invalid).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TxError {
+    #[error("encoded transaction is {len} bytes; at most {max} allowed")]
+    TooLarge { len: usize, max: usize },
+    #[error("transaction is for chain {got:?}, this is {expected:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("signature does not verify for the signer")]
+    BadSignature,
+    #[error("nonce {got} is wrong; the account's next nonce is {expected}")]
+    BadNonce { expected: u64, got: u64 },
+    #[error("fee {offered} is below the minimum {min}")]
+    FeeTooLow { offered: Amount, min: Amount },
+    #[error("balance {balance} cannot pay the fee {fee}")]
+    CannotPayFee { balance: Amount, fee: Amount },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TransferError {
+    #[error("amount must be positive")]
+    ZeroAmount,
+    #[error("balance {balance} is less than {needed}")]
+    InsufficientBalance { balance: Amount, needed: Amount },
+    #[error("recipient balance would overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BondError {
+    #[error("amount must be positive")]
+    ZeroAmount,
+    #[error("balance {balance} is less than {needed}")]
+    InsufficientBalance { balance: Amount, needed: Amount },
+    #[error("target is neither the signer nor a registered validator or provider")]
+    UnknownTarget,
+    #[error("target is jailed until height {until}")]
+    TargetJailed { until: u64 },
+    #[error("stake would overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum UnbondError {
+    #[error("amount must be positive")]
+    ZeroAmount,
+    #[error("bonded {bonded} is less than {requested}")]
+    InsufficientStake { bonded: Amount, requested: Amount },
+    #[error("amount would overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WithdrawError {
+    #[error("nothing has finished unbonding (the next entry matures at height {next:?})")]
+    NothingMatured { next: Option<u64> },
+    #[error("balance would overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegisterError {
+    #[error("self-bonded stake {bonded} is below the minimum {min}")]
+    InsufficientStake { bonded: Amount, min: Amount },
+    #[error("already registered")]
+    AlreadyRegistered,
+    #[error("jailed until height {until}")]
+    Jailed { until: u64 },
+    #[error("royalty {bps} bps exceeds the maximum {max} bps")]
+    RoyaltyTooHigh { bps: u16, max: u16 },
+    #[error("model {0} is not registered")]
+    UnknownModel(Hash),
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChannelError {
+    #[error("deposit must be positive")]
+    ZeroAmount,
+    #[error("balance {balance} is less than {needed}")]
+    InsufficientBalance { balance: Amount, needed: Amount },
+    #[error("provider is not registered")]
+    UnknownProvider,
+    #[error("provider is jailed until height {until}")]
+    ProviderJailed { until: u64 },
+    #[error("expiry height {expiry} is not after the current height {height}")]
+    ExpiryInPast { expiry: u64, height: u64 },
+    #[error("no such channel")]
+    UnknownChannel,
+    #[error("channel is already settled")]
+    Settled,
+    #[error("channel is closing; it can no longer be topped up")]
+    Closing,
+    #[error("only the channel's {0} may do this")]
+    NotAllowed(&'static str),
+    #[error("the channel cannot be settled before height {at}")]
+    TooEarly { at: u64 },
+    #[error("deposit would overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RedeemError {
+    #[error("no such channel")]
+    UnknownChannel,
+    #[error("channel is already settled")]
+    Settled,
+    #[error("only the channel's provider may redeem")]
+    NotProvider,
+    #[error("voucher is for chain {0:?}")]
+    WrongChain(String),
+    #[error("voucher signature is not the payer's")]
+    BadSignature,
+    #[error("voucher cumulative {cumulative} does not exceed what was already redeemed ({redeemed})")]
+    NotIncreasing { cumulative: Amount, redeemed: Amount },
+    #[error("voucher cumulative {cumulative} exceeds the deposit {deposit}")]
+    OverDeposit { cumulative: Amount, deposit: Amount },
+    #[error("voucher per-model list must be sorted by model with no duplicates")]
+    UnsortedModels,
+    #[error("model {0} is not registered")]
+    UnknownModel(Hash),
+    #[error("per-model amount for {0} went down")]
+    ModelAmountDecreased(Hash),
+    #[error("per-model increases exceed the voucher's increase")]
+    ModelAmountsExceedIncrease,
+    #[error("amount would overflow")]
+    Overflow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SlashError {
+    #[error("the two claims are identical: no conflict")]
+    NoConflict,
+    #[error("a claim signature is not the offender's")]
+    BadSignature,
+    #[error("this offence was already slashed")]
+    AlreadySlashed,
+    #[error("the offender has no stake to slash")]
+    NothingToSlash,
+    #[error("amount would overflow")]
+    Overflow,
+}
+
+/// Why a transaction's action failed (it stays in the block with a failed receipt).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ExecError {
+    #[error("transfer: {0}")]
+    Transfer(#[from] TransferError),
+    #[error("bond: {0}")]
+    Bond(#[from] BondError),
+    #[error("unbond: {0}")]
+    Unbond(#[from] UnbondError),
+    #[error("withdraw: {0}")]
+    Withdraw(#[from] WithdrawError),
+    #[error("register: {0}")]
+    Register(#[from] RegisterError),
+    #[error("channel: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("redeem: {0}")]
+    Redeem(#[from] RedeemError),
+    #[error("slash: {0}")]
+    Slash(#[from] SlashError),
+}
+
+impl ExecError {
+    /// Stable code for receipts: one per operation (the message says which rule failed).
+    pub fn code(&self) -> u16 {
+        match self {
+            ExecError::Transfer(_) => 100,
+            ExecError::Bond(_) => 200,
+            ExecError::Unbond(_) => 300,
+            ExecError::Withdraw(_) => 400,
+            ExecError::Register(_) => 500,
+            ExecError::Channel(_) => 600,
+            ExecError::Redeem(_) => 700,
+            ExecError::Slash(_) => 800,
+        }
+    }
+}
+
+/// Why a block is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BlockError {
+    #[error("block is for chain {got:?}, expected {expected:?}")]
+    WrongChain { expected: String, got: String },
+    #[error("block height {got} does not follow {expected_prev}")]
+    WrongHeight { expected_prev: u64, got: u64 },
+    #[error("block parent {got} is not the last block {expected}")]
+    WrongParent { expected: Hash, got: Hash },
+    #[error("block timestamp {got} ms is before the parent's {parent} ms")]
+    TimestampRegressed { parent: u64, got: u64 },
+    #[error("block has {count} transactions; at most {max} allowed")]
+    TooManyTxs { count: usize, max: usize },
+    #[error("transaction {index} is invalid: {error}")]
+    InvalidTx { index: usize, error: TxError },
+    #[error("header {what} root {claimed} does not match the computed {computed}")]
+    RootMismatch { what: &'static str, claimed: Hash, computed: Hash },
+}

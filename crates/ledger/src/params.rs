@@ -1,0 +1,138 @@
+//! Every economic constant in one governable struct, read from genesis.
+
+use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use agora_types::{Address, Amount};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Smallest fee a transaction may offer.
+    pub min_fee: Amount,
+    /// Share of every fee that is burned; the rest goes to the block's proposer.
+    pub fee_burn_bps: u16,
+    /// Blocks between `Unbond` and the moment the tokens can be withdrawn.
+    pub unbonding_period_blocks: u64,
+    /// Share of an offender's stake (bonded and unbonding) that a slash takes.
+    pub slash_fraction_bps: u16,
+    /// Share of the slashed amount paid to the reporter; the rest is burned.
+    pub slash_reporter_bps: u16,
+    /// Blocks a slashed provider or validator stays jailed.
+    pub jail_blocks: u64,
+    /// Largest royalty a model owner may ask, in basis points of each payment.
+    pub max_royalty_bps: u16,
+    /// Share of every channel payment that goes to the treasury.
+    pub protocol_fee_bps: u16,
+    /// Where protocol fees go. A derived address no one holds a key for; governance spends it.
+    pub treasury: Address,
+    /// Blocks a provider has to redeem after a payer asks to close a channel (or after expiry).
+    pub channel_challenge_blocks: u64,
+    /// Self-bonded stake a provider needs to register.
+    pub min_provider_stake: Amount,
+    /// Self-bonded stake a validator needs to register.
+    pub min_validator_stake: Amount,
+    /// Most validators in the active set (top by stake), used by consensus at epoch boundaries.
+    pub max_validators: u32,
+    /// Blocks per epoch; the validator set changes only at epoch boundaries.
+    pub epoch_length_blocks: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("{name} is {value} basis points; at most 10000 allowed")]
+    BpsOutOfRange { name: &'static str, value: u16 },
+    #[error("max_royalty_bps + protocol_fee_bps must not exceed 10000 (a provider's share would be negative)")]
+    RoyaltyPlusFeeTooHigh,
+    #[error("{name} must be at least 1")]
+    ZeroPeriod { name: &'static str },
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_fee: Amount(1_000),
+            fee_burn_bps: 5_000,
+            unbonding_period_blocks: 100,
+            slash_fraction_bps: 1_000,
+            slash_reporter_bps: 1_000,
+            jail_blocks: 1_000,
+            max_royalty_bps: 3_000,
+            protocol_fee_bps: 100,
+            treasury: Address::derived("treasury"),
+            channel_challenge_blocks: 20,
+            min_provider_stake: Amount::from_agr(100),
+            min_validator_stake: Amount::from_agr(1_000),
+            max_validators: 100,
+            epoch_length_blocks: 100,
+        }
+    }
+}
+
+impl Params {
+    pub fn validate(&self) -> Result<(), ParamsError> {
+        for (name, value) in [
+            ("fee_burn_bps", self.fee_burn_bps),
+            ("slash_fraction_bps", self.slash_fraction_bps),
+            ("slash_reporter_bps", self.slash_reporter_bps),
+            ("max_royalty_bps", self.max_royalty_bps),
+            ("protocol_fee_bps", self.protocol_fee_bps),
+        ] {
+            if value > 10_000 {
+                return Err(ParamsError::BpsOutOfRange { name, value });
+            }
+        }
+        if u32::from(self.max_royalty_bps) + u32::from(self.protocol_fee_bps) > 10_000 {
+            return Err(ParamsError::RoyaltyPlusFeeTooHigh);
+        }
+        for (name, value) in [
+            ("unbonding_period_blocks", self.unbonding_period_blocks),
+            ("channel_challenge_blocks", self.channel_challenge_blocks),
+            ("epoch_length_blocks", self.epoch_length_blocks),
+        ] {
+            if value == 0 {
+                return Err(ParamsError::ZeroPeriod { name });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Encode for Params {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.min_fee.encode_to(out);
+        out.put_u16(self.fee_burn_bps);
+        out.put_u64(self.unbonding_period_blocks);
+        out.put_u16(self.slash_fraction_bps);
+        out.put_u16(self.slash_reporter_bps);
+        out.put_u64(self.jail_blocks);
+        out.put_u16(self.max_royalty_bps);
+        out.put_u16(self.protocol_fee_bps);
+        self.treasury.encode_to(out);
+        out.put_u64(self.channel_challenge_blocks);
+        self.min_provider_stake.encode_to(out);
+        self.min_validator_stake.encode_to(out);
+        out.put_u32(self.max_validators);
+        out.put_u64(self.epoch_length_blocks);
+    }
+}
+
+impl Decode for Params {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Params {
+            min_fee: Decode::decode_from(r)?,
+            fee_burn_bps: r.u16()?,
+            unbonding_period_blocks: r.u64()?,
+            slash_fraction_bps: r.u16()?,
+            slash_reporter_bps: r.u16()?,
+            jail_blocks: r.u64()?,
+            max_royalty_bps: r.u16()?,
+            protocol_fee_bps: r.u16()?,
+            treasury: Decode::decode_from(r)?,
+            channel_challenge_blocks: r.u64()?,
+            min_provider_stake: Decode::decode_from(r)?,
+            min_validator_stake: Decode::decode_from(r)?,
+            max_validators: r.u32()?,
+            epoch_length_blocks: r.u64()?,
+        })
+    }
+}
