@@ -49,6 +49,17 @@ impl TxFactory {
         }
     }
 
+    pub fn set_nonce(&mut self, who: &Address, nonce: u64) {
+        self.nonces.insert(*who, nonce);
+    }
+
+    /// Forgets the last signed transaction of `who` (it was never included).
+    pub fn rollback(&mut self, who: &Address) {
+        if let Some(n) = self.nonces.get_mut(who) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     pub fn next_nonce(&self, who: &Address) -> u64 {
         self.nonces.get(who).copied().unwrap_or(0)
     }

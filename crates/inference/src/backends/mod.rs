@@ -1,0 +1,5 @@
+//! Backends behind the [`crate::Engine`] trait (and the candle embedder).
+
+pub mod candle;
+#[cfg(feature = "llama-cpp")]
+pub mod llama_cpp;

@@ -1,0 +1,35 @@
+//! One Engine trait with a llama.cpp serving backend and a candle backend, and Agora's own replayable sampler, scheduler and hidden-state capture above it.
+//!
+//! ```text
+//!   agora generate / chat / provider / gateway
+//!                 |  Request -> Stream of Event (Token, Text, Done, Error)
+//!        +--------v---------+
+//!        |    Scheduler     |  continuous batching, bounded queue, cancellation, prefix reuse
+//!        |  Sampler (ours)  |  Gumbel-max with PRF(seed, position, token): replayable anywhere
+//!        |  TextStream/JSON |  UTF-8-safe streaming, stop sequences, JSON mode
+//!        +--------+---------+
+//!                 |  Engine trait: tokenize, decode(batch), logits(i), hidden(i), truncate_seq
+//!      +----------+-----------+
+//!      | backends::llama_cpp  |  llama.cpp via llama-cpp-2 (CPU, CUDA, Vulkan, Metal)
+//!      | backends::candle     |  embeddings (MiniLM), quantized-llama comparison
+//!      +----------------------+
+//! ```
+//!
+//! Model files come from the [`store`]; every GGUF file passes [`gguf::inspect`] before a backend
+//! opens it. Design notes and measured tolerances: `docs/design/inference.md`.
+
+pub mod backends;
+pub mod engine;
+pub mod gguf;
+pub mod json;
+pub mod sampler;
+pub mod scheduler;
+pub mod store;
+pub mod text;
+
+pub use engine::{ChatMessage, Engine, ModelInfo, TokenId};
+pub use sampler::SamplingParams;
+pub use scheduler::{
+    Completion, Event, FinishReason, GenerateError, LoadError, Output, Prompt, Request, Scheduler,
+    SchedulerConfig, Stream, SubmitError, Task, Usage,
+};

@@ -1,0 +1,1 @@
+//! Slow tests (excluded from the default nextest profile).

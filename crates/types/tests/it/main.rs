@@ -1,0 +1,3 @@
+//! Integration tests of the types crate.
+
+mod fuzz;
