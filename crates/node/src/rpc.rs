@@ -1,0 +1,260 @@
+//! The node's JSON HTTP API (documented in `docs/rpc-openapi.yaml`).
+//!
+//! Every error is `{"error": {"code": "...", "message": "..."}}` with a fitting status. Request
+//! bodies are capped before they are read; transactions are decoded with the bounded decoder.
+//! A rejected submission never touches state.
+
+use crate::mempool::AdmitError;
+use crate::Shared;
+use agora_ledger::TxError;
+use agora_types::tx::limits::MAX_TX_BYTES;
+use agora_types::{Address, Decode, Hash, SignedTx};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Largest request body read at all (a hex-encoded maximal transaction in JSON fits).
+pub const MAX_BODY_BYTES: usize = 2 * MAX_TX_BYTES + 1024;
+
+pub fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/txs", post(submit_tx))
+        .route("/v1/txs/{id}", get(get_tx))
+        .route("/v1/accounts/{address}", get(get_account))
+        .route("/v1/providers/{address}", get(get_provider))
+        .route("/v1/models/{sha256}", get(get_model))
+        .route("/v1/channels/{id}", get(get_channel))
+        .route("/v1/blocks/{height}", get(get_block))
+        .route("/v1/state_root", get(state_root))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+/// An API error in the one shape every endpoint uses.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        // Details go to the log, not to the client.
+        tracing::error!(target: "agora::rpc", error = %e, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<AdmitError> for ApiError {
+    fn from(e: AdmitError) -> Self {
+        let code = match &e {
+            AdmitError::Invalid(TxError::TooLarge { .. }) => "tx_too_large",
+            AdmitError::Invalid(TxError::WrongChain { .. }) => "wrong_chain",
+            AdmitError::Invalid(TxError::BadSignature) => "bad_signature",
+            AdmitError::Invalid(TxError::BadNonce { .. }) | AdmitError::NonceUsed { .. } => "bad_nonce",
+            AdmitError::NonceGap { .. } => "nonce_gap",
+            AdmitError::Invalid(TxError::FeeTooLow { .. }) => "fee_too_low",
+            AdmitError::Invalid(TxError::CannotPayFee { .. }) => "insufficient_funds",
+            AdmitError::Duplicate(_) => "duplicate",
+            AdmitError::Full(_) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "mempool_full", e.to_string())
+            }
+        };
+        let status = match code {
+            "duplicate" | "bad_nonce" => StatusCode::CONFLICT,
+            "tx_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+#[derive(Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Hex of the canonical encoding of a signed transaction.
+    pub tx: String,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct SubmitResponse {
+    pub id: Hash,
+    pub status: String,
+}
+
+async fn submit_tx(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<SubmitResponse> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad("bad_body", e.body_text())
+        }
+    })?;
+    let is_binary = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let raw = if is_binary {
+        body.to_vec()
+    } else {
+        let req: SubmitRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad("bad_json", format!("expected {{\"tx\": \"<hex>\"}}: {e}")))?;
+        hex::decode(req.tx.trim()).map_err(|_| ApiError::bad("bad_hex", "tx is not valid hex"))?
+    };
+    let stx = SignedTx::decode(&raw).map_err(|e| ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}")))?;
+    let id = {
+        let mut chain = shared.chain.lock().map_err(ApiError::internal)?;
+        chain.submit(stx)?
+    };
+    shared.new_tx.notify_one();
+    Ok(Json(SubmitResponse { id, status: "pending".into() }))
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    Ok(Json(json!({
+        "chain_id": s.chain_id(),
+        "height": s.height(),
+        "last_block": s.last_block(),
+        "state_root": s.root(),
+        "timestamp_ms": s.last_timestamp_ms(),
+        "mempool": chain.mempool().len(),
+        "supply": s.supply(),
+        "params": s.params(),
+    })))
+}
+
+async fn state_root(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    Ok(Json(json!({"height": chain.state().height(), "state_root": chain.state().root()})))
+}
+
+fn parse_address(s: &str) -> Result<Address, ApiError> {
+    s.parse().map_err(|e| ApiError::bad("bad_address", format!("{e}")))
+}
+
+fn parse_hash(s: &str) -> Result<Hash, ApiError> {
+    s.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))
+}
+
+async fn get_account(
+    State(shared): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let a = parse_address(&address)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    let acct = s.account(&a);
+    let unbonding: Vec<_> = s
+        .unbonding_of(&a)
+        .into_iter()
+        .map(|(target, release_height, amount)| json!({"target": target, "release_height": release_height, "amount": amount}))
+        .collect();
+    Ok(Json(json!({
+        "address": a,
+        "balance": acct.balance,
+        "nonce": acct.nonce,
+        "self_stake": s.stake(&a, &a),
+        "stake_behind": s.total_stake(&a),
+        "unbonding": unbonding,
+        "height": s.height(),
+    })))
+}
+
+async fn get_provider(
+    State(shared): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let a = parse_address(&address)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let p = chain.state().provider(&a).ok_or_else(|| ApiError::not_found("provider"))?;
+    Ok(Json(json!({"address": a, "record": p, "stake": chain.state().total_stake(&a)})))
+}
+
+async fn get_model(
+    State(shared): State<Arc<Shared>>,
+    Path(sha): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let h = parse_hash(&sha)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let m = chain.state().model(&h).ok_or_else(|| ApiError::not_found("model"))?;
+    Ok(Json(json!({"sha256": h, "record": m})))
+}
+
+async fn get_channel(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let h = parse_hash(&id)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let c = chain.state().channel(&h).ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(Json(json!({"id": h, "channel": c, "unspent": c.unspent()})))
+}
+
+async fn get_block(
+    State(shared): State<Arc<Shared>>,
+    Path(height): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let h = if height == "latest" {
+        chain.state().height()
+    } else {
+        height.parse::<u64>().map_err(|_| ApiError::bad("bad_height", "height must be a number or \"latest\""))?
+    };
+    let block = chain.store().block(h).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found("block"))?;
+    let receipts = chain.store().receipts(h).map_err(ApiError::internal)?;
+    let txs: Vec<Hash> = block.txs.iter().map(SignedTx::id).collect();
+    Ok(Json(json!({"id": block.id(), "header": block.header, "txs": txs, "receipts": receipts})))
+}
+
+async fn get_tx(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let h = parse_hash(&id)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    if let Some(loc) = chain.store().tx_location(&h).map_err(ApiError::internal)? {
+        let receipt = chain.store().receipts(loc.height).map_err(ApiError::internal)?.into_iter().nth(loc.index as usize);
+        // With the single producer and with BFT alike, stored blocks are finalized blocks.
+        return Ok(Json(json!({"id": h, "status": "final", "height": loc.height, "receipt": receipt})));
+    }
+    if chain.mempool().contains(&h) {
+        return Ok(Json(json!({"id": h, "status": "pending"})));
+    }
+    Err(ApiError::not_found("transaction"))
+}
