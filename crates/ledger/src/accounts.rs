@@ -14,7 +14,9 @@ pub(crate) fn charge_fee(
     proposer: &Address,
 ) -> Result<Event, TxError> {
     let balance = state.balance(payer);
-    let after = balance.checked_sub(fee).ok_or(TxError::CannotPayFee { balance, fee })?;
+    let after = balance
+        .checked_sub(fee)
+        .ok_or(TxError::CannotPayFee { balance, fee })?;
     let burned = fee.mul_bps(state.params().fee_burn_bps);
     let to_proposer = fee.checked_sub(burned).unwrap_or_default();
     let acct = state.account_mut(payer);
@@ -23,7 +25,12 @@ pub(crate) fn charge_fee(
     credit(state, proposer, to_proposer).map_err(|_| TxError::CannotPayFee { balance, fee })?;
     let supply = &mut state.meta_mut().supply;
     supply.burned = supply.burned.checked_add(burned).unwrap_or(supply.burned);
-    Ok(Event::FeePaid { payer: *payer, fee, burned, to_proposer })
+    Ok(Event::FeePaid {
+        payer: *payer,
+        fee,
+        burned,
+        to_proposer,
+    })
 }
 
 pub(crate) fn transfer(
@@ -38,13 +45,23 @@ pub(crate) fn transfer(
     let balance = state.balance(from);
     let after = balance
         .checked_sub(amount)
-        .ok_or(TransferError::InsufficientBalance { balance, needed: amount })?;
+        .ok_or(TransferError::InsufficientBalance {
+            balance,
+            needed: amount,
+        })?;
     if from != to {
-        state.balance(to).checked_add(amount).ok_or(TransferError::Overflow)?;
+        state
+            .balance(to)
+            .checked_add(amount)
+            .ok_or(TransferError::Overflow)?;
         state.account_mut(from).balance = after;
         credit(state, to, amount).map_err(|_| TransferError::Overflow)?;
     }
-    Ok(vec![Event::Transferred { from: *from, to: *to, amount }])
+    Ok(vec![Event::Transferred {
+        from: *from,
+        to: *to,
+        amount,
+    }])
 }
 
 /// Adds to a balance; the caller has made sure it was taken from somewhere.

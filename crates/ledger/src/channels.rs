@@ -19,7 +19,10 @@ use std::collections::BTreeMap;
 
 /// A channel's id: unique because the payer's nonce is.
 pub fn channel_id(payer: &Address, provider: &Address, payer_nonce: u64) -> Hash {
-    Hash::of_parts(HashDomain::ChannelId, &[&payer.0, &provider.0, &payer_nonce.to_le_bytes()])
+    Hash::of_parts(
+        HashDomain::ChannelId,
+        &[&payer.0, &provider.0, &payer_nonce.to_le_bytes()],
+    )
 }
 
 pub(crate) fn open(
@@ -34,16 +37,25 @@ pub(crate) fn open(
     if deposit.is_zero() {
         return Err(ChannelError::ZeroAmount);
     }
-    let p = state.provider(provider).ok_or(ChannelError::UnknownProvider)?;
+    let p = state
+        .provider(provider)
+        .ok_or(ChannelError::UnknownProvider)?;
     if p.jailed_until > height {
-        return Err(ChannelError::ProviderJailed { until: p.jailed_until });
+        return Err(ChannelError::ProviderJailed {
+            until: p.jailed_until,
+        });
     }
     if expiry_height <= height {
-        return Err(ChannelError::ExpiryInPast { expiry: expiry_height, height });
+        return Err(ChannelError::ExpiryInPast {
+            expiry: expiry_height,
+            height,
+        });
     }
     let id = channel_id(payer, provider, payer_nonce);
-    debit(state, payer, deposit)
-        .map_err(|balance| ChannelError::InsufficientBalance { balance, needed: deposit })?;
+    debit(state, payer, deposit).map_err(|balance| ChannelError::InsufficientBalance {
+        balance,
+        needed: deposit,
+    })?;
     state.insert_channel(
         id,
         Channel {
@@ -58,7 +70,12 @@ pub(crate) fn open(
             settled: false,
         },
     );
-    Ok(vec![Event::ChannelOpened { channel: id, payer: *payer, provider: *provider, deposit }])
+    Ok(vec![Event::ChannelOpened {
+        channel: id,
+        payer: *payer,
+        provider: *provider,
+        deposit,
+    }])
 }
 
 pub(crate) fn top_up(
@@ -80,13 +97,21 @@ pub(crate) fn top_up(
     if c.payer != *signer {
         return Err(ChannelError::NotAllowed("payer"));
     }
-    let deposit = c.deposit.checked_add(amount).ok_or(ChannelError::Overflow)?;
-    debit(state, signer, amount)
-        .map_err(|balance| ChannelError::InsufficientBalance { balance, needed: amount })?;
+    let deposit = c
+        .deposit
+        .checked_add(amount)
+        .ok_or(ChannelError::Overflow)?;
+    debit(state, signer, amount).map_err(|balance| ChannelError::InsufficientBalance {
+        balance,
+        needed: amount,
+    })?;
     if let Some(c) = state.channel_mut(id) {
         c.deposit = deposit;
     }
-    Ok(vec![Event::ChannelToppedUp { channel: *id, amount }])
+    Ok(vec![Event::ChannelToppedUp {
+        channel: *id,
+        amount,
+    }])
 }
 
 pub(crate) fn redeem(
@@ -95,7 +120,9 @@ pub(crate) fn redeem(
     sv: &SignedVoucher,
 ) -> Result<Vec<Event>, RedeemError> {
     let v = &sv.voucher;
-    let c = state.channel(&v.channel).ok_or(RedeemError::UnknownChannel)?;
+    let c = state
+        .channel(&v.channel)
+        .ok_or(RedeemError::UnknownChannel)?;
     if c.settled {
         return Err(RedeemError::Settled);
     }
@@ -106,13 +133,22 @@ pub(crate) fn redeem(
         return Err(RedeemError::WrongChain(v.chain_id.clone()));
     }
     if v.cumulative <= c.redeemed {
-        return Err(RedeemError::NotIncreasing { cumulative: v.cumulative, redeemed: c.redeemed });
+        return Err(RedeemError::NotIncreasing {
+            cumulative: v.cumulative,
+            redeemed: c.redeemed,
+        });
     }
     if v.cumulative > c.deposit {
-        return Err(RedeemError::OverDeposit { cumulative: v.cumulative, deposit: c.deposit });
+        return Err(RedeemError::OverDeposit {
+            cumulative: v.cumulative,
+            deposit: c.deposit,
+        });
     }
     sv.verify(&c.payer).map_err(|_| RedeemError::BadSignature)?;
-    let increase = v.cumulative.checked_sub(c.redeemed).ok_or(RedeemError::Overflow)?;
+    let increase = v
+        .cumulative
+        .checked_sub(c.redeemed)
+        .ok_or(RedeemError::Overflow)?;
 
     // Royalties on each model's increase.
     let mut royalties: Vec<(Address, Amount)> = Vec::new();
@@ -122,12 +158,20 @@ pub(crate) fn redeem(
         if i > 0 && v.per_model[i - 1].0 >= *model {
             return Err(RedeemError::UnsortedModels);
         }
-        let record = state.model(model).ok_or(RedeemError::UnknownModel(*model))?;
+        let record = state
+            .model(model)
+            .ok_or(RedeemError::UnknownModel(*model))?;
         let before = c.redeemed_per_model.get(model).copied().unwrap_or_default();
-        let inc = amount.checked_sub(before).ok_or(RedeemError::ModelAmountDecreased(*model))?;
-        model_increase_sum = model_increase_sum.checked_add(inc).ok_or(RedeemError::Overflow)?;
+        let inc = amount
+            .checked_sub(before)
+            .ok_or(RedeemError::ModelAmountDecreased(*model))?;
+        model_increase_sum = model_increase_sum
+            .checked_add(inc)
+            .ok_or(RedeemError::Overflow)?;
         let royalty = inc.mul_bps(record.info.royalty_bps.min(state.params().max_royalty_bps));
-        royalty_sum = royalty_sum.checked_add(royalty).ok_or(RedeemError::Overflow)?;
+        royalty_sum = royalty_sum
+            .checked_add(royalty)
+            .ok_or(RedeemError::Overflow)?;
         royalties.push((record.owner, royalty));
     }
     if model_increase_sum > increase {
@@ -144,7 +188,9 @@ pub(crate) fn redeem(
     let treasury = state.params().treasury;
     let provider = c.provider;
     let channel_id = v.channel;
-    let c = state.channel_mut(&channel_id).ok_or(RedeemError::UnknownChannel)?;
+    let c = state
+        .channel_mut(&channel_id)
+        .ok_or(RedeemError::UnknownChannel)?;
     c.redeemed = v.cumulative;
     for (model, amount) in &v.per_model {
         c.redeemed_per_model.insert(*model, *amount);
@@ -189,7 +235,10 @@ pub(crate) fn close(
     if let Some(c) = state.channel_mut(id) {
         c.close_deadline = Some(deadline);
     }
-    Ok(vec![Event::ChannelClosing { channel: *id, deadline }])
+    Ok(vec![Event::ChannelClosing {
+        channel: *id,
+        deadline,
+    }])
 }
 
 /// Refunds the unspent deposit to the payer once the close deadline has passed, or once the
@@ -207,17 +256,27 @@ pub(crate) fn settle(
     if *signer != c.payer && *signer != c.provider {
         return Err(ChannelError::NotAllowed("payer or provider"));
     }
-    let after_expiry = c.expiry_height.saturating_add(state.params().channel_challenge_blocks);
-    let at = c.close_deadline.map_or(after_expiry, |d| d.min(after_expiry));
+    let after_expiry = c
+        .expiry_height
+        .saturating_add(state.params().channel_challenge_blocks);
+    let at = c
+        .close_deadline
+        .map_or(after_expiry, |d| d.min(after_expiry));
     if height < at {
         return Err(ChannelError::TooEarly { at });
     }
     let refund = c.unspent();
     let payer = c.payer;
-    state.balance(&payer).checked_add(refund).ok_or(ChannelError::Overflow)?;
+    state
+        .balance(&payer)
+        .checked_add(refund)
+        .ok_or(ChannelError::Overflow)?;
     if let Some(c) = state.channel_mut(id) {
         c.settled = true;
     }
     credit(state, &payer, refund).map_err(|_| ChannelError::Overflow)?;
-    Ok(vec![Event::ChannelSettled { channel: *id, refund }])
+    Ok(vec![Event::ChannelSettled {
+        channel: *id,
+        refund,
+    }])
 }

@@ -117,8 +117,13 @@ pub enum RedeemError {
     WrongChain(String),
     #[error("voucher signature is not the payer's")]
     BadSignature,
-    #[error("voucher cumulative {cumulative} does not exceed what was already redeemed ({redeemed})")]
-    NotIncreasing { cumulative: Amount, redeemed: Amount },
+    #[error(
+        "voucher cumulative {cumulative} does not exceed what was already redeemed ({redeemed})"
+    )]
+    NotIncreasing {
+        cumulative: Amount,
+        redeemed: Amount,
+    },
     #[error("voucher cumulative {cumulative} exceeds the deposit {deposit}")]
     OverDeposit { cumulative: Amount, deposit: Amount },
     #[error("voucher per-model list must be sorted by model with no duplicates")]
@@ -200,5 +205,9 @@ pub enum BlockError {
     #[error("transaction {index} is invalid: {error}")]
     InvalidTx { index: usize, error: TxError },
     #[error("header {what} root {claimed} does not match the computed {computed}")]
-    RootMismatch { what: &'static str, claimed: Hash, computed: Hash },
+    RootMismatch {
+        what: &'static str,
+        claimed: Hash,
+        computed: Hash,
+    },
 }

@@ -53,7 +53,10 @@ impl Genesis {
         self.params.validate()?;
         let id_ok = !self.chain_id.is_empty()
             && self.chain_id.len() <= agora_types::tx::limits::MAX_CHAIN_ID
-            && self.chain_id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && self
+                .chain_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !id_ok {
             return Err(GenesisError::BadChainId);
         }
@@ -79,7 +82,13 @@ impl Genesis {
             total = total.checked_add(v.stake).ok_or(GenesisError::Overflow)?;
             state.set_stake(&v.address, &v.address, v.stake);
             state.set_stake_total(&v.address, v.stake);
-            state.insert_validator(v.address, ValidatorRecord { registered_at: 0, jailed_until: 0 });
+            state.insert_validator(
+                v.address,
+                ValidatorRecord {
+                    registered_at: 0,
+                    jailed_until: 0,
+                },
+            );
         }
         state.meta_mut().supply.genesis = total;
         state.commit();

@@ -34,7 +34,7 @@ pub use genesis::Genesis;
 pub use params::Params;
 pub use state::{State, StateDiff, StateKey};
 
-use agora_types::tx::limits::{MAX_TXS_PER_BLOCK, MAX_TX_BYTES};
+use agora_types::tx::limits::{MAX_TX_BYTES, MAX_TXS_PER_BLOCK};
 use agora_types::{
     Address, BatchVerifier, Block, BlockHeader, Encode, Outcome, Receipt, SignDomain, SignedTx,
     TxBody,
@@ -54,7 +54,10 @@ pub struct Applied {
 pub fn check_tx_static(state: &State, stx: &SignedTx) -> Result<(), TxError> {
     let len = stx.encode().len();
     if len > MAX_TX_BYTES {
-        return Err(TxError::TooLarge { len, max: MAX_TX_BYTES });
+        return Err(TxError::TooLarge {
+            len,
+            max: MAX_TX_BYTES,
+        });
     }
     if stx.tx.chain_id != state.chain_id() {
         return Err(TxError::WrongChain {
@@ -64,7 +67,10 @@ pub fn check_tx_static(state: &State, stx: &SignedTx) -> Result<(), TxError> {
     }
     let min = state.params().min_fee;
     if stx.tx.fee < min {
-        return Err(TxError::FeeTooLow { offered: stx.tx.fee, min });
+        return Err(TxError::FeeTooLow {
+            offered: stx.tx.fee,
+            min,
+        });
     }
     Ok(())
 }
@@ -74,10 +80,16 @@ pub fn check_tx(state: &State, stx: &SignedTx) -> Result<(), TxError> {
     check_tx_static(state, stx)?;
     let acct = state.account(&stx.tx.signer);
     if stx.tx.nonce != acct.nonce {
-        return Err(TxError::BadNonce { expected: acct.nonce, got: stx.tx.nonce });
+        return Err(TxError::BadNonce {
+            expected: acct.nonce,
+            got: stx.tx.nonce,
+        });
     }
     if acct.balance < stx.tx.fee {
-        return Err(TxError::CannotPayFee { balance: acct.balance, fee: stx.tx.fee });
+        return Err(TxError::CannotPayFee {
+            balance: acct.balance,
+            fee: stx.tx.fee,
+        });
     }
     stx.verify_signature().map_err(|_| TxError::BadSignature)
 }
@@ -94,7 +106,10 @@ fn apply_tx(
     let tx = &stx.tx;
     let acct = state.account(&tx.signer);
     if tx.nonce != acct.nonce {
-        return Err(TxError::BadNonce { expected: acct.nonce, got: tx.nonce });
+        return Err(TxError::BadNonce {
+            expected: acct.nonce,
+            got: tx.nonce,
+        });
     }
     events.push(accounts::charge_fee(state, &tx.signer, tx.fee, proposer)?);
     let signer = &tx.signer;
@@ -121,10 +136,20 @@ fn apply_tx(
         TxBody::RegisterDataset(info) => {
             registry::register_dataset(state, height, signer, info.clone()).map_err(Into::into)
         }
-        TxBody::OpenChannel { provider, deposit, expiry_height } => {
-            channels::open(state, height, signer, tx.nonce, provider, *deposit, *expiry_height)
-                .map_err(Into::into)
-        }
+        TxBody::OpenChannel {
+            provider,
+            deposit,
+            expiry_height,
+        } => channels::open(
+            state,
+            height,
+            signer,
+            tx.nonce,
+            provider,
+            *deposit,
+            *expiry_height,
+        )
+        .map_err(Into::into),
         TxBody::TopUpChannel { channel, amount } => {
             channels::top_up(state, signer, channel, *amount).map_err(Into::into)
         }
@@ -144,9 +169,16 @@ fn apply_tx(
             events.extend(evs);
             Outcome::Success
         }
-        Err(e) => Outcome::Failed { code: e.code(), message: e.to_string() },
+        Err(e) => Outcome::Failed {
+            code: e.code(),
+            message: e.to_string(),
+        },
     };
-    Ok(Receipt { tx: stx.id(), fee: tx.fee, outcome })
+    Ok(Receipt {
+        tx: stx.id(),
+        fee: tx.fee,
+        outcome,
+    })
 }
 
 fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<(), BlockError> {
@@ -157,10 +189,16 @@ fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<
         });
     }
     if header.height != state.height() + 1 {
-        return Err(BlockError::WrongHeight { expected_prev: state.height(), got: header.height });
+        return Err(BlockError::WrongHeight {
+            expected_prev: state.height(),
+            got: header.height,
+        });
     }
     if header.parent != state.last_block() {
-        return Err(BlockError::WrongParent { expected: state.last_block(), got: header.parent });
+        return Err(BlockError::WrongParent {
+            expected: state.last_block(),
+            got: header.parent,
+        });
     }
     if header.timestamp_ms < state.last_timestamp_ms() {
         return Err(BlockError::TimestampRegressed {
@@ -169,7 +207,10 @@ fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<
         });
     }
     if tx_count > MAX_TXS_PER_BLOCK {
-        return Err(BlockError::TooManyTxs { count: tx_count, max: MAX_TXS_PER_BLOCK });
+        return Err(BlockError::TooManyTxs {
+            count: tx_count,
+            max: MAX_TXS_PER_BLOCK,
+        });
     }
     Ok(())
 }
@@ -178,7 +219,12 @@ fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<
 fn verify_signatures(txs: &[SignedTx]) -> Result<(), BlockError> {
     let mut batch = BatchVerifier::new();
     for stx in txs {
-        batch.queue(&stx.tx.signer, SignDomain::Transaction, &stx.tx.encode(), &stx.signature);
+        batch.queue(
+            &stx.tx.signer,
+            SignDomain::Transaction,
+            &stx.tx.encode(),
+            &stx.signature,
+        );
     }
     batch.verify().map_err(|bad| BlockError::InvalidTx {
         index: bad.first().copied().unwrap_or_default(),
@@ -225,7 +271,11 @@ pub fn apply_block_in_place(state: &mut State, block: &Block) -> Result<Applied,
         });
     }
     state.set_last_block(block.id());
-    Ok(Applied { receipts, events, diff })
+    Ok(Applied {
+        receipts,
+        events,
+        diff,
+    })
 }
 
 /// `apply(state, block) -> (state', receipts, events)`, leaving `state` untouched.
@@ -269,7 +319,12 @@ pub fn build_block(
     let candidates: Vec<SignedTx> = candidates.into_iter().take(MAX_TXS_PER_BLOCK).collect();
     let mut batch = BatchVerifier::new();
     for stx in &candidates {
-        batch.queue(&stx.tx.signer, SignDomain::Transaction, &stx.tx.encode(), &stx.signature);
+        batch.queue(
+            &stx.tx.signer,
+            SignDomain::Transaction,
+            &stx.tx.encode(),
+            &stx.signature,
+        );
     }
     let bad: Vec<usize> = batch.verify().err().unwrap_or_default();
     let mut txs = Vec::new();
@@ -306,5 +361,14 @@ pub fn build_block(
     header.state_root = root;
     let block = Block { header, txs };
     next.set_last_block(block.id());
-    Built { block, state: next, applied: Applied { receipts, events, diff }, rejected }
+    Built {
+        block,
+        state: next,
+        applied: Applied {
+            receipts,
+            events,
+            diff,
+        },
+        rejected,
+    }
 }

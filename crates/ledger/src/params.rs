@@ -41,7 +41,9 @@ pub struct Params {
 pub enum ParamsError {
     #[error("{name} is {value} basis points; at most 10000 allowed")]
     BpsOutOfRange { name: &'static str, value: u16 },
-    #[error("max_royalty_bps + protocol_fee_bps must not exceed 10000 (a provider's share would be negative)")]
+    #[error(
+        "max_royalty_bps + protocol_fee_bps must not exceed 10000 (a provider's share would be negative)"
+    )]
     RoyaltyPlusFeeTooHigh,
     #[error("{name} must be at least 1")]
     ZeroPeriod { name: &'static str },

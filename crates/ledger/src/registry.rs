@@ -14,7 +14,9 @@ pub(crate) fn register_validator(
 ) -> Result<Vec<Event>, RegisterError> {
     if let Some(v) = state.validator(who) {
         if v.jailed_until > height {
-            return Err(RegisterError::Jailed { until: v.jailed_until });
+            return Err(RegisterError::Jailed {
+                until: v.jailed_until,
+            });
         }
         return Err(RegisterError::AlreadyRegistered);
     }
@@ -23,7 +25,13 @@ pub(crate) fn register_validator(
     if bonded < min {
         return Err(RegisterError::InsufficientStake { bonded, min });
     }
-    state.insert_validator(*who, ValidatorRecord { registered_at: height, jailed_until: 0 });
+    state.insert_validator(
+        *who,
+        ValidatorRecord {
+            registered_at: height,
+            jailed_until: 0,
+        },
+    );
     Ok(vec![Event::ValidatorRegistered { validator: *who }])
 }
 
@@ -35,10 +43,10 @@ pub(crate) fn register_provider(
     info: ProviderInfo,
 ) -> Result<Vec<Event>, RegisterError> {
     let existing = state.provider(who).cloned();
-    if let Some(p) = &existing {
-        if p.jailed_until > height {
-            return Err(RegisterError::Jailed { until: p.jailed_until });
-        }
+    if let Some(p) = existing.as_ref().filter(|p| p.jailed_until > height) {
+        return Err(RegisterError::Jailed {
+            until: p.jailed_until,
+        });
     }
     let bonded = state.stake(who, who);
     let min = state.params().min_provider_stake;
@@ -46,7 +54,9 @@ pub(crate) fn register_provider(
         return Err(RegisterError::InsufficientStake { bonded, min });
     }
     if info.models.is_empty() {
-        return Err(RegisterError::Invalid("a provider must serve at least one model"));
+        return Err(RegisterError::Invalid(
+            "a provider must serve at least one model",
+        ));
     }
     if info.endpoints.iter().any(|e| e.trim().is_empty()) {
         return Err(RegisterError::Invalid("endpoint hints must not be empty"));
@@ -60,7 +70,14 @@ pub(crate) fn register_provider(
         }
     }
     let registered_at = existing.map(|p| p.registered_at).unwrap_or(height);
-    state.insert_provider(*who, ProviderRecord { info, registered_at, jailed_until: 0 });
+    state.insert_provider(
+        *who,
+        ProviderRecord {
+            info,
+            registered_at,
+            jailed_until: 0,
+        },
+    );
     Ok(vec![Event::ProviderRegistered { provider: *who }])
 }
 
@@ -75,14 +92,27 @@ pub(crate) fn register_model(
     }
     let max = state.params().max_royalty_bps;
     if info.royalty_bps > max {
-        return Err(RegisterError::RoyaltyTooHigh { bps: info.royalty_bps, max });
+        return Err(RegisterError::RoyaltyTooHigh {
+            bps: info.royalty_bps,
+            max,
+        });
     }
     if info.name.trim().is_empty() {
         return Err(RegisterError::Invalid("model name must not be empty"));
     }
     let id = info.sha256;
-    state.insert_model(id, ModelRecord { info, owner: *owner, registered_at: height });
-    Ok(vec![Event::ModelRegistered { model: id, owner: *owner }])
+    state.insert_model(
+        id,
+        ModelRecord {
+            info,
+            owner: *owner,
+            registered_at: height,
+        },
+    );
+    Ok(vec![Event::ModelRegistered {
+        model: id,
+        owner: *owner,
+    }])
 }
 
 pub(crate) fn register_dataset(
@@ -98,6 +128,16 @@ pub(crate) fn register_dataset(
         return Err(RegisterError::Invalid("dataset name must not be empty"));
     }
     let id = info.content_hash;
-    state.insert_dataset(id, DatasetRecord { info, owner: *owner, registered_at: height });
-    Ok(vec![Event::DatasetRegistered { dataset: id, owner: *owner }])
+    state.insert_dataset(
+        id,
+        DatasetRecord {
+            info,
+            owner: *owner,
+            registered_at: height,
+        },
+    );
+    Ok(vec![Event::DatasetRegistered {
+        dataset: id,
+        owner: *owner,
+    }])
 }

@@ -17,8 +17,14 @@ pub(crate) fn slash(
     reporter: &Address,
     evidence: &Evidence,
 ) -> Result<Vec<Event>, SlashError> {
-    let Evidence::ConflictingClaims { offender, subject, claim_a, signature_a, claim_b, signature_b } =
-        evidence;
+    let Evidence::ConflictingClaims {
+        offender,
+        subject,
+        claim_a,
+        signature_a,
+        claim_b,
+        signature_b,
+    } = evidence;
     if claim_a == claim_b {
         return Err(SlashError::NoConflict);
     }
@@ -27,10 +33,18 @@ pub(crate) fn slash(
         return Err(SlashError::AlreadySlashed);
     }
     offender
-        .verify(SignDomain::Claim, &claim_message(subject, claim_a), signature_a)
+        .verify(
+            SignDomain::Claim,
+            &claim_message(subject, claim_a),
+            signature_a,
+        )
         .map_err(|_| SlashError::BadSignature)?;
     offender
-        .verify(SignDomain::Claim, &claim_message(subject, claim_b), signature_b)
+        .verify(
+            SignDomain::Claim,
+            &claim_message(subject, claim_b),
+            signature_b,
+        )
         .map_err(|_| SlashError::BadSignature)?;
 
     let fraction = state.params().slash_fraction_bps;
@@ -67,7 +81,10 @@ pub(crate) fn slash(
     let burned = slashed.saturating_sub(reward);
     credit(state, reporter, reward).map_err(|_| SlashError::Overflow)?;
     let supply = &mut state.meta_mut().supply;
-    supply.burned = supply.burned.checked_add(burned).ok_or(SlashError::Overflow)?;
+    supply.burned = supply
+        .burned
+        .checked_add(burned)
+        .ok_or(SlashError::Overflow)?;
 
     let jail_until = height.saturating_add(state.params().jail_blocks);
     if let Some(p) = state.provider_mut(offender) {
@@ -77,5 +94,11 @@ pub(crate) fn slash(
         v.jailed_until = v.jailed_until.max(jail_until);
     }
     state.insert_evidence(id);
-    Ok(vec![Event::Slashed { offender: *offender, slashed, burned, reporter: *reporter, reward }])
+    Ok(vec![Event::Slashed {
+        offender: *offender,
+        slashed,
+        burned,
+        reporter: *reporter,
+        reward,
+    }])
 }

@@ -25,16 +25,30 @@ pub(crate) fn bond(
             (None, None) => return Err(BondError::UnknownTarget),
         };
         if jailed_until > height {
-            return Err(BondError::TargetJailed { until: jailed_until });
+            return Err(BondError::TargetJailed {
+                until: jailed_until,
+            });
         }
     }
-    let stake = state.stake(target, delegator).checked_add(amount).ok_or(BondError::Overflow)?;
-    let total = state.total_stake(target).checked_add(amount).ok_or(BondError::Overflow)?;
-    debit(state, delegator, amount)
-        .map_err(|balance| BondError::InsufficientBalance { balance, needed: amount })?;
+    let stake = state
+        .stake(target, delegator)
+        .checked_add(amount)
+        .ok_or(BondError::Overflow)?;
+    let total = state
+        .total_stake(target)
+        .checked_add(amount)
+        .ok_or(BondError::Overflow)?;
+    debit(state, delegator, amount).map_err(|balance| BondError::InsufficientBalance {
+        balance,
+        needed: amount,
+    })?;
     state.set_stake(target, delegator, stake);
     state.set_stake_total(target, total);
-    Ok(vec![Event::Bonded { delegator: *delegator, target: *target, amount }])
+    Ok(vec![Event::Bonded {
+        delegator: *delegator,
+        target: *target,
+        amount,
+    }])
 }
 
 pub(crate) fn unbond(
@@ -50,7 +64,10 @@ pub(crate) fn unbond(
     let bonded = state.stake(target, delegator);
     let left = bonded
         .checked_sub(amount)
-        .ok_or(UnbondError::InsufficientStake { bonded, requested: amount })?;
+        .ok_or(UnbondError::InsufficientStake {
+            bonded,
+            requested: amount,
+        })?;
     let release_height = height.saturating_add(state.params().unbonding_period_blocks);
     let key = (*delegator, *target, release_height);
     let pending = state.unbonding.get(&key).copied().unwrap_or_default();
@@ -59,7 +76,12 @@ pub(crate) fn unbond(
     state.set_stake(target, delegator, left);
     state.set_stake_total(target, total);
     state.set_unbonding(key, pending);
-    Ok(vec![Event::Unbonding { delegator: *delegator, target: *target, amount, release_height }])
+    Ok(vec![Event::Unbonding {
+        delegator: *delegator,
+        target: *target,
+        amount,
+        release_height,
+    }])
 }
 
 pub(crate) fn withdraw(
@@ -68,8 +90,9 @@ pub(crate) fn withdraw(
     delegator: &Address,
 ) -> Result<Vec<Event>, WithdrawError> {
     let entries = state.unbonding_of(delegator);
-    let (matured, waiting): (Vec<_>, Vec<_>) =
-        entries.into_iter().partition(|(_, release, _)| *release <= height);
+    let (matured, waiting): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(_, release, _)| *release <= height);
     if matured.is_empty() {
         let next = waiting.iter().map(|(_, h, _)| *h).min();
         return Err(WithdrawError::NothingMatured { next });
@@ -78,10 +101,16 @@ pub(crate) fn withdraw(
     for (_, _, amount) in &matured {
         sum = sum.checked_add(*amount).ok_or(WithdrawError::Overflow)?;
     }
-    state.balance(delegator).checked_add(sum).ok_or(WithdrawError::Overflow)?;
+    state
+        .balance(delegator)
+        .checked_add(sum)
+        .ok_or(WithdrawError::Overflow)?;
     for (target, release, _) in matured {
         state.set_unbonding((*delegator, target, release), Amount::ZERO);
     }
     credit(state, delegator, sum).map_err(|_| WithdrawError::Overflow)?;
-    Ok(vec![Event::Withdrawn { delegator: *delegator, amount: sum }])
+    Ok(vec![Event::Withdrawn {
+        delegator: *delegator,
+        amount: sum,
+    }])
 }

@@ -13,7 +13,7 @@
 
 use crate::params::Params;
 use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
-use agora_types::hash::{merkle_root, Hash, HashDomain};
+use agora_types::hash::{Hash, HashDomain, merkle_root};
 use agora_types::{Address, Amount, DatasetInfo, ModelInfo, ProviderInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +85,9 @@ pub struct Supply {
 impl Supply {
     /// genesis + minted - burned: what every balance, stake and escrow must add up to.
     pub fn expected_total(&self) -> Option<Amount> {
-        self.genesis.checked_add(self.minted)?.checked_sub(self.burned)
+        self.genesis
+            .checked_add(self.minted)?
+            .checked_sub(self.burned)
     }
 }
 
@@ -205,7 +207,10 @@ impl State {
         self.accounts.get(a).map(|x| x.balance).unwrap_or_default()
     }
     pub fn stake(&self, target: &Address, delegator: &Address) -> Amount {
-        self.stakes.get(&(*target, *delegator)).copied().unwrap_or_default()
+        self.stakes
+            .get(&(*target, *delegator))
+            .copied()
+            .unwrap_or_default()
     }
     /// All stake bonded behind `target` (not counting unbonding stake).
     pub fn total_stake(&self, target: &Address) -> Amount {
@@ -395,7 +400,11 @@ impl State {
         let mut keys = vec![StateKey::Meta];
         keys.extend(self.accounts.keys().map(|a| StateKey::Account(*a)));
         keys.extend(self.stakes.keys().map(|(t, d)| StateKey::Stake(*t, *d)));
-        keys.extend(self.unbonding.keys().map(|(d, t, h)| StateKey::Unbonding(*d, *t, *h)));
+        keys.extend(
+            self.unbonding
+                .keys()
+                .map(|(d, t, h)| StateKey::Unbonding(*d, *t, *h)),
+        );
         keys.extend(self.validators.keys().map(|a| StateKey::Validator(*a)));
         keys.extend(self.providers.keys().map(|a| StateKey::Provider(*a)));
         keys.extend(self.models.keys().map(|h| StateKey::Model(*h)));
@@ -435,7 +444,10 @@ impl State {
                 rest.push((key, v));
             }
         }
-        let meta = meta.ok_or(DecodeError::Invalid { what: "state", reason: "no meta record" })?;
+        let meta = meta.ok_or(DecodeError::Invalid {
+            what: "state",
+            reason: "no meta record",
+        })?;
         let mut s = State::empty(meta);
         for (key, v) in rest {
             s.touch(key.clone());
@@ -447,10 +459,13 @@ impl State {
                 StateKey::Stake(t, d) => {
                     let amount = Amount::decode(&v)?;
                     s.stakes.insert((t, d), amount);
-                    let total = s.total_stake(&t).checked_add(amount).ok_or(DecodeError::Invalid {
-                        what: "stake",
-                        reason: "total overflows",
-                    })?;
+                    let total =
+                        s.total_stake(&t)
+                            .checked_add(amount)
+                            .ok_or(DecodeError::Invalid {
+                                what: "stake",
+                                reason: "total overflows",
+                            })?;
                     s.stake_totals.insert(t, total);
                 }
                 StateKey::Unbonding(d, t, h) => {
@@ -548,7 +563,12 @@ impl Decode for StateKey {
             7 => StateKey::Dataset(Decode::decode_from(r)?),
             8 => StateKey::Channel(Decode::decode_from(r)?),
             9 => StateKey::Evidence(Decode::decode_from(r)?),
-            tag => return Err(DecodeError::InvalidTag { what: "state key", tag }),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "state key",
+                    tag,
+                });
+            }
         })
     }
 }
@@ -562,7 +582,10 @@ impl Encode for Account {
 
 impl Decode for Account {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Account { balance: Decode::decode_from(r)?, nonce: r.u64()? })
+        Ok(Account {
+            balance: Decode::decode_from(r)?,
+            nonce: r.u64()?,
+        })
     }
 }
 
@@ -575,7 +598,10 @@ impl Encode for ValidatorRecord {
 
 impl Decode for ValidatorRecord {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(ValidatorRecord { registered_at: r.u64()?, jailed_until: r.u64()? })
+        Ok(ValidatorRecord {
+            registered_at: r.u64()?,
+            jailed_until: r.u64()?,
+        })
     }
 }
 
@@ -639,8 +665,11 @@ impl Encode for Channel {
         self.provider.encode_to(out);
         self.deposit.encode_to(out);
         self.redeemed.encode_to(out);
-        let per_model: Vec<(Hash, Amount)> =
-            self.redeemed_per_model.iter().map(|(k, v)| (*k, *v)).collect();
+        let per_model: Vec<(Hash, Amount)> = self
+            .redeemed_per_model
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
         out.put_vec(&per_model);
         out.put_u64(self.opened_at);
         out.put_u64(self.expiry_height);
@@ -664,7 +693,11 @@ impl Decode for Channel {
         let per_model: Vec<(Hash, Amount)> = r.vec("channel models", 1 << 16, 48)?;
         let opened_at = r.u64()?;
         let expiry_height = r.u64()?;
-        let close_deadline = if r.bool("close deadline")? { Some(r.u64()?) } else { None };
+        let close_deadline = if r.bool("close deadline")? {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         let settled = r.bool("settled")?;
         Ok(Channel {
             payer,

@@ -30,7 +30,13 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(store: Store, state: State, mempool: Mempool, max_block_txs: usize) -> Chain {
-        Chain { store, state, mempool, proposed: None, max_block_txs }
+        Chain {
+            store,
+            state,
+            mempool,
+            proposed: None,
+            max_block_txs,
+        }
     }
 
     pub fn state(&self) -> &State {
@@ -53,7 +59,10 @@ impl Chain {
         let candidates = self.mempool.candidates(&self.state, self.max_block_txs);
         let built = agora_ledger::build_block(
             &self.state,
-            &BlockContext { timestamp_ms, proposer },
+            &BlockContext {
+                timestamp_ms,
+                proposer,
+            },
             candidates,
         );
         for (stx, error) in &built.rejected {

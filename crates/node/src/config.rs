@@ -43,7 +43,10 @@ impl Default for NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -56,21 +59,33 @@ impl NodeConfig {
     pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigError> {
         let mut value = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?;
                 text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Parse { path: p.display().to_string(), message: e.to_string() })?
+                    .map_err(|e| ConfigError::Parse {
+                        path: p.display().to_string(),
+                        message: e.to_string(),
+                    })?
             }
             None => toml::Table::new(),
         };
         for (var, raw) in std::env::vars() {
-            let Some(rest) = var.strip_prefix("AGORA__") else { continue };
+            let Some(rest) = var.strip_prefix("AGORA__") else {
+                continue;
+            };
             let parts: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
             // Single-section config today: AGORA__NODE__RPC_ADDR or AGORA__RPC_ADDR.
             let key = match parts.as_slice() {
                 [k] => k.clone(),
                 [section, k] if section == "node" => k.clone(),
-                _ => return Err(ConfigError::Env { var, message: "unknown section".into() }),
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: "unknown section".into(),
+                    });
+                }
             };
             let v = raw
                 .parse::<i64>()
@@ -79,10 +94,15 @@ impl NodeConfig {
                 .unwrap_or(toml::Value::String(raw));
             value.insert(key, v);
         }
-        let mut cfg: NodeConfig = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.map(|p| p.display().to_string()).unwrap_or_else(|| "environment".into()),
-            message: e.to_string(),
-        })?;
+        let mut cfg: NodeConfig =
+            toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "environment".into()),
+                    message: e.to_string(),
+                })?;
         if let Some(dir) = path.and_then(Path::parent) {
             for p in [&mut cfg.data_dir, &mut cfg.genesis, &mut cfg.key_file] {
                 if p.is_relative() {
@@ -95,12 +115,24 @@ impl NodeConfig {
 
     pub fn load_genesis(&self) -> Result<Genesis, ConfigError> {
         let path = self.genesis.display().to_string();
-        let meta = std::fs::metadata(&self.genesis).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+        let meta = std::fs::metadata(&self.genesis).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
         if meta.len() > 64 * 1024 * 1024 {
-            return Err(ConfigError::Parse { path, message: "genesis file larger than 64 MiB".into() });
+            return Err(ConfigError::Parse {
+                path,
+                message: "genesis file larger than 64 MiB".into(),
+            });
         }
-        let text = std::fs::read_to_string(&self.genesis).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
-        serde_json::from_str(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })
+        let text = std::fs::read_to_string(&self.genesis).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })
     }
 }
 

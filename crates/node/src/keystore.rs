@@ -13,7 +13,10 @@ use zeroize::Zeroize;
 #[derive(Debug, thiserror::Error)]
 pub enum KeystoreError {
     #[error("cannot read or write {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("not a keystore file: {0}")]
     Format(String),
     #[error("wrong password (or the file was altered)")]
@@ -46,7 +49,9 @@ const T_COST: u32 = 3;
 fn derive(password: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<[u8; 32], KeystoreError> {
     // Bounds stop a hostile file from asking for gigabytes of memory.
     if m > 1024 * 1024 || t > 16 || p > 16 {
-        return Err(KeystoreError::Format("key derivation cost out of bounds".into()));
+        return Err(KeystoreError::Format(
+            "key derivation cost out of bounds".into(),
+        ));
     }
     let params = Params::new(m, t, p, Some(32)).map_err(|e| KeystoreError::Kdf(e.to_string()))?;
     let mut key = [0u8; 32];
@@ -92,14 +97,24 @@ pub fn save_with_cost(
         nonce: hex::encode(nonce),
         ciphertext: hex::encode(ciphertext),
     };
-    let json = serde_json::to_string_pretty(&file).map_err(|e| KeystoreError::Format(e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(&file).map_err(|e| KeystoreError::Format(e.to_string()))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| KeystoreError::Io { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| KeystoreError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     // Write then rename, so a crash never leaves a half-written key file.
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, json).map_err(|source| KeystoreError::Io { path: tmp.display().to_string(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| KeystoreError::Io { path: path.display().to_string(), source })
+    std::fs::write(&tmp, json).map_err(|source| KeystoreError::Io {
+        path: tmp.display().to_string(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| KeystoreError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// The address stored in a key file, without the password.
@@ -108,22 +123,33 @@ pub fn address(path: &Path) -> Result<Address, KeystoreError> {
 }
 
 fn read_file(path: &Path) -> Result<KeyFile, KeystoreError> {
-    let meta = std::fs::metadata(path).map_err(|source| KeystoreError::Io { path: path.display().to_string(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| KeystoreError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     if meta.len() > 64 * 1024 {
         return Err(KeystoreError::Format("file too large".into()));
     }
-    let text = std::fs::read_to_string(path).map_err(|source| KeystoreError::Io { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| KeystoreError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     serde_json::from_str(&text).map_err(|e| KeystoreError::Format(e.to_string()))
 }
 
 pub fn load(path: &Path, password: &str) -> Result<SecretKey, KeystoreError> {
     let f = read_file(path)?;
     if f.version != 1 || f.kdf != "argon2id" || f.cipher != "xchacha20poly1305" {
-        return Err(KeystoreError::Format("unsupported version, kdf or cipher".into()));
+        return Err(KeystoreError::Format(
+            "unsupported version, kdf or cipher".into(),
+        ));
     }
     let bad = |what: &str| KeystoreError::Format(format!("bad {what}"));
     let salt = hex::decode(&f.salt).map_err(|_| bad("salt"))?;
-    let nonce: [u8; 24] = hex::decode(&f.nonce).ok().and_then(|n| n.try_into().ok()).ok_or_else(|| bad("nonce"))?;
+    let nonce: [u8; 24] = hex::decode(&f.nonce)
+        .ok()
+        .and_then(|n| n.try_into().ok())
+        .ok_or_else(|| bad("nonce"))?;
     let ciphertext = hex::decode(&f.ciphertext).map_err(|_| bad("ciphertext"))?;
     let mut k = derive(password, &salt, f.m_cost_kib, f.t_cost, f.p_cost)?;
     let cipher = XChaCha20Poly1305::new((&k).into());
@@ -152,9 +178,15 @@ mod tests {
         save_with_cost(&path, &key, "hunter2", 1024, 1).unwrap();
         assert_eq!(address(&path).unwrap(), key.public());
         assert_eq!(load(&path, "hunter2").unwrap().public(), key.public());
-        assert!(matches!(load(&path, "wrong"), Err(KeystoreError::WrongPassword)));
+        assert!(matches!(
+            load(&path, "wrong"),
+            Err(KeystoreError::WrongPassword)
+        ));
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("argon2id", "scrypt")).unwrap();
-        assert!(matches!(load(&path, "hunter2"), Err(KeystoreError::Format(_))));
+        assert!(matches!(
+            load(&path, "hunter2"),
+            Err(KeystoreError::Format(_))
+        ));
     }
 }

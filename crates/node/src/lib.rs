@@ -37,7 +37,10 @@ pub enum StartError {
     #[error("storage: {0}")]
     Store(#[from] store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
@@ -62,8 +65,10 @@ impl NodeHandle {
 /// Opens storage, loads the state and starts the RPC server and the block producer.
 pub async fn start(cfg: &NodeConfig, proposer: Address) -> Result<NodeHandle, StartError> {
     let genesis = cfg.load_genesis()?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| config::ConfigError::Io { path: cfg.data_dir.display().to_string(), source: e })?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| config::ConfigError::Io {
+        path: cfg.data_dir.display().to_string(),
+        source: e,
+    })?;
     let store = store::Store::open(&cfg.data_dir.join("chain.redb"))?;
     let state = store.load_or_init(&genesis)?;
     tracing::info!(target: "agora::node", chain = %state.chain_id(), height = state.height(), root = %state.root(), "state loaded");
@@ -74,17 +79,31 @@ pub async fn start(cfg: &NodeConfig, proposer: Address) -> Result<NodeHandle, St
     });
     let listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
         .await
-        .map_err(|source| StartError::Listen { addr: cfg.rpc_addr, source })?;
-    let rpc_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: cfg.rpc_addr, source })?;
+        .map_err(|source| StartError::Listen {
+            addr: cfg.rpc_addr,
+            source,
+        })?;
+    let rpc_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.rpc_addr,
+        source,
+    })?;
     let app = rpc::app(shared.clone());
     let rpc_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(target: "agora::rpc", error = %e, "RPC server stopped");
         }
     });
-    let producer = tokio::spawn(produce_blocks(shared.clone(), proposer, Duration::from_millis(cfg.block_time_ms)));
+    let producer = tokio::spawn(produce_blocks(
+        shared.clone(),
+        proposer,
+        Duration::from_millis(cfg.block_time_ms),
+    ));
     tracing::info!(target: "agora::node", rpc = %rpc_addr, "node started");
-    Ok(NodeHandle { rpc_addr, shared, tasks: vec![rpc_task, producer] })
+    Ok(NodeHandle {
+        rpc_addr,
+        shared,
+        tasks: vec![rpc_task, producer],
+    })
 }
 
 /// The single in-process block producer: when transactions are waiting, build a block at most
@@ -92,7 +111,11 @@ pub async fn start(cfg: &NodeConfig, proposer: Address) -> Result<NodeHandle, St
 /// No empty blocks while idle.
 async fn produce_blocks(shared: Arc<Shared>, proposer: Address, block_time: Duration) {
     loop {
-        let waiting = shared.chain.lock().map(|c| !c.mempool().is_empty()).unwrap_or(false);
+        let waiting = shared
+            .chain
+            .lock()
+            .map(|c| !c.mempool().is_empty())
+            .unwrap_or(false);
         if !waiting {
             shared.new_tx.notified().await;
         }
@@ -113,7 +136,11 @@ async fn produce_blocks(shared: Arc<Shared>, proposer: Address, block_time: Dura
                 return Ok(None);
             }
             chain.finalize(&block).map_err(|e| e.to_string())?;
-            Ok::<_, String>(Some((block.header.height, block.txs.len(), chain.state().root())))
+            Ok::<_, String>(Some((
+                block.header.height,
+                block.txs.len(),
+                chain.state().root(),
+            )))
         })
         .await;
         match result {

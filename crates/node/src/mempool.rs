@@ -4,7 +4,7 @@
 //! fee, signature, nonce not in the past, enough balance for the fee); a transaction whose nonce
 //! is ahead of the account's waits for the gap to fill, up to a per-account limit.
 
-use agora_ledger::{check_tx_static, State, TxError};
+use agora_ledger::{State, TxError, check_tx_static};
 use agora_types::{Address, Hash, SignedTx};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,7 +31,12 @@ pub struct Mempool {
 
 impl Mempool {
     pub fn new(max_txs: usize, max_per_account: u64) -> Self {
-        Mempool { by_sender: BTreeMap::new(), ids: BTreeSet::new(), max_txs, max_per_account }
+        Mempool {
+            by_sender: BTreeMap::new(),
+            ids: BTreeSet::new(),
+            max_txs,
+            max_per_account,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -55,16 +60,29 @@ impl Mempool {
         let acct = state.account(&stx.tx.signer);
         let nonce = stx.tx.nonce;
         if nonce < acct.nonce {
-            return Err(AdmitError::NonceUsed { next: acct.nonce, got: nonce });
+            return Err(AdmitError::NonceUsed {
+                next: acct.nonce,
+                got: nonce,
+            });
         }
         if nonce >= acct.nonce + self.max_per_account {
-            return Err(AdmitError::NonceGap { next: acct.nonce, got: nonce });
+            return Err(AdmitError::NonceGap {
+                next: acct.nonce,
+                got: nonce,
+            });
         }
         if self.by_sender.contains_key(&(stx.tx.signer, nonce)) {
-            return Err(AdmitError::NonceUsed { next: acct.nonce, got: nonce });
+            return Err(AdmitError::NonceUsed {
+                next: acct.nonce,
+                got: nonce,
+            });
         }
         if acct.balance < stx.tx.fee {
-            return Err(TxError::CannotPayFee { balance: acct.balance, fee: stx.tx.fee }.into());
+            return Err(TxError::CannotPayFee {
+                balance: acct.balance,
+                fee: stx.tx.fee,
+            }
+            .into());
         }
         if self.by_sender.len() >= self.max_txs {
             return Err(AdmitError::Full(self.max_txs));
@@ -115,7 +133,11 @@ impl Mempool {
 
     /// Removes one transaction (e.g. rejected by the block builder).
     pub fn remove(&mut self, stx: &SignedTx) {
-        if self.by_sender.remove(&(stx.tx.signer, stx.tx.nonce)).is_some() {
+        if self
+            .by_sender
+            .remove(&(stx.tx.signer, stx.tx.nonce))
+            .is_some()
+        {
             self.ids.remove(&stx.id());
         }
     }

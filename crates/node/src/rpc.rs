@@ -4,8 +4,8 @@
 //! bodies are capped before they are read; transactions are decoded with the bounded decoder.
 //! A rejected submission never touches state.
 
-use crate::mempool::AdmitError;
 use crate::Shared;
+use crate::mempool::AdmitError;
 use agora_ledger::TxError;
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Decode, Hash, SignedTx};
@@ -34,7 +34,9 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/v1/channels/{id}", get(get_channel))
         .route("/v1/blocks/{height}", get(get_block))
         .route("/v1/state_root", get(state_root))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
@@ -49,24 +51,40 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
     fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     fn internal(e: impl std::fmt::Display) -> Self {
         // Details go to the log, not to the client.
         tracing::error!(target: "agora::rpc", error = %e, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
     }
 }
 
@@ -76,13 +94,19 @@ impl From<AdmitError> for ApiError {
             AdmitError::Invalid(TxError::TooLarge { .. }) => "tx_too_large",
             AdmitError::Invalid(TxError::WrongChain { .. }) => "wrong_chain",
             AdmitError::Invalid(TxError::BadSignature) => "bad_signature",
-            AdmitError::Invalid(TxError::BadNonce { .. }) | AdmitError::NonceUsed { .. } => "bad_nonce",
+            AdmitError::Invalid(TxError::BadNonce { .. }) | AdmitError::NonceUsed { .. } => {
+                "bad_nonce"
+            }
             AdmitError::NonceGap { .. } => "nonce_gap",
             AdmitError::Invalid(TxError::FeeTooLow { .. }) => "fee_too_low",
             AdmitError::Invalid(TxError::CannotPayFee { .. }) => "insufficient_funds",
             AdmitError::Duplicate(_) => "duplicate",
             AdmitError::Full(_) => {
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "mempool_full", e.to_string())
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mempool_full",
+                    e.to_string(),
+                );
             }
         };
         let status = match code {
@@ -131,17 +155,22 @@ async fn submit_tx(
     let raw = if is_binary {
         body.to_vec()
     } else {
-        let req: SubmitRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad("bad_json", format!("expected {{\"tx\": \"<hex>\"}}: {e}")))?;
+        let req: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad("bad_json", format!("expected {{\"tx\": \"<hex>\"}}: {e}"))
+        })?;
         hex::decode(req.tx.trim()).map_err(|_| ApiError::bad("bad_hex", "tx is not valid hex"))?
     };
-    let stx = SignedTx::decode(&raw).map_err(|e| ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}")))?;
+    let stx = SignedTx::decode(&raw)
+        .map_err(|e| ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}")))?;
     let id = {
         let mut chain = shared.chain.lock().map_err(ApiError::internal)?;
         chain.submit(stx)?
     };
     shared.new_tx.notify_one();
-    Ok(Json(SubmitResponse { id, status: "pending".into() }))
+    Ok(Json(SubmitResponse {
+        id,
+        status: "pending".into(),
+    }))
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
@@ -161,15 +190,19 @@ async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Valu
 
 async fn state_root(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
-    Ok(Json(json!({"height": chain.state().height(), "state_root": chain.state().root()})))
+    Ok(Json(
+        json!({"height": chain.state().height(), "state_root": chain.state().root()}),
+    ))
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {
-    s.parse().map_err(|e| ApiError::bad("bad_address", format!("{e}")))
+    s.parse()
+        .map_err(|e| ApiError::bad("bad_address", format!("{e}")))
 }
 
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
-    s.parse().map_err(|e| ApiError::bad("bad_hash", format!("{e}")))
+    s.parse()
+        .map_err(|e| ApiError::bad("bad_hash", format!("{e}")))
 }
 
 async fn get_account(
@@ -202,8 +235,13 @@ async fn get_provider(
 ) -> ApiResult<serde_json::Value> {
     let a = parse_address(&address)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
-    let p = chain.state().provider(&a).ok_or_else(|| ApiError::not_found("provider"))?;
-    Ok(Json(json!({"address": a, "record": p, "stake": chain.state().total_stake(&a)})))
+    let p = chain
+        .state()
+        .provider(&a)
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    Ok(Json(
+        json!({"address": a, "record": p, "stake": chain.state().total_stake(&a)}),
+    ))
 }
 
 async fn get_model(
@@ -212,7 +250,10 @@ async fn get_model(
 ) -> ApiResult<serde_json::Value> {
     let h = parse_hash(&sha)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
-    let m = chain.state().model(&h).ok_or_else(|| ApiError::not_found("model"))?;
+    let m = chain
+        .state()
+        .model(&h)
+        .ok_or_else(|| ApiError::not_found("model"))?;
     Ok(Json(json!({"sha256": h, "record": m})))
 }
 
@@ -222,7 +263,10 @@ async fn get_channel(
 ) -> ApiResult<serde_json::Value> {
     let h = parse_hash(&id)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
-    let c = chain.state().channel(&h).ok_or_else(|| ApiError::not_found("channel"))?;
+    let c = chain
+        .state()
+        .channel(&h)
+        .ok_or_else(|| ApiError::not_found("channel"))?;
     Ok(Json(json!({"id": h, "channel": c, "unspent": c.unspent()})))
 }
 
@@ -234,12 +278,20 @@ async fn get_block(
     let h = if height == "latest" {
         chain.state().height()
     } else {
-        height.parse::<u64>().map_err(|_| ApiError::bad("bad_height", "height must be a number or \"latest\""))?
+        height
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad("bad_height", "height must be a number or \"latest\""))?
     };
-    let block = chain.store().block(h).map_err(ApiError::internal)?.ok_or_else(|| ApiError::not_found("block"))?;
+    let block = chain
+        .store()
+        .block(h)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("block"))?;
     let receipts = chain.store().receipts(h).map_err(ApiError::internal)?;
     let txs: Vec<Hash> = block.txs.iter().map(SignedTx::id).collect();
-    Ok(Json(json!({"id": block.id(), "header": block.header, "txs": txs, "receipts": receipts})))
+    Ok(Json(
+        json!({"id": block.id(), "header": block.header, "txs": txs, "receipts": receipts}),
+    ))
 }
 
 async fn get_tx(
@@ -249,9 +301,16 @@ async fn get_tx(
     let h = parse_hash(&id)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     if let Some(loc) = chain.store().tx_location(&h).map_err(ApiError::internal)? {
-        let receipt = chain.store().receipts(loc.height).map_err(ApiError::internal)?.into_iter().nth(loc.index as usize);
+        let receipt = chain
+            .store()
+            .receipts(loc.height)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .nth(loc.index as usize);
         // With the single producer and with BFT alike, stored blocks are finalized blocks.
-        return Ok(Json(json!({"id": h, "status": "final", "height": loc.height, "receipt": receipt})));
+        return Ok(Json(
+            json!({"id": h, "status": "final", "height": loc.height, "receipt": receipt}),
+        ));
     }
     if chain.mempool().contains(&h) {
         return Ok(Json(json!({"id": h, "status": "pending"})));

@@ -101,11 +101,15 @@ impl Store {
                 Ok(state)
             }
             Some(stored) => {
-                let stored = Hash(stored.try_into().map_err(|_| {
-                    DecodeError::Invalid { what: "genesis hash", reason: "not 32 bytes" }
+                let stored = Hash(stored.try_into().map_err(|_| DecodeError::Invalid {
+                    what: "genesis hash",
+                    reason: "not 32 bytes",
                 })?);
                 if stored != genesis_hash {
-                    return Err(StoreError::GenesisMismatch { stored, given: genesis_hash });
+                    return Err(StoreError::GenesisMismatch {
+                        stored,
+                        given: genesis_hash,
+                    });
                 }
                 let read = self.db.begin_read()?;
                 let t = read.open_table(STATE)?;
@@ -126,10 +130,17 @@ impl Store {
     pub fn tip(&self) -> Result<(u64, Hash), StoreError> {
         let read = self.db.begin_read()?;
         let m = read.open_table(META)?;
-        let v = m.get("tip")?.ok_or(DecodeError::Invalid { what: "store", reason: "no tip" })?;
+        let v = m.get("tip")?.ok_or(DecodeError::Invalid {
+            what: "store",
+            reason: "no tip",
+        })?;
         let b = v.value();
         if b.len() != 40 {
-            return Err(DecodeError::Invalid { what: "tip", reason: "wrong length" }.into());
+            return Err(DecodeError::Invalid {
+                what: "tip",
+                reason: "wrong length",
+            }
+            .into());
         }
         let height = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
         let id = Hash(b[8..].try_into().expect("32 bytes"));
@@ -140,7 +151,10 @@ impl Store {
     pub fn commit_block(&self, block: &Block, applied: &Applied) -> Result<(), StoreError> {
         let (tip, _) = self.tip()?;
         if block.header.height != tip + 1 {
-            return Err(StoreError::NotNext { tip, got: block.header.height });
+            return Err(StoreError::NotNext {
+                tip,
+                got: block.header.height,
+            });
         }
         let h = block.header.height;
         let w = self.db.begin_write()?;
@@ -164,7 +178,8 @@ impl Store {
                     }
                 }
             }
-            w.open_table(META)?.insert("tip", tip_bytes(h, &block.id()).as_slice())?;
+            w.open_table(META)?
+                .insert("tip", tip_bytes(h, &block.id()).as_slice())?;
         }
         w.commit()?;
         Ok(())
@@ -212,5 +227,8 @@ fn tip_bytes(height: u64, id: &Hash) -> Vec<u8> {
 /// A stable id of a genesis: the hash of its genesis state's root and chain id.
 pub fn genesis_id(genesis: &Genesis) -> Hash {
     let root = genesis.into_state().map(|s| s.root()).unwrap_or_default();
-    Hash::of_parts(agora_types::HashDomain::BlockId, &[genesis.chain_id.as_bytes(), &root.0])
+    Hash::of_parts(
+        agora_types::HashDomain::BlockId,
+        &[genesis.chain_id.as_bytes(), &root.0],
+    )
 }

@@ -9,7 +9,9 @@ pub const TEST_CHAIN: &str = "agora-test";
 
 /// `n` deterministic keys named `user-0`, `user-1`, ...
 pub fn test_keys(n: usize) -> Vec<SecretKey> {
-    (0..n).map(|i| SecretKey::from_test_seed(&format!("user-{i}"))).collect()
+    (0..n)
+        .map(|i| SecretKey::from_test_seed(&format!("user-{i}")))
+        .collect()
 }
 
 /// A genesis giving each key `balance`, with default params and an optional validator.
@@ -20,7 +22,10 @@ pub fn test_genesis(keys: &[SecretKey], balance: Amount, params: Params) -> Gene
         params,
         accounts: keys
             .iter()
-            .map(|k| GenesisAccount { address: k.public(), balance })
+            .map(|k| GenesisAccount {
+                address: k.public(),
+                balance,
+            })
             .collect(),
         validators: vec![GenesisValidator {
             address: SecretKey::from_test_seed("validator-0").public(),
@@ -39,13 +44,18 @@ pub struct TxFactory {
 
 impl TxFactory {
     pub fn new(chain_id: &str, fee: Amount) -> Self {
-        TxFactory { chain_id: chain_id.to_string(), nonces: BTreeMap::new(), fee }
+        TxFactory {
+            chain_id: chain_id.to_string(),
+            nonces: BTreeMap::new(),
+            fee,
+        }
     }
 
     /// Starts from the nonces recorded in `state`.
     pub fn sync(&mut self, state: &State, keys: &[SecretKey]) {
         for k in keys {
-            self.nonces.insert(k.public(), state.account(&k.public()).nonce);
+            self.nonces
+                .insert(k.public(), state.account(&k.public()).nonce);
         }
     }
 
@@ -99,7 +109,10 @@ impl Chain {
         self.time_ms += 250;
         let built = agora_ledger::build_block(
             &self.state,
-            &BlockContext { timestamp_ms: self.time_ms, proposer: self.proposer },
+            &BlockContext {
+                timestamp_ms: self.time_ms,
+                proposer: self.proposer,
+            },
             txs,
         );
         self.state = built.state.clone();

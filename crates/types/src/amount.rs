@@ -93,7 +93,11 @@ fn mul_div_wide(a: u128, b: u128, den: u128) -> u128 {
     let mut rem: u128 = 0;
     let mut quo: u128 = 0;
     for i in (0..256).rev() {
-        let bit = if i >= 128 { (hi >> (i - 128)) & 1 } else { (lo >> i) & 1 };
+        let bit = if i >= 128 {
+            (hi >> (i - 128)) & 1
+        } else {
+            (lo >> i) & 1
+        };
         let overflow = rem >> 127;
         rem = (rem << 1) | bit;
         if overflow == 1 || rem >= den {
@@ -171,10 +175,9 @@ impl<'de> serde::Deserialize<'de> for Amount {
             Num(u64),
         }
         match Repr::deserialize(d)? {
-            Repr::Str(s) => s
-                .parse::<u128>()
-                .map(Amount)
-                .map_err(|_| serde::de::Error::custom("amount must be a decimal string of base units")),
+            Repr::Str(s) => s.parse::<u128>().map(Amount).map_err(|_| {
+                serde::de::Error::custom("amount must be a decimal string of base units")
+            }),
             Repr::Num(n) => Ok(Amount(u128::from(n))),
         }
     }
@@ -191,7 +194,10 @@ mod tests {
         assert_eq!(Amount::parse_agr("0.000000001").unwrap(), Amount(1));
         assert_eq!(Amount::parse_agr("12").unwrap().to_string(), "12 AGR");
         assert_eq!(Amount(1_500_000_000).to_string(), "1.5 AGR");
-        assert_eq!(Amount::parse_agr("1.0000000001"), Err(ParseAmountError::TooPrecise));
+        assert_eq!(
+            Amount::parse_agr("1.0000000001"),
+            Err(ParseAmountError::TooPrecise)
+        );
         assert_eq!(Amount::parse_agr("-1"), Err(ParseAmountError::Malformed));
         assert_eq!(Amount::parse_agr("."), Err(ParseAmountError::Malformed));
     }

@@ -6,9 +6,9 @@
 
 use crate::amount::Amount;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
-use crate::hash::{merkle_root, Hash, HashDomain};
+use crate::hash::{Hash, HashDomain, merkle_root};
 use crate::keys::PublicKey;
-use crate::tx::{limits::*, ChainId, SignedTx};
+use crate::tx::{ChainId, SignedTx, limits::*};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +44,10 @@ pub enum Outcome {
     Success,
     /// The transaction was valid to include but its action failed; state is as if only the fee
     /// and nonce had been applied. `code` is stable, `message` is for people.
-    Failed { code: u16, message: String },
+    Failed {
+        code: u16,
+        message: String,
+    },
 }
 
 impl BlockHeader {
@@ -65,7 +68,11 @@ impl Block {
 
     pub fn decode_bounded(bytes: &[u8]) -> Result<Block, DecodeError> {
         if bytes.len() > MAX_BLOCK_BYTES {
-            return Err(DecodeError::TooLong { what: "block", len: bytes.len(), max: MAX_BLOCK_BYTES });
+            return Err(DecodeError::TooLong {
+                what: "block",
+                len: bytes.len(),
+                max: MAX_BLOCK_BYTES,
+            });
         }
         Block::decode(bytes)
     }
@@ -73,8 +80,10 @@ impl Block {
 
 impl Receipt {
     pub fn receipts_root(receipts: &[Receipt]) -> Hash {
-        let leaves: Vec<Hash> =
-            receipts.iter().map(|r| Hash::of(HashDomain::ReceiptsRoot, &r.encode())).collect();
+        let leaves: Vec<Hash> = receipts
+            .iter()
+            .map(|r| Hash::of(HashDomain::ReceiptsRoot, &r.encode()))
+            .collect();
         merkle_root(HashDomain::ReceiptsRoot, &leaves)
     }
 }
@@ -145,8 +154,16 @@ impl Decode for Receipt {
         let fee = Decode::decode_from(r)?;
         let outcome = match r.u8()? {
             0 => Outcome::Success,
-            1 => Outcome::Failed { code: r.u16()?, message: r.string("receipt message", MAX_RECEIPT_MESSAGE)? },
-            tag => return Err(DecodeError::InvalidTag { what: "receipt outcome", tag }),
+            1 => Outcome::Failed {
+                code: r.u16()?,
+                message: r.string("receipt message", MAX_RECEIPT_MESSAGE)?,
+            },
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "receipt outcome",
+                    tag,
+                });
+            }
         };
         Ok(Receipt { tx, fee, outcome })
     }

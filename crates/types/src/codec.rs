@@ -270,7 +270,11 @@ mod tests {
         let mut r = Reader::new(&bytes);
         assert!(matches!(
             r.bytes("x", 10),
-            Err(DecodeError::TooLong { len: _, max: 10, .. })
+            Err(DecodeError::TooLong {
+                len: _,
+                max: 10,
+                ..
+            })
         ));
     }
 

@@ -132,8 +132,8 @@ impl PublicKey {
         msg: &[u8],
         sig: &Signature,
     ) -> Result<(), SignatureError> {
-        let vk = ed25519_zebra::VerificationKey::try_from(self.0)
-            .map_err(|_| SignatureError::BadKey)?;
+        let vk =
+            ed25519_zebra::VerificationKey::try_from(self.0).map_err(|_| SignatureError::BadKey)?;
         let sig = ed25519_zebra::Signature::from(sig.0);
         vk.verify(&sig, &domain.payload(msg))
             .map_err(|_| SignatureError::Invalid)
@@ -160,7 +160,10 @@ impl PublicKey {
     /// A well-known address that no one holds a key for (e.g. the treasury), derived from a
     /// label. It is a hash, not a curve point one can sign for.
     pub fn derived(label: &str) -> PublicKey {
-        PublicKey(blake3::derive_key("agora derived account", label.as_bytes()))
+        PublicKey(blake3::derive_key(
+            "agora derived account",
+            label.as_bytes(),
+        ))
     }
 }
 
@@ -315,14 +318,23 @@ mod tests {
         let mut typo = s.clone().into_bytes();
         let last = typo.len() - 1;
         typo[last] = if typo[last] == b'q' { b'p' } else { b'q' };
-        assert!(String::from_utf8(typo).unwrap().parse::<PublicKey>().is_err());
+        assert!(
+            String::from_utf8(typo)
+                .unwrap()
+                .parse::<PublicKey>()
+                .is_err()
+        );
     }
 
     #[test]
     fn signatures_are_bound_to_their_domain() {
         let sk = SecretKey::from_test_seed("bob");
         let sig = sk.sign(SignDomain::Transaction, b"hello");
-        assert!(sk.public().verify(SignDomain::Transaction, b"hello", &sig).is_ok());
+        assert!(
+            sk.public()
+                .verify(SignDomain::Transaction, b"hello", &sig)
+                .is_ok()
+        );
         assert_eq!(
             sk.public().verify(SignDomain::Voucher, b"hello", &sig),
             Err(SignatureError::Invalid)

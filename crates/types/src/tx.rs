@@ -45,26 +45,46 @@ pub struct Tx {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TxBody {
-    Transfer { to: Address, amount: Amount },
+    Transfer {
+        to: Address,
+        amount: Amount,
+    },
     /// Bond the signer's tokens as stake behind `target` (the signer itself, a validator or a
     /// provider). Stake is what slashing takes from.
-    Bond { target: Address, amount: Amount },
+    Bond {
+        target: Address,
+        amount: Amount,
+    },
     /// Start unbonding; the tokens become withdrawable after the unbonding period.
-    Unbond { target: Address, amount: Amount },
+    Unbond {
+        target: Address,
+        amount: Amount,
+    },
     /// Move every matured unbonding entry of the signer back to its balance.
     Withdraw,
     RegisterValidator,
     RegisterProvider(ProviderInfo),
     RegisterModel(ModelInfo),
     RegisterDataset(DatasetInfo),
-    OpenChannel { provider: Address, deposit: Amount, expiry_height: u64 },
-    TopUpChannel { channel: Hash, amount: Amount },
+    OpenChannel {
+        provider: Address,
+        deposit: Amount,
+        expiry_height: u64,
+    },
+    TopUpChannel {
+        channel: Hash,
+        amount: Amount,
+    },
     /// Submitted by the channel's provider with the payer's latest voucher.
     RedeemVoucher(SignedVoucher),
     /// The payer asks to close; the provider has the challenge period to redeem.
-    CloseChannel { channel: Hash },
+    CloseChannel {
+        channel: Hash,
+    },
     /// After the challenge period (or expiry), refund what was not redeemed to the payer.
-    SettleChannel { channel: Hash },
+    SettleChannel {
+        channel: Hash,
+    },
     Slash(Evidence),
 }
 
@@ -156,7 +176,10 @@ pub struct SignedTx {
 impl Tx {
     pub fn sign(self, key: &SecretKey) -> SignedTx {
         let signature = key.sign(SignDomain::Transaction, &self.encode());
-        SignedTx { tx: self, signature }
+        SignedTx {
+            tx: self,
+            signature,
+        }
     }
 }
 
@@ -176,7 +199,10 @@ impl SignedTx {
 impl Voucher {
     pub fn sign(self, payer: &SecretKey) -> SignedVoucher {
         let signature = payer.sign(SignDomain::Voucher, &self.encode());
-        SignedVoucher { voucher: self, signature }
+        SignedVoucher {
+            voucher: self,
+            signature,
+        }
     }
 }
 
@@ -205,9 +231,22 @@ impl Evidence {
     /// same offence cannot be slashed twice.
     pub fn id(&self) -> Hash {
         match self {
-            Evidence::ConflictingClaims { offender, subject, claim_a, claim_b, .. } => {
-                let (lo, hi) = if claim_a <= claim_b { (claim_a, claim_b) } else { (claim_b, claim_a) };
-                Hash::of_parts(HashDomain::Evidence, &[&offender.0, &subject.0, &lo.0, &hi.0])
+            Evidence::ConflictingClaims {
+                offender,
+                subject,
+                claim_a,
+                claim_b,
+                ..
+            } => {
+                let (lo, hi) = if claim_a <= claim_b {
+                    (claim_a, claim_b)
+                } else {
+                    (claim_b, claim_a)
+                };
+                Hash::of_parts(
+                    HashDomain::Evidence,
+                    &[&offender.0, &subject.0, &lo.0, &hi.0],
+                )
             }
         }
     }
@@ -269,7 +308,11 @@ impl Encode for TxBody {
                 out.put_u8(7);
                 info.encode_to(out);
             }
-            TxBody::OpenChannel { provider, deposit, expiry_height } => {
+            TxBody::OpenChannel {
+                provider,
+                deposit,
+                expiry_height,
+            } => {
                 out.put_u8(8);
                 provider.encode_to(out);
                 deposit.encode_to(out);
@@ -303,9 +346,18 @@ impl Encode for TxBody {
 impl Decode for TxBody {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match r.u8()? {
-            0 => TxBody::Transfer { to: Decode::decode_from(r)?, amount: Decode::decode_from(r)? },
-            1 => TxBody::Bond { target: Decode::decode_from(r)?, amount: Decode::decode_from(r)? },
-            2 => TxBody::Unbond { target: Decode::decode_from(r)?, amount: Decode::decode_from(r)? },
+            0 => TxBody::Transfer {
+                to: Decode::decode_from(r)?,
+                amount: Decode::decode_from(r)?,
+            },
+            1 => TxBody::Bond {
+                target: Decode::decode_from(r)?,
+                amount: Decode::decode_from(r)?,
+            },
+            2 => TxBody::Unbond {
+                target: Decode::decode_from(r)?,
+                amount: Decode::decode_from(r)?,
+            },
             3 => TxBody::Withdraw,
             4 => TxBody::RegisterValidator,
             5 => TxBody::RegisterProvider(Decode::decode_from(r)?),
@@ -316,12 +368,24 @@ impl Decode for TxBody {
                 deposit: Decode::decode_from(r)?,
                 expiry_height: r.u64()?,
             },
-            9 => TxBody::TopUpChannel { channel: Decode::decode_from(r)?, amount: Decode::decode_from(r)? },
+            9 => TxBody::TopUpChannel {
+                channel: Decode::decode_from(r)?,
+                amount: Decode::decode_from(r)?,
+            },
             10 => TxBody::RedeemVoucher(Decode::decode_from(r)?),
-            11 => TxBody::CloseChannel { channel: Decode::decode_from(r)? },
-            12 => TxBody::SettleChannel { channel: Decode::decode_from(r)? },
+            11 => TxBody::CloseChannel {
+                channel: Decode::decode_from(r)?,
+            },
+            12 => TxBody::SettleChannel {
+                channel: Decode::decode_from(r)?,
+            },
             13 => TxBody::Slash(Decode::decode_from(r)?),
-            tag => return Err(DecodeError::InvalidTag { what: "tx kind", tag }),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "tx kind",
+                    tag,
+                });
+            }
         })
     }
 }
@@ -473,14 +537,24 @@ impl Encode for SignedVoucher {
 
 impl Decode for SignedVoucher {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(SignedVoucher { voucher: Decode::decode_from(r)?, signature: Decode::decode_from(r)? })
+        Ok(SignedVoucher {
+            voucher: Decode::decode_from(r)?,
+            signature: Decode::decode_from(r)?,
+        })
     }
 }
 
 impl Encode for Evidence {
     fn encode_to(&self, out: &mut Vec<u8>) {
         match self {
-            Evidence::ConflictingClaims { offender, subject, claim_a, signature_a, claim_b, signature_b } => {
+            Evidence::ConflictingClaims {
+                offender,
+                subject,
+                claim_a,
+                signature_a,
+                claim_b,
+                signature_b,
+            } => {
                 out.put_u8(0);
                 offender.encode_to(out);
                 subject.encode_to(out);
@@ -504,7 +578,10 @@ impl Decode for Evidence {
                 claim_b: Decode::decode_from(r)?,
                 signature_b: Decode::decode_from(r)?,
             }),
-            tag => Err(DecodeError::InvalidTag { what: "evidence kind", tag }),
+            tag => Err(DecodeError::InvalidTag {
+                what: "evidence kind",
+                tag,
+            }),
         }
     }
 }
@@ -518,12 +595,19 @@ impl Encode for SignedTx {
 
 impl Decode for SignedTx {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(SignedTx { tx: Decode::decode_from(r)?, signature: Decode::decode_from(r)? })
+        Ok(SignedTx {
+            tx: Decode::decode_from(r)?,
+            signature: Decode::decode_from(r)?,
+        })
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > MAX_TX_BYTES {
-            return Err(DecodeError::TooLong { what: "transaction", len: bytes.len(), max: MAX_TX_BYTES });
+            return Err(DecodeError::TooLong {
+                what: "transaction",
+                len: bytes.len(),
+                max: MAX_TX_BYTES,
+            });
         }
         let mut r = Reader::new(bytes);
         let v = Self::decode_from(&mut r)?;

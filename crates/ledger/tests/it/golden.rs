@@ -3,7 +3,7 @@
 //! regenerate deliberately with `UPDATE_GOLDEN=1 cargo nextest run -p agora-ledger golden` and
 //! say why in the commit.
 
-use agora_testkit::{test_genesis, test_keys, Chain, TxFactory, TEST_CHAIN};
+use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
 use agora_types::{Amount, Encode, Hash, TxBody};
 use std::collections::BTreeMap;
 
@@ -11,30 +11,51 @@ const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/fixtures.j
 
 fn seeded_sequence() -> (BTreeMap<String, String>, Chain) {
     let keys = test_keys(8);
-    let genesis = test_genesis(&keys, Amount::from_agr(1_000), agora_ledger::Params::default());
+    let genesis = test_genesis(
+        &keys,
+        Amount::from_agr(1_000),
+        agora_ledger::Params::default(),
+    );
     let mut chain = Chain::new(&genesis);
     let mut f = TxFactory::new(TEST_CHAIN, Amount(1_000));
     let mut out = BTreeMap::new();
-    let first = f.sign(&keys[0], TxBody::Transfer { to: keys[1].public(), amount: Amount::from_agr(5) });
+    let first = f.sign(
+        &keys[0],
+        TxBody::Transfer {
+            to: keys[1].public(),
+            amount: Amount::from_agr(5),
+        },
+    );
     out.insert("tx.encoding".into(), hex::encode(first.encode()));
     out.insert("tx.id".into(), first.id().to_hex());
     let built = chain.produce(vec![first]);
     out.insert("block1.encoding".into(), hex::encode(built.block.encode()));
     out.insert("block1.id".into(), built.block.id().to_hex());
-    out.insert("receipt.encoding".into(), hex::encode(built.applied.receipts[0].encode()));
+    out.insert(
+        "receipt.encoding".into(),
+        hex::encode(built.applied.receipts[0].encode()),
+    );
     // A deterministic pseudo-random sequence of transfers and bonds over 20 blocks.
     let mut x: u64 = 42;
     for _ in 0..20 {
         let mut txs = vec![];
         for _ in 0..10 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let from = (x >> 33) as usize % keys.len();
             let to = (x >> 40) as usize % keys.len();
             let amount = Amount(u128::from(x >> 44) + 1);
-            let body = if x % 5 == 0 {
-                TxBody::Bond { target: keys[from].public(), amount }
+            let body = if x.is_multiple_of(5) {
+                TxBody::Bond {
+                    target: keys[from].public(),
+                    amount,
+                }
             } else {
-                TxBody::Transfer { to: keys[to].public(), amount }
+                TxBody::Transfer {
+                    to: keys[to].public(),
+                    amount,
+                }
             };
             txs.push(f.sign(&keys[from], body));
         }
@@ -43,7 +64,10 @@ fn seeded_sequence() -> (BTreeMap<String, String>, Chain) {
     }
     out.insert("sequence.height".into(), chain.state.height().to_string());
     out.insert("sequence.state_root".into(), chain.state.root().to_hex());
-    out.insert("genesis.state_root".into(), genesis.into_state().unwrap().root().to_hex());
+    out.insert(
+        "genesis.state_root".into(),
+        genesis.into_state().unwrap().root().to_hex(),
+    );
     (out, chain)
 }
 
@@ -51,14 +75,23 @@ fn seeded_sequence() -> (BTreeMap<String, String>, Chain) {
 fn golden_encodings_and_roots_are_unchanged() {
     let (computed, _) = seeded_sequence();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(PATH, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+        std::fs::write(
+            PATH,
+            serde_json::to_string_pretty(&computed).unwrap() + "\n",
+        )
+        .unwrap();
     }
     let committed: BTreeMap<String, String> =
         serde_json::from_str(&std::fs::read_to_string(PATH).expect("golden file is committed"))
             .expect("golden file is valid JSON");
-    assert_eq!(committed, computed, "consensus bytes changed; see the module docs");
+    assert_eq!(
+        committed, computed,
+        "consensus bytes changed; see the module docs"
+    );
     // The fixture's hash fields really are hashes of its encodings.
-    let tx = agora_types::SignedTx::decode_bounded_for_test(&hex::decode(&committed["tx.encoding"]).unwrap());
+    let tx = agora_types::SignedTx::decode_bounded_for_test(
+        &hex::decode(&committed["tx.encoding"]).unwrap(),
+    );
     assert_eq!(tx.id(), Hash::from_hex(&committed["tx.id"]).unwrap());
 }
 

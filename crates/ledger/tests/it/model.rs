@@ -3,11 +3,11 @@
 
 use agora_ledger::channels::channel_id;
 use agora_ledger::{Params, State};
-use agora_testkit::{test_genesis, Chain, TxFactory, TEST_CHAIN};
+use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Address, Amount, Evidence, HardwareSummary, Hash, ModelInfo, ModelPrice, Outcome,
-    ProviderInfo, SecretKey, SignDomain, TxBody, Voucher,
+    Address, Amount, Evidence, HardwareSummary, Hash, ModelInfo, ModelPrice, Outcome, ProviderInfo,
+    SecretKey, SignDomain, TxBody, Voucher,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,19 +30,61 @@ fn params() -> Params {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Transfer { from: usize, to: usize, amount: u128 },
-    Bond { from: usize, provider: Option<usize>, amount: u128 },
-    Unbond { from: usize, provider: Option<usize>, amount: u128 },
-    Withdraw { from: usize },
-    Open { payer: usize, provider: usize, deposit: u128, expiry: u64 },
-    TopUp { channel: usize, amount: u128 },
-    Redeem { channel: usize, delta: u128, model_part: u128, forge: bool },
-    ReplayVoucher { channel: usize },
-    Close { channel: usize, by_provider: bool },
-    Settle { channel: usize },
-    Slash { offender: usize, reporter: usize, repeat: bool },
-    BadSignature { from: usize },
-    WrongNonce { from: usize },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: u128,
+    },
+    Bond {
+        from: usize,
+        provider: Option<usize>,
+        amount: u128,
+    },
+    Unbond {
+        from: usize,
+        provider: Option<usize>,
+        amount: u128,
+    },
+    Withdraw {
+        from: usize,
+    },
+    Open {
+        payer: usize,
+        provider: usize,
+        deposit: u128,
+        expiry: u64,
+    },
+    TopUp {
+        channel: usize,
+        amount: u128,
+    },
+    Redeem {
+        channel: usize,
+        delta: u128,
+        model_part: u128,
+        forge: bool,
+    },
+    ReplayVoucher {
+        channel: usize,
+    },
+    Close {
+        channel: usize,
+        by_provider: bool,
+    },
+    Settle {
+        channel: usize,
+    },
+    Slash {
+        offender: usize,
+        reporter: usize,
+        repeat: bool,
+    },
+    BadSignature {
+        from: usize,
+    },
+    WrongNonce {
+        from: usize,
+    },
     Empty,
 }
 
@@ -53,21 +95,55 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (u.clone(), 0..USERS + PROVIDERS, amt.clone())
             .prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
-        (u.clone(), proptest::option::of(p.clone()), amt.clone())
-            .prop_map(|(from, provider, amount)| Op::Bond { from, provider, amount }),
-        (u.clone(), proptest::option::of(p.clone()), amt.clone())
-            .prop_map(|(from, provider, amount)| Op::Unbond { from, provider, amount }),
+        (u.clone(), proptest::option::of(p.clone()), amt.clone()).prop_map(
+            |(from, provider, amount)| Op::Bond {
+                from,
+                provider,
+                amount
+            }
+        ),
+        (u.clone(), proptest::option::of(p.clone()), amt.clone()).prop_map(
+            |(from, provider, amount)| Op::Unbond {
+                from,
+                provider,
+                amount
+            }
+        ),
         u.clone().prop_map(|from| Op::Withdraw { from }),
-        (u.clone(), p.clone(), amt.clone(), 0u64..12)
-            .prop_map(|(payer, provider, deposit, expiry)| Op::Open { payer, provider, deposit, expiry }),
+        (u.clone(), p.clone(), amt.clone(), 0u64..12).prop_map(
+            |(payer, provider, deposit, expiry)| Op::Open {
+                payer,
+                provider,
+                deposit,
+                expiry
+            }
+        ),
         (0usize..6, amt.clone()).prop_map(|(channel, amount)| Op::TopUp { channel, amount }),
-        (0usize..6, 0u128..3_000_000, 0u128..1_000_000, proptest::bool::weighted(0.1))
-            .prop_map(|(channel, delta, model_part, forge)| Op::Redeem { channel, delta, model_part, forge }),
+        (
+            0usize..6,
+            0u128..3_000_000,
+            0u128..1_000_000,
+            proptest::bool::weighted(0.1)
+        )
+            .prop_map(|(channel, delta, model_part, forge)| Op::Redeem {
+                channel,
+                delta,
+                model_part,
+                forge
+            }),
         (0usize..6).prop_map(|channel| Op::ReplayVoucher { channel }),
-        (0usize..6, any::<bool>()).prop_map(|(channel, by_provider)| Op::Close { channel, by_provider }),
+        (0usize..6, any::<bool>()).prop_map(|(channel, by_provider)| Op::Close {
+            channel,
+            by_provider
+        }),
         (0usize..6).prop_map(|channel| Op::Settle { channel }),
-        (p.clone(), u.clone(), proptest::bool::weighted(0.2))
-            .prop_map(|(offender, reporter, repeat)| Op::Slash { offender, reporter, repeat }),
+        (p.clone(), u.clone(), proptest::bool::weighted(0.2)).prop_map(
+            |(offender, reporter, repeat)| Op::Slash {
+                offender,
+                reporter,
+                repeat
+            }
+        ),
         u.clone().prop_map(|from| Op::BadSignature { from }),
         u.clone().prop_map(|from| Op::WrongNonce { from }),
         Just(Op::Empty),
@@ -123,7 +199,12 @@ impl Model {
         self.bal.values().sum::<u128>()
             + self.stake.values().sum::<u128>()
             + self.unbonding.values().sum::<u128>()
-            + self.channels.iter().filter(|c| !c.settled).map(|c| c.deposit - c.redeemed).sum::<u128>()
+            + self
+                .channels
+                .iter()
+                .filter(|c| !c.settled)
+                .map(|c| c.deposit - c.redeemed)
+                .sum::<u128>()
     }
 }
 
@@ -136,9 +217,12 @@ struct World {
 }
 
 fn setup() -> (World, Chain, TxFactory, Model) {
-    let users: Vec<SecretKey> = (0..USERS).map(|i| SecretKey::from_test_seed(&format!("u{i}"))).collect();
-    let providers: Vec<SecretKey> =
-        (0..PROVIDERS).map(|i| SecretKey::from_test_seed(&format!("p{i}"))).collect();
+    let users: Vec<SecretKey> = (0..USERS)
+        .map(|i| SecretKey::from_test_seed(&format!("u{i}")))
+        .collect();
+    let providers: Vec<SecretKey> = (0..PROVIDERS)
+        .map(|i| SecretKey::from_test_seed(&format!("p{i}")))
+        .collect();
     let all: Vec<SecretKey> = users.iter().chain(providers.iter()).cloned().collect();
     let genesis = test_genesis(&all, Amount(START), params());
     let mut chain = Chain::new(&genesis);
@@ -153,7 +237,13 @@ fn setup() -> (World, Chain, TxFactory, Model) {
     let model_owner = users[3].public();
     let mut txs = vec![f.sign(&users[3], TxBody::RegisterModel(model_info.clone()))];
     for p in &providers {
-        txs.push(f.sign(p, TxBody::Bond { target: p.public(), amount: Amount(1_000_000) }));
+        txs.push(f.sign(
+            p,
+            TxBody::Bond {
+                target: p.public(),
+                amount: Amount(1_000_000),
+            },
+        ));
     }
     let b = chain.produce(txs);
     assert!(b.rejected.is_empty());
@@ -164,7 +254,11 @@ fn setup() -> (World, Chain, TxFactory, Model) {
             TxBody::RegisterProvider(ProviderInfo {
                 peer_id: vec![1, 2, 3],
                 endpoints: vec!["/ip4/127.0.0.1/tcp/1".into()],
-                hardware: HardwareSummary { accelerator: "cpu".into(), memory_mib: 1024, cpu_cores: 2 },
+                hardware: HardwareSummary {
+                    accelerator: "cpu".into(),
+                    memory_mib: 1024,
+                    cpu_cores: 2,
+                },
                 models: vec![ModelPrice {
                     model: model_info.sha256,
                     input_per_million: Amount(10),
@@ -174,10 +268,21 @@ fn setup() -> (World, Chain, TxFactory, Model) {
         ));
     }
     let b = chain.produce(txs);
-    assert!(b.applied.receipts.iter().all(|r| r.outcome == Outcome::Success), "{:?}", b.applied.receipts);
+    assert!(
+        b.applied
+            .receipts
+            .iter()
+            .all(|r| r.outcome == Outcome::Success),
+        "{:?}",
+        b.applied.receipts
+    );
 
     // The model starts from the real state after setup, then must track it exactly.
-    let mut m = Model { height: chain.state.height(), genesis: chain.state.supply().genesis.0, ..Default::default() };
+    let mut m = Model {
+        height: chain.state.height(),
+        genesis: chain.state.supply().genesis.0,
+        ..Default::default()
+    };
     for k in users.iter().chain(providers.iter()) {
         m.bal.insert(k.public(), chain.state.balance(&k.public()).0);
         for p in &providers {
@@ -191,13 +296,24 @@ fn setup() -> (World, Chain, TxFactory, Model) {
     m.bal.insert(v0, chain.state.balance(&v0).0);
     m.stake.insert((v0, v0), chain.state.stake(&v0, &v0).0);
     m.burned = chain.state.supply().burned.0;
-    let world = World { users, providers, model_owner, model_id: model_info.sha256, proposer: v0 };
+    let world = World {
+        users,
+        providers,
+        model_owner,
+        model_id: model_info.sha256,
+        proposer: v0,
+    };
     (world, chain, f, m)
 }
 
 /// What the model expects of one op: the tx to submit, whether it is included, and whether its
 /// action succeeds. The model's state is updated as the ledger should be.
-fn step(w: &World, f: &mut TxFactory, m: &mut Model, op: &Op) -> Option<(agora_types::SignedTx, bool, bool)> {
+fn step(
+    w: &World,
+    f: &mut TxFactory,
+    m: &mut Model,
+    op: &Op,
+) -> Option<(agora_types::SignedTx, bool, bool)> {
     let height = m.height + 1;
     let params = params();
     let fee_payer_ok = |m: &Model, a: &Address| m.bal(a) >= FEE;
@@ -247,17 +363,48 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
     let chan = |i: usize| m.channels.get(i % m.channels.len().max(1));
     match op {
         Op::Transfer { from, to, amount } => {
-            let to = if *to < USERS { w.users[*to].public() } else { w.providers[*to - USERS].public() };
-            (&w.users[*from], TxBody::Transfer { to, amount: Amount(*amount) })
+            let to = if *to < USERS {
+                w.users[*to].public()
+            } else {
+                w.providers[*to - USERS].public()
+            };
+            (
+                &w.users[*from],
+                TxBody::Transfer {
+                    to,
+                    amount: Amount(*amount),
+                },
+            )
         }
-        Op::Bond { from, provider, amount } => {
-            (&w.users[*from], TxBody::Bond { target: target(*provider, *from), amount: Amount(*amount) })
-        }
-        Op::Unbond { from, provider, amount } => {
-            (&w.users[*from], TxBody::Unbond { target: target(*provider, *from), amount: Amount(*amount) })
-        }
+        Op::Bond {
+            from,
+            provider,
+            amount,
+        } => (
+            &w.users[*from],
+            TxBody::Bond {
+                target: target(*provider, *from),
+                amount: Amount(*amount),
+            },
+        ),
+        Op::Unbond {
+            from,
+            provider,
+            amount,
+        } => (
+            &w.users[*from],
+            TxBody::Unbond {
+                target: target(*provider, *from),
+                amount: Amount(*amount),
+            },
+        ),
         Op::Withdraw { from } => (&w.users[*from], TxBody::Withdraw),
-        Op::Open { payer, provider, deposit, expiry } => (
+        Op::Open {
+            payer,
+            provider,
+            deposit,
+            expiry,
+        } => (
             &w.users[*payer],
             TxBody::OpenChannel {
                 provider: w.providers[*provider].public(),
@@ -266,12 +413,33 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
             },
         ),
         Op::TopUp { channel, amount } => match chan(*channel) {
-            Some(c) => (&w.users[c.payer_idx], TxBody::TopUpChannel { channel: c.id, amount: Amount(*amount) }),
-            None => (&w.users[0], TxBody::TopUpChannel { channel: Hash([9; 32]), amount: Amount(*amount) }),
+            Some(c) => (
+                &w.users[c.payer_idx],
+                TxBody::TopUpChannel {
+                    channel: c.id,
+                    amount: Amount(*amount),
+                },
+            ),
+            None => (
+                &w.users[0],
+                TxBody::TopUpChannel {
+                    channel: Hash([9; 32]),
+                    amount: Amount(*amount),
+                },
+            ),
         },
-        Op::Redeem { channel, delta, model_part, forge } => match chan(*channel) {
+        Op::Redeem {
+            channel,
+            delta,
+            model_part,
+            forge,
+        } => match chan(*channel) {
             Some(c) => {
-                let prov = w.providers.iter().find(|p| p.public() == c.provider).expect("provider");
+                let prov = w
+                    .providers
+                    .iter()
+                    .find(|p| p.public() == c.provider)
+                    .expect("provider");
                 let cumulative = c.redeemed + delta;
                 let model_amount = c.redeemed_model + (*model_part).min(*delta);
                 let v = Voucher {
@@ -285,29 +453,58 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
             }
             None => (&w.providers[0], TxBody::Withdraw),
         },
-        Op::ReplayVoucher { channel } => match chan(*channel).and_then(|c| c.last_voucher.clone().map(|v| (c, v))) {
-            Some((c, v)) => {
-                let prov = w.providers.iter().find(|p| p.public() == c.provider).expect("provider");
-                (prov, TxBody::RedeemVoucher(v))
+        Op::ReplayVoucher { channel } => {
+            match chan(*channel).and_then(|c| c.last_voucher.clone().map(|v| (c, v))) {
+                Some((c, v)) => {
+                    let prov = w
+                        .providers
+                        .iter()
+                        .find(|p| p.public() == c.provider)
+                        .expect("provider");
+                    (prov, TxBody::RedeemVoucher(v))
+                }
+                None => (&w.users[0], TxBody::Withdraw),
             }
-            None => (&w.users[0], TxBody::Withdraw),
-        },
-        Op::Close { channel, by_provider } => match chan(*channel) {
+        }
+        Op::Close {
+            channel,
+            by_provider,
+        } => match chan(*channel) {
             Some(c) => {
                 let who = if *by_provider {
-                    w.providers.iter().find(|p| p.public() == c.provider).expect("provider")
+                    w.providers
+                        .iter()
+                        .find(|p| p.public() == c.provider)
+                        .expect("provider")
                 } else {
                     &w.users[c.payer_idx]
                 };
                 (who, TxBody::CloseChannel { channel: c.id })
             }
-            None => (&w.users[0], TxBody::CloseChannel { channel: Hash([9; 32]) }),
+            None => (
+                &w.users[0],
+                TxBody::CloseChannel {
+                    channel: Hash([9; 32]),
+                },
+            ),
         },
         Op::Settle { channel } => match chan(*channel) {
-            Some(c) => (&w.users[c.payer_idx], TxBody::SettleChannel { channel: c.id }),
-            None => (&w.users[0], TxBody::SettleChannel { channel: Hash([9; 32]) }),
+            Some(c) => (
+                &w.users[c.payer_idx],
+                TxBody::SettleChannel { channel: c.id },
+            ),
+            None => (
+                &w.users[0],
+                TxBody::SettleChannel {
+                    channel: Hash([9; 32]),
+                },
+            ),
         },
-        Op::Slash { offender, reporter, repeat } => {
+        Op::Slash {
+            offender,
+            reporter,
+            repeat,
+        } => {
             let evidence = match (&m.last_evidence, repeat) {
                 (Some(e), true) => e.clone(),
                 _ => {
@@ -375,7 +572,9 @@ fn model_apply(
             } else {
                 m.stake.insert((*target, *a), bonded - amount);
             }
-            *m.unbonding.entry((*a, *target, height + p.unbonding_period_blocks)).or_insert(0) += amount;
+            *m.unbonding
+                .entry((*a, *target, height + p.unbonding_period_blocks))
+                .or_insert(0) += amount;
             true
         }
         (TxBody::Withdraw, _) => {
@@ -394,9 +593,19 @@ fn model_apply(
             }
             true
         }
-        (TxBody::OpenChannel { provider, deposit, expiry_height }, Op::Open { payer, .. }) => {
+        (
+            TxBody::OpenChannel {
+                provider,
+                deposit,
+                expiry_height,
+            },
+            Op::Open { payer, .. },
+        ) => {
             let d = deposit.0;
-            if d == 0 || m.jailed_until.get(provider).copied().unwrap_or(0) > height || *expiry_height <= height {
+            if d == 0
+                || m.jailed_until.get(provider).copied().unwrap_or(0) > height
+                || *expiry_height <= height
+            {
                 return false;
             }
             if !m.sub(a, d) {
@@ -418,7 +627,9 @@ fn model_apply(
             true
         }
         (TxBody::TopUpChannel { channel, amount }, _) => {
-            let Some(i) = m.channels.iter().position(|c| c.id == *channel) else { return false };
+            let Some(i) = m.channels.iter().position(|c| c.id == *channel) else {
+                return false;
+            };
             let c = &m.channels[i];
             if amount.0 == 0 || c.settled || c.deadline.is_some() || c.payer != *a {
                 return false;
@@ -430,17 +641,23 @@ fn model_apply(
             true
         }
         (TxBody::RedeemVoucher(sv), _) => {
-            let Some(i) = m.channels.iter().position(|c| c.id == sv.voucher.channel) else { return false };
+            let Some(i) = m.channels.iter().position(|c| c.id == sv.voucher.channel) else {
+                return false;
+            };
             let c = m.channels[i].clone();
             let v = &sv.voucher;
-            if c.settled || c.provider != *a || v.cumulative.0 <= c.redeemed || v.cumulative.0 > c.deposit {
+            if c.settled
+                || c.provider != *a
+                || v.cumulative.0 <= c.redeemed
+                || v.cumulative.0 > c.deposit
+            {
                 return false;
             }
             if sv.verify(&c.payer).is_err() {
                 return false;
             }
             let increase = v.cumulative.0 - c.redeemed;
-            let model_amount = v.per_model[0].1 .0;
+            let model_amount = v.per_model[0].1.0;
             if model_amount < c.redeemed_model {
                 return false;
             }
@@ -460,7 +677,9 @@ fn model_apply(
             true
         }
         (TxBody::CloseChannel { channel }, _) => {
-            let Some(i) = m.channels.iter().position(|c| c.id == *channel) else { return false };
+            let Some(i) = m.channels.iter().position(|c| c.id == *channel) else {
+                return false;
+            };
             let c = &m.channels[i];
             if c.settled {
                 return false;
@@ -480,12 +699,18 @@ fn model_apply(
             true
         }
         (TxBody::SettleChannel { channel }, _) => {
-            let Some(i) = m.channels.iter().position(|c| c.id == *channel) else { return false };
+            let Some(i) = m.channels.iter().position(|c| c.id == *channel) else {
+                return false;
+            };
             let c = m.channels[i].clone();
             if c.settled || (*a != c.payer && *a != c.provider) {
                 return false;
             }
-            let at = c.deadline.map_or(c.expiry + p.channel_challenge_blocks, |d| d.min(c.expiry + p.channel_challenge_blocks));
+            let at = c
+                .deadline
+                .map_or(c.expiry + p.channel_challenge_blocks, |d| {
+                    d.min(c.expiry + p.channel_challenge_blocks)
+                });
             if height < at {
                 return false;
             }
@@ -501,7 +726,12 @@ fn model_apply(
             }
             let off = e.offender();
             let keys: Vec<_> = m.stake.keys().filter(|(t, _)| *t == off).copied().collect();
-            let ukeys: Vec<_> = m.unbonding.keys().filter(|(_, t, _)| *t == off).copied().collect();
+            let ukeys: Vec<_> = m
+                .unbonding
+                .keys()
+                .filter(|(_, t, _)| *t == off)
+                .copied()
+                .collect();
             if keys.is_empty() && ukeys.is_empty() {
                 return false;
             }

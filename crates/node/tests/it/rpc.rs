@@ -1,7 +1,7 @@
 //! Bad input over RPC gets a clear error and leaves state untouched; good input is finalized.
 
 use agora_node::{NodeConfig, Shared};
-use agora_testkit::{test_genesis, test_keys, TxFactory, TEST_CHAIN};
+use agora_testkit::{TEST_CHAIN, TxFactory, test_genesis, test_keys};
 use agora_types::{Amount, Encode, SecretKey, Tx, TxBody};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -13,8 +13,16 @@ use tower::ServiceExt;
 async fn node() -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
     let dir = tempfile::tempdir().unwrap();
     let keys = test_keys(3);
-    let genesis = test_genesis(&keys, Amount::from_agr(100), agora_ledger::Params::default());
-    std::fs::write(dir.path().join("genesis.json"), serde_json::to_string(&genesis).unwrap()).unwrap();
+    let genesis = test_genesis(
+        &keys,
+        Amount::from_agr(100),
+        agora_ledger::Params::default(),
+    );
+    std::fs::write(
+        dir.path().join("genesis.json"),
+        serde_json::to_string(&genesis).unwrap(),
+    )
+    .unwrap();
     let cfg = NodeConfig {
         data_dir: dir.path().join("data"),
         genesis: dir.path().join("genesis.json"),
@@ -27,14 +35,23 @@ async fn node() -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
 }
 
 async fn call(shared: &Arc<Shared>, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = agora_node::rpc::app(shared.clone()).oneshot(req).await.unwrap();
+    let resp = agora_node::rpc::app(shared.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 fn post(body: impl Into<Body>, content_type: &str) -> Request<Body> {
-    Request::post("/v1/txs").header("content-type", content_type).body(body.into()).unwrap()
+    Request::post("/v1/txs")
+        .header("content-type", content_type)
+        .body(body.into())
+        .unwrap()
 }
 
 fn root(shared: &Arc<Shared>) -> (u64, agora_types::Hash) {
@@ -48,15 +65,50 @@ async fn bad_input_gets_clear_errors_and_leaves_state_untouched() {
     let shared = node.shared.clone();
     let before = root(&shared);
     let mut f = TxFactory::new(TEST_CHAIN, Amount(1_000));
-    let transfer = |f: &mut TxFactory, k: &SecretKey| f.sign(k, TxBody::Transfer { to: keys[1].public(), amount: Amount(5) });
+    let transfer = |f: &mut TxFactory, k: &SecretKey| {
+        f.sign(
+            k,
+            TxBody::Transfer {
+                to: keys[1].public(),
+                amount: Amount(5),
+            },
+        )
+    };
 
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
-        (post(vec![0xde, 0xad, 0xbe, 0xef], "application/octet-stream"), StatusCode::BAD_REQUEST, "bad_encoding"),
-        (post("{not json", "application/json"), StatusCode::BAD_REQUEST, "bad_json"),
-        (post(r#"{"tx":"zz"}"#, "application/json"), StatusCode::BAD_REQUEST, "bad_hex"),
-        (post(vec![b'a'; 10 * 1024 * 1024], "application/json"), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         (
-            post(Tx { chain_id: "other-chain".into(), signer: keys[0].public(), nonce: 0, fee: Amount(1_000), body: TxBody::Withdraw }.sign(&keys[0]).encode(), "application/octet-stream"),
+            post(vec![0xde, 0xad, 0xbe, 0xef], "application/octet-stream"),
+            StatusCode::BAD_REQUEST,
+            "bad_encoding",
+        ),
+        (
+            post("{not json", "application/json"),
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+        ),
+        (
+            post(r#"{"tx":"zz"}"#, "application/json"),
+            StatusCode::BAD_REQUEST,
+            "bad_hex",
+        ),
+        (
+            post(vec![b'a'; 10 * 1024 * 1024], "application/json"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            post(
+                Tx {
+                    chain_id: "other-chain".into(),
+                    signer: keys[0].public(),
+                    nonce: 0,
+                    fee: Amount(1_000),
+                    body: TxBody::Withdraw,
+                }
+                .sign(&keys[0])
+                .encode(),
+                "application/octet-stream",
+            ),
             StatusCode::BAD_REQUEST,
             "wrong_chain",
         ),
@@ -70,23 +122,47 @@ async fn bad_input_gets_clear_errors_and_leaves_state_untouched() {
             "bad_signature",
         ),
         (
-            post(transfer(&mut TxFactory::new(TEST_CHAIN, Amount(1)), &keys[0]).encode(), "application/octet-stream"),
+            post(
+                transfer(&mut TxFactory::new(TEST_CHAIN, Amount(1)), &keys[0]).encode(),
+                "application/octet-stream",
+            ),
             StatusCode::BAD_REQUEST,
             "fee_too_low",
         ),
         (
-            post(transfer(&mut TxFactory::new(TEST_CHAIN, Amount::from_agr(1_000)), &keys[0]).encode(), "application/octet-stream"),
+            post(
+                transfer(
+                    &mut TxFactory::new(TEST_CHAIN, Amount::from_agr(1_000)),
+                    &keys[0],
+                )
+                .encode(),
+                "application/octet-stream",
+            ),
             StatusCode::BAD_REQUEST,
             "insufficient_funds",
         ),
-        (Request::get("/v1/accounts/agora1notanaddress").body(Body::empty()).unwrap(), StatusCode::BAD_REQUEST, "bad_address"),
-        (Request::get("/v1/blocks/999").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            Request::get("/v1/accounts/agora1notanaddress")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "bad_address",
+        ),
+        (
+            Request::get("/v1/blocks/999").body(Body::empty()).unwrap(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
     ];
     for (req, status, code) in cases {
         let (got, body) = call(&shared, req).await;
         assert_eq!(got, status, "{body}");
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     assert_eq!(root(&shared), before, "rejected input changed state");
     assert_eq!(shared.chain.lock().unwrap().mempool().len(), 0);
@@ -98,24 +174,46 @@ async fn bad_input_gets_clear_errors_and_leaves_state_untouched() {
     assert_eq!(status, StatusCode::OK, "{resp}");
     let id = resp["id"].as_str().unwrap().to_string();
     let (status, dup) = call(&shared, post(body.clone(), "application/json")).await;
-    assert_eq!((status, dup["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("duplicate")));
+    assert_eq!(
+        (status, dup["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("duplicate"))
+    );
     let mut final_ = Value::Null;
     for _ in 0..200 {
-        let (_, v) = call(&shared, Request::get(format!("/v1/txs/{id}")).body(Body::empty()).unwrap()).await;
+        let (_, v) = call(
+            &shared,
+            Request::get(format!("/v1/txs/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         if v["status"] == "final" {
             final_ = v;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(final_["receipt"]["outcome"]["status"], "success", "{final_}");
+    assert_eq!(
+        final_["receipt"]["outcome"]["status"], "success",
+        "{final_}"
+    );
     let after_good = root(&shared);
     assert_eq!(after_good.0, before.0 + 1);
     let (status, replay) = call(&shared, post(body, "application/json")).await;
-    assert_eq!((status, replay["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("bad_nonce")), "{replay}");
+    assert_eq!(
+        (status, replay["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("bad_nonce")),
+        "{replay}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(root(&shared), after_good, "a replayed tx changed state");
-    let (_, acct) = call(&shared, Request::get(format!("/v1/accounts/{}", keys[1].public())).body(Body::empty()).unwrap()).await;
+    let (_, acct) = call(
+        &shared,
+        Request::get(format!("/v1/accounts/{}", keys[1].public()))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(acct["balance"], (Amount::from_agr(100).0 + 5).to_string());
     node.shutdown();
 }

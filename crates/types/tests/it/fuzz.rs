@@ -12,7 +12,14 @@ fn samples() -> Vec<Vec<u8>> {
     let k = SecretKey::from_test_seed("fuzz");
     let to = SecretKey::from_test_seed("fuzz-to").public();
     let tx = |body: TxBody| {
-        Tx { chain_id: "agora-fuzz".into(), signer: k.public(), nonce: 7, fee: Amount(1_000), body }.sign(&k)
+        Tx {
+            chain_id: "agora-fuzz".into(),
+            signer: k.public(),
+            nonce: 7,
+            fee: Amount(1_000),
+            body,
+        }
+        .sign(&k)
     };
     let voucher = Voucher {
         chain_id: "agora-fuzz".into(),
@@ -23,12 +30,23 @@ fn samples() -> Vec<Vec<u8>> {
     .sign(&k);
     let subject = Hash([4; 32]);
     let txs = vec![
-        tx(TxBody::Transfer { to, amount: Amount(5) }),
+        tx(TxBody::Transfer {
+            to,
+            amount: Amount(5),
+        }),
         tx(TxBody::RegisterProvider(ProviderInfo {
             peer_id: vec![1, 2, 3],
             endpoints: vec!["/ip4/1.2.3.4/tcp/9".into()],
-            hardware: HardwareSummary { accelerator: "rtx 4090".into(), memory_mib: 24_000, cpu_cores: 16 },
-            models: vec![ModelPrice { model: Hash([3; 32]), input_per_million: Amount(1), output_per_million: Amount(2) }],
+            hardware: HardwareSummary {
+                accelerator: "rtx 4090".into(),
+                memory_mib: 24_000,
+                cpu_cores: 16,
+            },
+            models: vec![ModelPrice {
+                model: Hash([3; 32]),
+                input_per_million: Amount(1),
+                output_per_million: Amount(2),
+            }],
         })),
         tx(TxBody::RegisterModel(ModelInfo {
             sha256: Hash([3; 32]),
@@ -46,7 +64,11 @@ fn samples() -> Vec<Vec<u8>> {
             claim_b: Hash([6; 32]),
             signature_b: k.sign(SignDomain::Claim, &claim_message(&subject, &Hash([6; 32]))),
         })),
-        tx(TxBody::OpenChannel { provider: to, deposit: Amount(10), expiry_height: 100 }),
+        tx(TxBody::OpenChannel {
+            provider: to,
+            deposit: Amount(10),
+            expiry_height: 100,
+        }),
     ];
     let block = Block {
         header: BlockHeader {
@@ -61,7 +83,14 @@ fn samples() -> Vec<Vec<u8>> {
         },
         txs: txs.clone(),
     };
-    let receipt = Receipt { tx: Hash([9; 32]), fee: Amount(3), outcome: Outcome::Failed { code: 100, message: "no".into() } };
+    let receipt = Receipt {
+        tx: Hash([9; 32]),
+        fee: Amount(3),
+        outcome: Outcome::Failed {
+            code: 100,
+            message: "no".into(),
+        },
+    };
     let mut out: Vec<Vec<u8>> = txs.iter().map(Encode::encode).collect();
     out.push(block.encode());
     out.push(receipt.encode());
@@ -72,7 +101,10 @@ fn samples() -> Vec<Vec<u8>> {
 /// Random bytes, or a valid encoding with a few bytes flipped, inserted, removed or cut off.
 fn input() -> impl Strategy<Value = Vec<u8>> {
     let samples = samples();
-    let mutated = (0..samples.len(), proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..4), 1..6))
+    let mutated = (
+        0..samples.len(),
+        proptest::collection::vec((any::<u16>(), any::<u8>(), 0u8..4), 1..6),
+    )
         .prop_map(move |(i, edits)| {
             let mut b = samples[i].clone();
             for (pos, byte, kind) in edits {
@@ -97,7 +129,11 @@ fn input() -> impl Strategy<Value = Vec<u8>> {
 
 fn check<T: Decode + Encode>(bytes: &[u8]) -> Result<(), TestCaseError> {
     if let Ok(v) = T::decode(bytes) {
-        prop_assert_eq!(v.encode(), bytes.to_vec(), "decoded value re-encodes differently");
+        prop_assert_eq!(
+            v.encode(),
+            bytes.to_vec(),
+            "decoded value re-encodes differently"
+        );
     }
     Ok(())
 }
