@@ -9,6 +9,7 @@
 //!                                  the BFT engine drives the same calls)
 //! ```
 
+pub mod bench;
 pub mod chain;
 pub mod config;
 pub mod keystore;
