@@ -23,6 +23,7 @@ fn params() -> Params {
         unbonding_period_blocks: 3,
         channel_challenge_blocks: 2,
         min_provider_stake: Amount(1_000_000),
+        min_validator_stake: Amount(1_000_000),
         jail_blocks: 5,
         ..Params::default()
     }
@@ -30,6 +31,22 @@ fn params() -> Params {
 
 #[derive(Clone, Debug)]
 enum Op {
+    RegisterValidator {
+        from: usize,
+    },
+    RegisterDataset {
+        from: usize,
+        id: u8,
+        empty_name: bool,
+    },
+    RegisterModel {
+        from: usize,
+        id: u8,
+        royalty: u16,
+    },
+    ReRegisterProvider {
+        provider: usize,
+    },
     Transfer {
         from: usize,
         to: usize,
@@ -146,6 +163,21 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         u.clone().prop_map(|from| Op::BadSignature { from }),
         u.clone().prop_map(|from| Op::WrongNonce { from }),
+        u.clone().prop_map(|from| Op::RegisterValidator { from }),
+        (u.clone(), 0u8..4, proptest::bool::weighted(0.2)).prop_map(|(from, id, empty_name)| {
+            Op::RegisterDataset {
+                from,
+                id,
+                empty_name,
+            }
+        }),
+        (u.clone(), 0u8..4, 0u16..4_000).prop_map(|(from, id, royalty)| Op::RegisterModel {
+            from,
+            id,
+            royalty
+        }),
+        p.clone()
+            .prop_map(|provider| Op::ReRegisterProvider { provider }),
         Just(Op::Empty),
     ]
 }
@@ -173,6 +205,9 @@ struct Model {
     stake: BTreeMap<(Address, Address), u128>,
     unbonding: BTreeMap<(Address, Address, u64), u128>,
     jailed_until: BTreeMap<Address, u64>,
+    validators: BTreeSet<Address>,
+    datasets: BTreeSet<Hash>,
+    models: BTreeSet<Hash>,
     channels: Vec<MChannel>,
     evidence: BTreeSet<Hash>,
     last_evidence: Option<Evidence>,
@@ -296,6 +331,8 @@ fn setup() -> (World, Chain, TxFactory, Model) {
     m.bal.insert(v0, chain.state.balance(&v0).0);
     m.stake.insert((v0, v0), chain.state.stake(&v0, &v0).0);
     m.burned = chain.state.supply().burned.0;
+    m.models.insert(model_info.sha256);
+    m.validators.insert(v0);
     let world = World {
         users,
         providers,
@@ -523,6 +560,37 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
             };
             (&w.users[*reporter], TxBody::Slash(evidence))
         }
+        Op::RegisterValidator { from } => (&w.users[*from], TxBody::RegisterValidator),
+        Op::RegisterDataset {
+            from,
+            id,
+            empty_name,
+        } => (
+            &w.users[*from],
+            TxBody::RegisterDataset(agora_types::DatasetInfo {
+                content_hash: Hash([200 + id; 32]),
+                name: if *empty_name {
+                    " ".into()
+                } else {
+                    "dataset".into()
+                },
+                license: "cc-by-4.0".into(),
+            }),
+        ),
+        Op::RegisterModel { from, id, royalty } => (
+            &w.users[*from],
+            TxBody::RegisterModel(ModelInfo {
+                sha256: Hash([100 + id; 32]),
+                name: "model".into(),
+                family: "llama".into(),
+                license: "apache-2.0".into(),
+                royalty_bps: *royalty,
+            }),
+        ),
+        Op::ReRegisterProvider { provider } => (
+            &w.providers[*provider],
+            TxBody::RegisterProvider(provider_info(w.model_id)),
+        ),
         Op::BadSignature { .. } | Op::WrongNonce { .. } | Op::Empty => unreachable!(),
     }
 }
@@ -763,6 +831,35 @@ fn model_apply(
             m.evidence.insert(id);
             true
         }
+        (TxBody::RegisterValidator, _) => {
+            if m.validators.contains(a)
+                || m.stake.get(&(*a, *a)).copied().unwrap_or(0) < p.min_validator_stake.0
+            {
+                return false;
+            }
+            m.validators.insert(*a);
+            true
+        }
+        (TxBody::RegisterDataset(info), _) => {
+            if m.datasets.contains(&info.content_hash) || info.name.trim().is_empty() {
+                return false;
+            }
+            m.datasets.insert(info.content_hash);
+            true
+        }
+        (TxBody::RegisterModel(info), _) => {
+            if m.models.contains(&info.sha256) || info.royalty_bps > p.max_royalty_bps {
+                return false;
+            }
+            m.models.insert(info.sha256);
+            true
+        }
+        (TxBody::RegisterProvider(_), _) => {
+            if m.jailed_until.get(a).copied().unwrap_or(0) > height {
+                return false;
+            }
+            m.stake.get(&(*a, *a)).copied().unwrap_or(0) >= p.min_provider_stake.0
+        }
         _ => false,
     }
 }
@@ -788,6 +885,20 @@ fn compare(m: &Model, s: &State) -> Result<(), TestCaseError> {
         prop_assert_eq!(r.settled, c.settled);
         // A voucher can never pay more than its channel's deposit.
         prop_assert!(r.redeemed <= r.deposit);
+    }
+    for v in &m.validators {
+        prop_assert!(s.validator(v).is_some(), "validator {:?} missing", v);
+    }
+    prop_assert_eq!(s.validators().count(), m.validators.len());
+    for id in 0..4u8 {
+        prop_assert_eq!(
+            s.dataset(&Hash([200 + id; 32])).is_some(),
+            m.datasets.contains(&Hash([200 + id; 32]))
+        );
+        prop_assert_eq!(
+            s.model(&Hash([100 + id; 32])).is_some(),
+            m.models.contains(&Hash([100 + id; 32]))
+        );
     }
     // Supply is conserved: genesis + minted - burned = everything held anywhere.
     let supply = s.supply();
@@ -835,5 +946,22 @@ proptest! {
         // The same block sequence gives the same state roots on every run.
         let roots_b = run(&ops)?;
         prop_assert_eq!(roots_a, roots_b);
+    }
+}
+
+fn provider_info(model: Hash) -> ProviderInfo {
+    ProviderInfo {
+        peer_id: vec![1, 2, 3],
+        endpoints: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        hardware: HardwareSummary {
+            accelerator: "cpu".into(),
+            memory_mib: 1024,
+            cpu_cores: 2,
+        },
+        models: vec![ModelPrice {
+            model,
+            input_per_million: Amount(10),
+            output_per_million: Amount(20),
+        }],
     }
 }
