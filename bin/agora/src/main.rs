@@ -20,6 +20,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     // Each command family lives in its own module under `cmd/`; add a variant and a match arm.
+    /// The overlay network: status view and loopback benchmark.
+    Net {
+        #[command(subcommand)]
+        command: cmd::net::NetCommand,
+    },
 }
 
 fn init_tracing(filter: &str) {
@@ -34,5 +39,7 @@ fn init_tracing(filter: &str) {
 fn main() -> eyre::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log);
-    match cli.command {}
+    match cli.command {
+        Command::Net { command } => cmd::net::run(command),
+    }
 }

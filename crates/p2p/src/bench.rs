@@ -167,7 +167,11 @@ async fn stream_once(
     provider: crate::PeerId,
     cfg: &BenchConfig,
 ) -> Result<StreamFigures, BenchError> {
-    let path = gw.status().await.map_err(step("status"))?.path_to(&provider);
+    let path = gw
+        .status()
+        .await
+        .map_err(step("status"))?
+        .path_to(&provider);
     let t0 = Instant::now();
     let mut s = gw
         .infer(provider, synthetic_request(cfg.tokens, cfg.token_bytes))
@@ -184,7 +188,10 @@ async fn stream_once(
     }
     let total = t0.elapsed().as_secs_f64();
     if n != cfg.tokens {
-        return Err(BenchError::Step(format!("got {n} of {} tokens", cfg.tokens)));
+        return Err(BenchError::Step(format!(
+            "got {n} of {} tokens",
+            cfg.tokens
+        )));
     }
     Ok(StreamFigures {
         path,
@@ -202,7 +209,11 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, BenchError> {
         ..NetConfig::local_test()
     };
     let (relay, _relay_in) = node::spawn(generate_seed(), relay_cfg, None).await?;
-    if !wait_until(&relay, Duration::from_secs(5), |s| !s.listen_addrs.is_empty()).await {
+    if !wait_until(&relay, Duration::from_secs(5), |s| {
+        !s.listen_addrs.is_empty()
+    })
+    .await
+    {
         return Err(BenchError::Step("relay did not listen".into()));
     }
     let relay_addr = relay.status().await.map_err(step("status"))?.listen_addrs[0]
@@ -220,15 +231,27 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, BenchError> {
     prov_cfg.limits.request_burst = 1e9;
     let (provider, prov_in) = node::spawn(generate_seed(), prov_cfg, None).await?;
     serve_synthetic(prov_in);
-    if !wait_until(&provider, Duration::from_secs(10), |s| !s.relays.is_empty()
-        && s.listen_addrs.iter().any(|a| a.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)))
+    if !wait_until(&provider, Duration::from_secs(10), |s| {
+        !s.relays.is_empty()
+            && s.listen_addrs.iter().any(|a| {
+                a.iter()
+                    .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+            })
+    })
     .await
     {
         return Err(BenchError::Step("provider got no relay reservation".into()));
     }
-    let prov_direct = provider.status().await.map_err(step("status"))?.listen_addrs
+    let prov_direct = provider
+        .status()
+        .await
+        .map_err(step("status"))?
+        .listen_addrs
         .into_iter()
-        .find(|a| !a.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit))
+        .find(|a| {
+            !a.iter()
+                .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+        })
         .ok_or_else(|| BenchError::Step("provider has no direct address".into()))?;
 
     let gw_cfg = NetConfig {
@@ -246,8 +269,14 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, BenchError> {
     gw.dial(prov_direct.with(libp2p::multiaddr::Protocol::P2p(pid)))
         .await
         .map_err(step("direct dial"))?;
-    if !wait_until(&gw, Duration::from_secs(5), |s| s.path_to(&pid) == Path::Direct).await {
-        return Err(BenchError::Step("relayed connection was not replaced".into()));
+    if !wait_until(&gw, Duration::from_secs(5), |s| {
+        s.path_to(&pid) == Path::Direct
+    })
+    .await
+    {
+        return Err(BenchError::Step(
+            "relayed connection was not replaced".into(),
+        ));
     }
     let direct = stream_once(&gw, pid, &cfg).await?;
 
@@ -277,7 +306,9 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport, BenchError> {
             .map_err(step("stream"))?;
         srtts.push(t.elapsed().as_secs_f64() * 1e6);
         if toks.len() != 1 {
-            return Err(BenchError::Step("one-token stream returned wrong count".into()));
+            return Err(BenchError::Step(
+                "one-token stream returned wrong count".into(),
+            ));
         }
     }
     srtts.sort_by(f64::total_cmp);

@@ -197,8 +197,10 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_toml_shaped_json_and_rejects_unknown_keys() {
-        let mut c = NetConfig::default();
-        c.relay_server = Some(RelayServerConfig::default());
+        let c = NetConfig {
+            relay_server: Some(RelayServerConfig::default()),
+            ..NetConfig::default()
+        };
         let s = serde_json::to_string(&c).unwrap();
         let back: NetConfig = serde_json::from_str(&s).unwrap();
         assert_eq!(back, c);

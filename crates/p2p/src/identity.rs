@@ -88,10 +88,7 @@ mod tests {
         assert_eq!(peer, kp.public().to_peer_id());
         assert_eq!(account_pubkey_from_peer_id(&peer).unwrap(), pubkey);
         // Same seed, same identity: deterministic.
-        assert_eq!(
-            keypair_from_seed(seed).unwrap().public().to_peer_id(),
-            peer
-        );
+        assert_eq!(keypair_from_seed(seed).unwrap().public().to_peer_id(), peer);
         let other = keypair_from_seed(generate_seed()).unwrap();
         assert_ne!(other.public().to_peer_id(), peer);
     }

@@ -22,7 +22,9 @@ pub mod scoring;
 pub mod wire;
 
 pub use config::{Limits, NetConfig, RelayServerConfig};
-pub use identity::{account_pubkey_from_peer_id, generate_seed, keypair_from_seed, peer_id_from_account_pubkey};
+pub use identity::{
+    account_pubkey_from_peer_id, generate_seed, keypair_from_seed, peer_id_from_account_pubkey,
+};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
     ConnectionInfo, Handle, Inbound, InferenceCall, NatStatus, NetEvent, NetStatus, OfferTerms,

@@ -37,7 +37,8 @@ pub struct Metrics {
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    reg.register(Box::new(c.clone())).expect("metric registered once");
+    reg.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -47,7 +48,9 @@ impl Metrics {
         let registry = Registry::new();
         let connected_peers =
             IntGauge::new("p2p_connected_peers", "Peers currently connected").expect("static");
-        registry.register(Box::new(connected_peers.clone())).expect("once");
+        registry
+            .register(Box::new(connected_peers.clone()))
+            .expect("once");
         let offers = IntGauge::new("p2p_offers", "Live provider offers held").expect("static");
         registry.register(Box::new(offers.clone())).expect("once");
         let nat_public = IntGauge::new(
@@ -55,24 +58,68 @@ impl Metrics {
             "1 publicly reachable, 0 behind NAT, -1 unknown",
         )
         .expect("static");
-        registry.register(Box::new(nat_public.clone())).expect("once");
+        registry
+            .register(Box::new(nat_public.clone()))
+            .expect("once");
         let open_connections = IntGaugeVec::new(
             Opts::new("p2p_open_connections", "Open connections by path"),
             &["path"],
         )
         .expect("static");
-        registry.register(Box::new(open_connections.clone())).expect("once");
+        registry
+            .register(Box::new(open_connections.clone()))
+            .expect("once");
         nat_public.set(-1);
         Self {
-            connections: counter(&registry, "p2p_connections_total", "Connections opened by path", &["path"]),
-            gossip: counter(&registry, "p2p_gossip_messages_total", "Gossip messages by topic and verdict", &["topic", "verdict"]),
-            infer_streams: counter(&registry, "p2p_infer_streams_total", "Inference streams by direction and outcome", &["direction", "outcome"]),
-            infer_chunks: counter(&registry, "p2p_infer_chunks_total", "Token chunks streamed by direction", &["direction"]),
-            rpc: counter(&registry, "p2p_rpc_requests_total", "RPC requests by direction and outcome", &["direction", "outcome"]),
-            offences: counter(&registry, "p2p_offences_total", "Peer offences by kind", &["kind"]),
+            connections: counter(
+                &registry,
+                "p2p_connections_total",
+                "Connections opened by path",
+                &["path"],
+            ),
+            gossip: counter(
+                &registry,
+                "p2p_gossip_messages_total",
+                "Gossip messages by topic and verdict",
+                &["topic", "verdict"],
+            ),
+            infer_streams: counter(
+                &registry,
+                "p2p_infer_streams_total",
+                "Inference streams by direction and outcome",
+                &["direction", "outcome"],
+            ),
+            infer_chunks: counter(
+                &registry,
+                "p2p_infer_chunks_total",
+                "Token chunks streamed by direction",
+                &["direction"],
+            ),
+            rpc: counter(
+                &registry,
+                "p2p_rpc_requests_total",
+                "RPC requests by direction and outcome",
+                &["direction", "outcome"],
+            ),
+            offences: counter(
+                &registry,
+                "p2p_offences_total",
+                "Peer offences by kind",
+                &["kind"],
+            ),
             bans: counter(&registry, "p2p_bans_total", "Peers banned", &["reason"]),
-            hole_punch: counter(&registry, "p2p_hole_punch_total", "DCUtR hole punches by result", &["result"]),
-            relay: counter(&registry, "p2p_relay_events_total", "Relay reservations and circuits", &["event"]),
+            hole_punch: counter(
+                &registry,
+                "p2p_hole_punch_total",
+                "DCUtR hole punches by result",
+                &["result"],
+            ),
+            relay: counter(
+                &registry,
+                "p2p_relay_events_total",
+                "Relay reservations and circuits",
+                &["event"],
+            ),
             registry,
             connected_peers,
             open_connections,
@@ -111,8 +158,14 @@ mod tests {
         m.connections.with_label_values(&["relayed"]).inc();
         m.offences.with_label_values(&["malformed_frame"]).inc_by(2);
         let text = m.render();
-        assert!(text.contains("p2p_connections_total{path=\"relayed\"} 1"), "{text}");
-        assert!(text.contains("p2p_offences_total{kind=\"malformed_frame\"} 2"), "{text}");
+        assert!(
+            text.contains("p2p_connections_total{path=\"relayed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p2p_offences_total{kind=\"malformed_frame\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("p2p_nat_public -1"), "{text}");
     }
 }

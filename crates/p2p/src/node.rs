@@ -42,8 +42,8 @@ use crate::offers::{Insert, OffersTable};
 use crate::peer_source::{PeerSource, split_peer_addr};
 use crate::scoring::{Offence, PeerBook, Verdict};
 use crate::wire::{
-    Chunk, FrameError, INFER_PROTOCOL, InferenceRequest, ProtocolViolation, RPC_PROTOCOL,
-    RpcCodec, read_frame, write_frame,
+    Chunk, FrameError, INFER_PROTOCOL, InferenceRequest, ProtocolViolation, RPC_PROTOCOL, RpcCodec,
+    read_frame, write_frame,
 };
 
 /// Kademlia protocol name (our own DHT, not the IPFS one).
@@ -74,6 +74,70 @@ struct Behaviour {
     autonat_client: autonat::v2::client::Behaviour,
     autonat_server: Toggle<autonat::v2::server::Behaviour>,
     upnp: Toggle<upnp::tokio::Behaviour>,
+    candidates: SelfCandidates,
+}
+
+/// Announces addresses we know to be ours and reachable (public listen addresses, configured
+/// external addresses): first as a candidate, then as confirmed. The order matters: DCUtR only
+/// learns candidates (it sends them in the hole-punch CONNECT message), and the swarm drops a
+/// candidate that is already confirmed, so confirming first (`Swarm::add_external_address`)
+/// would leave a public gateway with nothing to offer a NATed provider.
+#[derive(Default)]
+struct SelfCandidates {
+    pending: std::collections::VecDeque<Multiaddr>,
+    confirm: std::collections::VecDeque<Multiaddr>,
+}
+
+impl NetworkBehaviour for SelfCandidates {
+    type ConnectionHandler = libp2p::swarm::dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: libp2p::core::Endpoint,
+        _: libp2p::core::transport::PortUse,
+    ) -> Result<libp2p::swarm::THandler<Self>, libp2p::swarm::ConnectionDenied> {
+        Ok(libp2p::swarm::dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: libp2p::swarm::FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: libp2p::swarm::THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<libp2p::swarm::ToSwarm<Self::ToSwarm, libp2p::swarm::THandlerInEvent<Self>>>
+    {
+        if let Some(a) = self.pending.pop_front() {
+            self.confirm.push_back(a.clone());
+            return std::task::Poll::Ready(libp2p::swarm::ToSwarm::NewExternalAddrCandidate(a));
+        }
+        match self.confirm.pop_front() {
+            Some(a) => std::task::Poll::Ready(libp2p::swarm::ToSwarm::ExternalAddrConfirmed(a)),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// What the node believes about its own reachability.
@@ -147,11 +211,7 @@ impl Path {
     fn of<'a>(conns: impl Iterator<Item = &'a ConnectionInfo>) -> Self {
         let (mut d, mut r) = (false, false);
         for c in conns {
-            if c.relayed {
-                r = true
-            } else {
-                d = true
-            }
+            if c.relayed { r = true } else { d = true }
         }
         match (d, r) {
             (false, false) => Path::None,
@@ -289,7 +349,10 @@ pub struct TokenSink {
 impl TokenSink {
     /// Sends some tokens, waiting for room.
     pub async fn send(&self, tokens: Vec<u8>) -> Result<(), StreamClosed> {
-        self.tx.send(Chunk::Token(tokens)).await.map_err(|_| StreamClosed)
+        self.tx
+            .send(Chunk::Token(tokens))
+            .await
+            .map_err(|_| StreamClosed)
     }
 
     /// Ends the response successfully.
@@ -445,7 +508,10 @@ enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), DialError>>),
     Provide(ModelId, oneshot::Sender<Result<(), ProvideError>>),
     FindDht(ModelId, oneshot::Sender<HashSet<PeerId>>),
-    SetOffer(Option<OfferTerms>, oneshot::Sender<Result<(), PublishError>>),
+    SetOffer(
+        Option<OfferTerms>,
+        oneshot::Sender<Result<(), PublishError>>,
+    ),
     PublishBeacon(Vec<u8>, oneshot::Sender<Result<(), PublishError>>),
     Offers(oneshot::Sender<Vec<(PeerId, SignedOffer)>>),
     Rpc(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, RpcError>>),
@@ -605,25 +671,39 @@ impl Handle {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             loop {
-                let item = read_frame(&mut stream, max_chunk)
-                    .await
-                    .and_then(|bytes| Chunk::decode(&bytes));
+                let item = tokio::select! {
+                    r = read_frame(&mut stream, max_chunk) => r.and_then(|bytes| Chunk::decode(&bytes)),
+                    // The caller dropped the TokenStream: dropping an unclosed yamux stream
+                    // resets it, which fails the provider's next write (its cancellation).
+                    () = tx.closed() => {
+                        metrics.infer_streams.with_label_values(&["out", "cancelled"]).inc();
+                        return;
+                    }
+                };
                 match item {
                     Ok(Chunk::Token(t)) => {
                         metrics.infer_chunks.with_label_values(&["in"]).inc();
                         if tx.send(Ok(t)).await.is_err() {
-                            // The caller dropped the stream: cancel by closing ours.
-                            let _ = stream.close().await;
-                            metrics.infer_streams.with_label_values(&["out", "cancelled"]).inc();
+                            // The caller dropped the stream: return, dropping (resetting) ours.
+                            metrics
+                                .infer_streams
+                                .with_label_values(&["out", "cancelled"])
+                                .inc();
                             return;
                         }
                     }
                     Ok(Chunk::End) => {
-                        metrics.infer_streams.with_label_values(&["out", "ok"]).inc();
+                        metrics
+                            .infer_streams
+                            .with_label_values(&["out", "ok"])
+                            .inc();
                         return;
                     }
                     Ok(Chunk::Error(message)) => {
-                        metrics.infer_streams.with_label_values(&["out", "remote_error"]).inc();
+                        metrics
+                            .infer_streams
+                            .with_label_values(&["out", "remote_error"])
+                            .inc();
                         let _ = tx.send(Err(InferError::Remote { peer, message })).await;
                         return;
                     }
@@ -632,7 +712,10 @@ impl Handle {
                             let off = offence_of(&e);
                             let _ = cmd.send(Command::Report(peer, off)).await;
                         }
-                        metrics.infer_streams.with_label_values(&["out", "broken"]).inc();
+                        metrics
+                            .infer_streams
+                            .with_label_values(&["out", "broken"])
+                            .inc();
                         let _ = tx
                             .send(Err(InferError::Stream {
                                 peer,
@@ -688,13 +771,12 @@ pub async fn spawn(
     let peer_id = key.public().to_peer_id();
     let mut swarm = build_swarm(&key, &config)?;
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| SpawnError::Listen {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
-    }
-    for addr in &config.external_addrs {
-        swarm.add_external_address(addr.clone());
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| SpawnError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
     }
     let offers_topic = gossipsub::IdentTopic::new(OFFERS_TOPIC);
     let beacons_topic = gossipsub::IdentTopic::new(BEACONS_TOPIC);
@@ -799,8 +881,11 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, Sp
                 .set_provider_publication_interval(Some(Duration::from_secs(
                     (cfg.provider_record_ttl_secs / 2).max(1),
                 )));
-            let mut kad =
-                kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_cfg,
+            );
             if cfg.public {
                 kad.set_mode(Some(kad::Mode::Server));
             }
@@ -853,6 +938,10 @@ fn build_swarm(key: &Keypair, config: &NetConfig) -> Result<Swarm<Behaviour>, Sp
                         .then(autonat::v2::server::Behaviour::default),
                 ),
                 upnp: Toggle::from(cfg.upnp.then(upnp::tokio::Behaviour::default)),
+                candidates: SelfCandidates {
+                    pending: cfg.external_addrs.iter().cloned().collect(),
+                    confirm: Default::default(),
+                },
             })
         })
         .map_err(|e| SpawnError::Behaviour(e.to_string()))?
@@ -879,7 +968,8 @@ fn build_gossip(
             gossipsub::MessageId::from(h.finish().to_be_bytes().to_vec())
         })
         .build()?;
-    let mut g = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)?;
+    let mut g =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gcfg)?;
     // Scoring: an invalid message (bad signature, expired, malformed) costs 100 (squared count),
     // which crosses the graylist threshold (-80) at once. No IP-colocation penalty: many home
     // providers sit behind one carrier-grade NAT, and tests run on one loopback address.
@@ -899,9 +989,10 @@ fn build_gossip(
         invalid_message_deliveries_decay: 0.5,
         ..Default::default()
     };
-    params
-        .topics
-        .insert(gossipsub::IdentTopic::new(OFFERS_TOPIC).hash(), topic.clone());
+    params.topics.insert(
+        gossipsub::IdentTopic::new(OFFERS_TOPIC).hash(),
+        topic.clone(),
+    );
     params
         .topics
         .insert(gossipsub::IdentTopic::new(BEACONS_TOPIC).hash(), topic);
@@ -925,16 +1016,23 @@ async fn accept_streams(
             !b.is_banned(&peer, now) && b.allow_request(peer, now)
         };
         if !allowed {
-            metrics.infer_streams.with_label_values(&["in", "rate_limited"]).inc();
+            metrics
+                .infer_streams
+                .with_label_values(&["in", "rate_limited"])
+                .inc();
             let _ = cmd.try_send(Command::Report(peer, Offence::RateLimited));
             tokio::spawn(async move {
-                let _ = write_frame(&mut stream, &Chunk::Error("rate limited".into()).encode()).await;
+                let _ =
+                    write_frame(&mut stream, &Chunk::Error("rate limited".into()).encode()).await;
                 let _ = stream.close().await;
             });
             continue;
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.infer_streams.with_label_values(&["in", "busy"]).inc();
+            metrics
+                .infer_streams
+                .with_label_values(&["in", "busy"])
+                .inc();
             tokio::spawn(async move {
                 let _ = write_frame(&mut stream, &Chunk::Error("busy".into()).encode()).await;
                 let _ = stream.close().await;
@@ -968,14 +1066,20 @@ async fn serve_stream(
     let request = match read {
         Err(_) => {
             let _ = cmd.send(Command::Report(peer, Offence::Timeout)).await;
-            metrics.infer_streams.with_label_values(&["in", "timeout"]).inc();
+            metrics
+                .infer_streams
+                .with_label_values(&["in", "timeout"])
+                .inc();
             return;
         }
         Ok(Err(e)) => {
             if e.is_protocol_violation() {
                 warn!(target: "agora_p2p::infer", %peer, error = %e, "garbage request frame");
                 let _ = cmd.send(Command::Report(peer, offence_of(&e))).await;
-                metrics.infer_streams.with_label_values(&["in", "malformed"]).inc();
+                metrics
+                    .infer_streams
+                    .with_label_values(&["in", "malformed"])
+                    .inc();
             }
             return;
         }
@@ -983,8 +1087,13 @@ async fn serve_stream(
             Ok(r) => r,
             Err(e) => {
                 warn!(target: "agora_p2p::infer", %peer, error = %e, "undecodable request");
-                let _ = cmd.send(Command::Report(peer, Offence::MalformedFrame)).await;
-                metrics.infer_streams.with_label_values(&["in", "malformed"]).inc();
+                let _ = cmd
+                    .send(Command::Report(peer, Offence::MalformedFrame))
+                    .await;
+                metrics
+                    .infer_streams
+                    .with_label_values(&["in", "malformed"])
+                    .inc();
                 return;
             }
         },
@@ -996,7 +1105,10 @@ async fn serve_stream(
         tokens: TokenSink { tx },
     };
     if infer_tx.try_send(call).is_err() {
-        metrics.infer_streams.with_label_values(&["in", "busy"]).inc();
+        metrics
+            .infer_streams
+            .with_label_values(&["in", "busy"])
+            .inc();
         let _ = write_frame(&mut stream, &Chunk::Error("not serving".into()).encode()).await;
         let _ = stream.close().await;
         return;
@@ -1015,7 +1127,11 @@ async fn serve_stream(
                 break 'outer;
             }
             if last {
-                outcome = if matches!(chunk, Chunk::End) { "ok" } else { "error" };
+                outcome = if matches!(chunk, Chunk::End) {
+                    "ok"
+                } else {
+                    "error"
+                };
                 let _ = stream.close().await;
                 break 'outer;
             }
@@ -1027,11 +1143,20 @@ async fn serve_stream(
         }
     }
     if outcome == "dropped" {
-        let _ = write_frame(&mut stream, &Chunk::Error("provider dropped the request".into()).encode()).await;
+        let _ = write_frame(
+            &mut stream,
+            &Chunk::Error("provider dropped the request".into()).encode(),
+        )
+        .await;
         let _ = stream.close().await;
     }
-    metrics.infer_streams.with_label_values(&["in", outcome]).inc();
+    metrics
+        .infer_streams
+        .with_label_values(&["in", outcome])
+        .inc();
 }
+
+type PendingRpc = (PeerId, oneshot::Sender<Result<Vec<u8>, RpcError>>);
 
 struct Actor {
     key: Keypair,
@@ -1050,8 +1175,7 @@ struct Actor {
     nat: NatStatus,
     provide_queries: HashMap<kad::QueryId, oneshot::Sender<Result<(), ProvideError>>>,
     find_queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
-    rpc_pending:
-        HashMap<request_response::OutboundRequestId, (PeerId, oneshot::Sender<Result<Vec<u8>, RpcError>>)>,
+    rpc_pending: HashMap<request_response::OutboundRequestId, PendingRpc>,
     dial_pending: HashMap<ConnectionId, oneshot::Sender<Result<(), DialError>>>,
     offer_terms: Option<OfferTerms>,
     offer_seq: u64,
@@ -1101,7 +1225,9 @@ impl Actor {
         for addr in &self.config.bootstrap {
             match split_peer_addr(addr) {
                 Some((peer, a)) => targets.push((peer, vec![a])),
-                None => warn!(target: "agora_p2p::node", %addr, "bootstrap address lacks /p2p/<id>; ignored"),
+                None => {
+                    warn!(target: "agora_p2p::node", %addr, "bootstrap address lacks /p2p/<id>; ignored")
+                }
             }
         }
         if let Some(src) = &self.peer_source {
@@ -1133,7 +1259,10 @@ impl Actor {
             let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
             b.penalize(peer, offence, Instant::now())
         };
-        self.metrics.offences.with_label_values(&[offence.label()]).inc();
+        self.metrics
+            .offences
+            .with_label_values(&[offence.label()])
+            .inc();
         warn!(target: "agora_p2p::score", %peer, offence = offence.label(), ?verdict, "peer penalised");
         match verdict {
             Verdict::Keep => {}
@@ -1141,7 +1270,10 @@ impl Actor {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Verdict::Ban => {
-                self.metrics.bans.with_label_values(&[offence.label()]).inc();
+                self.metrics
+                    .bans
+                    .with_label_values(&[offence.label()])
+                    .inc();
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
                 self.swarm.behaviour_mut().gossip.blacklist_peer(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -1191,7 +1323,12 @@ impl Actor {
                 }
             }
             Command::Provide(model, reply) => {
-                match self.swarm.behaviour_mut().kad.start_providing(kad::RecordKey::new(&model)) {
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&model))
+                {
                     Ok(q) => {
                         self.provide_queries.insert(q, reply);
                     }
@@ -1201,7 +1338,11 @@ impl Actor {
                 }
             }
             Command::FindDht(model, reply) => {
-                let q = self.swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&model));
+                let q = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(kad::RecordKey::new(&model));
                 self.find_queries.insert(q, (HashSet::new(), reply));
             }
             Command::SetOffer(terms, reply) => {
@@ -1245,7 +1386,12 @@ impl Actor {
                 self.rpc_pending.insert(id, (peer, reply));
             }
             Command::RpcRespond(channel, bytes) => {
-                let ok = self.swarm.behaviour_mut().rpc.send_response(channel, bytes).is_ok();
+                let ok = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, bytes)
+                    .is_ok();
                 self.metrics
                     .rpc
                     .with_label_values(&["in", if ok { "ok" } else { "closed" }])
@@ -1308,7 +1454,12 @@ impl Actor {
         self.metrics.offers.set(self.offers.len() as i64);
         self.next_offer_at = Instant::now() + terms.ttl / 3;
         let topic = self.offers_topic.clone();
-        match self.swarm.behaviour_mut().gossip.publish(topic, signed.encode()) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossip
+            .publish(topic, signed.encode())
+        {
             Ok(_) => Ok(()),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 // Retry soon; the offer is already in our own table.
@@ -1326,11 +1477,12 @@ impl Actor {
             self.emit(NetEvent::OfferExpired { provider });
         }
         self.metrics.offers.set(self.offers.len() as i64);
-        if self.offer_terms.is_some() && now >= self.next_offer_at {
-            if let Err(e) = self.publish_offer() {
-                warn!(target: "agora_p2p::offers", error = %e, "offer re-publication failed");
-                self.next_offer_at = now + Duration::from_secs(1);
-            }
+        if self.offer_terms.is_some()
+            && now >= self.next_offer_at
+            && let Err(e) = self.publish_offer()
+        {
+            warn!(target: "agora_p2p::offers", error = %e, "offer re-publication failed");
+            self.next_offer_at = now + Duration::from_secs(1);
         }
         let unblock = {
             let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
@@ -1378,7 +1530,11 @@ impl Actor {
                 info!(target: "agora_p2p::node", %address, "listening");
                 let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
                 if self.config.public && !circuit && !is_unspecified(&address) {
-                    self.swarm.add_external_address(address);
+                    self.swarm
+                        .behaviour_mut()
+                        .candidates
+                        .pending
+                        .push_back(address);
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -1408,7 +1564,9 @@ impl Actor {
                         outbound,
                     },
                 );
-                self.metrics.connected_peers.set(self.connected_peers() as i64);
+                self.metrics
+                    .connected_peers
+                    .set(self.connected_peers() as i64);
                 if let Some(reply) = self.dial_pending.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
@@ -1435,7 +1593,9 @@ impl Actor {
                         .with_label_values(&[if c.relayed { "relayed" } else { "direct" }])
                         .dec();
                 }
-                self.metrics.connected_peers.set(self.connected_peers() as i64);
+                self.metrics
+                    .connected_peers
+                    .set(self.connected_peers() as i64);
                 self.emit(NetEvent::Disconnected { peer: peer_id });
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1451,10 +1611,10 @@ impl Actor {
             SwarmEvent::ListenerClosed { listener_id, .. } => {
                 self.relays.retain(|_, l| *l != listener_id);
             }
-            SwarmEvent::ExternalAddrConfirmed { address } => {
-                if !address.iter().any(|p| p == Protocol::P2pCircuit) {
-                    self.set_nat(NatStatus::Public);
-                }
+            SwarmEvent::ExternalAddrConfirmed { address }
+                if !address.iter().any(|p| p == Protocol::P2pCircuit) =>
+            {
+                self.set_nat(NatStatus::Public);
             }
             SwarmEvent::Behaviour(b) => self.on_behaviour_event(b),
             _ => {}
@@ -1471,16 +1631,23 @@ impl Actor {
     }
 
     fn connected_peers(&self) -> usize {
-        self.conns.values().map(|c| c.peer).collect::<HashSet<_>>().len()
+        self.conns
+            .values()
+            .map(|c| c.peer)
+            .collect::<HashSet<_>>()
+            .len()
     }
 
     fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
         match ev {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                let kad_capable = info.protocols.iter().any(|p| *p == KAD_PROTOCOL);
+                let kad_capable = info.protocols.contains(&KAD_PROTOCOL);
                 if kad_capable {
                     for a in info.listen_addrs.iter().filter(|a| !is_unspecified(a)) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a.clone());
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, a.clone());
                     }
                 }
                 let hop = info.protocols.iter().any(|p| p.as_ref() == HOP_PROTOCOL);
@@ -1493,58 +1660,79 @@ impl Actor {
                 message_id,
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
-                match result {
-                    kad::QueryResult::StartProviding(r) => {
-                        if let Some(reply) = self.provide_queries.remove(&id) {
-                            let _ = reply.send(r.map(|_| ()).map_err(|e| ProvideError::Query(e.to_string())));
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            }) => match result {
+                kad::QueryResult::StartProviding(r) => {
+                    if let Some(reply) = self.provide_queries.remove(&id) {
+                        let _ = reply.send(
+                            r.map(|_| ())
+                                .map_err(|e| ProvideError::Query(e.to_string())),
+                        );
+                    }
+                }
+                kad::QueryResult::GetProviders(r) => {
+                    if let Some((found, _)) = self.find_queries.get_mut(&id)
+                        && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r
+                    {
+                        found.extend(providers);
+                    }
+                    if step.last
+                        && let Some((found, reply)) = self.find_queries.remove(&id)
+                    {
+                        let _ = reply.send(found);
+                    }
+                }
+                _ => {}
+            },
+            BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let allowed = {
+                            let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                            b.allow_request(peer, Instant::now())
+                        };
+                        if !allowed {
+                            self.metrics
+                                .rpc
+                                .with_label_values(&["in", "rate_limited"])
+                                .inc();
+                            self.penalize(peer, Offence::RateLimited);
+                            return; // dropping the channel fails the request remotely
+                        }
+                        let (tx, rx) = oneshot::channel();
+                        if self
+                            .rpc_tx
+                            .try_send(RpcCall {
+                                peer,
+                                request,
+                                reply: tx,
+                            })
+                            .is_err()
+                        {
+                            self.metrics.rpc.with_label_values(&["in", "busy"]).inc();
+                            return;
+                        }
+                        let cmd = self.cmd_tx.clone();
+                        tokio::spawn(async move {
+                            if let Ok(bytes) = rx.await {
+                                let _ = cmd.send(Command::RpcRespond(channel, bytes)).await;
+                            }
+                        });
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some((_, reply)) = self.rpc_pending.remove(&request_id) {
+                            self.metrics.rpc.with_label_values(&["out", "ok"]).inc();
+                            let _ = reply.send(Ok(response));
                         }
                     }
-                    kad::QueryResult::GetProviders(r) => {
-                        if let Some((found, _)) = self.find_queries.get_mut(&id)
-                            && let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r
-                        {
-                            found.extend(providers);
-                        }
-                        if step.last
-                            && let Some((found, reply)) = self.find_queries.remove(&id)
-                        {
-                            let _ = reply.send(found);
-                        }
-                    }
-                    _ => {}
                 }
             }
-            BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let allowed = {
-                        let mut b = self.book.lock().unwrap_or_else(|p| p.into_inner());
-                        b.allow_request(peer, Instant::now())
-                    };
-                    if !allowed {
-                        self.metrics.rpc.with_label_values(&["in", "rate_limited"]).inc();
-                        self.penalize(peer, Offence::RateLimited);
-                        return; // dropping the channel fails the request remotely
-                    }
-                    let (tx, rx) = oneshot::channel();
-                    if self.rpc_tx.try_send(RpcCall { peer, request, reply: tx }).is_err() {
-                        self.metrics.rpc.with_label_values(&["in", "busy"]).inc();
-                        return;
-                    }
-                    let cmd = self.cmd_tx.clone();
-                    tokio::spawn(async move {
-                        if let Ok(bytes) = rx.await {
-                            let _ = cmd.send(Command::RpcRespond(channel, bytes)).await;
-                        }
-                    });
-                }
-                request_response::Message::Response { request_id, response } => {
-                    if let Some((_, reply)) = self.rpc_pending.remove(&request_id) {
-                        self.metrics.rpc.with_label_values(&["out", "ok"]).inc();
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
             BehaviourEvent::Rpc(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -1564,11 +1752,16 @@ impl Actor {
                     }));
                 }
             }
-            BehaviourEvent::Rpc(request_response::Event::InboundFailure { peer, error, .. }) => {
+            BehaviourEvent::Rpc(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
                 if let request_response::InboundFailure::Io(e) = &error
                     && is_violation(e)
                 {
-                    self.metrics.rpc.with_label_values(&["in", "malformed"]).inc();
+                    self.metrics
+                        .rpc
+                        .with_label_values(&["in", "malformed"])
+                        .inc();
                     self.penalize(peer, Offence::MalformedFrame);
                 }
             }
@@ -1576,24 +1769,37 @@ impl Actor {
                 relay_peer_id,
                 renewal,
                 ..
-            }) => {
-                if !renewal {
-                    info!(target: "agora_p2p::nat", relay = %relay_peer_id, "relay reservation accepted");
-                    self.metrics.relay.with_label_values(&["reservation"]).inc();
-                    self.emit(NetEvent::RelayReserved { relay: relay_peer_id });
-                }
+            }) if !renewal => {
+                info!(target: "agora_p2p::nat", relay = %relay_peer_id, "relay reservation accepted");
+                self.metrics.relay.with_label_values(&["reservation"]).inc();
+                self.emit(NetEvent::RelayReserved {
+                    relay: relay_peer_id,
+                });
             }
             BehaviourEvent::RelayServer(relay::Event::CircuitReqAccepted { .. }) => {
-                self.metrics.relay.with_label_values(&["circuit_served"]).inc();
+                self.metrics
+                    .relay
+                    .with_label_values(&["circuit_served"])
+                    .inc();
             }
             BehaviourEvent::RelayServer(relay::Event::ReservationReqAccepted { .. }) => {
-                self.metrics.relay.with_label_values(&["reservation_served"]).inc();
+                self.metrics
+                    .relay
+                    .with_label_values(&["reservation_served"])
+                    .inc();
             }
-            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => {
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
                 let ok = result.is_ok();
                 match &result {
-                    Ok(_) => info!(target: "agora_p2p::nat", peer = %remote_peer_id, "hole punch succeeded"),
-                    Err(e) => info!(target: "agora_p2p::nat", peer = %remote_peer_id, error = %e, "hole punch failed"),
+                    Ok(_) => {
+                        info!(target: "agora_p2p::nat", peer = %remote_peer_id, "hole punch succeeded")
+                    }
+                    Err(e) => {
+                        info!(target: "agora_p2p::nat", peer = %remote_peer_id, error = %e, "hole punch failed")
+                    }
                 }
                 self.metrics
                     .hole_punch
@@ -1665,12 +1871,7 @@ impl Actor {
         }
     }
 
-    fn on_gossip(
-        &mut self,
-        source: PeerId,
-        id: gossipsub::MessageId,
-        msg: gossipsub::Message,
-    ) {
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, msg: gossipsub::Message) {
         let offers_hash = self.offers_topic.hash();
         let beacons_hash = self.beacons_topic.hash();
         let (topic_label, acceptance) = if msg.topic == offers_hash {
@@ -1693,7 +1894,10 @@ impl Actor {
             gossipsub::MessageAcceptance::Reject => "reject",
             gossipsub::MessageAcceptance::Ignore => "ignore",
         };
-        self.metrics.gossip.with_label_values(&[topic_label, verdict]).inc();
+        self.metrics
+            .gossip
+            .with_label_values(&[topic_label, verdict])
+            .inc();
         if matches!(acceptance, gossipsub::MessageAcceptance::Reject) {
             let off = if topic_label == "offers" {
                 Offence::InvalidOffer
@@ -1751,7 +1955,8 @@ impl Actor {
 
 fn is_violation(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::InvalidData
-        && e.get_ref().is_some_and(|inner| inner.is::<ProtocolViolation>())
+        && e.get_ref()
+            .is_some_and(|inner| inner.is::<ProtocolViolation>())
 }
 
 fn is_unspecified(a: &Multiaddr) -> bool {

@@ -25,8 +25,18 @@ pub const MAX_OFFER_ADDRS: usize = 8;
 /// Longest encoded multiaddr accepted in an offer.
 pub const MAX_ADDR_BYTES: usize = 256;
 /// Longest encoded offer (a bound, used as the gossip size cap for the offers topic).
-pub const MAX_OFFER_BYTES: usize =
-    4 + 1 + 32 + 8 * 3 + 16 + 2 + 4 + 1 + 32 * MAX_OFFER_MODELS + 1 + MAX_OFFER_ADDRS * (2 + MAX_ADDR_BYTES) + 64;
+pub const MAX_OFFER_BYTES: usize = 4
+    + 1
+    + 32
+    + 8 * 3
+    + 16
+    + 2
+    + 4
+    + 1
+    + 32 * MAX_OFFER_MODELS
+    + 1
+    + MAX_OFFER_ADDRS * (2 + MAX_ADDR_BYTES)
+    + 64;
 
 const MAGIC: &[u8; 4] = b"AGOF";
 const VERSION: u8 = 1;
@@ -189,7 +199,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], OfferError> {
         if self.buf.len() < n {
-            return Err(OfferError::Malformed { reason: "truncated" });
+            return Err(OfferError::Malformed {
+                reason: "truncated",
+            });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -220,7 +232,9 @@ impl SignedOffer {
             return Err(OfferError::Malformed { reason: "too long" });
         }
         if bytes.len() < 64 {
-            return Err(OfferError::Malformed { reason: "truncated" });
+            return Err(OfferError::Malformed {
+                reason: "truncated",
+            });
         }
         let (body, sig) = bytes.split_at(bytes.len() - 64);
         let mut r = Reader { buf: body };
@@ -239,7 +253,9 @@ impl SignedOffer {
         let free_slots = u32::from_be_bytes(r.array()?);
         let n_models = r.u8()? as usize;
         if n_models > MAX_OFFER_MODELS {
-            return Err(OfferError::Malformed { reason: "too many models" });
+            return Err(OfferError::Malformed {
+                reason: "too many models",
+            });
         }
         let mut models = Vec::with_capacity(n_models);
         for _ in 0..n_models {
@@ -247,20 +263,28 @@ impl SignedOffer {
         }
         let n_addrs = r.u8()? as usize;
         if n_addrs > MAX_OFFER_ADDRS {
-            return Err(OfferError::Malformed { reason: "too many addrs" });
+            return Err(OfferError::Malformed {
+                reason: "too many addrs",
+            });
         }
         let mut addrs = Vec::with_capacity(n_addrs);
         for _ in 0..n_addrs {
             let len = u16::from_be_bytes(r.array()?) as usize;
             if len > MAX_ADDR_BYTES {
-                return Err(OfferError::Malformed { reason: "addr too long" });
+                return Err(OfferError::Malformed {
+                    reason: "addr too long",
+                });
             }
-            let a = Multiaddr::try_from(r.take(len)?.to_vec())
-                .map_err(|_| OfferError::Malformed { reason: "bad multiaddr" })?;
+            let a =
+                Multiaddr::try_from(r.take(len)?.to_vec()).map_err(|_| OfferError::Malformed {
+                    reason: "bad multiaddr",
+                })?;
             addrs.push(a);
         }
         if !r.buf.is_empty() {
-            return Err(OfferError::Malformed { reason: "trailing bytes" });
+            return Err(OfferError::Malformed {
+                reason: "trailing bytes",
+            });
         }
         let pk = ed25519::PublicKey::try_from_bytes(&provider).map_err(|_| OfferError::BadKey)?;
         if !pk.verify(&signing_bytes(body), sig) {
@@ -286,7 +310,12 @@ impl SignedOffer {
 
     /// Checks the validity window against our clock: not expired, not issued more than
     /// `max_skew_ms` in the future, and valid for at most `max_ttl_ms`.
-    pub fn check_time(&self, now_ms: u64, max_skew_ms: u64, max_ttl_ms: u64) -> Result<(), OfferError> {
+    pub fn check_time(
+        &self,
+        now_ms: u64,
+        max_skew_ms: u64,
+        max_ttl_ms: u64,
+    ) -> Result<(), OfferError> {
         let o = &self.offer;
         if o.expires_at_ms <= now_ms {
             return Err(OfferError::Expired {
@@ -357,7 +386,10 @@ mod tests {
     fn signing_with_another_key_is_refused() {
         let key = keypair_from_seed([9u8; 32]).unwrap();
         let other = keypair_from_seed([8u8; 32]).unwrap();
-        assert!(matches!(sample(&key).sign(&other), Err(SignOfferError::WrongKey)));
+        assert!(matches!(
+            sample(&key).sign(&other),
+            Err(SignOfferError::WrongKey)
+        ));
     }
 
     #[test]
@@ -397,6 +429,9 @@ mod tests {
         // Issued in the future beyond the skew.
         assert_eq!(s.check_time(0, 500, 600_000), Err(OfferError::BadWindow));
         // Valid for longer than allowed.
-        assert_eq!(s.check_time(30_000, 5_000, 10_000), Err(OfferError::BadWindow));
+        assert_eq!(
+            s.check_time(30_000, 5_000, 10_000),
+            Err(OfferError::BadWindow)
+        );
     }
 }

@@ -84,7 +84,10 @@ impl OffersTable {
 
     /// All offers held.
     pub fn all(&self) -> Vec<(PeerId, SignedOffer)> {
-        self.by_provider.iter().map(|(p, o)| (*p, o.clone())).collect()
+        self.by_provider
+            .iter()
+            .map(|(p, o)| (*p, o.clone()))
+            .collect()
     }
 }
 
@@ -94,7 +97,13 @@ mod tests {
     use crate::identity::keypair_from_seed;
     use crate::offer::Offer;
 
-    fn offer(seed: u8, seq: u64, expires: u64, price: u128, models: Vec<ModelId>) -> (PeerId, SignedOffer) {
+    fn offer(
+        seed: u8,
+        seq: u64,
+        expires: u64,
+        price: u128,
+        models: Vec<ModelId>,
+    ) -> (PeerId, SignedOffer) {
         let key = keypair_from_seed([seed; 32]).unwrap();
         let o = Offer {
             provider: key.public().try_into_ed25519().unwrap().to_bytes(),
@@ -129,7 +138,10 @@ mod tests {
         t.insert(a, oa);
         t.insert(b, ob);
         let found = t.providers_of(&[1; 32], 50);
-        assert_eq!(found.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![b, a]);
+        assert_eq!(
+            found.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![b, a]
+        );
         assert_eq!(t.providers_of(&[2; 32], 50).len(), 1);
         // a expired at 100: not returned even before pruning, and pruned after.
         assert_eq!(t.providers_of(&[1; 32], 100).len(), 1);

@@ -34,7 +34,9 @@ mod tests {
 
     #[test]
     fn static_source_and_addr_split() {
-        let peer = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+        let peer = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/1/p2p/{peer}").parse().unwrap();
         let (p, a) = split_peer_addr(&addr).unwrap();
         assert_eq!(p, peer);

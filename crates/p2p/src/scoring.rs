@@ -210,7 +210,9 @@ mod tests {
     use super::*;
 
     fn peer() -> PeerId {
-        libp2p::identity::Keypair::generate_ed25519().public().to_peer_id()
+        libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
     }
 
     #[test]
@@ -218,7 +220,10 @@ mod tests {
         let mut b = PeerBook::new(ScoreConfig::default());
         let p = peer();
         let t0 = Instant::now();
-        assert_eq!(b.penalize(p, Offence::MalformedFrame, t0), Verdict::Disconnect);
+        assert_eq!(
+            b.penalize(p, Offence::MalformedFrame, t0),
+            Verdict::Disconnect
+        );
         assert!(b.score(&p, t0) < 0.0);
         assert!(!b.is_banned(&p, t0));
         assert_eq!(b.penalize(p, Offence::OversizedFrame, t0), Verdict::Ban);

@@ -48,12 +48,18 @@ pub enum FrameError {
 impl FrameError {
     /// Whether this error is the peer's fault (garbage or oversize), as opposed to the network.
     pub fn is_protocol_violation(&self) -> bool {
-        matches!(self, FrameError::Oversized { .. } | FrameError::Malformed { .. })
+        matches!(
+            self,
+            FrameError::Oversized { .. } | FrameError::Malformed { .. }
+        )
     }
 }
 
 /// Reads one frame of at most `max` bytes.
-pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> Result<Vec<u8>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -78,7 +84,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, max: usize) -> Result<
 
 /// Writes one frame (does not flush).
 pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, body: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(body.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        u32::try_from(body.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(body).await
 }
@@ -104,7 +111,9 @@ impl InferenceRequest {
     /// Decodes a request body.
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
         if bytes.len() < 32 {
-            return Err(FrameError::Malformed { reason: "request shorter than a model id" });
+            return Err(FrameError::Malformed {
+                reason: "request shorter than a model id",
+            });
         }
         let mut model = [0u8; 32];
         model.copy_from_slice(&bytes[..32]);
@@ -152,8 +161,12 @@ impl Chunk {
             Some((1, [])) => Ok(Chunk::End),
             Some((2, rest)) => std::str::from_utf8(rest)
                 .map(|s| Chunk::Error(s.to_owned()))
-                .map_err(|_| FrameError::Malformed { reason: "error message is not utf-8" }),
-            _ => Err(FrameError::Malformed { reason: "unknown chunk tag" }),
+                .map_err(|_| FrameError::Malformed {
+                    reason: "error message is not utf-8",
+                }),
+            _ => Err(FrameError::Malformed {
+                reason: "unknown chunk tag",
+            }),
         }
     }
 }
@@ -208,7 +221,10 @@ impl libp2p::request_response::Codec for RpcCodec {
         let max = self.max_request;
         async move {
             if req.len() > max {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "request above cap"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "request above cap",
+                ));
             }
             write_frame(io, &req).await?;
             io.close().await
@@ -227,7 +243,10 @@ impl libp2p::request_response::Codec for RpcCodec {
         let max = self.max_response;
         async move {
             if res.len() > max {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "response above cap"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "response above cap",
+                ));
             }
             write_frame(io, &res).await?;
             io.close().await
@@ -271,7 +290,10 @@ mod tests {
         let e = read_frame(&mut r, 1 << 20).await.unwrap_err();
         assert!(e.is_protocol_violation());
         // Clean close vs truncated.
-        assert!(matches!(read_frame(&mut Cursor::new(vec![]), 10).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame(&mut Cursor::new(vec![]), 10).await,
+            Err(FrameError::Closed)
+        ));
         assert!(matches!(
             read_frame(&mut Cursor::new(vec![0, 0, 0, 5, 1]), 10).await,
             Err(FrameError::Io(_))
@@ -280,14 +302,21 @@ mod tests {
 
     #[test]
     fn chunks_and_requests_round_trip_and_reject_garbage() {
-        for c in [Chunk::Token(b"tok".to_vec()), Chunk::End, Chunk::Error("boom".into())] {
+        for c in [
+            Chunk::Token(b"tok".to_vec()),
+            Chunk::End,
+            Chunk::Error("boom".into()),
+        ] {
             assert_eq!(Chunk::decode(&c.encode()).unwrap(), c);
         }
         assert!(Chunk::decode(&[]).is_err());
         assert!(Chunk::decode(&[9, 1, 2]).is_err());
         assert!(Chunk::decode(&[1, 0]).is_err());
         assert!(Chunk::decode(&[2, 0xff, 0xfe]).is_err());
-        let r = InferenceRequest { model: [3; 32], payload: b"prompt".to_vec() };
+        let r = InferenceRequest {
+            model: [3; 32],
+            payload: b"prompt".to_vec(),
+        };
         assert_eq!(InferenceRequest::decode(&r.encode()).unwrap(), r);
         assert!(InferenceRequest::decode(&[0u8; 31]).is_err());
     }

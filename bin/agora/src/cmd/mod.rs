@@ -1,1 +1,2 @@
 //! One module per command family.
+pub mod net;

@@ -30,10 +30,15 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn parse_args() -> Result<(String, HashMap<String, String>), String> {
     let mut it = std::env::args().skip(1);
-    let role = it.next().ok_or("missing role: relay | provider | gateway")?;
+    let role = it
+        .next()
+        .ok_or("missing role: relay | provider | gateway")?;
     let mut opts = HashMap::new();
     while let Some(k) = it.next() {
-        let key = k.strip_prefix("--").ok_or(format!("unexpected argument {k}"))?.to_owned();
+        let key = k
+            .strip_prefix("--")
+            .ok_or(format!("unexpected argument {k}"))?
+            .to_owned();
         if key == "no-hole-punch" {
             opts.insert(key, "true".into());
             continue;
@@ -57,14 +62,22 @@ async fn main() -> ExitCode {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    let run_secs: u64 = opts.get("run-secs").and_then(|s| s.parse().ok()).unwrap_or(120);
+    let run_secs: u64 = opts
+        .get("run-secs")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
     let listen: Vec<Multiaddr> = match opts.get("listen").map(|s| s.parse()) {
         Some(Ok(a)) => vec![a],
         Some(Err(e)) => return fail(format!("bad --listen: {e}")),
         None => vec!["/ip4/127.0.0.1/tcp/0".parse().expect("static")],
     };
     let deadline = Instant::now() + Duration::from_secs(run_secs);
-    match tokio::time::timeout(Duration::from_secs(run_secs), run(&role, &opts, listen, deadline)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(run_secs),
+        run(&role, &opts, listen, deadline),
+    )
+    .await
+    {
         Ok(code) => code,
         Err(_) => {
             say(json!({"event": "exit", "reason": "run-secs elapsed"}));
@@ -102,12 +115,17 @@ async fn run(
                 return fail("relay did not start listening");
             }
             let st = h.status().await.expect("running");
-            say(json!({"event": "ready", "peer_id": h.peer_id().to_string(), "addrs": st.listen_addrs}));
+            say(
+                json!({"event": "ready", "peer_id": h.peer_id().to_string(), "addrs": st.listen_addrs}),
+            );
             tokio::time::sleep_until(deadline.into()).await;
             ExitCode::SUCCESS
         }
         "provider" => {
-            let Some(boot) = opts.get("bootstrap").and_then(|s| s.parse::<Multiaddr>().ok()) else {
+            let Some(boot) = opts
+                .get("bootstrap")
+                .and_then(|s| s.parse::<Multiaddr>().ok())
+            else {
                 return fail("provider needs --bootstrap <relay addr>/p2p/<id>");
             };
             let cfg = NetConfig {
@@ -121,16 +139,19 @@ async fn run(
             let mut events = h.events();
             serve_synthetic(inbound);
             if !wait_until(&h, Duration::from_secs(20), |s| {
-                s.listen_addrs
-                    .iter()
-                    .any(|a| a.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit))
+                s.listen_addrs.iter().any(|a| {
+                    a.iter()
+                        .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+                })
             })
             .await
             {
                 return fail("no relay reservation");
             }
             let st = h.status().await.expect("running");
-            say(json!({"event": "reserved", "peer_id": h.peer_id().to_string(), "addrs": st.listen_addrs, "nat": st.nat}));
+            say(
+                json!({"event": "reserved", "peer_id": h.peer_id().to_string(), "addrs": st.listen_addrs, "nat": st.nat}),
+            );
             loop {
                 tokio::select! {
                     ev = events.recv() => match ev {
@@ -158,7 +179,10 @@ async fn gateway(opts: &HashMap<String, String>, base: NetConfig) -> ExitCode {
         return fail("--target must end in /p2p/<provider id>");
     };
     let expect = opts.get("expect").map(String::as_str).unwrap_or("relayed");
-    let tokens: u32 = opts.get("tokens").and_then(|s| s.parse().ok()).unwrap_or(64);
+    let tokens: u32 = opts
+        .get("tokens")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let hole_punching = !opts.contains_key("no-hole-punch");
     let cfg = NetConfig {
         public: true,
@@ -191,7 +215,11 @@ async fn gateway(opts: &HashMap<String, String>, base: NetConfig) -> ExitCode {
         if !hole_punched {
             return fail("no hole punch within 20 s");
         }
-        if !wait_until(&h, Duration::from_secs(10), |s| s.path_to(&provider) == Path::Direct).await {
+        if !wait_until(&h, Duration::from_secs(10), |s| {
+            s.path_to(&provider) == Path::Direct
+        })
+        .await
+        {
             return fail("relayed connection still open after the hole punch");
         }
     }

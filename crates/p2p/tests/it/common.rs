@@ -8,7 +8,9 @@ use libp2p::multiaddr::Protocol;
 
 /// Starts a loopback node and waits until it listens; returns its dialable `/p2p/` address.
 pub async fn start(cfg: NetConfig) -> (Handle, Inbound, Multiaddr) {
-    let (h, inbound) = spawn(generate_seed(), cfg, None).await.expect("node starts");
+    let (h, inbound) = spawn(generate_seed(), cfg, None)
+        .await
+        .expect("node starts");
     assert!(
         wait_until(&h, Duration::from_secs(5), |s| !s.listen_addrs.is_empty()).await,
         "node did not listen"

@@ -1,12 +1,15 @@
 //! NAT traversal with real network separation: network namespaces made by this test.
 //!
 //! ```text
-//!   ns pub (the "internet")                 ns rtr (home router)          ns home
-//!   10.77.N.10  relay  (relay v2, AutoNAT)   wan 10.77.N.1  ── MASQUERADE ── lan 192.168.N.1
-//!   10.77.N.20  gateway                      FORWARD: wan→lan only ESTABLISHED   192.168.N.2 provider
+//!  ns gw: gateway 10.77.N.20 ──┐
+//!                              ├─ bridge in ns pub: relay 10.77.N.10 (relay v2, AutoNAT server)
+//!  ns rtr: wan 10.77.N.1 ──────┘    the "internet"
+//!          MASQUERADE; FORWARD wan→lan and INPUT on wan: only ESTABLISHED,RELATED,
+//!          everything else dropped silently
+//!          lan 192.168.N.1 ──── ns home: provider 192.168.N.2 (default route via the router)
 //! ```
 //!
-//! `pub` has no route to 192.168.N.0/24, so nobody can dial the provider. The provider dials
+//! Neither `pub` nor `gw` has a route to 192.168.N.0/24, so nobody can dial the provider. The provider dials
 //! out to the relay and reserves a slot. Phase 1: a gateway without hole punching streams a
 //! request through the relay circuit (asserted: only relayed connections). Phase 2: a gateway
 //! with DCUtR connects through the relay, the hole punch upgrades to a direct connection from
@@ -64,7 +67,10 @@ impl Lab {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, PROBE])
             .args(args)
-            .env("RUST_LOG", "agora_p2p=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("AGORA_NAT_TEST_LOG").unwrap_or_else(|_| "agora_p2p=info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -74,10 +80,10 @@ impl Lab {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -112,33 +118,161 @@ fn wait_event(rx: &mpsc::Receiver<Value>, event: &str, timeout: Duration) -> Val
 
 fn build(lab: &mut Lab) -> Result<(), String> {
     let n = lab.id % 200 + 20;
-    let (public, router, home) = (lab.ns("pub"), lab.ns("rtr"), lab.ns("home"));
-    for ns in [&public, &router, &home] {
+    let (public, gw, router, home) = (lab.ns("pub"), lab.ns("gw"), lab.ns("rtr"), lab.ns("home"));
+    for ns in [&public, &gw, &router, &home] {
         sh(&["ip", "netns", "add", ns])?;
         lab.namespaces.push(ns.clone());
         ns_exec(ns, &["ip", "link", "set", "lo", "up"])?;
     }
-    // Interface names must fit in 15 bytes.
+    // The "internet" is a bridge in `pub` (where the relay lives) joining the gateway's
+    // namespace and the router's WAN side. Interface names must fit in 15 bytes.
+    let br = format!("agb{}", lab.id);
     let (wan_a, wan_b) = (format!("agw{}a", lab.id), format!("agw{}b", lab.id));
+    let (gw_a, gw_b) = (format!("agg{}a", lab.id), format!("agg{}b", lab.id));
     let (lan_a, lan_b) = (format!("agl{}a", lab.id), format!("agl{}b", lab.id));
-    sh(&["ip", "link", "add", &wan_a, "netns", &public, "type", "veth", "peer", "name", &wan_b, "netns", &router])?;
-    sh(&["ip", "link", "add", &lan_a, "netns", &router, "type", "veth", "peer", "name", &lan_b, "netns", &home])?;
+    sh(&["ip", "-n", &public, "link", "add", &br, "type", "bridge"])?;
+    sh(&[
+        "ip", "link", "add", &wan_a, "netns", &public, "type", "veth", "peer", "name", &wan_b,
+        "netns", &router,
+    ])?;
+    sh(&[
+        "ip", "link", "add", &gw_a, "netns", &public, "type", "veth", "peer", "name", &gw_b,
+        "netns", &gw,
+    ])?;
+    sh(&[
+        "ip", "link", "add", &lan_a, "netns", &router, "type", "veth", "peer", "name", &lan_b,
+        "netns", &home,
+    ])?;
     let pub_net = format!("10.77.{n}");
     let home_net = format!("192.168.{n}");
-    ns_exec(&public, &["ip", "addr", "add", &format!("{pub_net}.10/24"), "dev", &wan_a])?;
-    ns_exec(&public, &["ip", "addr", "add", &format!("{pub_net}.20/24"), "dev", &wan_a])?;
-    ns_exec(&public, &["ip", "link", "set", &wan_a, "up"])?;
-    ns_exec(&router, &["ip", "addr", "add", &format!("{pub_net}.1/24"), "dev", &wan_b])?;
-    ns_exec(&router, &["ip", "addr", "add", &format!("{home_net}.1/24"), "dev", &lan_a])?;
+    ns_exec(&public, &["ip", "link", "set", &wan_a, "master", &br])?;
+    ns_exec(&public, &["ip", "link", "set", &gw_a, "master", &br])?;
+    ns_exec(
+        &public,
+        &["ip", "addr", "add", &format!("{pub_net}.10/24"), "dev", &br],
+    )?;
+    for dev in [&br, &wan_a, &gw_a] {
+        ns_exec(&public, &["ip", "link", "set", dev, "up"])?;
+    }
+    ns_exec(
+        &gw,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{pub_net}.20/24"),
+            "dev",
+            &gw_b,
+        ],
+    )?;
+    ns_exec(&gw, &["ip", "link", "set", &gw_b, "up"])?;
+    ns_exec(
+        &router,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{pub_net}.1/24"),
+            "dev",
+            &wan_b,
+        ],
+    )?;
+    ns_exec(
+        &router,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{home_net}.1/24"),
+            "dev",
+            &lan_a,
+        ],
+    )?;
     ns_exec(&router, &["ip", "link", "set", &wan_b, "up"])?;
     ns_exec(&router, &["ip", "link", "set", &lan_a, "up"])?;
-    ns_exec(&home, &["ip", "addr", "add", &format!("{home_net}.2/24"), "dev", &lan_b])?;
+    ns_exec(
+        &home,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{home_net}.2/24"),
+            "dev",
+            &lan_b,
+        ],
+    )?;
     ns_exec(&home, &["ip", "link", "set", &lan_b, "up"])?;
-    ns_exec(&home, &["ip", "route", "add", "default", "via", &format!("{home_net}.1")])?;
+    ns_exec(
+        &home,
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{home_net}.1"),
+        ],
+    )?;
     ns_exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    ns_exec(&router, &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &wan_b, "-j", "MASQUERADE"])?;
-    ns_exec(&router, &["iptables", "-A", "FORWARD", "-i", &wan_b, "-o", &lan_a, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])?;
-    ns_exec(&router, &["iptables", "-A", "FORWARD", "-i", &wan_b, "-o", &lan_a, "-j", "DROP"])?;
+    ns_exec(
+        &router,
+        &[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &wan_b,
+            "-j",
+            "MASQUERADE",
+        ],
+    )?;
+    ns_exec(
+        &router,
+        &[
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-i",
+            &wan_b,
+            "-o",
+            &lan_a,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ],
+    )?;
+    ns_exec(
+        &router,
+        &[
+            "iptables", "-A", "FORWARD", "-i", &wan_b, "-o", &lan_a, "-j", "DROP",
+        ],
+    )?;
+    // Like a home router: unsolicited packets to the WAN address are dropped silently (no RST).
+    ns_exec(
+        &router,
+        &[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-i",
+            &wan_b,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ],
+    )?;
+    ns_exec(
+        &router,
+        &["iptables", "-A", "INPUT", "-i", &wan_b, "-j", "DROP"],
+    )?;
     Ok(())
 }
 
@@ -172,27 +306,72 @@ fn provider_behind_nat_serves_via_relay_then_direct_after_hole_punch() {
         panic!("building the namespaces failed: {e}");
     }
     let n = id % 200 + 20;
-    let (public, home) = (lab.ns("pub"), lab.ns("home"));
+    let (public, gw, home) = (lab.ns("pub"), lab.ns("gw"), lab.ns("home"));
     let wan_ip = format!("10.77.{n}.1");
 
     // The NAT is real: the public side has no route to the home network at all.
     assert!(
-        sh(&["ip", "-n", &public, "route", "get", &format!("192.168.{n}.2")]).is_err(),
+        sh(&[
+            "ip",
+            "-n",
+            &public,
+            "route",
+            "get",
+            &format!("192.168.{n}.2")
+        ])
+        .is_err()
+            && sh(&["ip", "-n", &gw, "route", "get", &format!("192.168.{n}.2")]).is_err(),
         "the provider is routable from outside: the NAT is not in place"
     );
 
-    let relay_rx = lab.spawn(&public, &["relay", "--listen", &format!("/ip4/10.77.{n}.10/tcp/4100"), "--run-secs", "90"]);
+    let relay_rx = lab.spawn(
+        &public,
+        &[
+            "relay",
+            "--listen",
+            &format!("/ip4/10.77.{n}.10/tcp/4100"),
+            "--run-secs",
+            "90",
+        ],
+    );
     let ready = wait_event(&relay_rx, "ready", Duration::from_secs(20));
     let relay_id = ready["peer_id"].as_str().expect("peer id").to_owned();
     let relay_addr = format!("/ip4/10.77.{n}.10/tcp/4100/p2p/{relay_id}");
 
-    let prov_rx = lab.spawn(&home, &["provider", "--listen", &format!("/ip4/192.168.{n}.2/tcp/4100"), "--bootstrap", &relay_addr, "--run-secs", "90"]);
+    let prov_rx = lab.spawn(
+        &home,
+        &[
+            "provider",
+            "--listen",
+            &format!("/ip4/192.168.{n}.2/tcp/4100"),
+            "--bootstrap",
+            &relay_addr,
+            "--run-secs",
+            "90",
+        ],
+    );
     let reserved = wait_event(&prov_rx, "reserved", Duration::from_secs(30));
     let provider_id = reserved["peer_id"].as_str().expect("peer id").to_owned();
     let circuit = format!("{relay_addr}/p2p-circuit/p2p/{provider_id}");
 
     // Phase 1: through the relay.
-    let gw1 = lab.spawn(&public, &["gateway", "--listen", &format!("/ip4/10.77.{n}.20/tcp/4101"), "--target", &circuit, "--expect", "relayed", "--no-hole-punch", "--tokens", "64", "--run-secs", "60"]);
+    let gw1 = lab.spawn(
+        &gw,
+        &[
+            "gateway",
+            "--listen",
+            &format!("/ip4/10.77.{n}.20/tcp/4101"),
+            "--target",
+            &circuit,
+            "--expect",
+            "relayed",
+            "--no-hole-punch",
+            "--tokens",
+            "64",
+            "--run-secs",
+            "60",
+        ],
+    );
     let r1 = wait_event(&gw1, "streamed", Duration::from_secs(30));
     eprintln!("phase 1 (relayed): {r1}");
     assert_eq!(r1["tokens"], 64);
@@ -200,11 +379,29 @@ fn provider_behind_nat_serves_via_relay_then_direct_after_hole_punch() {
     assert_eq!(r1["path_before"], "relayed", "{r1}");
     assert_eq!(r1["path_after"], "relayed", "{r1}");
     for c in r1["connections"].as_array().expect("connections") {
-        assert!(c["addr"].as_str().expect("addr").contains("/p2p-circuit"), "{c}");
+        assert!(
+            c["addr"].as_str().expect("addr").contains("/p2p-circuit"),
+            "{c}"
+        );
     }
 
     // Phase 2: hole punch, then direct.
-    let gw2 = lab.spawn(&public, &["gateway", "--listen", &format!("/ip4/10.77.{n}.20/tcp/4102"), "--target", &circuit, "--expect", "direct", "--tokens", "64", "--run-secs", "60"]);
+    let gw2 = lab.spawn(
+        &gw,
+        &[
+            "gateway",
+            "--listen",
+            &format!("/ip4/10.77.{n}.20/tcp/4102"),
+            "--target",
+            &circuit,
+            "--expect",
+            "direct",
+            "--tokens",
+            "64",
+            "--run-secs",
+            "60",
+        ],
+    );
     let r2 = wait_event(&gw2, "streamed", Duration::from_secs(45));
     eprintln!("phase 2 (direct): {r2}");
     assert_eq!(r2["tokens"], 64);
@@ -217,7 +414,10 @@ fn provider_behind_nat_serves_via_relay_then_direct_after_hole_punch() {
     for c in conns {
         let addr = c["addr"].as_str().expect("addr");
         assert!(!addr.contains("/p2p-circuit"), "{c}");
-        assert!(addr.starts_with(&format!("/ip4/{wan_ip}/")), "direct connection should come from the NAT's public address {wan_ip}: {c}");
+        assert!(
+            addr.starts_with(&format!("/ip4/{wan_ip}/")),
+            "direct connection should come from the NAT's public address {wan_ip}: {c}"
+        );
     }
 
     // AutoNAT (dial-back by the relay) tells the provider it is behind NAT.

@@ -27,13 +27,19 @@ async fn streamed_tokens_arrive_in_order_and_rpc_round_trips() {
         for (i, t) in toks.iter().enumerate() {
             assert_eq!(t[..4], (i as u32).to_be_bytes(), "token {i} out of order");
         }
-        let echo = gw.rpc(provider.peer_id(), b"ping".to_vec()).await.expect("rpc");
+        let echo = gw
+            .rpc(provider.peer_id(), b"ping".to_vec())
+            .await
+            .expect("rpc");
         assert_eq!(echo, b"ping");
         // Requests above the caps are refused locally, before touching the network.
         let big = vec![0u8; NetConfig::local_test().limits.rpc_max_request_bytes + 1];
         assert!(gw.rpc(provider.peer_id(), big).await.is_err());
         let m = gw.metrics().render();
-        assert!(m.contains("p2p_infer_chunks_total{direction=\"in\"} 1000"), "{m}");
+        assert!(
+            m.contains("p2p_infer_chunks_total{direction=\"in\"} 1000"),
+            "{m}"
+        );
     })
     .await
     .expect("test timed out");
@@ -63,15 +69,28 @@ async fn a_slow_reader_blocks_the_provider_and_a_vanished_reader_cancels_it() {
         });
         let (gw, _gin, _) = start(NetConfig::local_test()).await;
         gw.dial(paddr).await.expect("dial");
-        let req = InferenceRequest { model: [1; 32], payload: vec![] };
-        let mut s = gw.infer(provider.peer_id(), req.clone()).await.expect("open");
+        let req = InferenceRequest {
+            model: [1; 32],
+            payload: vec![],
+        };
+        let mut s = gw
+            .infer(provider.peer_id(), req.clone())
+            .await
+            .expect("open");
         // Read one chunk, then stall: the provider must stop well short of 64 MiB.
         assert!(s.next().await.expect("first").is_ok());
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let stalled_at = produced.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(produced.load(Ordering::SeqCst), stalled_at, "provider kept producing while blocked");
-        assert!(stalled_at < 16_384 / 2, "no backpressure: {stalled_at} chunks produced");
+        assert_eq!(
+            produced.load(Ordering::SeqCst),
+            stalled_at,
+            "provider kept producing while blocked"
+        );
+        assert!(
+            stalled_at < 16_384 / 2,
+            "no backpressure: {stalled_at} chunks produced"
+        );
         let mut n = 1u32;
         while let Some(t) = s.next().await {
             t.expect("chunk");

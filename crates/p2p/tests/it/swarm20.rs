@@ -127,12 +127,19 @@ async fn twenty_nodes_every_gateway_finds_every_provider_and_dead_offers_expire(
         let gone_after = off_at.elapsed();
         assert!(gone, "offline provider's offer still held after {gone_after:?}");
         eprintln!("offline provider's offer gone from all gateways {gone_after:?} after shutdown (TTL 2 s)");
-        let mut saw = false;
-        while let Ok(ev) = expired_events.try_recv() {
-            if matches!(ev, NetEvent::OfferExpired { provider } if provider == leaver) {
-                saw = true;
+        // `offers()` hides expired offers at once; the table is pruned (and the event sent) on
+        // the next 100 ms housekeeping tick.
+        let saw = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match expired_events.recv().await {
+                    Ok(NetEvent::OfferExpired { provider }) if provider == leaver => return true,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return false,
+                }
             }
-        }
+        })
+        .await
+        .unwrap_or(false);
         assert!(saw, "no OfferExpired event for the leaver");
         for g in &gateways {
             let have: HashSet<PeerId> = g.offers().await.expect("alive").into_iter().map(|(p, _)| p).collect();
