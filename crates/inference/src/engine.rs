@@ -150,10 +150,10 @@ pub fn chat_tokens<E: Engine + ?Sized>(
     }
     let rendered = engine.render_chat(&masked)?;
     let mut out = Vec::new();
-    if engine.info().add_bos {
-        if let Some(b) = engine.info().bos {
-            out.push(b);
-        }
+    if engine.info().add_bos
+        && let Some(b) = engine.info().bos
+    {
+        out.push(b);
     }
     let mut rest = rendered.as_str();
     while let Some(open) = rest.find(SENTINEL_OPEN) {
@@ -189,10 +189,10 @@ pub fn completion_tokens<E: Engine + ?Sized>(
     prompt: &str,
 ) -> Result<Vec<TokenId>, EngineError> {
     let mut out = Vec::new();
-    if engine.info().add_bos {
-        if let Some(b) = engine.info().bos {
-            out.push(b);
-        }
+    if engine.info().add_bos
+        && let Some(b) = engine.info().bos
+    {
+        out.push(b);
     }
     out.extend(engine.tokenize(prompt, false)?);
     Ok(out)

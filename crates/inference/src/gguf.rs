@@ -170,7 +170,10 @@ struct Reader<R> {
 
 impl<R: Read> Reader<R> {
     fn need(&self, n: u64, what: &str) -> Result<(), GgufError> {
-        let end = self.pos.checked_add(n).ok_or_else(|| self.corrupt(format!("{what}: size overflows")))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| self.corrupt(format!("{what}: size overflows")))?;
         if end > self.len {
             return Err(GgufError::Truncated {
                 path: self.path.clone(),
@@ -190,10 +193,12 @@ impl<R: Read> Reader<R> {
     fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
         self.need(N as u64, what)?;
         let mut b = [0u8; N];
-        self.inner.read_exact(&mut b).map_err(|source| GgufError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.inner
+            .read_exact(&mut b)
+            .map_err(|source| GgufError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.pos += N as u64;
         Ok(b)
     }
@@ -224,10 +229,12 @@ impl<R: Read> Reader<R> {
         }
         self.need(n, what)?;
         let mut buf = vec![0u8; n as usize];
-        self.inner.read_exact(&mut buf).map_err(|source| GgufError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|source| GgufError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
         self.pos += n;
         String::from_utf8(buf).map_err(|_| self.corrupt(format!("{what}: string is not UTF-8")))
     }
@@ -261,9 +268,13 @@ impl<R: Read> Reader<R> {
             9 => {
                 let elem_type = self.u32(key)?;
                 let len = self.u64(key)?;
-                if len > self.len {
-                    return Err(self.corrupt(format!("{key}: array length {len} exceeds the file")));
-                }
+                // Every element needs at least this many bytes: a count the file cannot hold
+                // is a truncation (or a corrupt count), caught before any allocation.
+                let min_elem = Self::scalar_size(elem_type).unwrap_or(8);
+                let min = len
+                    .checked_mul(min_elem)
+                    .ok_or_else(|| self.corrupt(format!("{key}: array size overflows")))?;
+                self.need(min, key)?;
                 if let Some(sz) = Self::scalar_size(elem_type) {
                     let total = len
                         .checked_mul(sz)
@@ -274,7 +285,9 @@ impl<R: Read> Reader<R> {
                         self.skip_string(key)?;
                     }
                 } else {
-                    return Err(self.corrupt(format!("{key}: unsupported array element type {elem_type}")));
+                    return Err(
+                        self.corrupt(format!("{key}: unsupported array element type {elem_type}"))
+                    );
                 }
                 MetaValue::Array { elem_type, len }
             }
@@ -465,7 +478,10 @@ pub(crate) mod tests {
         for cut in 0..full.len() {
             let err = check(&full[..cut]).unwrap_err();
             assert!(
-                matches!(err, GgufError::Truncated { .. } | GgufError::BadMagic { .. }),
+                matches!(
+                    err,
+                    GgufError::Truncated { .. } | GgufError::BadMagic { .. }
+                ),
                 "cut {cut}: {err}"
             );
         }
@@ -478,11 +494,17 @@ pub(crate) mod tests {
         assert!(matches!(check(&b), Err(GgufError::BadMagic { .. })));
         let mut b = tiny_gguf();
         b[4] = 1;
-        assert!(matches!(check(&b), Err(GgufError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            check(&b),
+            Err(GgufError::UnsupportedVersion { .. })
+        ));
         let good = tiny_gguf();
         let mut b = good.clone();
         // Corrupt the element count of the tensor to a huge value: it no longer fits the file.
-        let pos = b.windows(9).position(|w| w == [1, b'w', 1, 0, 0, 0, 8, 0, 0]).map(|p| p + 6);
+        let pos = b
+            .windows(6)
+            .position(|w| w == [b'w', 1, 0, 0, 0, 8])
+            .map(|p| p + 5);
         if let Some(p) = pos {
             b[p..p + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
             let err = check(&b).unwrap_err();

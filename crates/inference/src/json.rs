@@ -56,7 +56,10 @@ enum NumPhase {
 
 impl NumPhase {
     fn can_end(self) -> bool {
-        matches!(self, NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::Exp)
+        matches!(
+            self,
+            NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::Exp
+        )
     }
 }
 
@@ -138,9 +141,24 @@ impl JsonPrefix {
             b'-' => self.state = State::Num(NumPhase::Minus),
             b'0' => self.state = State::Num(NumPhase::Zero),
             b'1'..=b'9' => self.state = State::Num(NumPhase::Int),
-            b't' => self.state = State::Lit { word: b"true", at: 1 },
-            b'f' => self.state = State::Lit { word: b"false", at: 1 },
-            b'n' => self.state = State::Lit { word: b"null", at: 1 },
+            b't' => {
+                self.state = State::Lit {
+                    word: b"true",
+                    at: 1,
+                }
+            }
+            b'f' => {
+                self.state = State::Lit {
+                    word: b"false",
+                    at: 1,
+                }
+            }
+            b'n' => {
+                self.state = State::Lit {
+                    word: b"null",
+                    at: 1,
+                }
+            }
             _ => return false,
         }
         true
@@ -347,8 +365,20 @@ mod tests {
     #[test]
     fn rejects_invalid_continuations() {
         for bad in [
-            "[", "\"a\"", "{a", "{\"a\" 1", "{\"a\":}", "{\"a\":1,}", "{\"a\":01", "{\"a\":tru ",
-            "{\"a\":\"\\q\"", "{\"a\":1]", "{}x", "{\"a\":-}", "{\"a\":1.}", "{\"a\":\"\n\"}",
+            "[",
+            "\"a\"",
+            "{a",
+            "{\"a\" 1",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":01",
+            "{\"a\":tru ",
+            "{\"a\":\"\\q\"",
+            "{\"a\":1]",
+            "{}x",
+            "{\"a\":-}",
+            "{\"a\":1.}",
+            "{\"a\":\"\n\"}",
             "{     \"a\":1}",
         ] {
             assert!(!valid_prefix(bad), "{bad:?}");

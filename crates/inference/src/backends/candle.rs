@@ -82,11 +82,12 @@ impl BertEmbedder {
         })?;
         let weights_path = dir.join("model.safetensors");
         let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &device)
-            .map_err(|e| EmbedLoadError::Weights {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            })?;
+        let vb =
+            VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &device)
+                .map_err(|e| EmbedLoadError::Weights {
+                    path: weights_path.clone(),
+                    reason: e.to_string(),
+                })?;
         let model = BertModel::load(vb, &config).map_err(|e| EmbedLoadError::Weights {
             path: weights_path,
             reason: e.to_string(),
@@ -145,9 +146,13 @@ impl BertEmbedder {
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
         let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
         let summed = hidden.broadcast_mul(&m)?.sum(1)?; // (n, dim)
-        let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
+        let counts = m.sum(1)?.clamp(1e-9f32, f32::MAX)?; // (n, 1)
         let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let norm = mean
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
         let unit = mean.broadcast_div(&norm)?;
         Ok(unit.to_vec2::<f32>()?)
     }
@@ -192,12 +197,12 @@ pub struct CandleLlamaBench {
     pub load_secs: f64,
 }
 
-/// Run candle's `quantized_llama` on `path`: one prefill of `prompt` and `gen` greedy steps.
-/// Candle caps the context at 4096 positions; the caller keeps `prompt.len() + gen` below it.
+/// Run candle's `quantized_llama` on `path`: one prefill of `prompt` and `n_gen` greedy steps.
+/// Candle caps the context at 4096 positions; the caller keeps `prompt.len() + n_gen` below it.
 pub fn bench_quantized_llama(
     path: &Path,
     prompt: &[u32],
-    gen: usize,
+    n_gen: usize,
 ) -> Result<CandleLlamaBench, candle_core::Error> {
     use candle_transformers::models::quantized_llama::ModelWeights;
     let t0 = Instant::now();
@@ -212,7 +217,7 @@ pub fn bench_quantized_llama(
     let mut next = logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
     let prompt_secs = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    for i in 0..gen {
+    for i in 0..n_gen {
         let input = Tensor::new(&[next], &device)?.unsqueeze(0)?;
         let logits = model.forward(&input, prompt.len() + i)?;
         next = logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
@@ -221,8 +226,8 @@ pub fn bench_quantized_llama(
     Ok(CandleLlamaBench {
         prompt_tokens: prompt.len(),
         prompt_tok_s: prompt.len() as f64 / prompt_secs,
-        gen_tokens: gen,
-        gen_tok_s: gen as f64 / gen_secs,
+        gen_tokens: n_gen,
+        gen_tok_s: n_gen as f64 / gen_secs,
         load_secs,
     })
 }
@@ -261,6 +266,29 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let model = BertModel::load(vb, &config).unwrap();
+        // Give every weight a random value (some are created as constants).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut vars = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, var) in vars {
+            let n = var.elem_count();
+            let vals: Vec<f32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.5
+                })
+                .collect();
+            var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
         BertEmbedder::from_parts(model, tok, 16, Device::Cpu).unwrap()
     }
 
@@ -278,7 +306,13 @@ mod tests {
         for (a, b) in alone[0].iter().zip(&batched[0]) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
-        assert!(cosine(&batched[0], &batched[1]) < 0.9999);
+        let c = cosine(&batched[0], &batched[1]);
+        assert!(
+            c < 0.9999,
+            "cosine {c} {:?} {:?}",
+            &batched[0][..4],
+            &batched[1][..4]
+        );
     }
 
     #[test]

@@ -118,10 +118,15 @@ impl<'m> LlamaEngine<'m> {
             )));
         }
         if config.n_seq == 0 || config.n_seq > 64 {
-            return Err(LoadError::Config(format!("n_seq {} must be in 1..=64", config.n_seq)));
+            return Err(LoadError::Config(format!(
+                "n_seq {} must be in 1..=64",
+                config.n_seq
+            )));
         }
         if config.n_batch == 0 || config.threads == 0 {
-            return Err(LoadError::Config("n_batch and threads must be at least 1".into()));
+            return Err(LoadError::Config(
+                "n_batch and threads must be at least 1".into(),
+            ));
         }
         let total = n_ctx_seq
             .checked_mul(config.n_seq)
@@ -213,9 +218,12 @@ impl Engine for LlamaEngine<'_> {
     }
 
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
-        let template = self.template.as_ref().ok_or_else(|| TemplateError::NoTemplate {
-            model: self.info.name.clone(),
-        })?;
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| TemplateError::NoTemplate {
+                model: self.info.name.clone(),
+            })?;
         let msgs = messages
             .iter()
             .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
@@ -309,16 +317,16 @@ pub struct RawBench {
     pub gen_tok_s: f64,
 }
 
-/// One prefill of `prompt` in a single batch, then `gen` greedy steps with a plain argmax, on a
+/// One prefill of `prompt` in a single batch, then `n_gen` greedy steps with a plain argmax, on a
 /// fresh context: the peer our engine path is compared with in `agora bench inference`.
 pub fn raw_bench(
     model: &LlamaModel,
     prompt: &[TokenId],
-    gen: usize,
+    n_gen: usize,
     threads: u32,
 ) -> Result<RawBench, LoadError> {
     let backend = backend()?;
-    let n_ctx = u32::try_from(prompt.len() + gen + 8)
+    let n_ctx = u32::try_from(prompt.len() + n_gen + 8)
         .map_err(|_| LoadError::Config("benchmark too long".into()))?;
     let n_batch = u32::try_from(prompt.len().max(1))
         .map_err(|_| LoadError::Config("prompt too long".into()))?;
@@ -338,20 +346,27 @@ pub fn raw_bench(
     let t0 = std::time::Instant::now();
     for (i, &t) in prompt.iter().enumerate() {
         batch
-            .add(LlamaToken::new(t as i32), i as i32, &[0], i + 1 == prompt.len())
+            .add(
+                LlamaToken::new(t as i32),
+                i as i32,
+                &[0],
+                i + 1 == prompt.len(),
+            )
             .map_err(|e| err(&e))?;
     }
     ctx.decode(&mut batch).map_err(|e| err(&e))?;
     let argmax = |l: &[f32]| {
         l.iter()
             .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+            .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+                if v > b.1 { (i, v) } else { b }
+            })
             .0 as i32
     };
     let mut next = argmax(ctx.get_logits_ith(batch.n_tokens() - 1));
     let prompt_secs = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();
-    for i in 0..gen {
+    for i in 0..n_gen {
         batch.clear();
         batch
             .add(LlamaToken::new(next), (prompt.len() + i) as i32, &[0], true)
@@ -363,7 +378,7 @@ pub fn raw_bench(
     Ok(RawBench {
         prompt_tokens: prompt.len(),
         prompt_tok_s: prompt.len() as f64 / prompt_secs,
-        gen_tokens: gen,
-        gen_tok_s: gen as f64 / gen_secs,
+        gen_tokens: n_gen,
+        gen_tok_s: n_gen as f64 / gen_secs,
     })
 }

@@ -39,6 +39,8 @@ def main():
     cfg = json.load(open(f"{model_dir}/config.json"))
     w = {k: v.astype(np.float64) for k, v in load_safetensors(f"{model_dir}/model.safetensors").items()}
     tok = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
+    tok.no_padding()  # tokenizer.json pads to 128; pooling must see only real tokens
+    tok.no_truncation()
     ids = tok.encode(sentence).ids
     n = len(ids)
     eps = cfg["layer_norm_eps"]

@@ -16,7 +16,10 @@ fn smollm_answers_a_chat_prompt_in_english() {
     let s = serve(SMOLLM, config(1, 1));
     let out = run(
         &s,
-        Prompt::Chat(vec![ChatMessage::new("user", "What is the capital of France?")]),
+        Prompt::Chat(vec![ChatMessage::new(
+            "user",
+            "What is the capital of France?",
+        )]),
         SamplingParams::greedy(16),
     );
     assert!(out.text.contains("Paris"), "{:?}", out.text);
@@ -25,10 +28,19 @@ fn smollm_answers_a_chat_prompt_in_english() {
 #[test]
 fn smollm_greedy_tokens_match_the_golden_list() {
     let s = serve(SMOLLM, config(1, 1));
-    let out = run(&s, text("The capital of France is"), SamplingParams::greedy(16));
+    let out = run(
+        &s,
+        text("The capital of France is"),
+        SamplingParams::greedy(16),
+    );
     // llama.cpp's own argmax for this prompt (engines.md): 7042 = "ĠParis".
     assert_eq!(out.completion.tokens[0], 7042);
-    assert_eq!(out.completion.tokens, golden("smollm2_greedy.json"), "{:?}", out.text);
+    assert_eq!(
+        out.completion.tokens,
+        golden("smollm2_greedy.json"),
+        "{:?}",
+        out.text
+    );
 }
 
 #[test]
@@ -36,9 +48,22 @@ fn gemma_completes_text_and_has_no_chat_template() {
     let s = serve(GEMMA, config(1, 1));
     assert!(!s.info().has_chat_template);
     assert!(s.info().add_bos);
-    let out = run(&s, text("The capital of France is"), SamplingParams::greedy(8));
-    assert_eq!(out.completion.tokens, golden("gemma3_greedy.json"), "{:?}", out.text);
-    assert!(out.text.chars().filter(|c| c.is_alphabetic()).count() > 5, "{:?}", out.text);
+    let out = run(
+        &s,
+        text("The capital of France is"),
+        SamplingParams::greedy(8),
+    );
+    assert_eq!(
+        out.completion.tokens,
+        golden("gemma3_greedy.json"),
+        "{:?}",
+        out.text
+    );
+    assert!(
+        out.text.chars().filter(|c| c.is_alphabetic()).count() > 5,
+        "{:?}",
+        out.text
+    );
     let err = s
         .generate_blocking(agora_inference::Request::generate(
             Prompt::Chat(vec![ChatMessage::new("user", "hi")]),
@@ -62,7 +87,12 @@ fn same_seed_same_tokens_across_runs_threads_and_batch_sizes() {
         .map(|p| run(&one, text(p), sampled(42, 12)).completion.tokens)
         .collect();
     // Same run, again.
-    assert_eq!(run(&one, text(prompts[0]), sampled(42, 12)).completion.tokens, solo[0]);
+    assert_eq!(
+        run(&one, text(prompts[0]), sampled(42, 12))
+            .completion
+            .tokens,
+        solo[0]
+    );
     // A different seed gives a different continuation for at least one prompt.
     let other: Vec<Vec<u32>> = prompts
         .iter()
@@ -72,7 +102,12 @@ fn same_seed_same_tokens_across_runs_threads_and_batch_sizes() {
     drop(one);
     // Two threads.
     let two = serve(SMOLLM, config(1, 2));
-    assert_eq!(run(&two, text(prompts[1]), sampled(42, 12)).completion.tokens, solo[1]);
+    assert_eq!(
+        run(&two, text(prompts[1]), sampled(42, 12))
+            .completion
+            .tokens,
+        solo[1]
+    );
     drop(two);
     // Four concurrent sequences in one batch.
     let four = serve(SMOLLM, config(4, 1));
@@ -138,7 +173,11 @@ fn prefix_reuse_gives_the_same_greedy_answer() {
             SamplingParams::greedy(8),
         ))
         .unwrap();
-    assert!(reused.completion.usage.cached_tokens > 10, "{:?}", reused.completion.usage);
+    assert!(
+        reused.completion.usage.cached_tokens > 10,
+        "{:?}",
+        reused.completion.usage
+    );
     assert!(!reused.text.is_empty());
 }
 

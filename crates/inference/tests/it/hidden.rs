@@ -22,8 +22,15 @@ fn decode_and_prefill_hidden_states_agree_within_tolerance() {
     let fed = c.prompt.len() + c.tokens.len() - 1;
     assert_eq!(h.len(), fed);
     assert!(h.iter().all(|row| row.len() == s.info().n_embd as usize));
-    let all: Vec<u32> = c.prompt.iter().chain(&c.tokens[..c.tokens.len() - 1]).copied().collect();
-    let scored = s.generate_blocking(Request::score(all.clone(), true)).unwrap();
+    let all: Vec<u32> = c
+        .prompt
+        .iter()
+        .chain(&c.tokens[..c.tokens.len() - 1])
+        .copied()
+        .collect();
+    let scored = s
+        .generate_blocking(Request::score(all.clone(), true))
+        .unwrap();
     let hp = scored.completion.hidden.unwrap();
     assert_eq!(hp.len(), all.len());
     let mut min_cos = 1.0f32;
@@ -35,7 +42,10 @@ fn decode_and_prefill_hidden_states_agree_within_tolerance() {
         }
     }
     eprintln!("hidden states: min cosine {min_cos}, max |diff| {max_abs}");
-    assert!(min_cos >= MIN_COSINE, "min cosine {min_cos}, max abs diff {max_abs}");
+    assert!(
+        min_cos >= MIN_COSINE,
+        "min cosine {min_cos}, max abs diff {max_abs}"
+    );
     // The verifier's log-probabilities of the generated (greedy) tokens are the top ones.
     assert_eq!(scored.completion.score_logprobs.len(), all.len() - 1);
     assert!(scored.completion.score_logprobs.iter().all(|lp| *lp <= 0.0));

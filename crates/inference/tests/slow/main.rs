@@ -1,1 +1,134 @@
-//! Slow tests (excluded from the default nextest profile).
+//! Slow tests (excluded from the default nextest profile): longer determinism and hidden-state
+//! checks on both real models. Run with `cargo nextest run -p agora-inference --test slow` or
+//! `cargo test -p agora-inference --test slow`.
+
+use std::path::PathBuf;
+
+use agora_inference::backends::candle::cosine;
+use agora_inference::backends::llama_cpp::{self, LlamaConfig};
+use agora_inference::{Prompt, Request, SamplingParams, Scheduler, SchedulerConfig};
+
+fn model(name: &str) -> PathBuf {
+    let dir = std::env::var_os("AGORA_MODELS_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        PathBuf::from,
+    );
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "model file {} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    p
+}
+
+fn serve(file: &str, n_seq: u32, threads: u32, hidden: bool) -> Scheduler {
+    let cfg = LlamaConfig {
+        n_seq,
+        n_ctx_seq: Some(512),
+        n_batch: 256,
+        threads,
+        hidden_states: hidden,
+        gpu_layers: 0,
+    };
+    llama_cpp::serve(&model(file), file, cfg, SchedulerConfig::default()).unwrap()
+}
+
+const PROMPTS: [&str; 4] = [
+    "The old lighthouse keeper",
+    "Photosynthesis is the process",
+    "Rust's ownership model means",
+    "The recipe begins with",
+];
+
+fn sample(seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.9,
+        top_p: 0.95,
+        seed,
+        max_tokens: 64,
+        ..SamplingParams::default()
+    }
+}
+
+fn solo(s: &Scheduler, p: &str, seed: u64) -> Vec<u32> {
+    let mut r = Request::generate(Prompt::Text(p.into()), sample(seed));
+    r.reuse_prefix = false;
+    s.generate_blocking(r).unwrap().completion.tokens
+}
+
+fn determinism(file: &str) {
+    let one = serve(file, 1, 1, false);
+    let base: Vec<Vec<u32>> = PROMPTS.iter().map(|p| solo(&one, p, 3)).collect();
+    drop(one);
+    let two = serve(file, 1, 2, false);
+    let threads: Vec<Vec<u32>> = PROMPTS.iter().map(|p| solo(&two, p, 3)).collect();
+    drop(two);
+    assert_eq!(threads, base, "{file}: 1 vs 2 threads");
+    let four = serve(file, 4, 1, false);
+    let streams: Vec<_> = PROMPTS
+        .iter()
+        .map(|p| {
+            let mut r = Request::generate(Prompt::Text((*p).into()), sample(3));
+            r.reuse_prefix = false;
+            four.submit(r).unwrap()
+        })
+        .collect();
+    let batched: Vec<Vec<u32>> = streams
+        .into_iter()
+        .map(|s| s.collect_blocking().unwrap().completion.tokens)
+        .collect();
+    assert_eq!(batched, base, "{file}: batch 1 vs 4");
+}
+
+#[test]
+fn smollm_64_tokens_same_across_threads_and_batch() {
+    determinism("SmolLM2-135M-Instruct.Q4_1.gguf");
+}
+
+#[test]
+fn gemma_64_tokens_same_across_threads_and_batch() {
+    determinism("gemma-3-270m-q4_k_m.gguf");
+}
+
+fn hidden(file: &str) -> (f32, f32) {
+    let s = serve(file, 1, 1, true);
+    let mut r = Request::generate(Prompt::Text(PROMPTS[0].into()), SamplingParams::greedy(64));
+    r.capture_hidden = true;
+    let out = s.generate_blocking(r).unwrap().completion;
+    let h = out.hidden.unwrap();
+    let all: Vec<u32> = out
+        .prompt
+        .iter()
+        .chain(&out.tokens[..out.tokens.len() - 1])
+        .copied()
+        .collect();
+    let hp = s
+        .generate_blocking(Request::score(all, true))
+        .unwrap()
+        .completion
+        .hidden
+        .unwrap();
+    assert_eq!(h.len(), hp.len());
+    let mut min_cos = 1.0f32;
+    let mut max_abs = 0.0f32;
+    for (a, b) in h.iter().zip(&hp) {
+        min_cos = min_cos.min(cosine(a, b));
+        for (x, y) in a.iter().zip(b) {
+            max_abs = max_abs.max((x - y).abs());
+        }
+    }
+    eprintln!(
+        "{file}: {} positions, min cosine {min_cos}, max |diff| {max_abs}",
+        h.len()
+    );
+    (min_cos, max_abs)
+}
+
+#[test]
+fn hidden_states_agree_over_64_generated_tokens() {
+    let (c, _) = hidden("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(c >= 0.99, "smollm min cosine {c}");
+    let (c, _) = hidden("gemma-3-270m-q4_k_m.gguf");
+    assert!(c >= 0.99, "gemma min cosine {c}");
+}
