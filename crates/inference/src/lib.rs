@@ -19,6 +19,8 @@
 //! opens it. Design notes and measured tolerances: `docs/design/inference.md`.
 
 pub mod backends;
+#[cfg(feature = "llama-cpp")]
+pub mod bench;
 pub mod engine;
 pub mod gguf;
 pub mod json;
