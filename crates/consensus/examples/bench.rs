@@ -1,0 +1,26 @@
+//! `cargo run -p agora-consensus --example bench -- [validators] [rate] [seconds] [accounts]`
+//!
+//! N validators in one process (tokio runtime, simulated 1 ms links, storage in a temp dir),
+//! a steady stream of transfers; prints finalized tx/s and finality latency p50/p99.
+
+use agora_consensus::bench::{BenchConfig, run};
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numeric argument"))
+        .collect();
+    let d = BenchConfig::default();
+    let cfg = BenchConfig {
+        validators: args.first().map_or(d.validators, |v| *v as usize),
+        rate: args.get(1).copied().unwrap_or(d.rate),
+        duration: Duration::from_secs(args.get(2).copied().unwrap_or(d.duration.as_secs())),
+        accounts: args.get(3).map_or(d.accounts, |v| *v as usize),
+        ..d
+    };
+    let dir = std::env::temp_dir().join(format!("agora-consensus-bench-{}", std::process::id()));
+    let report = run(&cfg, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{cfg:?}\n{report}");
+}

@@ -1,0 +1,359 @@
+//! The application side of simplex: propose, verify and finalize ledger blocks.
+//!
+//! ```text
+//!   simplex ──► marshal::Inline ──► LedgerApp::propose(parent ancestry)   build from the mempool
+//!                                  LedgerApp::verify(block, parent, ..)  apply to a scratch state
+//!   marshal (finalized, in height order, at least once)
+//!          ──► LedgerApp::report(Update::Block) ──► Host::commit ──► ack
+//! ```
+//!
+//! Speculative states live in a map `digest -> state after that block` for every block this
+//! validator built or verified above the finalized tip; a parent it has not seen (after a restart,
+//! or a fork it missed) is rebuilt by replaying the ancestry marshal streams back to a known
+//! state. Anything at or below the finalized height that is not the finalized block is a
+//! conflicting fork and fails verification. Finalization prunes the map.
+//!
+//! Determinism: verdicts depend only on the block, its ancestry and the ledger; the proposer's
+//! timestamp comes from the runtime clock of the proposer (the deterministic clock in tests).
+
+use crate::block::{ChainBlock, Digest, digest_of};
+use agora_ledger::{Applied, BlockContext, State, TxError};
+use agora_types::{Address, Block, SignedTx};
+use commonware_actor::Feedback;
+use commonware_consensus::marshal::Update;
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::simplex::scheme::ed25519;
+use commonware_consensus::simplex::types::Context;
+use commonware_consensus::{Application, Heightable, Reporter};
+use commonware_cryptography::{Digested, Digestible};
+use commonware_runtime::Clock;
+use commonware_utils::Acknowledgement;
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The consensus public key (ed25519, the same bytes as an Agora address).
+pub type ValidatorKey = commonware_cryptography::ed25519::PublicKey;
+
+/// The consensus context simplex hands the application.
+pub type ConsensusContext = Context<Digest, ValidatorKey>;
+
+/// Persisting a finalized block failed; consensus stops delivering until it succeeds.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// What the application needs from the node that hosts it: pending transactions and durable
+/// storage of finalized blocks. The node implements this over its store and mempool; tests use
+/// [`crate::MemHost`].
+pub trait Host: Clone + Send + Sync + 'static {
+    /// Up to `max` pending transactions that can apply in order on top of `state`.
+    fn candidates(&self, state: &State, max: usize) -> Vec<SignedTx>;
+    /// Whether any transaction is pending.
+    fn has_pending(&self) -> bool;
+    /// Transactions the block builder found can never apply (bad signature, fee, ...).
+    fn discard(&self, rejected: &[(SignedTx, TxError)]);
+    /// Persists a finalized block and the state it leads to. Called in height order; a height
+    /// may be delivered again after a restart and must then be a no-op.
+    fn commit(&self, block: &Block, state: &State, applied: &Applied) -> Result<(), CommitError>;
+}
+
+/// Proposer pacing.
+#[derive(Debug, Clone, Copy)]
+pub struct AppConfig {
+    /// Most transactions in one block.
+    pub max_block_txs: usize,
+    /// With an empty mempool the proposer waits this long for work, then proposes an empty
+    /// block (so finality keeps a heartbeat without spamming empty blocks).
+    pub idle_block_interval: Duration,
+    /// How often the waiting proposer looks at the mempool.
+    pub poll_interval: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            max_block_txs: 10_000,
+            idle_block_interval: Duration::from_millis(1_000),
+            poll_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+struct Speculative {
+    state: Arc<State>,
+    applied: Arc<Applied>,
+}
+
+struct Forks {
+    finalized: Arc<State>,
+    above: BTreeMap<Digest, Speculative>,
+}
+
+impl Forks {
+    fn finalized_digest(&self) -> Digest {
+        digest_of(&self.finalized.last_block())
+    }
+
+    fn lookup(&self, digest: &Digest) -> Option<Arc<State>> {
+        if *digest == self.finalized_digest() {
+            return Some(self.finalized.clone());
+        }
+        self.above.get(digest).map(|s| s.state.clone())
+    }
+}
+
+/// The ledger as a simplex application (through marshal) and the reporter of finalized blocks.
+#[derive(Clone)]
+pub struct LedgerApp<H: Host> {
+    host: H,
+    config: AppConfig,
+    forks: Arc<Mutex<Forks>>,
+}
+
+impl<H: Host> LedgerApp<H> {
+    /// `finalized` is the state after the last block the host committed (genesis state at
+    /// first start).
+    pub fn new(host: H, finalized: State, config: AppConfig) -> LedgerApp<H> {
+        LedgerApp {
+            host,
+            config,
+            forks: Arc::new(Mutex::new(Forks {
+                finalized: Arc::new(finalized),
+                above: BTreeMap::new(),
+            })),
+        }
+    }
+
+    fn forks(&self) -> MutexGuard<'_, Forks> {
+        // A panic while holding the lock leaves only caches behind; keep going.
+        self.forks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last finalized state.
+    pub fn finalized(&self) -> Arc<State> {
+        self.forks().finalized.clone()
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    /// The state after `first`, replaying ancestors from the stream back to a known state.
+    /// `None` when the ancestry leaves the finalized chain or ends early.
+    async fn state_after(
+        &self,
+        first: Digested<ChainBlock>,
+        ancestry: &mut (impl Ancestry<ChainBlock> + 'static),
+    ) -> Option<Arc<State>> {
+        let mut pending: Vec<Digested<ChainBlock>> = Vec::new();
+        let mut cursor = first;
+        let base = loop {
+            let (known, finalized_height) = {
+                let forks = self.forks();
+                (forks.lookup(&cursor.digest()), forks.finalized.height())
+            };
+            if let Some(state) = known {
+                break state;
+            }
+            if cursor.height().get() <= finalized_height {
+                tracing::debug!(target: "agora::consensus", height = cursor.height().get(),
+                    "ancestry conflicts with the finalized chain");
+                return None;
+            }
+            pending.push(cursor);
+            cursor = ancestry.next().await?;
+        };
+        let mut state = base;
+        while let Some(next) = pending.pop() {
+            let block = next.inner().block()?;
+            let (after, applied) = match agora_ledger::apply_block(&state, block) {
+                Ok(ok) => ok,
+                Err(error) => {
+                    tracing::debug!(target: "agora::consensus", %error, "ancestor does not apply");
+                    return None;
+                }
+            };
+            let after = Arc::new(after);
+            self.forks().above.insert(
+                next.digest(),
+                Speculative {
+                    state: after.clone(),
+                    applied: Arc::new(applied),
+                },
+            );
+            state = after;
+        }
+        Some(state)
+    }
+
+    /// Applies one finalized block; returns whether it may be acknowledged.
+    fn finalize(&self, block: &Digested<ChainBlock>) -> bool {
+        let Some(ledger_block) = block.inner().block() else {
+            return true; // the genesis anchor
+        };
+        let height = ledger_block.header.height;
+        let mut forks = self.forks();
+        let finalized_height = forks.finalized.height();
+        if height <= finalized_height {
+            return true; // redelivered after a restart
+        }
+        if height != finalized_height + 1 {
+            tracing::error!(target: "agora::consensus", height, finalized_height,
+                "finalized block out of order");
+            return false;
+        }
+        let (state, applied) = match forks.above.get(&block.digest()) {
+            Some(s) => (s.state.clone(), s.applied.clone()),
+            None => match agora_ledger::apply_block(&forks.finalized, ledger_block) {
+                Ok((s, a)) => (Arc::new(s), Arc::new(a)),
+                Err(error) => {
+                    // Finalized by a quorum yet invalid here: our ledger diverged. Halt.
+                    tracing::error!(target: "agora::consensus", height, %error,
+                        "finalized block does not apply; halting delivery");
+                    return false;
+                }
+            },
+        };
+        if let Err(error) = self.host.commit(ledger_block, &state, &applied) {
+            tracing::error!(target: "agora::consensus", height, %error, "commit failed");
+            return false;
+        }
+        forks.finalized = state;
+        forks.above.retain(|_, s| s.state.height() > height);
+        tracing::debug!(target: "agora::consensus", height, txs = ledger_block.txs.len(),
+            "finalized");
+        true
+    }
+}
+
+fn now_ms(clock: &impl Clock) -> u64 {
+    clock
+        .current()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn address_of(key: &ValidatorKey) -> Address {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(key.as_ref());
+    agora_types::PublicKey(bytes)
+}
+
+impl<E, H> Application<E> for LedgerApp<H>
+where
+    E: Clock + Send + Sync + 'static,
+    H: Host,
+{
+    type SigningScheme = ed25519::Scheme;
+    type Context = ConsensusContext;
+    type Block = ChainBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (clock, context): (E, ConsensusContext),
+        mut ancestry: impl Ancestry<ChainBlock>,
+        _input: (),
+    ) -> Option<Digested<ChainBlock>> {
+        let parent = ancestry.next().await?;
+        let state = self.state_after(parent, &mut ancestry).await?;
+        // Wait (bounded) for work so an idle chain does not spin out empty blocks.
+        let polls = (self.config.idle_block_interval.as_millis()
+            / self.config.poll_interval.as_millis().max(1)) as u64;
+        for _ in 0..polls {
+            if self.host.has_pending() {
+                break;
+            }
+            clock.sleep(self.config.poll_interval).await;
+        }
+        let candidates = self.host.candidates(&state, self.config.max_block_txs);
+        let built = agora_ledger::build_block(
+            &state,
+            &BlockContext {
+                timestamp_ms: now_ms(&clock),
+                proposer: address_of(&context.leader),
+            },
+            candidates,
+        );
+        let dead: Vec<(SignedTx, TxError)> = built
+            .rejected
+            .into_iter()
+            .filter(|(_, e)| !matches!(e, TxError::BadNonce { .. }))
+            .collect();
+        if !dead.is_empty() {
+            self.host.discard(&dead);
+        }
+        let block = ChainBlock::new(built.block);
+        let digest = block.digest();
+        tracing::debug!(target: "agora::consensus", height = block.height().get(),
+            txs = block.block().map_or(0, |b| b.txs.len()), "proposed");
+        self.forks().above.insert(
+            digest,
+            Speculative {
+                state: Arc::new(built.state),
+                applied: Arc::new(built.applied),
+            },
+        );
+        Some(Digested::precomputed(block, digest))
+    }
+
+    async fn verify(
+        &mut self,
+        (_clock, context): (E, ConsensusContext),
+        mut ancestry: impl Ancestry<ChainBlock>,
+    ) -> bool {
+        let Some(candidate) = ancestry.next().await else {
+            return false;
+        };
+        let Some(block) = candidate.inner().block() else {
+            return false; // the genesis anchor is never proposed
+        };
+        if block.header.proposer != address_of(&context.leader) {
+            tracing::debug!(target: "agora::consensus", "block proposer is not the leader");
+            return false;
+        }
+        if self.forks().above.contains_key(&candidate.digest()) {
+            return true; // built or verified here already
+        }
+        let Some(parent) = ancestry.next().await else {
+            return false;
+        };
+        let Some(state) = self.state_after(parent, &mut ancestry).await else {
+            return false;
+        };
+        match agora_ledger::apply_block(&state, block) {
+            Ok((after, applied)) => {
+                self.forks().above.insert(
+                    candidate.digest(),
+                    Speculative {
+                        state: Arc::new(after),
+                        applied: Arc::new(applied),
+                    },
+                );
+                true
+            }
+            Err(error) => {
+                tracing::debug!(target: "agora::consensus", %error, "rejected proposal");
+                false
+            }
+        }
+    }
+}
+
+impl<H: Host> Reporter for LedgerApp<H> {
+    type Activity = Update<ChainBlock>;
+
+    fn report(&mut self, activity: Update<ChainBlock>) -> Feedback {
+        if let Update::Block(block, ack) = activity
+            && self.finalize(&block)
+        {
+            ack.acknowledge();
+        }
+        Feedback::Ok
+    }
+}

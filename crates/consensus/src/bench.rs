@@ -1,0 +1,218 @@
+//! Consensus benchmark: N validators in one process on the tokio runtime (real time, real CPU,
+//! real storage in a temporary directory) over commonware's simulated network with a fixed
+//! link latency, a steady stream of signed transfers, finalized transfers per second and
+//! finality latency (submission to finalization at validator 0) p50/p99.
+
+use crate::sim::Sim;
+use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
+use agora_ledger::{Genesis, Params};
+use agora_types::{Amount, Hash, SecretKey, SignedTx, Tx, TxBody};
+use commonware_p2p::simulated::Link;
+use commonware_runtime::{Clock, Runner, tokio as cw_tokio};
+use commonware_utils::probability;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub validators: usize,
+    /// Transfers submitted per second (open loop).
+    pub rate: u64,
+    /// How long transfers are submitted.
+    pub duration: Duration,
+    /// Sending accounts (transfers round-robin over them).
+    pub accounts: usize,
+    /// One-way link latency between validators.
+    pub link_latency: Duration,
+    pub max_block_txs: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            validators: 4,
+            rate: 5_000,
+            duration: Duration::from_secs(10),
+            accounts: 2_000,
+            link_latency: Duration::from_millis(1),
+            max_block_txs: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub submitted: usize,
+    pub finalized: usize,
+    pub blocks: u64,
+    pub elapsed: Duration,
+    pub tx_per_s: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "submitted {} finalized {} in {} blocks over {:.2} s: {:.0} tx/s finalized, \
+             finality latency p50 {} ms p99 {} ms",
+            self.submitted,
+            self.finalized,
+            self.blocks,
+            self.elapsed.as_secs_f64(),
+            self.tx_per_s,
+            self.p50.as_millis(),
+            self.p99.as_millis()
+        )
+    }
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark with storage under `dir`.
+pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
+    let cfg = cfg.clone();
+    let runner = cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(dir));
+    runner.start(|context| async move {
+        let validators: Vec<SecretKey> = (0..cfg.validators)
+            .map(|i| SecretKey::from_test_seed(&format!("bench-validator-{i}")))
+            .collect();
+        let users: Vec<SecretKey> = (0..cfg.accounts)
+            .map(|i| SecretKey::from_test_seed(&format!("bench-user-{i}")))
+            .collect();
+        let genesis = Genesis {
+            chain_id: "agora-bench".into(),
+            timestamp_ms: 0,
+            params: Params::default(),
+            accounts: users
+                .iter()
+                .map(|k| GenesisAccount {
+                    address: k.public(),
+                    balance: Amount::from_agr(1_000_000),
+                })
+                .collect(),
+            validators: validators
+                .iter()
+                .map(|k| GenesisValidator {
+                    address: k.public(),
+                    stake: Amount::from_agr(10_000),
+                })
+                .collect(),
+        }
+        .into_state()
+        .expect("bench genesis");
+        let fee = genesis.params().min_fee;
+        // Sign everything up front so signing is not measured.
+        let total = (cfg.rate * cfg.duration.as_secs()) as usize;
+        let txs: Vec<SignedTx> = (0..total)
+            .map(|i| {
+                let from = &users[i % users.len()];
+                let to = users[(i + 1) % users.len()].public();
+                Tx {
+                    chain_id: "agora-bench".into(),
+                    signer: from.public(),
+                    nonce: (i / users.len()) as u64,
+                    fee,
+                    body: TxBody::Transfer {
+                        to,
+                        amount: Amount::from_agr(1),
+                    },
+                }
+                .sign(from)
+            })
+            .collect();
+        let link = Link {
+            latency: cfg.link_latency,
+            jitter: Duration::ZERO,
+            success_rate: probability!(1.0),
+        };
+        let mut sim = Sim::new(&context, genesis, validators, link).await;
+        sim.app_config.max_block_txs = cfg.max_block_txs;
+        sim.app_config.idle_block_interval = Duration::from_millis(200);
+        sim.app_config.poll_interval = Duration::from_millis(2);
+        let finalized_at: Arc<Mutex<BTreeMap<Hash, Instant>>> = Arc::default();
+        let blocks = Arc::new(Mutex::new(0u64));
+        {
+            let finalized_at = finalized_at.clone();
+            let blocks = blocks.clone();
+            sim.validators[0]
+                .host
+                .set_commit_hook(Arc::new(move |block: &agora_types::Block| {
+                    let now = Instant::now();
+                    if let Ok(mut m) = finalized_at.lock() {
+                        for stx in &block.txs {
+                            m.insert(stx.id(), now);
+                        }
+                    }
+                    if let Ok(mut b) = blocks.lock() {
+                        *b += 1;
+                    }
+                }));
+        }
+        for i in 0..cfg.validators {
+            sim.start(&context, i).await;
+        }
+        // Let the validators connect and finalize a first block.
+        let _ = sim
+            .wait_height(&context, &[0], 1, Duration::from_secs(30))
+            .await;
+        let start = Instant::now();
+        let mut submitted_at: Vec<(Hash, Instant)> = Vec::with_capacity(total);
+        let tick = Duration::from_millis(10);
+        let per_tick = (cfg.rate as usize / 100).max(1);
+        for chunk in txs.chunks(per_tick) {
+            let now = Instant::now();
+            for stx in chunk {
+                // Stand-in for transaction gossip: every validator's mempool gets it.
+                for v in &sim.validators {
+                    let _ = v.host.submit(stx.clone());
+                }
+                submitted_at.push((stx.id(), now));
+            }
+            let next = start + tick * (submitted_at.len() / per_tick) as u32;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                context.sleep(wait).await;
+            }
+        }
+        // Wait (bounded) for the stream to drain.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let done = finalized_at.lock().map(|m| m.len()).unwrap_or(0);
+            if done >= submitted_at.len() {
+                break;
+            }
+            context.sleep(Duration::from_millis(20)).await;
+        }
+        let finalized_at = finalized_at.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut latencies: Vec<Duration> = submitted_at
+            .iter()
+            .filter_map(|(id, t)| {
+                finalized_at
+                    .get(id)
+                    .map(|f| f.saturating_duration_since(*t))
+            })
+            .collect();
+        latencies.sort();
+        let last = finalized_at.values().max().copied().unwrap_or(start);
+        let elapsed = last.saturating_duration_since(start);
+        let finalized = latencies.len();
+        let blocks = blocks.lock().map(|b| *b).unwrap_or(0);
+        BenchReport {
+            submitted: submitted_at.len(),
+            finalized,
+            blocks,
+            elapsed,
+            tx_per_s: finalized as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50: percentile(&latencies, 50),
+            p99: percentile(&latencies, 99),
+        }
+    })
+}

@@ -1,0 +1,121 @@
+//! An in-memory [`Host`]: a [`Mempool`] plus the list of finalized blocks and state roots.
+//!
+//! Used by the simulation tests and the in-process benchmark; the node implements [`Host`] over
+//! its redb store instead.
+
+use crate::app::{CommitError, Host};
+use crate::mempool::{AdmitError, Mempool, MempoolLimits};
+use agora_ledger::{Applied, State, TxError};
+use agora_types::{Block, Hash, SignedTx};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// One finalized block as the host recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finalized {
+    pub height: u64,
+    pub id: Hash,
+    pub state_root: Hash,
+    pub txs: Vec<Hash>,
+    pub timestamp_ms: u64,
+}
+
+/// Called with every newly committed block (instrumentation: the benchmark timestamps here).
+pub type CommitHook = Arc<dyn Fn(&Block) + Send + Sync>;
+
+struct Inner {
+    hook: Option<CommitHook>,
+    mempool: Mempool,
+    finalized: Vec<Finalized>,
+    state: Arc<State>,
+}
+
+#[derive(Clone)]
+pub struct MemHost {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl MemHost {
+    pub fn new(genesis: State, limits: MempoolLimits) -> MemHost {
+        MemHost {
+            inner: Arc::new(Mutex::new(Inner {
+                hook: None,
+                mempool: Mempool::new(limits),
+                finalized: Vec::new(),
+                state: Arc::new(genesis),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs a hook called after each newly committed block.
+    pub fn set_commit_hook(&self, hook: CommitHook) {
+        self.lock().hook = Some(hook);
+    }
+
+    /// Admits a transaction against the last finalized state.
+    pub fn submit(&self, stx: SignedTx) -> Result<Hash, AdmitError> {
+        let mut inner = self.lock();
+        let state = inner.state.clone();
+        inner.mempool.admit(&state, stx)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.lock().mempool.len()
+    }
+
+    /// Every finalized block so far, in height order.
+    pub fn finalized(&self) -> Vec<Finalized> {
+        self.lock().finalized.clone()
+    }
+
+    pub fn height(&self) -> u64 {
+        self.lock().state.height()
+    }
+
+    /// The last finalized state.
+    pub fn state(&self) -> Arc<State> {
+        self.lock().state.clone()
+    }
+}
+
+impl Host for MemHost {
+    fn candidates(&self, state: &State, max: usize) -> Vec<SignedTx> {
+        self.lock().mempool.candidates(state, max)
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.lock().mempool.is_empty()
+    }
+
+    fn discard(&self, rejected: &[(SignedTx, TxError)]) {
+        let mut inner = self.lock();
+        for (stx, _) in rejected {
+            inner.mempool.remove(stx);
+        }
+    }
+
+    fn commit(&self, block: &Block, state: &State, _applied: &Applied) -> Result<(), CommitError> {
+        let mut inner = self.lock();
+        if block.header.height <= inner.state.height() {
+            return Ok(());
+        }
+        inner.finalized.push(Finalized {
+            height: block.header.height,
+            id: block.id(),
+            state_root: state.root(),
+            txs: block.txs.iter().map(SignedTx::id).collect(),
+            timestamp_ms: block.header.timestamp_ms,
+        });
+        inner.mempool.prune(state);
+        inner.state = Arc::new(state.clone());
+        let hook = inner.hook.clone();
+        drop(inner);
+        if let Some(hook) = hook {
+            hook(block);
+        }
+        Ok(())
+    }
+}

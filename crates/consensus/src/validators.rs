@@ -1,0 +1,69 @@
+//! The validator committee, derived from the ledger's staking module.
+//!
+//! Simplex counts votes (n >= 3f + 1, each member one vote), so stake decides *membership*, not
+//! vote weight: a validator is in the committee when it is registered, not jailed, and its total
+//! bonded stake (self + delegated) is at least `Params::min_validator_stake`; the top
+//! `Params::max_validators` by stake are taken (ties broken by address, so every replica agrees).
+//!
+//! The committee for epoch `e` is computed from the finalized state at the last block of epoch
+//! `e - 1` (`Params::epoch_length_blocks` per epoch); epoch 0 uses the genesis state.
+
+use crate::app::ValidatorKey;
+use agora_ledger::State;
+use agora_types::{Address, Amount};
+use commonware_codec::DecodeExt;
+
+/// Why a committee could not be formed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitteeError {
+    #[error("no validator has at least the minimum stake")]
+    Empty,
+    #[error("address {0} is not a valid ed25519 public key")]
+    BadKey(Address),
+}
+
+/// The committee members by descending stake, as `(address, stake)`.
+pub fn committee(state: &State) -> Vec<(Address, Amount)> {
+    let params = state.params();
+    let height = state.height();
+    let mut members: Vec<(Address, Amount)> = state
+        .validators()
+        .filter(|(_, record)| record.jailed_until <= height)
+        .map(|(address, _)| (*address, state.total_stake(address)))
+        .filter(|(_, stake)| *stake >= params.min_validator_stake)
+        .collect();
+    members.sort_by(|(a, sa), (b, sb)| sb.cmp(sa).then(a.cmp(b)));
+    members.truncate(params.max_validators as usize);
+    members
+}
+
+/// The committee as consensus keys (sorted the way simplex orders participants).
+pub fn committee_keys(state: &State) -> Result<Vec<ValidatorKey>, CommitteeError> {
+    let members = committee(state);
+    if members.is_empty() {
+        return Err(CommitteeError::Empty);
+    }
+    let mut keys = members
+        .iter()
+        .map(|(address, _)| key_of(address))
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort();
+    Ok(keys)
+}
+
+/// An Agora address as a consensus key (both are the raw ed25519 public key).
+pub fn key_of(address: &Address) -> Result<ValidatorKey, CommitteeError> {
+    ValidatorKey::decode(bytes::Bytes::copy_from_slice(&address.0))
+        .map_err(|_| CommitteeError::BadKey(*address))
+}
+
+/// The epoch a height belongs to.
+pub fn epoch_of(height: u64, epoch_length_blocks: u64) -> u64 {
+    height / epoch_length_blocks.max(1)
+}
+
+/// Whether the committee derived from `state` changes at the next epoch boundary compared
+/// with `current` (the engine for the next epoch must then be started with the new set).
+pub fn committee_changes(state: &State, current: &[ValidatorKey]) -> bool {
+    committee_keys(state).map_or(true, |next| next.as_slice() != current)
+}

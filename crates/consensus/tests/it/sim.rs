@@ -1,0 +1,339 @@
+//! Seeded simulations of 4 validators on the deterministic runtime and simulated network.
+
+use agora_consensus::sim::Sim;
+use agora_consensus::{Finalized, validators};
+use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
+use agora_ledger::{Genesis, Params, State};
+use agora_testkit::{TxFactory, test_keys};
+use agora_types::{Amount, SecretKey, TxBody};
+use commonware_p2p::simulated::Link;
+use commonware_runtime::{Clock, Runner, deterministic};
+use commonware_utils::probability;
+use std::time::Duration;
+
+type DSim = Sim<deterministic::Context>;
+
+const LINK: Link = Link {
+    latency: Duration::from_millis(20),
+    jitter: Duration::from_millis(5),
+    success_rate: probability!(1.0),
+};
+
+fn validator_keys(n: usize) -> Vec<SecretKey> {
+    (0..n)
+        .map(|i| SecretKey::from_test_seed(&format!("validator-{i}")))
+        .collect()
+}
+
+fn genesis(validators: &[SecretKey], users: &[SecretKey]) -> State {
+    Genesis {
+        chain_id: "agora-sim".to_string(),
+        timestamp_ms: 0,
+        params: Params::default(),
+        accounts: users
+            .iter()
+            .map(|k| GenesisAccount {
+                address: k.public(),
+                balance: Amount::from_agr(1_000),
+            })
+            .collect(),
+        validators: validators
+            .iter()
+            .map(|k| GenesisValidator {
+                address: k.public(),
+                stake: Amount::from_agr(10_000),
+            })
+            .collect(),
+    }
+    .into_state()
+    .expect("valid genesis")
+}
+
+/// Submits `per_user` transfers from each user to the next, to every running validator's
+/// mempool (standing in for transaction gossip). Returns how many were submitted.
+fn submit_transfers(
+    sim: &DSim,
+    users: &[SecretKey],
+    per_user: usize,
+    txs: &mut TxFactory,
+) -> usize {
+    let mut n = 0;
+    for _ in 0..per_user {
+        for (i, k) in users.iter().enumerate() {
+            let to = users[(i + 1) % users.len()].public();
+            let stx = txs.sign(
+                k,
+                TxBody::Transfer {
+                    to,
+                    amount: Amount::from_agr(1),
+                },
+            );
+            for v in &sim.validators {
+                v.host.submit(stx.clone()).expect("admitted");
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Asserts that every validator in `who` finalized exactly the same blocks (ids and state
+/// roots) up to the lowest common height, and returns that common prefix.
+fn assert_same_chain(sim: &DSim, who: &[usize]) -> Vec<Finalized> {
+    let chains: Vec<Vec<Finalized>> = who
+        .iter()
+        .map(|i| sim.validators[*i].host.finalized())
+        .collect();
+    let common = chains.iter().map(Vec::len).min().unwrap_or(0);
+    assert!(common > 0, "nothing finalized");
+    for (k, chain) in chains.iter().enumerate() {
+        for (h, f) in chain.iter().enumerate() {
+            assert_eq!(f.height, h as u64 + 1, "validator {} has a gap", who[k]);
+        }
+        assert_eq!(
+            chain[..common],
+            chains[0][..common],
+            "validator {} diverged from validator {}",
+            who[k],
+            who[0]
+        );
+    }
+    chains[0][..common].to_vec()
+}
+
+fn new_runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(seed)
+            .with_timeout(Some(Duration::from_secs(600))),
+    )
+}
+
+fn fast(sim: &mut DSim) {
+    sim.app_config.idle_block_interval = Duration::from_millis(200);
+}
+
+/// Runs 4 validators with a stream of transfers; returns validator 0's chain and the
+/// runtime's audit hash.
+fn run_four(seed: u64) -> (Vec<Finalized>, String) {
+    new_runner(seed).start(|context| async move {
+        let users = test_keys(8);
+        let keys = validator_keys(4);
+        let state = genesis(&keys, &users);
+        let mut sim = Sim::new(&context, state.clone(), keys, LINK).await;
+        fast(&mut sim);
+        // The committee derived from staking is exactly the genesis validators.
+        assert_eq!(
+            validators::committee_keys(&state).unwrap(),
+            sim.participants
+        );
+        for i in 0..4 {
+            sim.start(&context, i).await;
+        }
+        let mut txs = TxFactory::new(state.chain_id(), state.params().min_fee);
+        let submitted = submit_transfers(&sim, &users, 5, &mut txs);
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2, 3], 10, Duration::from_secs(60))
+                .await,
+            "4 validators did not reach height 10"
+        );
+        let chain = assert_same_chain(&sim, &[0, 1, 2, 3]);
+        let included: usize = sim.validators[0]
+            .host
+            .finalized()
+            .iter()
+            .map(|f| f.txs.len())
+            .sum();
+        assert_eq!(included, submitted, "every transfer finalized exactly once");
+        // Same balances everywhere.
+        let s0 = sim.validators[0].host.state();
+        for v in &sim.validators[1..] {
+            let s = v.host.state();
+            if s.height() == s0.height() {
+                assert_eq!(s.root(), s0.root());
+            }
+            for u in &users {
+                // Every user's transfers are all final by now.
+                assert_eq!(s.account(&u.public()).nonce, 5);
+            }
+        }
+        let chain: Vec<Finalized> = chain.into_iter().take(10).collect();
+        (chain, context.auditor().state())
+    })
+}
+
+#[test]
+fn four_validators_finalize_the_same_chain_and_roots() {
+    let (chain, _) = run_four(1);
+    assert_eq!(chain.len(), 10);
+}
+
+#[test]
+fn same_seed_same_end_state() {
+    let (a, audit_a) = run_four(7);
+    let (b, audit_b) = run_four(7);
+    assert_eq!(a, b);
+    assert_eq!(audit_a, audit_b);
+}
+
+#[test]
+fn one_of_four_crashed_still_finalizes() {
+    new_runner(3).start(|context| async move {
+        let users = test_keys(4);
+        let keys = validator_keys(4);
+        let state = genesis(&keys, &users);
+        let mut sim = Sim::new(&context, state.clone(), keys, LINK).await;
+        fast(&mut sim);
+        for i in 0..3 {
+            sim.start(&context, i).await;
+        }
+        let mut txs = TxFactory::new(state.chain_id(), state.params().min_fee);
+        submit_transfers(&sim, &users, 3, &mut txs);
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2], 8, Duration::from_secs(120))
+                .await,
+            "3 of 4 validators did not reach height 8"
+        );
+        assert_same_chain(&sim, &[0, 1, 2]);
+        assert_eq!(sim.validators[3].host.height(), 0);
+    });
+}
+
+#[test]
+fn partition_halts_then_heals_and_converges() {
+    new_runner(5).start(|context| async move {
+        let users = test_keys(4);
+        let keys = validator_keys(4);
+        let state = genesis(&keys, &users);
+        let mut sim = Sim::new(&context, state.clone(), keys, LINK).await;
+        fast(&mut sim);
+        for i in 0..4 {
+            sim.start(&context, i).await;
+        }
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2, 3], 3, Duration::from_secs(60))
+                .await
+        );
+        // Split 2 | 2: neither side has a quorum of 3.
+        sim.partition(|i| i < 2).await;
+        context.sleep(Duration::from_secs(3)).await;
+        let stalled: Vec<u64> = sim.validators.iter().map(|v| v.host.height()).collect();
+        context.sleep(Duration::from_secs(10)).await;
+        let later: Vec<u64> = sim.validators.iter().map(|v| v.host.height()).collect();
+        assert_eq!(stalled, later, "a side without quorum finalized blocks");
+        // Heal.
+        sim.link_all(&LINK).await;
+        let target = later.iter().max().copied().unwrap_or(0) + 5;
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2, 3], target, Duration::from_secs(120))
+                .await,
+            "validators did not converge after the partition healed"
+        );
+        assert_same_chain(&sim, &[0, 1, 2, 3]);
+    });
+}
+
+#[test]
+fn killed_and_restarted_validator_catches_up() {
+    new_runner(9).start(|context| async move {
+        let users = test_keys(4);
+        let keys = validator_keys(4);
+        let state = genesis(&keys, &users);
+        let mut sim = Sim::new(&context, state.clone(), keys, LINK).await;
+        fast(&mut sim);
+        for i in 0..4 {
+            sim.start(&context, i).await;
+        }
+        let mut txs = TxFactory::new(state.chain_id(), state.params().min_fee);
+        submit_transfers(&sim, &users, 2, &mut txs);
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2, 3], 3, Duration::from_secs(60))
+                .await
+        );
+        sim.crash(3).await;
+        let at_crash = sim.validators[3].host.height();
+        // The others go on; transfers submitted now never reach validator 3's mempool.
+        assert!(
+            sim.wait_height(
+                &context,
+                &[0, 1, 2],
+                at_crash + 10,
+                Duration::from_secs(120)
+            )
+            .await
+        );
+        assert_eq!(
+            sim.validators[3].host.height(),
+            at_crash,
+            "a crashed validator moved"
+        );
+        sim.start(&context, 3).await;
+        let target = sim.validators[0].host.height() + 3;
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2, 3], target, Duration::from_secs(120))
+                .await,
+            "restarted validator did not catch up"
+        );
+        assert_same_chain(&sim, &[0, 1, 2, 3]);
+    });
+}
+
+#[test]
+fn equivocating_validator_never_splits_finality() {
+    use agora_consensus::channel;
+    use agora_consensus::sim::{QUOTA, signer_of};
+    use commonware_consensus::simplex::elector::RoundRobin;
+    use commonware_consensus::simplex::mocks::{equivocator, relay};
+    use commonware_consensus::simplex::scheme::ed25519;
+    use commonware_consensus::types::Epoch;
+    use commonware_cryptography::Sha256;
+    use commonware_runtime::Supervisor as _;
+    use commonware_utils::ordered::Set;
+    use std::sync::Arc;
+
+    new_runner(11).start(|context| async move {
+        let users = test_keys(4);
+        let keys = validator_keys(4);
+        let state = genesis(&keys, &users);
+        let mut sim = Sim::new(&context, state.clone(), keys, LINK).await;
+        fast(&mut sim);
+        for i in 0..3 {
+            sim.start(&context, i).await;
+        }
+        // Validator 3 runs commonware's equivocator: as leader it signs two different
+        // proposals for the same view and sends one to a victim, the other to everyone else.
+        let byzantine = &sim.validators[3];
+        let control = sim.oracle.control(byzantine.public.clone());
+        let votes = control.register(channel::VOTES, QUOTA).await.unwrap();
+        let certificates = control
+            .register(channel::CERTIFICATES, QUOTA)
+            .await
+            .unwrap();
+        let scheme = ed25519::Scheme::signer(
+            &sim.engine_config.namespace,
+            Set::from_iter_dedup(sim.participants.clone()),
+            signer_of(&byzantine.key),
+        )
+        .expect("validator 3 is a participant");
+        let relay = Arc::new(relay::Relay::new());
+        equivocator::Equivocator::new(
+            context.child("byzantine"),
+            equivocator::Config::<_, _, Sha256> {
+                scheme,
+                elector: RoundRobin::<Sha256>::default(),
+                epoch: Epoch::zero(),
+                relay,
+            },
+        )
+        .start(votes, certificates);
+        let mut txs = TxFactory::new(state.chain_id(), state.params().min_fee);
+        submit_transfers(&sim, &users, 3, &mut txs);
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2], 8, Duration::from_secs(180))
+                .await,
+            "honest validators stopped finalizing next to an equivocator"
+        );
+        // One block per height across all honest validators.
+        assert_same_chain(&sim, &[0, 1, 2]);
+    });
+}
