@@ -1299,12 +1299,7 @@ impl Actor {
             relays: self.relays.keys().copied().collect(),
             connections,
             offers: self.offers.len(),
-            banned: self
-                .conns
-                .values()
-                .map(|c| c.peer)
-                .filter(|p| b.is_banned(p, now))
-                .collect(),
+            banned: b.banned(now),
         }
     }
 

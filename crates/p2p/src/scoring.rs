@@ -180,6 +180,15 @@ impl PeerBook {
         self.banned.get(peer).is_some_and(|until| *until > now)
     }
 
+    /// Peers banned at `now`.
+    pub fn banned(&self, now: Instant) -> Vec<PeerId> {
+        self.banned
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// Removes expired bans and returns the peers to unblock.
     pub fn expire_bans(&mut self, now: Instant) -> Vec<PeerId> {
         let done: Vec<PeerId> = self
@@ -228,6 +237,7 @@ mod tests {
         assert!(!b.is_banned(&p, t0));
         assert_eq!(b.penalize(p, Offence::OversizedFrame, t0), Verdict::Ban);
         assert!(b.is_banned(&p, t0));
+        assert_eq!(b.banned(t0), vec![p]);
         let later = t0 + Duration::from_secs(601);
         assert_eq!(b.expire_bans(later), vec![p]);
         assert!(!b.is_banned(&p, later));

@@ -200,6 +200,7 @@ async fn oversized_and_malformed_frames_disconnect_then_ban_the_peer() {
             "second offence should reach the ban threshold: {score2}"
         );
         assert!(node.metrics().render().contains("p2p_bans_total"));
+        assert_eq!(node.status().await.expect("alive").banned, vec![hostile]);
 
         // 3. Banned: a new connection is closed at once and never carries a stream.
         redial.send(addr.clone()).expect("driver alive");

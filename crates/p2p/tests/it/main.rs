@@ -2,6 +2,7 @@
 //! network namespaces made by the test).
 
 mod common;
+mod discovery;
 mod hostile;
 mod nat;
 mod streaming;

@@ -213,7 +213,11 @@ fn build(lab: &mut Lab) -> Result<(), String> {
             &format!("{home_net}.1"),
         ],
     )?;
-    ns_exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    // /proc/sys/net is per network namespace: this turns on forwarding in the router only.
+    ns_exec(
+        &router,
+        &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+    )?;
     ns_exec(
         &router,
         &[

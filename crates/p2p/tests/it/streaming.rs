@@ -116,3 +116,26 @@ async fn a_slow_reader_blocks_the_provider_and_a_vanished_reader_cancels_it() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_benchmark_streams_through_the_relay_then_directly() {
+    use agora_p2p::Path;
+    use agora_p2p::bench::{BenchConfig, run};
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        run(BenchConfig {
+            rpc_rounds: 20,
+            rpc_bytes: 64,
+            tokens: 500,
+            token_bytes: 16,
+        }),
+    )
+    .await
+    .expect("benchmark timed out")
+    .expect("benchmark runs");
+    assert_eq!(r.relayed.path, Path::Relayed);
+    assert_eq!(r.direct.path, Path::Direct);
+    assert_eq!((r.relayed.tokens, r.direct.tokens), (500, 500));
+    assert!(r.rpc_p50_us > 0.0 && r.rpc_p99_us >= r.rpc_p50_us);
+    assert!(r.direct.tokens_per_sec > 0.0 && r.relayed.tokens_per_sec > 0.0);
+}

@@ -12,7 +12,7 @@ use crate::common::{cfg_with_boot, start};
 const MODEL: [u8; 32] = [0xab; 32];
 const PROVIDERS: usize = 6;
 const GATEWAYS: usize = 13; // + 1 bootstrap node = 20
-const FIND_BOUND: Duration = Duration::from_secs(30);
+const FIND_BOUND: Duration = Duration::from_secs(45);
 
 fn terms(ttl: Duration) -> OfferTerms {
     OfferTerms {
