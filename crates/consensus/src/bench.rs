@@ -1,16 +1,26 @@
 //! Consensus benchmark: N validators in one process on the tokio runtime (real time, real CPU,
-//! real storage in a temporary directory) over commonware's simulated network with a fixed
-//! link latency, a steady stream of signed transfers, finalized transfers per second and
+//! real storage in a temporary directory), connected by `commonware-p2p::authenticated::lookup`
+//! over loopback TCP (encrypted, as between processes), a steady stream of signed transfers, finalized transfers per second and
 //! finality latency (submission to finalization at validator 0) p50/p99.
 
-use crate::sim::Sim;
+use crate::app::{AppConfig, LedgerApp};
+use crate::engine::{self, Channels, EngineConfig, channel};
+use crate::host::MemHost;
+use crate::mempool::MempoolLimits;
+use crate::sim::signer_of;
+use agora_ledger::State;
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::{Genesis, Params};
 use agora_types::{Amount, Hash, SecretKey, SignedTx, Tx, TxBody};
-use commonware_p2p::simulated::Link;
+use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address as PeerAddress, AddressableManager as _};
 use commonware_runtime::{Clock, Runner, tokio as cw_tokio};
-use commonware_utils::probability;
+use commonware_runtime::{Quota, Supervisor as _};
+use commonware_stream::{cups, cups::Cups, sake, sake::Sake};
+use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,8 +34,8 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// Sending accounts (transfers round-robin over them).
     pub accounts: usize,
-    /// One-way link latency between validators.
-    pub link_latency: Duration,
+    /// First loopback port (validator i listens on base + i).
+    pub port_base: u16,
     pub max_block_txs: usize,
 }
 
@@ -36,7 +46,7 @@ impl Default for BenchConfig {
             rate: 5_000,
             duration: Duration::from_secs(10),
             accounts: 2_000,
-            link_latency: Duration::from_millis(1),
+            port_base: 29_645,
             max_block_txs: 10_000,
         }
     }
@@ -129,41 +139,34 @@ pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
                 .sign(from)
             })
             .collect();
-        let link = Link {
-            latency: cfg.link_latency,
-            jitter: Duration::ZERO,
-            success_rate: probability!(1.0),
-        };
-        let mut sim = Sim::new(&context, genesis, validators, link).await;
-        sim.app_config.max_block_txs = cfg.max_block_txs;
-        sim.app_config.idle_block_interval = Duration::from_millis(200);
-        sim.app_config.poll_interval = Duration::from_millis(2);
+        let hosts: Vec<MemHost> = (0..cfg.validators)
+            .map(|_| MemHost::new(genesis.clone(), MempoolLimits::default()))
+            .collect();
         let finalized_at: Arc<Mutex<BTreeMap<Hash, Instant>>> = Arc::default();
         let blocks = Arc::new(Mutex::new(0u64));
         {
             let finalized_at = finalized_at.clone();
             let blocks = blocks.clone();
-            sim.validators[0]
-                .host
-                .set_commit_hook(Arc::new(move |block: &agora_types::Block| {
-                    let now = Instant::now();
-                    if let Ok(mut m) = finalized_at.lock() {
-                        for stx in &block.txs {
-                            m.insert(stx.id(), now);
-                        }
+            hosts[0].set_commit_hook(Arc::new(move |block: &agora_types::Block| {
+                let now = Instant::now();
+                if let Ok(mut m) = finalized_at.lock() {
+                    for stx in &block.txs {
+                        m.insert(stx.id(), now);
                     }
-                    if let Ok(mut b) = blocks.lock() {
-                        *b += 1;
-                    }
-                }));
+                }
+                if let Ok(mut b) = blocks.lock() {
+                    *b += 1;
+                }
+            }));
         }
-        for i in 0..cfg.validators {
-            sim.start(&context, i).await;
-        }
+        start_loopback(&context, &cfg, &genesis, &validators, &hosts).await;
         // Let the validators connect and finalize a first block.
-        let _ = sim
-            .wait_height(&context, &[0], 1, Duration::from_secs(30))
-            .await;
+        for _ in 0..600 {
+            if hosts[0].height() >= 1 {
+                break;
+            }
+            context.sleep(Duration::from_millis(50)).await;
+        }
         let start = Instant::now();
         let mut submitted_at: Vec<(Hash, Instant)> = Vec::with_capacity(total);
         let tick = Duration::from_millis(10);
@@ -172,8 +175,8 @@ pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
             let now = Instant::now();
             for stx in chunk {
                 // Stand-in for transaction gossip: every validator's mempool gets it.
-                for v in &sim.validators {
-                    let _ = v.host.submit(stx.clone());
+                for host in &hosts {
+                    let _ = host.submit(stx.clone());
                 }
                 submitted_at.push((stx.id(), now));
             }
@@ -215,4 +218,85 @@ pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
             p99: percentile(&latencies, 99),
         }
     })
+}
+
+async fn start_loopback(
+    context: &cw_tokio::Context,
+    cfg: &BenchConfig,
+    genesis: &State,
+    validators: &[SecretKey],
+    hosts: &[MemHost],
+) {
+    let namespace = genesis.chain_id().as_bytes().to_vec();
+    let endpoint = |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port_base + i as u16));
+    let mut participants: Vec<_> = validators
+        .iter()
+        .map(|k| signer_of(k).public_key())
+        .collect();
+    participants.sort();
+    let peers: Vec<_> = validators
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                signer_of(k).public_key(),
+                PeerAddress::Symmetric(endpoint(i)),
+            )
+        })
+        .collect();
+    let quota = Quota::per_second(NZU32!(10_000));
+    for (i, key) in validators.iter().enumerate() {
+        let signer = signer_of(key);
+        let p2p = lookup::Config::local(
+            Cups::<_, ChaCha20Poly1305>::new(
+                Sake {
+                    signer: signer.clone(),
+                    synchrony_bound: Duration::from_secs(5),
+                    max_handshake_age: Duration::from_secs(10),
+                    version: sake::Version::V1,
+                },
+                cups::Version::V1,
+            ),
+            &namespace,
+            endpoint(i),
+            NZUsize!(validators.len()),
+            engine::MAX_MESSAGE_BYTES,
+            NZUsize!(4096),
+        );
+        let ctx = context.child("validator").with_attribute("index", i);
+        let (mut network, mut oracle) = lookup::Network::new(ctx.child("p2p"), p2p);
+        let _ = oracle.track(0, Map::from_iter_dedup(peers.clone()));
+        let mut reg = |ch| network.register(ch, quota);
+        let channels = Channels {
+            votes: reg(channel::VOTES),
+            certificates: reg(channel::CERTIFICATES),
+            resolver: reg(channel::RESOLVER),
+            blocks: reg(channel::BLOCKS),
+            backfill: reg(channel::BACKFILL),
+        };
+        network.start();
+        let app = LedgerApp::new(
+            hosts[i].clone(),
+            genesis.clone(),
+            AppConfig {
+                max_block_txs: cfg.max_block_txs,
+                idle_block_interval: Duration::from_millis(200),
+                poll_interval: Duration::from_millis(2),
+            },
+        );
+        let mut ecfg = EngineConfig::new(&namespace, "bench");
+        ecfg.partition_prefix = format!("bench{i}");
+        let _running = engine::start(
+            ctx.child("engine"),
+            ecfg,
+            signer,
+            participants.clone(),
+            app,
+            channels,
+            oracle.clone(),
+            oracle,
+        )
+        .await
+        .expect("bench validator starts");
+    }
 }
