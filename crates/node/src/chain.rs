@@ -78,6 +78,28 @@ impl Chain {
         agora_ledger::apply_block(&self.state, block).map(|_| ())
     }
 
+    /// Removes a transaction the block builder found can never apply.
+    pub fn discard(&mut self, stx: &SignedTx) {
+        self.mempool.remove(stx);
+    }
+
+    /// Persists a block finalized by consensus, which already applied it (`state` is the state
+    /// after it). A height at or below the stored tip is a redelivery and is skipped.
+    pub fn commit_finalized(
+        &mut self,
+        block: &Block,
+        state: &State,
+        applied: &Applied,
+    ) -> Result<(), FinalizeError> {
+        if block.header.height <= self.state.height() {
+            return Ok(());
+        }
+        self.store.commit_block(block, applied)?;
+        self.state = state.clone();
+        self.mempool.prune(&self.state);
+        Ok(())
+    }
+
     pub fn finalize(&mut self, block: &Block) -> Result<Applied, FinalizeError> {
         let (next, applied) = match self.proposed.take() {
             Some((id, built)) if id == block.id() => (built.state, built.applied),

@@ -16,6 +16,8 @@ pub mod keystore;
 pub mod mempool;
 pub mod rpc;
 pub mod store;
+pub mod testnet;
+pub mod validator;
 
 use agora_types::Address;
 use chain::Chain;

@@ -1,0 +1,327 @@
+//! Running the node as a simplex validator.
+//!
+//! [`NodeHost`] is the consensus [`Host`] over the node's own store and mempool: consensus asks
+//! it for candidate transactions and hands it finalized blocks, which it commits to redb. The
+//! RPC reports a transaction "final" when its block is in the store, so RPC finality is
+//! consensus finality. [`run`] runs one validator process on commonware's tokio runtime with
+//! `commonware-p2p::authenticated::lookup` (encrypted, authenticated, peers known by key and
+//! address from the validator config) between validators.
+
+use crate::chain::Chain;
+use crate::{NodeConfig, Shared, config, mempool, rpc, store};
+use agora_consensus::{AppConfig, CommitError, EngineConfig, Host, LedgerApp, channel, engine};
+use agora_ledger::{Applied, State, TxError};
+use agora_types::{Address, Block, SecretKey, SignedTx};
+use commonware_cryptography::{ChaCha20Poly1305, ed25519};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address as PeerAddress, AddressableManager as _};
+use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
+use commonware_stream::{cups, cups::Cups, sake, sake::Sake};
+use commonware_utils::{NZU32, NZUsize, ordered::Map};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The consensus [`Host`] backed by the node's [`Chain`].
+#[derive(Clone)]
+pub struct NodeHost {
+    shared: Arc<Shared>,
+}
+
+impl NodeHost {
+    pub fn new(shared: Arc<Shared>) -> NodeHost {
+        NodeHost { shared }
+    }
+}
+
+impl Host for NodeHost {
+    fn candidates(&self, state: &State, max: usize) -> Vec<SignedTx> {
+        let Ok(chain) = self.shared.chain.lock() else {
+            return Vec::new();
+        };
+        // The node mempool orders from the committed state; a speculative parent may already
+        // have consumed some nonces, so skip those.
+        chain
+            .mempool()
+            .candidates(chain.state(), max.saturating_mul(2))
+            .into_iter()
+            .filter(|stx| stx.tx.nonce >= state.account(&stx.tx.signer).nonce)
+            .take(max)
+            .collect()
+    }
+
+    fn has_pending(&self) -> bool {
+        self.shared
+            .chain
+            .lock()
+            .map(|c| !c.mempool().is_empty())
+            .unwrap_or(false)
+    }
+
+    fn discard(&self, rejected: &[(SignedTx, TxError)]) {
+        if let Ok(mut chain) = self.shared.chain.lock() {
+            for (stx, _) in rejected {
+                chain.discard(stx);
+            }
+        }
+    }
+
+    fn commit(&self, block: &Block, state: &State, applied: &Applied) -> Result<(), CommitError> {
+        let mut chain = self
+            .shared
+            .chain
+            .lock()
+            .map_err(|e| CommitError::Storage(e.to_string()))?;
+        chain
+            .commit_finalized(block, state, applied)
+            .map_err(|e| CommitError::Storage(e.to_string()))?;
+        tracing::info!(target: "agora::consensus", height = block.header.height,
+            txs = block.txs.len(), root = %state.root(), "block finalized");
+        Ok(())
+    }
+}
+
+/// One validator peer in the validator config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub address: Address,
+    pub endpoint: SocketAddr,
+}
+
+/// The validator side of a node: where it listens for validators and who they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Where this validator accepts connections from other validators.
+    pub listen: SocketAddr,
+    /// Every validator of the committee (this one included), with its p2p endpoint.
+    pub peers: Vec<PeerConfig>,
+    /// With an empty mempool, the proposer waits this long before proposing an empty block.
+    #[serde(default = "default_idle_ms")]
+    pub idle_block_ms: u64,
+    #[serde(default = "default_leader_timeout_ms")]
+    pub leader_timeout_ms: u64,
+}
+
+fn default_idle_ms() -> u64 {
+    1_000
+}
+fn default_leader_timeout_ms() -> u64 {
+    2_000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    #[error("config: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot read validator config {path}: {message}")]
+    ValidatorConfig { path: String, message: String },
+    #[error("genesis: {0}")]
+    Genesis(String),
+    #[error("committee: {0}")]
+    Committee(#[from] agora_consensus::validators::CommitteeError),
+    #[error("consensus: {0}")]
+    Start(#[from] agora_consensus::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl ValidatorConfig {
+    pub fn load(path: &Path) -> Result<ValidatorConfig, ValidatorError> {
+        let err = |message: String| ValidatorError::ValidatorConfig {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// Per-peer, per-channel message rate on the validator network.
+const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
+
+/// Runs a validator until the process is stopped: opens the store, serves the RPC, joins the
+/// validator network and drives the chain with simplex. Blocks the calling thread.
+pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(), ValidatorError> {
+    let consensus_dir: PathBuf = cfg.data_dir.join("consensus");
+    std::fs::create_dir_all(&consensus_dir).map_err(|e| config::ConfigError::Io {
+        path: consensus_dir.display().to_string(),
+        source: e,
+    })?;
+    let runner =
+        cw_tokio::Runner::new(cw_tokio::Config::new().with_storage_directory(consensus_dir));
+    runner.start(|context| async move {
+        let genesis = cfg.load_genesis()?;
+        let genesis_state = genesis
+            .into_state()
+            .map_err(|e| ValidatorError::Genesis(e.to_string()))?;
+        let participants = agora_consensus::validators::committee_keys(&genesis_state)?;
+        let store = store::Store::open(&cfg.data_dir.join("chain.redb"))?;
+        let state = store.load_or_init(&genesis)?;
+        tracing::info!(target: "agora::node", chain = %state.chain_id(), height = state.height(),
+            validators = participants.len(), "validator starting");
+        let mempool = mempool::Mempool::new(cfg.mempool_max_txs, cfg.mempool_max_per_account);
+        let shared = Arc::new(Shared {
+            chain: Mutex::new(Chain::new(store, state.clone(), mempool, cfg.max_block_txs)),
+            new_tx: Notify::new(),
+        });
+
+        // RPC.
+        let listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
+            .await
+            .map_err(|source| ValidatorError::Listen {
+                addr: cfg.rpc_addr,
+                source,
+            })?;
+        let rpc_app = rpc::app(shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, rpc_app).await {
+                tracing::error!(target: "agora::rpc", error = %e, "RPC server stopped");
+            }
+        });
+
+        // Validator network.
+        let signer = agora_consensus::sim::signer_of(&key);
+        let namespace = format!("agora-consensus/{}", state.chain_id()).into_bytes();
+        let p2p_cfg = lookup::Config::local(
+            Cups::<_, ChaCha20Poly1305>::new(
+                Sake {
+                    signer: signer.clone(),
+                    synchrony_bound: Duration::from_secs(5),
+                    max_handshake_age: Duration::from_secs(10),
+                    version: sake::Version::V1,
+                },
+                cups::Version::V1,
+            ),
+            &namespace,
+            vcfg.listen,
+            NZUsize!(vcfg.peers.len().max(1)),
+            engine::MAX_MESSAGE_BYTES,
+            NZUsize!(4096),
+        );
+        let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
+        let mut peers = Vec::new();
+        for p in &vcfg.peers {
+            let k = agora_consensus::validators::key_of(&p.address)?;
+            peers.push((k, PeerAddress::Symmetric(p.endpoint)));
+        }
+        let peers: Map<ed25519::PublicKey, PeerAddress> = Map::from_iter_dedup(peers);
+        let _ = oracle.track(0, peers);
+        let mut reg = |ch| network.register(ch, QUOTA);
+        let channels = agora_consensus::Channels {
+            votes: reg(channel::VOTES),
+            certificates: reg(channel::CERTIFICATES),
+            resolver: reg(channel::RESOLVER),
+            blocks: reg(channel::BLOCKS),
+            backfill: reg(channel::BACKFILL),
+        };
+        network.start();
+
+        let host = NodeHost::new(shared.clone());
+        let app = LedgerApp::new(
+            host,
+            state,
+            AppConfig {
+                max_block_txs: cfg.max_block_txs,
+                idle_block_interval: Duration::from_millis(vcfg.idle_block_ms),
+                poll_interval: Duration::from_millis(5),
+            },
+        );
+        let mut ecfg = EngineConfig::new(&namespace, "agora");
+        ecfg.leader_timeout = Duration::from_millis(vcfg.leader_timeout_ms);
+        ecfg.certification_timeout = ecfg.leader_timeout + Duration::from_secs(1);
+        tracing::info!(target: "agora::node", me = %key.public(), listen = %vcfg.listen,
+            "joining the validator network");
+        let running = engine::start(
+            context.child("validator"),
+            ecfg,
+            signer.clone(),
+            participants,
+            app,
+            channels,
+            oracle.clone(),
+            oracle,
+        )
+        .await?;
+        let _ = running.consensus.await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testnet::{TestnetPorts, write};
+    use std::io::{Read, Write};
+
+    fn status(rpc: SocketAddr) -> Option<serde_json::Value> {
+        let mut s = std::net::TcpStream::connect_timeout(&rpc, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let body = text.split("\r\n\r\n").nth(1)?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// Four validator nodes (redb store, RPC, authenticated p2p over loopback TCP) in one
+    /// process, each on its own commonware tokio runtime: they finalize the same blocks.
+    #[test]
+    fn four_node_validators_on_loopback_finalize_the_same_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = TestnetPorts {
+            rpc_base: 38_645,
+            p2p_base: 39_645,
+        };
+        let net = write(dir.path(), 4, ports, "pw", 8).unwrap();
+        for node in &net.nodes {
+            let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap();
+            let mut vcfg = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
+            vcfg.idle_block_ms = 100;
+            let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
+            std::thread::spawn(move || {
+                let _ = run(cfg, vcfg, key);
+            });
+        }
+        let mut heights = vec![0u64; 4];
+        for _ in 0..600 {
+            for (i, rpc) in net.rpc.iter().enumerate() {
+                if let Some(s) = status(*rpc) {
+                    heights[i] = s["height"].as_u64().unwrap_or(0);
+                }
+            }
+            if heights.iter().all(|h| *h >= 3) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(heights.iter().all(|h| *h >= 3), "heights {heights:?}");
+        // Same block 3 everywhere.
+        let mut ids = Vec::new();
+        for rpc in &net.rpc {
+            let mut s = std::net::TcpStream::connect(rpc).unwrap();
+            s.write_all(b"GET /v1/blocks/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            ids.push(body.to_string());
+        }
+        assert!(
+            ids.iter().all(|b| *b == ids[0]),
+            "validators finalized different blocks"
+        );
+        assert!(ids[0].len() > 20);
+    }
+}
