@@ -337,3 +337,41 @@ fn equivocating_validator_never_splits_finality() {
         assert_same_chain(&sim, &[0, 1, 2]);
     });
 }
+
+#[test]
+fn garbage_from_a_peer_is_dropped_and_the_peer_blocked() {
+    use agora_consensus::channel;
+    use agora_consensus::sim::QUOTA;
+    use commonware_p2p::{Recipients, Sender as _};
+
+    new_runner(13).start(|context| async move {
+        let users = test_keys(2);
+        let keys = validator_keys(4);
+        let state = genesis(&keys, &users);
+        let mut sim = Sim::new(&context, state.clone(), keys, LINK).await;
+        fast(&mut sim);
+        for i in 0..3 {
+            sim.start(&context, i).await;
+        }
+        let liar = sim.validators[3].public.clone();
+        let control = sim.oracle.control(liar.clone());
+        let (mut votes, _r) = control.register(channel::VOTES, QUOTA).await.unwrap();
+        let (mut blocks, _r2) = control.register(channel::BLOCKS, QUOTA).await.unwrap();
+        for n in 0..20u8 {
+            let _ = votes.send(Recipients::All, vec![n; 1 + 37 * n as usize], false);
+            let _ = blocks.send(Recipients::All, vec![1, 0xff, 0xff, 0xff, 0xff, n], false);
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2], 5, Duration::from_secs(120))
+                .await,
+            "garbage from one peer stopped the honest validators"
+        );
+        assert_same_chain(&sim, &[0, 1, 2]);
+        let blocked = sim.oracle.blocked().await.unwrap();
+        assert!(
+            blocked.iter().any(|(_, to)| *to == liar),
+            "no honest validator blocked the peer sending garbage: {blocked:?}"
+        );
+    });
+}
