@@ -8,7 +8,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "agora", version, about = "Agora: an open, decentralized AI network")]
+#[command(
+    name = "agora",
+    version,
+    about = "Agora: an open, decentralized AI network"
+)]
 struct Cli {
     /// Log filter, e.g. `info` or `agora_node=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "AGORA_LOG", default_value = "info")]
@@ -20,6 +24,29 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     // Each command family lives in its own module under `cmd/`; add a variant and a match arm.
+    /// Start a whole local network in one process (validator, ledger, RPC).
+    Dev(cmd::dev::DevArgs),
+    /// Run a node from a config file.
+    Node(cmd::node::NodeArgs),
+    /// Write (and optionally start) a local multi-validator network on loopback.
+    Testnet(cmd::testnet::TestnetArgs),
+    /// Keys: create, import, show address and balance.
+    Wallet(cmd::wallet::WalletArgs),
+    /// Build, sign and submit a transaction.
+    Tx(cmd::wallet::TxArgs),
+    /// The local model store: pull, list, verify.
+    Models(cmd::models::ModelsArgs),
+    /// Generate text from a local model (for scripts).
+    #[cfg(feature = "llama-cpp")]
+    Generate(cmd::generate::GenerateArgs),
+    /// Chat with a local model in the terminal.
+    #[cfg(feature = "llama-cpp")]
+    Chat(cmd::chat::ChatArgs),
+    /// Benchmarks, each against a named peer measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: cmd::bench::BenchCommand,
+    },
     /// The overlay network: status view and loopback benchmark.
     Net {
         #[command(subcommand)]
@@ -40,6 +67,17 @@ fn main() -> eyre::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     match cli.command {
+        Command::Dev(args) => cmd::dev::run(args),
+        Command::Node(args) => cmd::node::run(args),
+        Command::Testnet(args) => cmd::testnet::run(args),
+        Command::Wallet(args) => cmd::wallet::run_wallet(args),
+        Command::Tx(args) => cmd::wallet::run_tx(args),
+        Command::Models(args) => cmd::models::run(args),
+        #[cfg(feature = "llama-cpp")]
+        Command::Generate(args) => cmd::generate::run(args),
+        #[cfg(feature = "llama-cpp")]
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Bench { command } => cmd::bench::run(command),
         Command::Net { command } => cmd::net::run(command),
     }
 }

@@ -1,6 +1,6 @@
 //! `agora bench ledger`: see `agora_node::bench`.
 
-use agora_node::bench::{run_ledger_bench, LedgerBenchConfig};
+use agora_node::bench::{LedgerBenchConfig, run_ledger_bench};
 use clap::Args;
 
 #[derive(Args, Debug)]

@@ -1,2 +1,16 @@
 //! One module per command family.
+
+pub mod bench;
+#[cfg(feature = "llama-cpp")]
+pub mod bench_inference;
+pub mod bench_ledger;
+#[cfg(feature = "llama-cpp")]
+pub mod chat;
+pub mod dev;
+#[cfg(feature = "llama-cpp")]
+pub mod generate;
+pub mod models;
 pub mod net;
+pub mod node;
+pub mod testnet;
+pub mod wallet;

@@ -1,4 +1,6 @@
-//! `agora node --config FILE`: run a validator node from a config file.
+//! `agora node --config FILE`: run a node from a config file. With a `validator.toml` next to
+//! the config (as `agora testnet` writes), the node joins the validator network and finalizes
+//! blocks with simplex BFT; without one, it is a single in-process block producer.
 
 use agora_node::{NodeConfig, keystore};
 use clap::Args;
@@ -29,6 +31,22 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
     let password = std::env::var("AGORA_PASSWORD")
         .or_else(|_| rpassword::prompt_password("Node key password: "))?;
     let key = keystore::load(&cfg.key_file, &password)?;
+    let validator_toml = args
+        .config
+        .as_deref()
+        .and_then(|c| c.parent())
+        .map(|d| d.join("validator.toml"))
+        .filter(|p| p.exists());
+    if let Some(path) = validator_toml {
+        let vcfg = agora_node::validator::ValidatorConfig::load(&path)?;
+        println!(
+            "validator {} joining the network ({})",
+            key.public(),
+            path.display()
+        );
+        agora_node::validator::run(cfg, vcfg, key)?;
+        return Ok(());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let node = agora_node::start(&cfg, key.public()).await?;

@@ -1,0 +1,90 @@
+//! `agora chat`: a terminal chat with a local model.
+//!
+//! Each turn resubmits the whole conversation; the scheduler's prefix reuse keeps the earlier
+//! turns in the KV cache, so only the new message is prefilled.
+
+use std::io::{BufRead, Write};
+
+use agora_inference::{ChatMessage, Event, Prompt, Request};
+use clap::Args;
+
+use super::generate::{ModelArgs, SamplingArgs};
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// A system message.
+    #[arg(long)]
+    system: Option<String>,
+}
+
+pub fn run(args: ChatArgs) -> eyre::Result<()> {
+    let sched = args.model.open(1)?;
+    if !sched.info().has_chat_template {
+        eyre::bail!(
+            "{} has no chat template (it is a base model); use `agora generate --raw`",
+            sched.info().name
+        );
+    }
+    let mut history = Vec::new();
+    if let Some(s) = &args.system {
+        history.push(ChatMessage::new("system", s.clone()));
+    }
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    eprintln!("chatting with {} (Ctrl-D to quit)", sched.info().name);
+    loop {
+        write!(out, "> ")?;
+        out.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            writeln!(out)?;
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            continue;
+        }
+        history.push(ChatMessage::new("user", line));
+        let mut stream = sched.submit(Request::generate(
+            Prompt::Chat(history.clone()),
+            args.sampling.params(),
+        ))?;
+        let mut reply = String::new();
+        loop {
+            match stream.blocking_next() {
+                Some(Event::Token(t)) => {
+                    write!(out, "{}", t.text)?;
+                    out.flush()?;
+                    reply.push_str(&t.text);
+                }
+                Some(Event::Text(t)) => {
+                    write!(out, "{t}")?;
+                    reply.push_str(&t);
+                }
+                Some(Event::Started { .. }) => {}
+                Some(Event::Done(c)) => {
+                    tracing::debug!(
+                        cached = c.usage.cached_tokens,
+                        prompt = c.usage.prompt_tokens,
+                        "turn done"
+                    );
+                    break;
+                }
+                Some(Event::Error(e)) => {
+                    eprintln!("error: {e}");
+                    history.pop();
+                    break;
+                }
+                None => eyre::bail!("the engine stopped"),
+            }
+        }
+        writeln!(out)?;
+        if !reply.is_empty() {
+            history.push(ChatMessage::new("assistant", reply));
+        }
+    }
+}

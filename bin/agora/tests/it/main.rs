@@ -1,0 +1,3 @@
+//! End-to-end tests of the `agora` binary: real processes, real sockets.
+
+mod wallet;
