@@ -444,7 +444,7 @@ impl Rpc {
         let url = format!("{}{path}", self.base);
         let resp = self
             .rt
-            .block_on(self.client.get(&url).send())
+            .block_on(async { self.client.get(&url).send().await })
             .wrap_err_with(|| format!("cannot reach the node at {}", self.base))?;
         self.handle(resp)
     }
@@ -453,7 +453,7 @@ impl Rpc {
         let url = format!("{}{path}", self.base);
         let resp = self
             .rt
-            .block_on(self.client.post(&url).json(body).send())
+            .block_on(async { self.client.post(&url).json(body).send().await })
             .wrap_err_with(|| format!("cannot reach the node at {}", self.base))?;
         self.handle(resp)
     }

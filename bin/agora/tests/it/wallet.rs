@@ -25,14 +25,16 @@ fn start_dev(dir: &Path) -> (Dev, String) {
         .spawn()
         .expect("agora dev starts");
     let stdout = child.stdout.take().unwrap();
-    let mut url = None;
-    for line in BufReader::new(stdout).lines().take(20) {
-        let line = line.unwrap();
-        if let Some(rest) = line.trim().strip_prefix("RPC") {
-            url = Some(rest.trim().to_string());
-            break;
+    // Keep draining stdout after the URL line so the child never writes to a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.trim().strip_prefix("RPC") {
+                let _ = tx.send(rest.trim().to_string());
+            }
         }
-    }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(60)).ok();
     (Dev(child), url.expect("agora dev printed its RPC URL"))
 }
 
