@@ -68,6 +68,7 @@ fn prompt_tokens(sched: &Scheduler, n: usize) -> Result<Vec<TokenId>, BenchError
         task: Task::Score,
         capture_hidden: false,
         reuse_prefix: false,
+        continuation: Vec::new(),
     });
     let mut t = match out {
         Ok(o) => o.completion.prompt,

@@ -33,5 +33,5 @@ pub use engine::{ChatMessage, Engine, ModelInfo, TokenId};
 pub use sampler::SamplingParams;
 pub use scheduler::{
     Completion, Event, FinishReason, GenerateError, LoadError, Output, Prompt, Request, Scheduler,
-    SchedulerConfig, Stream, SubmitError, Task, Usage,
+    SchedulerConfig, Stream, SubmitError, Task, TokenEvent, Usage,
 };

@@ -62,6 +62,29 @@ pub struct Request {
     pub capture_hidden: bool,
     /// Reuse the KV cache of a finished request that shares a prompt prefix.
     pub reuse_prefix: bool,
+    /// Resume an interrupted generation (gateway failover): tokens that an earlier run of the
+    /// *same* request (same prompt, same [`SamplingParams`], seed included) already generated and
+    /// delivered, in order. Empty for a fresh request; only allowed with [`Task::Generate`].
+    ///
+    /// The scheduler prefills prompt + continuation and replays each continuation token through
+    /// all per-sequence state exactly as if it had just been sampled (penalty history, the
+    /// [`TextStream`] with its held-back partial UTF-8 bytes and stop-sequence prefixes, the JSON
+    /// validator, the `max_tokens` budget, which the continuation counts against), without emitting
+    /// events for them, then samples at the next absolute position. So for any `k`, running with
+    /// the first `k` tokens of a full run yields exactly the full run's remaining tokens, and the
+    /// *delivered text* of those `k` tokens — the concatenation of the `text` of their
+    /// [`Event::Token`]s, which excludes anything still held back after token `k` and any final
+    /// [`Event::Text`] — followed by the resumed run's event texts equals the full run's text.
+    ///
+    /// [`Completion::tokens`] holds only the new tokens; [`Usage::prompt_tokens`] counts prompt +
+    /// continuation (they are prefilled like the prompt) and [`Usage::completion_tokens`] only the
+    /// new tokens. A continuation that already reaches a stop condition at its last token (an
+    /// end-of-generation token, a stop sequence, a complete JSON object, `max_tokens`) ends the
+    /// request at once with that finish reason, no tokens, nothing prefilled (`prompt_tokens` 0) and
+    /// the held-back text released as [`Event::Text`], as the full run would have. A continuation
+    /// that the full run could not have produced (a token after a stop condition, a token JSON
+    /// mode would have refused, an id outside the vocabulary) is [`GenerateError::BadContinuation`].
+    pub continuation: Vec<TokenId>,
 }
 
 impl Request {
@@ -72,6 +95,7 @@ impl Request {
             task: Task::Generate(params),
             capture_hidden: false,
             reuse_prefix: true,
+            continuation: Vec::new(),
         }
     }
     /// Score (prefill) `tokens`.
@@ -81,6 +105,7 @@ impl Request {
             task: Task::Score,
             capture_hidden,
             reuse_prefix: false,
+            continuation: Vec::new(),
         }
     }
 }
@@ -170,6 +195,8 @@ pub enum GenerateError {
         max_tokens: u32,
         n_ctx: u32,
     },
+    #[error("continuation token #{index} cannot be resumed: {why}")]
+    BadContinuation { index: usize, why: String },
     #[error("the engine failed: {0}")]
     Engine(#[from] EngineError),
     #[error("the engine stopped")]
@@ -363,23 +390,115 @@ impl Scheduler {
 }
 
 enum Kind {
-    Generate {
-        sampler: Box<Sampler>,
-        text: TextStream,
-        json: Option<JsonPrefix>,
-        max_tokens: u32,
+    Generate(Box<Gen>),
+    Score { logprobs: Vec<f32> },
+}
+
+/// Per-sequence post-processing state of a generation.
+struct Gen {
+    sampler: Sampler,
+    text: TextStream,
+    json: Option<JsonPrefix>,
+    max_tokens: u32,
+}
+
+/// What taking one chosen token did.
+enum Advance {
+    /// An end-of-generation token (not ignored): generation stops, nothing is appended.
+    Eog,
+    /// The token was appended; `text` became complete with it; `done` when generation must end.
+    Token {
+        text: String,
+        done: Option<FinishReason>,
     },
-    Score {
-        logprobs: Vec<f32>,
-    },
+}
+
+impl Gen {
+    /// Take `token` as the next generated token of `all` (prompt ++ generated, `n_prompt` of them
+    /// prompt). Sampling and continuation replay both go through here, so a replayed token leaves
+    /// exactly the state a sampled one would have.
+    fn advance<E: Engine>(
+        &mut self,
+        engine: &E,
+        all: &mut Vec<TokenId>,
+        n_prompt: usize,
+        token: TokenId,
+    ) -> Advance {
+        if engine.is_eog(token) && !self.sampler.params().ignore_eos {
+            return Advance::Eog;
+        }
+        self.sampler.accept(token);
+        all.push(token);
+        let piece = engine.piece(token);
+        let mut done = None;
+        if let Some(j) = &mut self.json {
+            j.feed_all(piece);
+            if j.is_complete() {
+                done = Some(FinishReason::Stop);
+            }
+        }
+        let chunk = self.text.push(piece);
+        if chunk.stopped {
+            done = Some(FinishReason::Stop);
+        }
+        let generated = (all.len() - n_prompt) as u32;
+        if done.is_none()
+            && (generated >= self.max_tokens || all.len() >= engine.info().n_ctx_seq as usize)
+        {
+            done = Some(FinishReason::Length);
+        }
+        Advance::Token {
+            text: chunk.text,
+            done,
+        }
+    }
+
+    /// Replay `continuation` as if each token had been sampled, appending to `all`. `Some(reason)`
+    /// when its last token ends the generation.
+    fn replay<E: Engine>(
+        &mut self,
+        engine: &E,
+        all: &mut Vec<TokenId>,
+        continuation: &[TokenId],
+    ) -> Result<Option<FinishReason>, GenerateError> {
+        let n_prompt = all.len();
+        for (index, &token) in continuation.iter().enumerate() {
+            let bad = |index: usize, why: &str| GenerateError::BadContinuation {
+                index,
+                why: why.into(),
+            };
+            if let Some(j) = &self.json {
+                let piece = engine.piece(token);
+                if engine.is_eog(token) || piece.is_empty() || !j.accepts(piece) {
+                    return Err(bad(index, "JSON mode would not have produced it"));
+                }
+            }
+            let done = match self.advance(engine, all, n_prompt, token) {
+                Advance::Eog => Some(FinishReason::Stop),
+                Advance::Token { done, .. } => done,
+            };
+            if let Some(reason) = done {
+                if index + 1 < continuation.len() {
+                    return Err(bad(
+                        index + 1,
+                        "the generation had already ended at the token before it",
+                    ));
+                }
+                return Ok(Some(reason));
+            }
+        }
+        Ok(None)
+    }
 }
 
 struct Active {
     events: UnboundedSender<Event>,
     cancel: Arc<AtomicBool>,
-    /// prompt ++ generated
+    /// prompt ++ continuation ++ generated
     all: Vec<TokenId>,
     n_prompt: usize,
+    /// Continuation tokens (replayed, not emitted) after the prompt.
+    n_cont: usize,
     /// Tokens of `all` whose KV is in the cache.
     n_fed: usize,
     cached: usize,
@@ -482,6 +601,27 @@ impl<E: Engine> Runner<E> {
             }
             Task::Score => 0,
         };
+        let cont = &request.continuation;
+        if !cont.is_empty() {
+            if matches!(request.task, Task::Score) {
+                return Err(GenerateError::BadContinuation {
+                    index: 0,
+                    why: "a scoring request has nothing to resume".into(),
+                });
+            }
+            if cont.len() > max_tokens as usize {
+                return Err(GenerateError::BadContinuation {
+                    index: max_tokens as usize,
+                    why: format!("max_tokens is {max_tokens}"),
+                });
+            }
+            if let Some(index) = cont.iter().position(|&t| t >= info.n_vocab) {
+                return Err(GenerateError::BadContinuation {
+                    index,
+                    why: format!("it is outside the vocabulary of {}", info.n_vocab),
+                });
+            }
+        }
         if tokens.len() as u64 + u64::from(max_tokens) > u64::from(info.n_ctx_seq) {
             return Err(GenerateError::ContextLength {
                 prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
@@ -495,13 +635,58 @@ impl<E: Engine> Runner<E> {
         Ok(tokens)
     }
 
-    fn start(&mut self, job: Job) {
+    fn start(&mut self, mut job: Job) {
         let prompt = match self.prepare(&job.request) {
             Ok(p) => p,
             Err(e) => {
                 let _ = job.events.send(Event::Error(e));
                 return;
             }
+        };
+        let n_prompt = prompt.len();
+        let mut all = prompt;
+        let continuation = std::mem::take(&mut job.request.continuation);
+        let kind = match &job.request.task {
+            Task::Generate(params) => {
+                let mut g = Gen {
+                    text: TextStream::new(params.stop.clone()),
+                    json: params.json.then(JsonPrefix::new),
+                    max_tokens: params.max_tokens,
+                    sampler: Sampler::new(params.clone(), &all),
+                };
+                match g.replay(&self.engine, &mut all, &continuation) {
+                    Err(e) => {
+                        let _ = job.events.send(Event::Error(e));
+                        return;
+                    }
+                    Ok(Some(reason)) => {
+                        // The earlier run had already ended: nothing to compute.
+                        let _ = job.events.send(Event::Started {
+                            prompt_tokens: 0,
+                            cached_tokens: 0,
+                        });
+                        let tail = g.text.finish();
+                        if !tail.is_empty() {
+                            let _ = job.events.send(Event::Text(tail));
+                        }
+                        let _ = job.events.send(Event::Done(Completion {
+                            finish_reason: reason,
+                            usage: Usage::default(),
+                            prompt: all[..n_prompt].to_vec(),
+                            tokens: Vec::new(),
+                            score_logprobs: Vec::new(),
+                            hidden: job.request.capture_hidden.then(Vec::new),
+                            prefill_secs: 0.0,
+                            decode_secs: 0.0,
+                        }));
+                        return;
+                    }
+                    Ok(None) => Kind::Generate(Box::new(g)),
+                }
+            }
+            Task::Score => Kind::Score {
+                logprobs: Vec::with_capacity(all.len()),
+            },
         };
         let reuse = job.request.reuse_prefix
             && !job.request.capture_hidden
@@ -514,7 +699,7 @@ impl<E: Engine> Runner<E> {
             .filter(|(_, s)| s.active.is_none())
             .max_by_key(|(_, s)| {
                 let lcp = if reuse {
-                    common_prefix(&s.cached, &prompt)
+                    common_prefix(&s.cached, &all)
                 } else {
                     0
                 };
@@ -528,37 +713,27 @@ impl<E: Engine> Runner<E> {
         self.clock += 1;
         let slot = &mut self.slots[idx];
         let mut keep = if reuse {
-            common_prefix(&slot.cached, &prompt)
+            common_prefix(&slot.cached, &all)
         } else {
             0
         };
-        if keep == prompt.len() {
+        if keep == all.len() {
             keep -= 1; // the last prompt token must be fed to get its logits
         }
         self.engine.truncate_seq(slot.seq, keep as u32);
         slot.cached.truncate(keep);
         slot.last_used = self.clock;
-        let kind = match job.request.task {
-            Task::Generate(params) => Kind::Generate {
-                text: TextStream::new(params.stop.clone()),
-                json: params.json.then(JsonPrefix::new),
-                max_tokens: params.max_tokens,
-                sampler: Box::new(Sampler::new(params, &prompt)),
-            },
-            Task::Score => Kind::Score {
-                logprobs: Vec::with_capacity(prompt.len()),
-            },
-        };
         let _ = job.events.send(Event::Started {
-            prompt_tokens: prompt.len() as u32,
+            prompt_tokens: all.len() as u32,
             cached_tokens: keep as u32,
         });
-        tracing::debug!(target: "agora_inference::scheduler", seq = slot.seq, prompt = prompt.len(), cached = keep, "admitted");
+        tracing::debug!(target: "agora_inference::scheduler", seq = slot.seq, prompt = n_prompt, continuation = continuation.len(), cached = keep, "admitted");
         slot.active = Some(Active {
             events: job.events,
             cancel: job.cancel,
-            n_prompt: prompt.len(),
-            all: prompt,
+            n_prompt,
+            n_cont: continuation.len(),
+            all,
             n_fed: keep,
             cached: keep,
             kind,
@@ -575,12 +750,12 @@ impl<E: Engine> Runner<E> {
         };
         slot.cached = a.all[..a.n_fed].to_vec();
         let (tokens, score_logprobs) = match &mut a.kind {
-            Kind::Generate { text, .. } => {
-                let tail = text.finish();
+            Kind::Generate(g) => {
+                let tail = g.text.finish();
                 if !tail.is_empty() && reason != FinishReason::Cancelled {
                     let _ = a.events.send(Event::Text(tail));
                 }
-                (a.all[a.n_prompt..].to_vec(), Vec::new())
+                (a.all[a.n_prompt + a.n_cont..].to_vec(), Vec::new())
             }
             Kind::Score { logprobs } => (Vec::new(), std::mem::take(logprobs)),
         };
@@ -589,7 +764,7 @@ impl<E: Engine> Runner<E> {
         let completion = Completion {
             finish_reason: reason,
             usage: Usage {
-                prompt_tokens: a.n_prompt as u32,
+                prompt_tokens: (a.n_prompt + a.n_cont) as u32,
                 completion_tokens: tokens.len() as u32,
                 cached_tokens: a.cached as u32,
             },
@@ -711,16 +886,10 @@ impl<E: Engine> Runner<E> {
         let position = a.all.len() as u64;
         let (reason, event) = match &mut a.kind {
             Kind::Score { .. } => (Some(FinishReason::Stop), None),
-            Kind::Generate {
-                sampler,
-                text,
-                json,
-                max_tokens,
-            } => {
+            Kind::Generate(g) => {
                 let logits = engine.logits(last)?;
-                let ignore_eos = sampler.params().ignore_eos;
-                let sampled = match json {
-                    None => sampler.sample(logits, position, None),
+                let sampled = match &g.json {
+                    None => g.sampler.sample(logits, position, None),
                     Some(j) => {
                         let mut ok = |t: TokenId| {
                             if engine.is_eog(t) {
@@ -729,7 +898,7 @@ impl<E: Engine> Runner<E> {
                             let piece = engine.piece(t);
                             !piece.is_empty() && j.accepts(piece)
                         };
-                        sampler.sample(logits, position, Some(&mut ok))
+                        g.sampler.sample(logits, position, Some(&mut ok))
                     }
                 };
                 if a.first_token.is_none() {
@@ -737,39 +906,18 @@ impl<E: Engine> Runner<E> {
                 }
                 match sampled {
                     None => (Some(FinishReason::Stop), None),
-                    Some(s) if engine.is_eog(s.token) && !ignore_eos => {
-                        (Some(FinishReason::Stop), None)
-                    }
-                    Some(s) => {
-                        sampler.accept(s.token);
-                        a.all.push(s.token);
-                        let piece = engine.piece(s.token);
-                        let mut done = None;
-                        if let Some(j) = json {
-                            j.feed_all(piece);
-                            if j.is_complete() {
-                                done = Some(FinishReason::Stop);
-                            }
+                    Some(s) => match g.advance(engine, &mut a.all, a.n_prompt, s.token) {
+                        Advance::Eog => (Some(FinishReason::Stop), None),
+                        Advance::Token { text, done } => {
+                            let ev = Event::Token(TokenEvent {
+                                id: s.token,
+                                text,
+                                logprob: s.logprob,
+                                top: s.top,
+                            });
+                            (done, Some(ev))
                         }
-                        let chunk = text.push(piece);
-                        if chunk.stopped {
-                            done = Some(FinishReason::Stop);
-                        }
-                        let generated = (a.all.len() - a.n_prompt) as u32;
-                        if done.is_none()
-                            && (generated >= *max_tokens
-                                || a.all.len() >= engine.info().n_ctx_seq as usize)
-                        {
-                            done = Some(FinishReason::Length);
-                        }
-                        let ev = Event::Token(TokenEvent {
-                            id: s.token,
-                            text: chunk.text,
-                            logprob: s.logprob,
-                            top: s.top,
-                        });
-                        (done, Some(ev))
-                    }
+                    },
                 }
             }
         };
@@ -1143,5 +1291,265 @@ pub(crate) mod tests {
             s.generate_blocking(r),
             Err(GenerateError::Prompt(_))
         ));
+    }
+
+    /// Everything a client sees of one run.
+    struct Seen {
+        tokens: Vec<TokenEvent>,
+        text: String,
+        completion: Completion,
+    }
+
+    fn watch(s: &Scheduler, r: Request) -> Seen {
+        let mut st = s.submit(r).unwrap();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        while let Some(ev) = st.blocking_next() {
+            match ev {
+                Event::Started { .. } => {}
+                Event::Token(t) => {
+                    text.push_str(&t.text);
+                    tokens.push(t);
+                }
+                Event::Text(t) => text.push_str(&t),
+                Event::Done(completion) => {
+                    return Seen {
+                        tokens,
+                        text,
+                        completion,
+                    };
+                }
+                Event::Error(e) => panic!("request failed: {e}"),
+            }
+        }
+        panic!("stream ended without Done");
+    }
+
+    /// Run `params` in full, then resume it from every prefix of its tokens: the resumed run must
+    /// produce exactly the rest, with the same events, and the delivered text of the prefix plus
+    /// the resumed text must be the full text. `last_token_ends`: the full run ended because of its
+    /// last token (max_tokens, a stop sequence, JSON complete), not by sampling end-of-generation.
+    fn check_resume_from_every_prefix(
+        s: &Scheduler,
+        prompt: &Prompt,
+        params: &SamplingParams,
+        last_token_ends: bool,
+    ) -> Seen {
+        let full = watch(s, Request::generate(prompt.clone(), params.clone()));
+        let ids: Vec<TokenId> = full.tokens.iter().map(|t| t.id).collect();
+        assert_eq!(ids, full.completion.tokens);
+        let n = ids.len();
+        let n_prompt = full.completion.prompt.len();
+        for k in 0..=n {
+            for reuse in [true, false] {
+                let mut r = Request::generate(prompt.clone(), params.clone());
+                r.reuse_prefix = reuse;
+                r.continuation = ids[..k].to_vec();
+                let resumed = watch(s, r);
+                let delivered: String = full.tokens[..k].iter().map(|t| t.text.as_str()).collect();
+                assert_eq!(resumed.tokens, full.tokens[k..], "k = {k}");
+                assert_eq!(resumed.completion.tokens, ids[k..], "k = {k}");
+                assert_eq!(format!("{delivered}{}", resumed.text), full.text, "k = {k}");
+                assert_eq!(
+                    resumed.completion.finish_reason, full.completion.finish_reason,
+                    "k = {k}"
+                );
+                assert_eq!(resumed.completion.prompt, full.completion.prompt);
+                let u = resumed.completion.usage;
+                assert_eq!(u.completion_tokens as usize, n - k, "k = {k}");
+                // Only a continuation whose last token ended the full run computes nothing; one
+                // that ended with end-of-generation samples it again.
+                if k == n && last_token_ends {
+                    assert_eq!(u, Usage::default(), "k = {k}");
+                } else {
+                    assert_eq!(u.prompt_tokens as usize, n_prompt + k, "k = {k}");
+                }
+            }
+        }
+        full
+    }
+
+    fn test_engine() -> Scheduler {
+        crate::backends::test_engine::TestEngine::spawn(
+            crate::backends::test_engine::TestEngineConfig {
+                n_seq: 3,
+                n_batch: 32,
+                ..Default::default()
+            },
+            SchedulerConfig::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn resuming_from_any_prefix_continues_exactly_with_penalties_partial_utf8_and_held_stops() {
+        use crate::backends::test_engine::BYTE0;
+        let s = test_engine();
+        let prompt = Prompt::Text("the story of one river".into());
+        // Penalties depend on the history; the bias makes the three bytes of "€" likely, so
+        // characters are split over tokens (and often broken); "e zq" keeps " the"/" t" held
+        // back until the next token shows it is not a stop.
+        let params = SamplingParams {
+            temperature: 1.0,
+            seed: 11,
+            repetition_penalty: 1.3,
+            frequency_penalty: 0.4,
+            presence_penalty: 0.2,
+            logit_bias: vec![
+                (BYTE0 + 0xE2, 12.5),
+                (BYTE0 + 0x82, 12.5),
+                (BYTE0 + 0xAC, 12.5),
+            ],
+            stop: vec!["e zq".into()],
+            logprobs: Some(2),
+            max_tokens: 40,
+            ..SamplingParams::default()
+        };
+        let full = check_resume_from_every_prefix(&s, &prompt, &params, true);
+        assert_eq!(full.completion.finish_reason, FinishReason::Length);
+        assert_eq!(full.tokens.len(), 40);
+        // The scenario really exercises held-back text: some tokens released nothing.
+        assert!(
+            full.tokens.iter().any(|t| t.text.is_empty()),
+            "{:?}",
+            full.text
+        );
+        assert!(full.text.contains('€') || full.text.contains('\u{fffd}'));
+
+        // A stop sequence that is hit: the text across two tokens in the middle of the run.
+        let cut: Vec<usize> = full.text.char_indices().map(|(i, _)| i).collect();
+        let at = cut[cut.len() / 2];
+        let stop: String = full.text[at..].chars().take(5).collect();
+        let stopping = SamplingParams {
+            stop: vec!["e zq".into(), stop],
+            ..params.clone()
+        };
+        let stopped = check_resume_from_every_prefix(&s, &prompt, &stopping, true);
+        assert_eq!(stopped.completion.finish_reason, FinishReason::Stop);
+        assert!(stopped.tokens.len() < 40);
+        assert!(full.text.starts_with(&stopped.text));
+    }
+
+    #[test]
+    fn resuming_in_json_mode_and_after_eos() {
+        use crate::backends::test_engine::{BYTE0, EOS};
+        let s = test_engine();
+        let prompt = Prompt::Chat(vec![ChatMessage::new("user", "give me json")]);
+        let json = SamplingParams {
+            temperature: 1.0,
+            seed: 5,
+            json: true,
+            logit_bias: vec![
+                (BYTE0 + u32::from(b'"'), 14.0),
+                (BYTE0 + u32::from(b'}'), 10.5),
+            ],
+            max_tokens: 60,
+            ..SamplingParams::default()
+        };
+        let full = check_resume_from_every_prefix(&s, &prompt, &json, true);
+        assert_eq!(
+            full.completion.finish_reason,
+            FinishReason::Stop,
+            "{}",
+            full.text
+        );
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&full.text).is_ok(),
+            "{}",
+            full.text
+        );
+
+        // A generation that ends with end-of-generation.
+        let eos = SamplingParams {
+            temperature: 1.0,
+            seed: 9,
+            logit_bias: vec![(EOS, 2.0)],
+            max_tokens: 60,
+            ..SamplingParams::default()
+        };
+        let full = check_resume_from_every_prefix(&s, &prompt, &eos, false);
+        assert_eq!(full.completion.finish_reason, FinishReason::Stop);
+        assert!(full.tokens.len() < 60);
+        // The end-of-generation token itself as the last continuation token: done at once.
+        let mut ids = full.completion.tokens.clone();
+        ids.push(EOS);
+        let mut r = Request::generate(prompt.clone(), eos.clone());
+        r.continuation = ids.clone();
+        let done = watch(&s, r);
+        assert_eq!(done.completion.finish_reason, FinishReason::Stop);
+        assert!(done.completion.tokens.is_empty() && done.text.is_empty());
+        assert_eq!(done.completion.usage, Usage::default());
+        // Anything after it could not have come from this request.
+        ids.push(BYTE0 + u32::from(b'a'));
+        let mut r = Request::generate(prompt.clone(), eos.clone());
+        r.continuation = ids.clone();
+        let err = s.generate_blocking(r).unwrap_err();
+        assert_eq!(
+            err,
+            GenerateError::BadContinuation {
+                index: ids.len() - 1,
+                why: "the generation had already ended at the token before it".into()
+            }
+        );
+    }
+
+    #[test]
+    fn impossible_continuations_are_clear_errors() {
+        let s = test_engine();
+        let prompt = Prompt::Text("x".into());
+        let with = |cont: Vec<TokenId>, params: SamplingParams| {
+            let mut r = Request::generate(prompt.clone(), params);
+            r.continuation = cont;
+            s.generate_blocking(r).unwrap_err()
+        };
+        let n_vocab = s.info().n_vocab;
+        assert!(matches!(
+            with(vec![5, n_vocab], SamplingParams::greedy(4)),
+            GenerateError::BadContinuation { index: 1, .. }
+        ));
+        // Longer than max_tokens.
+        assert!(matches!(
+            with(vec![5; 5], SamplingParams::greedy(4)),
+            GenerateError::BadContinuation { index: 4, .. }
+        ));
+        // JSON mode could never have started with a letter.
+        let json = SamplingParams {
+            json: true,
+            ..SamplingParams::greedy(4)
+        };
+        let a = crate::backends::test_engine::BYTE0 + u32::from(b'a');
+        assert!(matches!(
+            with(vec![a], json),
+            GenerateError::BadContinuation { index: 0, .. }
+        ));
+        // Scoring has nothing to resume.
+        let mut r = Request::score(vec![5, 6], false);
+        r.continuation = vec![7];
+        assert!(matches!(
+            s.generate_blocking(r),
+            Err(GenerateError::BadContinuation { .. })
+        ));
+        // The engine is fine afterwards.
+        assert_eq!(
+            s.generate_blocking(Request::generate(prompt.clone(), SamplingParams::greedy(3)))
+                .unwrap()
+                .completion
+                .tokens
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn resuming_on_the_fake_engine_from_every_prefix() {
+        let s = spawn(2, 64, 0);
+        let params = SamplingParams {
+            temperature: 0.7,
+            seed: 1,
+            stop: vec!["t4".into()],
+            max_tokens: 12,
+            ..SamplingParams::default()
+        };
+        check_resume_from_every_prefix(&s, &Prompt::Text("abc".into()), &params, true);
     }
 }

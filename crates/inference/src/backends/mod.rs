@@ -3,3 +3,4 @@
 pub mod candle;
 #[cfg(feature = "llama-cpp")]
 pub mod llama_cpp;
+pub mod test_engine;

@@ -9,3 +9,4 @@ mod embeddings;
 mod errors;
 mod generation;
 mod hidden;
+mod resume;
