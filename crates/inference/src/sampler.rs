@@ -204,15 +204,30 @@ fn mix64(mut z: u64) -> u64 {
 /// The keyed PRF: 64 uniform bits for `(seed, position, token)`.
 #[inline]
 pub fn prf(seed: u64, position: u64, token: u32) -> u64 {
+    prf_keyed(prf_key(seed, position), token)
+}
+
+/// The part of [`prf`] that depends only on `(seed, position)`, computed once per step.
+#[inline]
+fn prf_key(seed: u64, position: u64) -> u64 {
     let a = mix64(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let b = mix64(a ^ position.wrapping_mul(0xd1b5_4a32_d192_ed03));
-    mix64(b ^ u64::from(token).wrapping_mul(0x8cb9_2ba7_2f3d_8dd7))
+    mix64(a ^ position.wrapping_mul(0xd1b5_4a32_d192_ed03))
+}
+
+#[inline]
+fn prf_keyed(key: u64, token: u32) -> u64 {
+    mix64(key ^ u64::from(token).wrapping_mul(0x8cb9_2ba7_2f3d_8dd7))
 }
 
 /// The uniform in (0, 1) for `(seed, position, token)`: 53 bits, offset by half a step.
 #[inline]
 pub fn uniform(seed: u64, position: u64, token: u32) -> f64 {
-    ((prf(seed, position, token) >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    uniform_keyed(prf_key(seed, position), token)
+}
+
+#[inline]
+fn uniform_keyed(key: u64, token: u32) -> f64 {
+    ((prf_keyed(key, token) >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
 }
 
 const LN2: f64 = std::f64::consts::LN_2;
@@ -246,6 +261,26 @@ pub fn portable_ln(x: f64) -> f64 {
     2.0 * sum + e as f64 * LN2
 }
 
+/// `1/n!` for n = 0..=15, correctly rounded.
+const INV_FACTORIAL: [f64; 16] = [
+    1.0,
+    1.0,
+    0.5,
+    0.16666666666666666,
+    0.041666666666666664,
+    0.008333333333333333,
+    0.001388888888888889,
+    0.0001984126984126984,
+    2.48015873015873e-05,
+    2.7557319223985893e-06,
+    2.755731922398589e-07,
+    2.505210838544172e-08,
+    2.08767569878681e-09,
+    1.6059043836821613e-10,
+    1.1470745597729725e-11,
+    7.647163731819816e-13,
+];
+
 /// `e^x` from `+ - * /` only. Underflows to 0 below -745, saturates to infinity above 709.
 pub fn portable_exp(x: f64) -> f64 {
     if x.is_nan() {
@@ -259,14 +294,11 @@ pub fn portable_exp(x: f64) -> f64 {
     }
     let k = (x / LN2 + if x >= 0.0 { 0.5 } else { -0.5 }) as i64;
     let r = x - k as f64 * LN2;
-    // Taylor series for |r| <= ln2/2: 18 terms are well past double precision.
-    let mut term = 1.0;
-    let mut sum = 1.0;
-    let mut n = 1.0;
-    while n < 19.0 {
-        term *= r / n;
-        sum += term;
-        n += 1.0;
+    // Taylor series for |r| <= ln2/2 in Horner form: the first omitted term, r^16/16!, is below
+    // 1e-20, and there is no division in the loop (this runs once per vocabulary entry for top-p).
+    let mut sum = INV_FACTORIAL[15];
+    for c in INV_FACTORIAL[..15].iter().rev() {
+        sum = sum * r + c;
     }
     // Multiply by 2^k in two steps so subnormal results stay correct.
     let half = k / 2;
@@ -278,7 +310,12 @@ pub fn portable_exp(x: f64) -> f64 {
 /// Gumbel noise for `(seed, position, token)`.
 #[inline]
 pub fn gumbel(seed: u64, position: u64, token: u32) -> f64 {
-    -portable_ln(-portable_ln(uniform(seed, position, token)))
+    gumbel_keyed(prf_key(seed, position), token)
+}
+
+#[inline]
+fn gumbel_keyed(key: u64, token: u32) -> f64 {
+    -portable_ln(-portable_ln(uniform_keyed(key, token)))
 }
 
 // ---- sampler -----------------------------------------------------------------------------------
@@ -390,16 +427,22 @@ impl Sampler {
         position: u64,
         allowed: Option<&mut dyn FnMut(u32) -> bool>,
     ) -> Option<Sampled> {
+        // The logits after bias and penalties: borrowed when nothing changes, so the hot loops
+        // below run over a plain slice.
         let changes = self.penalised(logits);
-        let value = |i: usize| -> f32 {
-            match changes.binary_search_by_key(&(i as u32), |c| c.0) {
-                Ok(k) => changes[k].1,
-                Err(_) => logits[i],
+        let adjusted: std::borrow::Cow<'_, [f32]> = if changes.is_empty() {
+            std::borrow::Cow::Borrowed(logits)
+        } else {
+            let mut v = logits.to_vec();
+            for (t, x) in changes {
+                v[t as usize] = x;
             }
+            std::borrow::Cow::Owned(v)
         };
+        let value: &[f32] = &adjusted;
         let token = match allowed {
-            None => self.pick(logits.len(), &value, position)?,
-            Some(ok) => self.pick_constrained(logits.len(), &value, position, ok)?,
+            None => self.pick(value, position)?,
+            Some(ok) => self.pick_constrained(value, position, ok)?,
         };
         let (logprob, top) = match self.params.logprobs {
             None => (None, Vec::new()),
@@ -415,10 +458,9 @@ impl Sampler {
         })
     }
 
-    fn greedy_argmax(n: usize, value: &dyn Fn(usize) -> f32) -> Option<u32> {
+    fn greedy_argmax(value: &[f32]) -> Option<u32> {
         let mut best: Option<(usize, f32)> = None;
-        for i in 0..n {
-            let v = value(i);
+        for (i, &v) in value.iter().enumerate() {
             if v.is_nan() {
                 continue;
             }
@@ -431,18 +473,18 @@ impl Sampler {
 
     /// The candidate set after top-k / min-p / top-p, as (token, scaled logit z), or `None` when no
     /// filter is active (all tokens are candidates).
-    fn filtered(&self, n: usize, value: &dyn Fn(usize) -> f32) -> Option<Vec<(u32, f64)>> {
+    fn filtered(&self, value: &[f32]) -> Option<Vec<(u32, f64)>> {
         let p = &self.params;
         let t = f64::from(p.temperature);
         let active = p.top_k > 0 || p.min_p > 0.0 || p.top_p < 1.0;
         if !active {
             return None;
         }
-        let mut c: Vec<(u32, f64)> = (0..n)
-            .filter_map(|i| {
-                let v = value(i);
-                (!v.is_nan()).then(|| (i as u32, f64::from(v) / t))
-            })
+        let mut c: Vec<(u32, f64)> = value
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(i, &v)| (i as u32, f64::from(v) / t))
             .collect();
         // Descending by z, ties by ascending id: a total, portable order.
         let cmp = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -450,48 +492,59 @@ impl Sampler {
             let k = p.top_k as usize;
             c.select_nth_unstable_by(k - 1, cmp);
             c.truncate(k);
+            // Back to token-id order, so the sums below do not depend on the selection algorithm.
+            c.sort_unstable_by_key(|x| x.0);
         }
-        c.sort_unstable_by(cmp);
-        let zmax = c.first()?.1;
+        let zmax = c.iter().map(|x| x.1).max_by(f64::total_cmp)?;
         if p.min_p > 0.0 {
             let cut = zmax + portable_ln(f64::from(p.min_p));
             c.retain(|x| x.1 >= cut);
         }
         if p.top_p < 1.0 {
-            let w: Vec<f64> = c
-                .iter()
-                .map(|x| {
-                    if x.1 < zmax - 60.0 {
-                        0.0
-                    } else {
-                        portable_exp(x.1 - zmax)
-                    }
-                })
-                .collect();
-            let total: f64 = w.iter().sum();
+            let weight = |z: f64| {
+                if z < zmax - 60.0 {
+                    0.0
+                } else {
+                    portable_exp(z - zmax)
+                }
+            };
+            // The normaliser is summed in token-id order; only the kept prefix is sorted, chunk by
+            // chunk (a full sort of the vocabulary costs more than the model step on small models).
+            let total: f64 = c.iter().map(|x| weight(x.1)).sum();
             let mut acc = 0.0;
             let mut keep = c.len();
-            for (i, wi) in w.iter().enumerate() {
-                acc += wi / total;
-                if acc >= f64::from(p.top_p) {
-                    keep = i + 1;
-                    break;
+            let (mut start, mut chunk) = (0, 64);
+            'prefix: while start < c.len() {
+                let end = (start + chunk).min(c.len());
+                let rest = &mut c[start..];
+                if end - start < rest.len() {
+                    rest.select_nth_unstable_by(end - start - 1, cmp);
                 }
+                rest[..end - start].sort_unstable_by(cmp);
+                for (i, x) in c[start..end].iter().enumerate() {
+                    acc += weight(x.1) / total;
+                    if acc >= f64::from(p.top_p) {
+                        keep = start + i + 1;
+                        break 'prefix;
+                    }
+                }
+                start = end;
+                chunk *= 4;
             }
             c.truncate(keep.max(1));
         }
         Some(c)
     }
 
-    fn pick(&self, n: usize, value: &dyn Fn(usize) -> f32, position: u64) -> Option<u32> {
+    fn pick(&self, value: &[f32], position: u64) -> Option<u32> {
         if self.params.temperature == 0.0 {
-            return Self::greedy_argmax(n, value);
+            return Self::greedy_argmax(value);
         }
-        let seed = self.params.seed;
-        if let Some(c) = self.filtered(n, value) {
+        let key = prf_key(self.params.seed, position);
+        if let Some(c) = self.filtered(value) {
             let mut best: Option<(u32, f64)> = None;
             for (tok, z) in c {
-                let s = z + gumbel(seed, position, tok);
+                let s = z + gumbel_keyed(key, tok);
                 if best.is_none_or(|(bt, b)| s > b || (s == b && tok < bt)) {
                     best = Some((tok, s));
                 }
@@ -504,19 +557,18 @@ impl Sampler {
         const MARGIN: f64 = 6.0;
         let u_skip = portable_exp(-portable_exp(-(MARGIN - 1e-6)));
         let t = f64::from(self.params.temperature);
-        let first = Self::greedy_argmax(n, value)?;
-        let zf = f64::from(value(first as usize)) / t;
-        let mut best = (first, zf + gumbel(seed, position, first));
-        for i in 0..n {
-            let v = value(i);
+        let first = Self::greedy_argmax(value)?;
+        let zf = f64::from(value[first as usize]) / t;
+        let mut best = (first, zf + gumbel_keyed(key, first));
+        for (i, &v) in value.iter().enumerate() {
             if v.is_nan() || i as u32 == first {
                 continue;
             }
             let z = f64::from(v) / t;
-            if z <= best.1 - MARGIN && uniform(seed, position, i as u32) < u_skip {
+            if z <= best.1 - MARGIN && uniform_keyed(key, i as u32) < u_skip {
                 continue;
             }
-            let s = z + gumbel(seed, position, i as u32);
+            let s = z + gumbel_keyed(key, i as u32);
             if s > best.1 || (s == best.1 && (i as u32) < best.0) {
                 best = (i as u32, s);
             }
@@ -526,32 +578,29 @@ impl Sampler {
 
     fn pick_constrained(
         &self,
-        n: usize,
-        value: &dyn Fn(usize) -> f32,
+        value: &[f32],
         position: u64,
         ok: &mut dyn FnMut(u32) -> bool,
     ) -> Option<u32> {
-        let seed = self.params.seed;
+        let key = prf_key(self.params.seed, position);
         let greedy = self.params.temperature == 0.0;
         let t = f64::from(self.params.temperature);
-        let mut scored: Vec<(u32, f64)> = match (!greedy).then(|| self.filtered(n, value)).flatten()
-        {
+        let mut scored: Vec<(u32, f64)> = match (!greedy).then(|| self.filtered(value)).flatten() {
             Some(c) => c
                 .into_iter()
-                .map(|(tok, z)| (tok, z + gumbel(seed, position, tok)))
+                .map(|(tok, z)| (tok, z + gumbel_keyed(key, tok)))
                 .collect(),
-            None => (0..n)
-                .filter_map(|i| {
-                    let v = value(i);
-                    if v.is_nan() {
-                        return None;
-                    }
+            None => value
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(i, &v)| {
                     let s = if greedy {
                         f64::from(v)
                     } else {
-                        f64::from(v) / t + gumbel(seed, position, i as u32)
+                        f64::from(v) / t + gumbel_keyed(key, i as u32)
                     };
-                    Some((i as u32, s))
+                    (i as u32, s)
                 })
                 .collect(),
         };
@@ -728,6 +777,77 @@ mod tests {
         }
         let f = f64::from(wins) / 4000.0;
         assert!((f - 0.75).abs() < 0.03, "{f}");
+    }
+
+    /// The candidate set of `filtered` equals a plain reference: sort everything, cut top-k, min-p,
+    /// then the shortest sorted prefix whose mass (normaliser summed in token-id order) reaches
+    /// top-p.
+    #[test]
+    fn filtered_set_equals_the_full_sort_reference() {
+        let mut rng = 0x1234_5678_u64;
+        let mut next = || {
+            rng = mix64(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..300 {
+            let n = 50 + (next() * 3000.0) as usize;
+            // Coarse values so that ties occur.
+            let l: Vec<f32> = (0..n)
+                .map(|_| ((next() * 40.0).floor() - 20.0) as f32 * 0.5)
+                .collect();
+            let params = SamplingParams {
+                temperature: [0.3, 0.8, 1.0, 2.0][case % 4],
+                top_k: [0, 0, 5, 1000][(case / 4) % 4],
+                min_p: [0.0, 0.0, 0.05][case % 3],
+                top_p: [0.5, 0.9, 0.95, 0.999, 1.0][case % 5],
+                ..SamplingParams::default()
+            };
+            let s = Sampler::new(params.clone(), &[]);
+            let Some(mut got) = s.filtered(&l) else {
+                assert!(params.top_k == 0 && params.min_p == 0.0 && params.top_p == 1.0);
+                continue;
+            };
+            let t = f64::from(params.temperature);
+            let mut c: Vec<(u32, f64)> = l
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u32, f64::from(v) / t))
+                .collect();
+            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if params.top_k > 0 {
+                c.truncate(params.top_k as usize);
+            }
+            let zmax = c[0].1;
+            if params.min_p > 0.0 {
+                let cut = zmax + portable_ln(f64::from(params.min_p));
+                c.retain(|x| x.1 >= cut);
+            }
+            if params.top_p < 1.0 {
+                let w = |z: f64| {
+                    if z < zmax - 60.0 {
+                        0.0
+                    } else {
+                        portable_exp(z - zmax)
+                    }
+                };
+                let mut by_id = c.clone();
+                by_id.sort_by_key(|x| x.0);
+                let total: f64 = by_id.iter().map(|x| w(x.1)).sum();
+                let mut acc = 0.0;
+                let mut keep = c.len();
+                for (i, x) in c.iter().enumerate() {
+                    acc += w(x.1) / total;
+                    if acc >= f64::from(params.top_p) {
+                        keep = i + 1;
+                        break;
+                    }
+                }
+                c.truncate(keep.max(1));
+            }
+            got.sort_by_key(|x| x.0);
+            c.sort_by_key(|x| x.0);
+            assert_eq!(got, c, "case {case}: {params:?}");
+        }
     }
 
     #[test]

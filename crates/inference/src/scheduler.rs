@@ -1107,6 +1107,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_step_is_one_decode_over_all_active_sequences() {
+        // 2 ms a step: the eight submissions land while the first request's first step runs.
+        let fake = Fake::new(8, 64, 2);
+        let decodes = fake.decodes.clone();
+        let s = Scheduler::spawn(SchedulerConfig::default(), move |serve| {
+            serve.run(fake);
+            Ok(())
+        })
+        .unwrap();
+        let streams: Vec<_> = (0..8)
+            .map(|i| s.submit(req(&"p".repeat(1 + i), 20)).unwrap())
+            .collect();
+        for st in streams {
+            assert_eq!(st.collect_blocking().unwrap().completion.tokens.len(), 20);
+        }
+        // 8 x 20 tokens; one batch per step (prompts fit in the first batches), not one per token.
+        let n = decodes.load(Ordering::Relaxed);
+        assert!(n <= 20 + 8, "{n} decode calls for 8 streams of 20 tokens");
+    }
+
+    #[test]
     fn full_queue_is_overloaded_and_others_finish() {
         let s = spawn(1, 1, 20);
         let first = s.submit(req("x", 20)).unwrap();

@@ -382,3 +382,84 @@ pub fn raw_bench(
         gen_tok_s: n_gen as f64 / gen_secs,
     })
 }
+
+/// llama.cpp's own multi-sequence decode throughput, the peer of the N-stream figure of `agora
+/// bench inference`: one context with a sequence per prompt (separate KV streams, as in
+/// [`LlamaEngine`]), all prompts prefilled in one batch, then `n_gen` steps that each decode one
+/// token of every sequence in one `llama_decode` and take the argmax. Returns generated tokens per
+/// second over the decode steps only.
+pub fn raw_batched_bench(
+    model: &LlamaModel,
+    prompts: &[Vec<TokenId>],
+    n_gen: usize,
+    threads: u32,
+) -> Result<f64, LoadError> {
+    let backend = backend()?;
+    let n_seq = prompts.len().max(1);
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let total: usize = prompts.iter().map(Vec::len).sum();
+    let cfg =
+        |v: usize| u32::try_from(v).map_err(|_| LoadError::Config("benchmark too long".into()));
+    let n_ctx = cfg(n_seq * (longest + n_gen + 8))?;
+    let n_batch = cfg(total.max(n_seq))?;
+    let threads = i32::try_from(threads).unwrap_or(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch)
+        .with_n_seq_max(cfg(n_seq)?)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_kv_unified(false);
+    let mut ctx = model
+        .new_context(backend, params)
+        .map_err(|e| LoadError::Backend(e.to_string()))?;
+    let err = |e: &dyn std::fmt::Display| LoadError::Backend(e.to_string());
+    let mut batch = LlamaBatch::new(total.max(n_seq), n_seq as i32);
+    for (s, p) in prompts.iter().enumerate() {
+        for (i, &t) in p.iter().enumerate() {
+            batch
+                .add(
+                    LlamaToken::new(t as i32),
+                    i as i32,
+                    &[s as i32],
+                    i + 1 == p.len(),
+                )
+                .map_err(|e| err(&e))?;
+        }
+    }
+    ctx.decode(&mut batch).map_err(|e| err(&e))?;
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+                if v > b.1 { (i, v) } else { b }
+            })
+            .0 as i32
+    };
+    let mut at = 0i32;
+    let mut next: Vec<i32> = Vec::with_capacity(n_seq);
+    for p in prompts {
+        at += p.len() as i32;
+        next.push(argmax(ctx.get_logits_ith(at - 1)));
+    }
+    let t0 = std::time::Instant::now();
+    for step in 0..n_gen {
+        batch.clear();
+        for (s, p) in prompts.iter().enumerate() {
+            batch
+                .add(
+                    LlamaToken::new(next[s]),
+                    (p.len() + step) as i32,
+                    &[s as i32],
+                    true,
+                )
+                .map_err(|e| err(&e))?;
+        }
+        ctx.decode(&mut batch).map_err(|e| err(&e))?;
+        for (s, n) in next.iter_mut().enumerate() {
+            *n = argmax(ctx.get_logits_ith(s as i32));
+        }
+    }
+    Ok((n_gen * prompts.len()) as f64 / t0.elapsed().as_secs_f64())
+}
