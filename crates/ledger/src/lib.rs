@@ -19,6 +19,7 @@
 
 pub mod accounts;
 pub mod channels;
+pub mod epochs;
 pub mod error;
 pub mod events;
 pub mod genesis;
@@ -215,29 +216,59 @@ fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<
     Ok(())
 }
 
-/// Checks every transaction signature of a block in one batch.
-fn verify_signatures(txs: &[SignedTx]) -> Result<(), BlockError> {
+/// Says whether the transaction at an index of the block (or candidate list) had its signature
+/// checked by this replica already (for example at mempool admission). It must only answer
+/// `true` for a transaction whose exact bytes passed
+/// [`SignedTx::verify_signature`]; the transaction id commits to those bytes, so a set of
+/// admitted ids is a sound answer. Skipping such checks never changes a verdict.
+pub type SignatureChecked<'a> = &'a dyn Fn(usize, &SignedTx) -> bool;
+
+/// Checks in one batch the signatures of every transaction `checked` does not vouch for;
+/// returns the indices (into `txs`) of the bad ones.
+fn bad_signatures(txs: &[SignedTx], checked: SignatureChecked<'_>) -> Vec<usize> {
     let mut batch = BatchVerifier::new();
-    for stx in txs {
+    let mut queued = Vec::new();
+    for (i, stx) in txs.iter().enumerate() {
+        if checked(i, stx) {
+            continue;
+        }
         batch.queue(
             &stx.tx.signer,
             SignDomain::Transaction,
             &stx.tx.encode(),
             &stx.signature,
         );
+        queued.push(i);
     }
-    batch.verify().map_err(|bad| BlockError::InvalidTx {
-        index: bad.first().copied().unwrap_or_default(),
-        error: TxError::BadSignature,
-    })
+    batch
+        .verify()
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| queued.get(k).copied())
+        .collect()
 }
 
 /// Applies a block in place. On `Err` the state may be partly changed and must be discarded
 /// (use [`apply_block`] to keep the input untouched).
 pub fn apply_block_in_place(state: &mut State, block: &Block) -> Result<Applied, BlockError> {
+    apply_block_in_place_with(state, block, &|_, _| false)
+}
+
+/// [`apply_block_in_place`] that skips the signatures `checked` vouches for.
+pub fn apply_block_in_place_with(
+    state: &mut State,
+    block: &Block,
+    checked: SignatureChecked<'_>,
+) -> Result<Applied, BlockError> {
     let header = &block.header;
     check_header(state, header, block.txs.len())?;
-    verify_signatures(&block.txs)?;
+    if let Some(index) = bad_signatures(&block.txs, checked).first() {
+        return Err(BlockError::InvalidTx {
+            index: *index,
+            error: TxError::BadSignature,
+        });
+    }
     let tx_root = Block::tx_root_of(&block.txs);
     if tx_root != header.tx_root {
         return Err(BlockError::RootMismatch {
@@ -280,8 +311,17 @@ pub fn apply_block_in_place(state: &mut State, block: &Block) -> Result<Applied,
 
 /// `apply(state, block) -> (state', receipts, events)`, leaving `state` untouched.
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, Applied), BlockError> {
+    apply_block_with(state, block, &|_, _| false)
+}
+
+/// [`apply_block`] that skips the signatures `checked` vouches for.
+pub fn apply_block_with(
+    state: &State,
+    block: &Block,
+    checked: SignatureChecked<'_>,
+) -> Result<(State, Applied), BlockError> {
     let mut next = state.clone();
-    let applied = apply_block_in_place(&mut next, block)?;
+    let applied = apply_block_in_place_with(&mut next, block, checked)?;
     Ok((next, applied))
 }
 
@@ -314,19 +354,21 @@ pub fn build_block(
     ctx: &BlockContext,
     candidates: impl IntoIterator<Item = SignedTx>,
 ) -> Built {
+    build_block_with(state, ctx, candidates, &|_, _| false)
+}
+
+/// [`build_block`] that skips the signatures `checked` vouches for.
+pub fn build_block_with(
+    state: &State,
+    ctx: &BlockContext,
+    candidates: impl IntoIterator<Item = SignedTx>,
+    checked: SignatureChecked<'_>,
+) -> Built {
     let mut next = state.clone();
     let height = state.height() + 1;
     let candidates: Vec<SignedTx> = candidates.into_iter().take(MAX_TXS_PER_BLOCK).collect();
-    let mut batch = BatchVerifier::new();
-    for stx in &candidates {
-        batch.queue(
-            &stx.tx.signer,
-            SignDomain::Transaction,
-            &stx.tx.encode(),
-            &stx.signature,
-        );
-    }
-    let bad: Vec<usize> = batch.verify().err().unwrap_or_default();
+    let bad: std::collections::BTreeSet<usize> =
+        bad_signatures(&candidates, checked).into_iter().collect();
     let mut txs = Vec::new();
     let mut receipts = Vec::new();
     let mut events = Vec::new();
