@@ -56,6 +56,13 @@ pub trait Host: Clone + Send + Sync + 'static {
     fn has_pending(&self) -> bool;
     /// Transactions the block builder found can never apply (bad signature, fee, ...).
     fn discard(&self, rejected: &[(SignedTx, TxError)]);
+    /// For each transaction, whether this validator already checked its signature (it sits in
+    /// the mempool, which checks signatures at admission); those are not checked again when a
+    /// block is built or verified. Only `true` for a transaction with the same id (which
+    /// commits to the signature).
+    fn signatures_checked(&self, txs: &[SignedTx]) -> Vec<bool> {
+        vec![false; txs.len()]
+    }
     /// Persists a finalized block and the state it leads to. Called in height order; a height
     /// may be delivered again after a restart and must then be a no-op.
     fn commit(&self, block: &Block, state: &State, applied: &Applied) -> Result<(), CommitError>;
@@ -71,6 +78,18 @@ pub struct AppConfig {
     pub idle_block_interval: Duration,
     /// How often the waiting proposer looks at the mempool.
     pub poll_interval: Duration,
+    /// A proposal stamped more than this ahead of the verifier's clock gets no vote (so a
+    /// proposer cannot push block time into the future; see [`timestamp_acceptable`]).
+    pub max_future_drift: Duration,
+}
+
+/// Whether a proposal's timestamp is acceptable to a verifier whose clock reads `now_ms`: not
+/// more than `max_future_drift` ahead. (The ledger separately requires timestamps never to go
+/// backwards.) This is a voting rule, not a validity rule: finalized blocks are applied whatever
+/// the local clock says, so replay and catch-up stay deterministic.
+pub fn timestamp_acceptable(timestamp_ms: u64, now_ms: u64, max_future_drift: Duration) -> bool {
+    let drift = u64::try_from(max_future_drift.as_millis()).unwrap_or(u64::MAX);
+    timestamp_ms <= now_ms.saturating_add(drift)
 }
 
 impl Default for AppConfig {
@@ -79,6 +98,7 @@ impl Default for AppConfig {
             max_block_txs: 10_000,
             idle_block_interval: Duration::from_millis(1_000),
             poll_interval: Duration::from_millis(5),
+            max_future_drift: Duration::from_secs(5),
         }
     }
 }
@@ -106,18 +126,28 @@ impl Forks {
     }
 }
 
+/// The validator set of each epoch, as this validator learned it from finalized boundaries.
+pub type Schedule = BTreeMap<u64, Vec<ValidatorKey>>;
+
 /// The ledger as a simplex application (through marshal) and the reporter of finalized blocks.
 #[derive(Clone)]
 pub struct LedgerApp<H: Host> {
     host: H,
     config: AppConfig,
     forks: Arc<Mutex<Forks>>,
+    schedule: Arc<Mutex<Schedule>>,
 }
 
 impl<H: Host> LedgerApp<H> {
     /// `finalized` is the state after the last block the host committed (genesis state at
     /// first start).
     pub fn new(host: H, finalized: State, config: AppConfig) -> LedgerApp<H> {
+        let mut schedule = Schedule::new();
+        if finalized.height() == 0
+            && let Ok(keys) = crate::validators::committee_keys(&finalized)
+        {
+            schedule.insert(0, keys);
+        }
         LedgerApp {
             host,
             config,
@@ -125,7 +155,41 @@ impl<H: Host> LedgerApp<H> {
                 finalized: Arc::new(finalized),
                 above: BTreeMap::new(),
             })),
+            schedule: Arc::new(Mutex::new(schedule)),
         }
+    }
+
+    /// The validator set of every epoch whose boundary this validator finalized (epoch 0 from
+    /// genesis): epoch `e + 1` gets [`agora_ledger::epochs::active_set`] of the state after the
+    /// last block of epoch `e`. The running engine does not switch to a new set yet (see
+    /// `docs/design/consensus.md`); this is what it would switch to.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the next epoch's validator set when `state` is the last block of an epoch.
+    fn note_epoch_boundary(&self, state: &State) {
+        let length = state.params().epoch_length_blocks;
+        let height = state.height();
+        if !agora_ledger::epochs::ends_epoch(height, length) {
+            return;
+        }
+        let next_epoch = agora_ledger::epochs::epoch_of(height, length) + 1;
+        let next = crate::validators::committee_keys(state).unwrap_or_default();
+        let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = schedule
+            .range(..next_epoch)
+            .next_back()
+            .map(|(_, keys)| keys.clone());
+        if previous.as_ref().is_some_and(|p| *p != next) {
+            tracing::warn!(target: "agora::consensus", epoch = next_epoch, members = next.len(),
+                "the validator set changes at this epoch boundary; the running engine keeps \
+                 its genesis committee (reconfiguration is not implemented yet)");
+        }
+        schedule.insert(next_epoch, next);
     }
 
     fn forks(&self) -> MutexGuard<'_, Forks> {
@@ -222,6 +286,7 @@ impl<H: Host> LedgerApp<H> {
             tracing::error!(target: "agora::consensus", height, %error, "commit failed");
             return false;
         }
+        self.note_epoch_boundary(&state);
         forks.finalized = state;
         forks.above.retain(|_, s| s.state.height() > height);
         tracing::debug!(target: "agora::consensus", height, txs = ledger_block.txs.len(),
@@ -272,13 +337,15 @@ where
             clock.sleep(self.config.poll_interval).await;
         }
         let candidates = self.host.candidates(&state, self.config.max_block_txs);
-        let built = agora_ledger::build_block(
+        let checked = self.host.signatures_checked(&candidates);
+        let built = agora_ledger::build_block_with(
             &state,
             &BlockContext {
                 timestamp_ms: now_ms(&clock),
                 proposer: address_of(&context.leader),
             },
             candidates,
+            &|i, _| checked.get(i).copied().unwrap_or(false),
         );
         let dead: Vec<(SignedTx, TxError)> = built
             .rejected
@@ -304,7 +371,7 @@ where
 
     async fn verify(
         &mut self,
-        (_clock, context): (E, ConsensusContext),
+        (clock, context): (E, ConsensusContext),
         mut ancestry: impl Ancestry<ChainBlock>,
     ) -> bool {
         let Some(candidate) = ancestry.next().await else {
@@ -317,6 +384,15 @@ where
             tracing::debug!(target: "agora::consensus", "block proposer is not the leader");
             return false;
         }
+        if !timestamp_acceptable(
+            block.header.timestamp_ms,
+            now_ms(&clock),
+            self.config.max_future_drift,
+        ) {
+            tracing::debug!(target: "agora::consensus", timestamp_ms = block.header.timestamp_ms,
+                "proposal stamped too far in the future");
+            return false;
+        }
         if self.forks().above.contains_key(&candidate.digest()) {
             return true; // built or verified here already
         }
@@ -326,7 +402,10 @@ where
         let Some(state) = self.state_after(parent, &mut ancestry).await else {
             return false;
         };
-        match agora_ledger::apply_block(&state, block) {
+        let checked = self.host.signatures_checked(&block.txs);
+        match agora_ledger::apply_block_with(&state, block, &|i, _| {
+            checked.get(i).copied().unwrap_or(false)
+        }) {
             Ok((after, applied)) => {
                 self.forks().above.insert(
                     candidate.digest(),
@@ -355,5 +434,24 @@ impl<H: Host> Reporter for LedgerApp<H> {
             ack.acknowledge();
         }
         Feedback::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn future_timestamps_beyond_the_drift_get_no_vote() {
+        let drift = Duration::from_secs(5);
+        assert!(timestamp_acceptable(1_000, 1_000, drift));
+        assert!(
+            timestamp_acceptable(0, 1_000, drift),
+            "past is the ledger's business"
+        );
+        assert!(timestamp_acceptable(6_000, 1_000, drift));
+        assert!(!timestamp_acceptable(6_001, 1_000, drift));
+        assert!(timestamp_acceptable(u64::MAX, u64::MAX - 1, drift));
+        assert!(!timestamp_acceptable(u64::MAX, 0, Duration::ZERO));
     }
 }

@@ -282,6 +282,7 @@ async fn start_loopback(
                 max_block_txs: cfg.max_block_txs,
                 idle_block_interval: Duration::from_millis(200),
                 poll_interval: Duration::from_millis(2),
+                ..AppConfig::default()
             },
         );
         let mut ecfg = EngineConfig::new(&namespace, "bench");

@@ -48,6 +48,8 @@ pub mod channel {
     pub const RESOLVER: u64 = 2;
     pub const BLOCKS: u64 = 3;
     pub const BACKFILL: u64 = 4;
+    /// Transaction gossip ([`crate::gossip`]); not part of [`super::Channels`], the node runs it.
+    pub const TXS: u64 = 5;
 }
 
 /// Largest p2p message a validator accepts: a maximal block plus framing.

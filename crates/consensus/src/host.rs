@@ -4,9 +4,11 @@
 //! its redb store instead.
 
 use crate::app::{CommitError, Host};
+use crate::gossip::Verdict;
 use crate::mempool::{AdmitError, Mempool, MempoolLimits};
 use agora_ledger::{Applied, State, TxError};
 use agora_types::{Block, Hash, SignedTx};
+use futures::channel::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One finalized block as the host recorded it.
@@ -24,6 +26,7 @@ pub type CommitHook = Arc<dyn Fn(&Block) + Send + Sync>;
 
 struct Inner {
     hook: Option<CommitHook>,
+    gossip: Option<mpsc::UnboundedSender<SignedTx>>,
     mempool: Mempool,
     finalized: Vec<Finalized>,
     state: Arc<State>,
@@ -39,6 +42,7 @@ impl MemHost {
         MemHost {
             inner: Arc::new(Mutex::new(Inner {
                 hook: None,
+                gossip: None,
                 mempool: Mempool::new(limits),
                 finalized: Vec::new(),
                 state: Arc::new(genesis),
@@ -55,11 +59,35 @@ impl MemHost {
         self.lock().hook = Some(hook);
     }
 
-    /// Admits a transaction against the last finalized state.
+    /// Sends every transaction [`MemHost::submit`] admits to `outbox` (the validator's gossip
+    /// task), replacing any earlier outbox (a restarted validator installs a new one).
+    pub fn set_gossip(&self, outbox: mpsc::UnboundedSender<SignedTx>) {
+        self.lock().gossip = Some(outbox);
+    }
+
+    /// Admits a transaction against the last finalized state (a client submission: gossiped
+    /// on to the other validators when admitted).
     pub fn submit(&self, stx: SignedTx) -> Result<Hash, AdmitError> {
         let mut inner = self.lock();
         let state = inner.state.clone();
-        inner.mempool.admit(&state, stx)
+        let id = inner.mempool.admit(&state, stx.clone())?;
+        if let Some(outbox) = &inner.gossip {
+            let _ = outbox.unbounded_send(stx);
+        }
+        Ok(id)
+    }
+
+    /// Admits a transaction that arrived by gossip (not sent on again).
+    pub fn admit_gossiped(&self, stx: SignedTx) -> Verdict {
+        let mut inner = self.lock();
+        let state = inner.state.clone();
+        match inner.mempool.admit(&state, stx) {
+            Ok(_) => Verdict::Accepted,
+            Err(AdmitError::Invalid(
+                TxError::BadSignature | TxError::WrongChain { .. } | TxError::TooLarge { .. },
+            )) => Verdict::Offending,
+            Err(_) => Verdict::Ignored,
+        }
     }
 
     pub fn pending(&self) -> usize {
@@ -88,6 +116,13 @@ impl Host for MemHost {
 
     fn has_pending(&self) -> bool {
         !self.lock().mempool.is_empty()
+    }
+
+    fn signatures_checked(&self, txs: &[SignedTx]) -> Vec<bool> {
+        let inner = self.lock();
+        txs.iter()
+            .map(|stx| inner.mempool.contains(&stx.id()))
+            .collect()
     }
 
     fn discard(&self, rejected: &[(SignedTx, TxError)]) {

@@ -14,6 +14,7 @@
 //! * [`block`]: ledger blocks as consensus orders them (digest = sha256 of the ledger block id).
 //! * [`app`]: [`LedgerApp`], the marshal-level application, and the [`Host`] trait the node
 //!   implements (mempool access, durable commit).
+//! * [`gossip`]: transaction gossip between validators (bounded batches on p2p channel 5).
 //! * [`mempool`]: per-account nonce-ordered pending transactions with limits and eviction.
 //! * [`host`]: [`MemHost`], an in-memory host for simulations and benchmarks.
 //! * [`validators`]: the stake-weighted committee and epoch arithmetic.
@@ -27,12 +28,13 @@ pub mod app;
 pub mod bench;
 pub mod block;
 pub mod engine;
+pub mod gossip;
 pub mod host;
 pub mod mempool;
 pub mod sim;
 pub mod validators;
 
-pub use app::{AppConfig, CommitError, ConsensusContext, Host, LedgerApp, ValidatorKey};
+pub use app::{AppConfig, CommitError, ConsensusContext, Host, LedgerApp, Schedule, ValidatorKey};
 pub use block::{ChainBlock, Digest};
 pub use engine::{Channels, EngineConfig, Running, StartError, channel};
 pub use host::{Finalized, MemHost};

@@ -7,6 +7,7 @@
 
 use crate::app::{AppConfig, LedgerApp, ValidatorKey};
 use crate::engine::{self, Channels, EngineConfig, channel};
+use crate::gossip;
 use crate::host::MemHost;
 use crate::mempool::MempoolLimits;
 use agora_ledger::State;
@@ -24,11 +25,51 @@ use std::time::Duration;
 /// Per-peer, per-channel message rate: high enough never to be the bottleneck.
 pub const QUOTA: Quota = Quota::per_second(NZU32!(100_000));
 
+type Outbox = futures::channel::mpsc::UnboundedReceiver<agora_types::SignedTx>;
+
+/// Routes `host`'s admitted submissions to a queue at once (before any task runs, so nothing
+/// submitted from now on misses gossip).
+fn gossip_outbox(host: &MemHost) -> Outbox {
+    let (outbox, queued) = futures::channel::mpsc::unbounded();
+    host.set_gossip(outbox);
+    queued
+}
+
+/// Starts validator gossip over `host`: queued submissions go out on the gossip channel,
+/// gossip from peers is admitted (malformed or offending gossip blocks the sender).
+fn spawn_gossip<E: Runtime, S, R, B>(
+    ctx: &E,
+    host: MemHost,
+    mut queued: Outbox,
+    (mut sender, receiver): (S, R),
+    blocker: B,
+) where
+    S: commonware_p2p::Sender<PublicKey = ValidatorKey>,
+    R: commonware_p2p::Receiver<PublicKey = ValidatorKey>,
+    B: commonware_p2p::Blocker<PublicKey = ValidatorKey>,
+{
+    use futures::StreamExt as _;
+    ctx.child("gossip_out").spawn(move |_| async move {
+        while let Some(first) = queued.next().await {
+            let mut batch = vec![first];
+            while let Ok(more) = queued.try_recv() {
+                batch.push(more);
+            }
+            gossip::broadcast(&mut sender, &batch);
+        }
+    });
+    ctx.child("gossip_in").spawn(move |_| async move {
+        gossip::receive(receiver, blocker, |stx| host.admit_gossiped(stx)).await;
+    });
+}
+
 /// A validator in the simulation.
 pub struct SimValidator {
     pub key: SecretKey,
     pub public: ValidatorKey,
     pub host: MemHost,
+    /// The application of the running (or last run) instance.
+    pub app: Option<LedgerApp<MemHost>>,
     handle: Option<Handle<()>>,
 }
 
@@ -67,6 +108,7 @@ impl<E: Runtime> Sim<E> {
                 public: signer_of(&key).public_key(),
                 host: MemHost::new(genesis.clone(), MempoolLimits::default()),
                 key,
+                app: None,
                 handle: None,
             })
             .collect();
@@ -152,11 +194,17 @@ impl<E: Runtime> Sim<E> {
             blocks: next(),
             backfill: next(),
         };
+        let gossip_channel = control
+            .register(channel::TXS, QUOTA)
+            .await
+            .expect("register channel");
         let host = v.host.clone();
+        let queued = gossip_outbox(&host);
         let app = LedgerApp::new(host.clone(), (*host.state()).clone(), self.app_config);
+        let signer = signer_of(&v.key);
+        self.validators[i].app = Some(app.clone());
         let mut config = self.engine_config.clone();
         config.partition_prefix = format!("validator{i}");
-        let signer = signer_of(&v.key);
         let participants = self.participants.clone();
         let manager = self.oracle.manager();
         let handle =
@@ -164,6 +212,7 @@ impl<E: Runtime> Sim<E> {
                 .child("validator")
                 .with_attribute("index", i)
                 .spawn(move |ctx| async move {
+                    spawn_gossip(&ctx, host, queued, gossip_channel, control.clone());
                     let running = engine::start(
                         ctx,
                         config,
@@ -178,6 +227,28 @@ impl<E: Runtime> Sim<E> {
                     .expect("validator starts");
                     let _ = running.consensus.await;
                 });
+        self.validators[i].handle = Some(handle);
+    }
+
+    /// Runs only the transaction gossip of validator `i` (no consensus engine): a mempool that
+    /// relays what is submitted to it, so a test can show transactions reach the proposers
+    /// by gossip alone.
+    pub async fn start_gossip_only(&mut self, context: &E, i: usize) {
+        let v = &self.validators[i];
+        let control = self.oracle.control(v.public.clone());
+        let gossip_channel = control
+            .register(channel::TXS, QUOTA)
+            .await
+            .expect("register channel");
+        let host = v.host.clone();
+        let queued = gossip_outbox(&host);
+        let handle = context
+            .child("gossip_only")
+            .with_attribute("index", i)
+            .spawn(move |ctx| async move {
+                spawn_gossip(&ctx, host, queued, gossip_channel, control);
+                futures::future::pending::<()>().await;
+            });
         self.validators[i].handle = Some(handle);
     }
 

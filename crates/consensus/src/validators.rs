@@ -22,19 +22,10 @@ pub enum CommitteeError {
     BadKey(Address),
 }
 
-/// The committee members by descending stake, as `(address, stake)`.
+/// The committee members by descending stake, as `(address, stake)`
+/// ([`agora_ledger::epochs::active_set`]).
 pub fn committee(state: &State) -> Vec<(Address, Amount)> {
-    let params = state.params();
-    let height = state.height();
-    let mut members: Vec<(Address, Amount)> = state
-        .validators()
-        .filter(|(_, record)| record.jailed_until <= height)
-        .map(|(address, _)| (*address, state.total_stake(address)))
-        .filter(|(_, stake)| *stake >= params.min_validator_stake)
-        .collect();
-    members.sort_by(|(a, sa), (b, sb)| sb.cmp(sa).then(a.cmp(b)));
-    members.truncate(params.max_validators as usize);
-    members
+    agora_ledger::epochs::active_set(state)
 }
 
 /// The committee as consensus keys (sorted the way simplex orders participants).
@@ -59,7 +50,7 @@ pub fn key_of(address: &Address) -> Result<ValidatorKey, CommitteeError> {
 
 /// The epoch a height belongs to.
 pub fn epoch_of(height: u64, epoch_length_blocks: u64) -> u64 {
-    height / epoch_length_blocks.max(1)
+    agora_ledger::epochs::epoch_of(height, epoch_length_blocks)
 }
 
 /// Whether the committee derived from `state` changes at the next epoch boundary compared

@@ -9,9 +9,10 @@
 
 use crate::chain::Chain;
 use crate::{NodeConfig, Shared, config, mempool, rpc, store};
+use agora_consensus::gossip::{self, Verdict};
 use agora_consensus::{AppConfig, CommitError, EngineConfig, Host, LedgerApp, channel, engine};
 use agora_ledger::{Applied, State, TxError};
-use agora_types::{Address, Block, SecretKey, SignedTx};
+use agora_types::{Address, Block, Hash, SecretKey, SignedTx};
 use commonware_cryptography::{ChaCha20Poly1305, ed25519};
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address as PeerAddress, AddressableManager as _};
@@ -19,6 +20,7 @@ use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio as cw_tokio}
 use commonware_stream::{cups, cups::Cups, sake, sake::Sake};
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,6 +61,15 @@ impl Host for NodeHost {
             .lock()
             .map(|c| !c.mempool().is_empty())
             .unwrap_or(false)
+    }
+
+    fn signatures_checked(&self, txs: &[SignedTx]) -> Vec<bool> {
+        let Ok(chain) = self.shared.chain.lock() else {
+            return vec![false; txs.len()];
+        };
+        txs.iter()
+            .map(|stx| chain.mempool().contains(&stx.id()))
+            .collect()
     }
 
     fn discard(&self, rejected: &[(SignedTx, TxError)]) {
@@ -224,7 +235,9 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
             blocks: reg(channel::BLOCKS),
             backfill: reg(channel::BACKFILL),
         };
+        let gossip_channel = reg(channel::TXS);
         network.start();
+        spawn_gossip(&context, shared.clone(), gossip_channel, oracle.clone());
 
         let host = NodeHost::new(shared.clone());
         let app = LedgerApp::new(
@@ -234,6 +247,7 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
                 max_block_txs: cfg.max_block_txs,
                 idle_block_interval: Duration::from_millis(vcfg.idle_block_ms),
                 poll_interval: Duration::from_millis(5),
+                ..AppConfig::default()
             },
         );
         let mut ecfg = EngineConfig::new(&namespace, "agora");
@@ -256,6 +270,74 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
         Ok(())
     })
 }
+
+/// Transaction gossip for the node: every transaction the RPC admits goes to the other
+/// validators ([`agora_consensus::gossip`]); gossip from them is admitted to the node mempool.
+/// A set of ids already sent or received keeps a transaction from going out twice; it is pruned
+/// to what is still pending.
+fn spawn_gossip<S, R, B>(
+    context: &cw_tokio::Context,
+    shared: Arc<Shared>,
+    (mut sender, receiver): (S, R),
+    blocker: B,
+) where
+    S: commonware_p2p::Sender<PublicKey = ed25519::PublicKey>,
+    R: commonware_p2p::Receiver<PublicKey = ed25519::PublicKey>,
+    B: commonware_p2p::Blocker<PublicKey = ed25519::PublicKey>,
+{
+    use commonware_runtime::Spawner as _;
+    let known: Arc<Mutex<BTreeSet<Hash>>> = Arc::default();
+    let (shared_in, known_in) = (shared.clone(), known.clone());
+    context.child("gossip_in").spawn(move |_| async move {
+        gossip::receive(receiver, blocker, |stx| {
+            let id = stx.id();
+            let Ok(mut chain) = shared_in.chain.lock() else {
+                return Verdict::Ignored;
+            };
+            match chain.submit(stx) {
+                Ok(_) => {
+                    if let Ok(mut k) = known_in.lock() {
+                        k.insert(id);
+                    }
+                    Verdict::Accepted
+                }
+                Err(mempool::AdmitError::Invalid(
+                    TxError::BadSignature | TxError::WrongChain { .. } | TxError::TooLarge { .. },
+                )) => Verdict::Offending,
+                Err(_) => Verdict::Ignored,
+            }
+        })
+        .await;
+    });
+    context.child("gossip_out").spawn(move |_| async move {
+        loop {
+            // Woken by RPC submissions; the timeout also picks up anything missed.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), shared.new_tx.notified()).await;
+            // Let a burst gather into one batch.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let fresh: Vec<SignedTx> = {
+                let (Ok(chain), Ok(mut known)) = (shared.chain.lock(), known.lock()) else {
+                    continue;
+                };
+                let pool = chain.mempool();
+                if known.len() > 2 * pool.len() + 1_024 {
+                    known.retain(|id| pool.contains(id));
+                }
+                pool.candidates(chain.state(), GOSSIP_SCAN)
+                    .into_iter()
+                    .filter(|stx| known.insert(stx.id()))
+                    .collect()
+            };
+            if !fresh.is_empty() {
+                gossip::broadcast(&mut sender, &fresh);
+            }
+        }
+    });
+}
+
+/// Most pending transactions looked at per gossip round.
+const GOSSIP_SCAN: usize = 20_000;
 
 #[cfg(test)]
 mod tests {
