@@ -414,3 +414,74 @@ pub fn build_block_with(
         rejected,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_types::{Amount, SecretKey, Tx};
+
+    #[test]
+    fn skipping_vouched_signatures_never_lets_an_unvouched_bad_one_through() {
+        let keys: Vec<SecretKey> = (0..2)
+            .map(|i| SecretKey::from_test_seed(&format!("skip-{i}")))
+            .collect();
+        let state = Genesis {
+            chain_id: "skip".into(),
+            timestamp_ms: 0,
+            params: Params::default(),
+            accounts: keys
+                .iter()
+                .map(|k| genesis::GenesisAccount {
+                    address: k.public(),
+                    balance: Amount::from_agr(10),
+                })
+                .collect(),
+            validators: Vec::new(),
+        }
+        .into_state()
+        .unwrap();
+        let transfer = |k: &SecretKey| {
+            Tx {
+                chain_id: "skip".into(),
+                signer: k.public(),
+                nonce: 0,
+                fee: state.params().min_fee,
+                body: TxBody::Transfer {
+                    to: k.public(),
+                    amount: Amount::from_agr(1),
+                },
+            }
+            .sign(k)
+        };
+        let ctx = BlockContext {
+            timestamp_ms: 1,
+            proposer: keys[0].public(),
+        };
+        let good = build_block(&state, &ctx, [transfer(&keys[0]), transfer(&keys[1])]);
+        assert!(good.rejected.is_empty());
+        // Vouching for valid signatures changes nothing.
+        let (s1, _) = apply_block(&state, &good.block).unwrap();
+        let (s2, _) = apply_block_with(&state, &good.block, &|_, _| true).unwrap();
+        let (s3, _) = apply_block_with(&state, &good.block, &|i, _| i == 1).unwrap();
+        assert_eq!(s1.root(), s2.root());
+        assert_eq!(s1.root(), s3.root());
+        // A forged signature at index 1 is caught unless index 1 is vouched for.
+        let mut forged = good.block.clone();
+        forged.txs[1].signature = forged.txs[0].signature;
+        let err = apply_block_with(&state, &forged, &|i, _| i == 0).unwrap_err();
+        assert!(matches!(
+            err,
+            BlockError::InvalidTx {
+                index: 1,
+                error: TxError::BadSignature
+            }
+        ));
+        assert!(apply_block(&state, &forged).is_err());
+        // Building skips only vouched candidates: an unvouched forged one is rejected.
+        let mut bad = transfer(&keys[1]);
+        bad.signature = transfer(&keys[0]).signature;
+        let built = build_block_with(&state, &ctx, [transfer(&keys[0]), bad], &|i, _| i == 0);
+        assert_eq!(built.block.txs.len(), 1);
+        assert!(matches!(built.rejected[0].1, TxError::BadSignature));
+    }
+}
