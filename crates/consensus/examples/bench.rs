@@ -1,7 +1,8 @@
 //! `cargo run -p agora-consensus --example bench -- [validators] [rate] [seconds] [accounts]`
 //!
-//! N validators in one process (tokio runtime, simulated 1 ms links, storage in a temp dir),
-//! a steady stream of transfers; prints finalized tx/s and finality latency p50/p99.
+//! N validators in one process (tokio runtime, authenticated p2p over loopback TCP, storage in a
+//! temp dir); a steady stream of transfers, each submitted to one validator and spread by
+//! transaction gossip; prints finalized tx/s and finality latency p50/p99.
 
 use agora_consensus::bench::{BenchConfig, run};
 use std::time::Duration;

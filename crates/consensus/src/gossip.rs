@@ -18,7 +18,7 @@
 //! nonces and duplicates are normal races between mempools and are ignored.
 
 use agora_types::tx::limits::MAX_TX_BYTES;
-use agora_types::{Decode, Encode, SignedTx};
+use agora_types::{BatchVerifier, Decode, Encode, SignDomain, SignedTx};
 use commonware_p2p::{Blocker, Receiver, Recipients, Sender};
 
 /// Most transactions in one gossip message.
@@ -131,8 +131,10 @@ pub fn broadcast<S: Sender>(sender: &mut S, txs: &[SignedTx]) {
     }
 }
 
-/// Receives gossip until the channel closes: admits each transaction with `admit`, blocks a
-/// peer whose message is malformed or carries a transaction only a dishonest sender produces.
+/// Receives gossip until the channel closes: checks each batch's signatures in one batch
+/// verification, admits each transaction with a valid signature with `admit` (which may rely on
+/// the signature being checked), and blocks a peer whose message is malformed or carries a
+/// transaction only a dishonest sender produces (a bad signature included).
 pub async fn receive<R, B>(
     mut receiver: R,
     mut blocker: B,
@@ -144,9 +146,17 @@ pub async fn receive<R, B>(
     while let Ok((peer, msg)) = receiver.recv().await {
         match decode_batch(msg.as_ref()) {
             Ok(txs) => {
+                let bad = bad_signatures(&txs);
                 let offending = txs
                     .into_iter()
-                    .map(&mut admit)
+                    .enumerate()
+                    .map(|(i, stx)| {
+                        if bad.contains(&i) {
+                            Verdict::Offending
+                        } else {
+                            admit(stx)
+                        }
+                    })
                     .filter(|v| *v == Verdict::Offending)
                     .count();
                 if offending > 0 {
@@ -162,6 +172,25 @@ pub async fn receive<R, B>(
             }
         }
     }
+}
+
+/// Indices of the transactions whose signatures fail, checked in one batch.
+fn bad_signatures(txs: &[SignedTx]) -> std::collections::BTreeSet<usize> {
+    let mut batch = BatchVerifier::new();
+    for stx in txs {
+        batch.queue(
+            &stx.tx.signer,
+            SignDomain::Transaction,
+            &stx.tx.encode(),
+            &stx.signature,
+        );
+    }
+    batch
+        .verify()
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

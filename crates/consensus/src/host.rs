@@ -77,11 +77,12 @@ impl MemHost {
         Ok(id)
     }
 
-    /// Admits a transaction that arrived by gossip (not sent on again).
+    /// Admits a transaction that arrived by gossip, its signature already checked in the
+    /// gossip batch (not sent on again).
     pub fn admit_gossiped(&self, stx: SignedTx) -> Verdict {
         let mut inner = self.lock();
         let state = inner.state.clone();
-        match inner.mempool.admit(&state, stx) {
+        match inner.mempool.admit_signature_checked(&state, stx) {
             Ok(_) => Verdict::Accepted,
             Err(AdmitError::Invalid(
                 TxError::BadSignature | TxError::WrongChain { .. } | TxError::TooLarge { .. },

@@ -74,6 +74,25 @@ impl Mempool {
 
     /// Admits a transaction checked against `state` (normally the last finalized state).
     pub fn admit(&mut self, state: &State, stx: SignedTx) -> Result<Hash, AdmitError> {
+        self.admit_inner(state, stx, true)
+    }
+
+    /// [`Mempool::admit`] for a transaction whose signature the caller has just checked (a
+    /// gossip batch is verified in one batch before its transactions are admitted).
+    pub fn admit_signature_checked(
+        &mut self,
+        state: &State,
+        stx: SignedTx,
+    ) -> Result<Hash, AdmitError> {
+        self.admit_inner(state, stx, false)
+    }
+
+    fn admit_inner(
+        &mut self,
+        state: &State,
+        stx: SignedTx,
+        check_signature: bool,
+    ) -> Result<Hash, AdmitError> {
         check_tx_static(state, &stx)?;
         let id = stx.id();
         if self.ids.contains(&id) {
@@ -100,7 +119,9 @@ impl Mempool {
             }
             .into());
         }
-        stx.verify_signature().map_err(|_| TxError::BadSignature)?;
+        if check_signature {
+            stx.verify_signature().map_err(|_| TxError::BadSignature)?;
+        }
         if self.by_sender.len() >= self.limits.max_txs && !self.evict_for(stx.tx.fee) {
             return Err(AdmitError::Full(self.limits.max_txs));
         }

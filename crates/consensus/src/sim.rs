@@ -25,11 +25,11 @@ use std::time::Duration;
 /// Per-peer, per-channel message rate: high enough never to be the bottleneck.
 pub const QUOTA: Quota = Quota::per_second(NZU32!(100_000));
 
-type Outbox = futures::channel::mpsc::UnboundedReceiver<agora_types::SignedTx>;
+pub(crate) type Outbox = futures::channel::mpsc::UnboundedReceiver<agora_types::SignedTx>;
 
 /// Routes `host`'s admitted submissions to a queue at once (before any task runs, so nothing
 /// submitted from now on misses gossip).
-fn gossip_outbox(host: &MemHost) -> Outbox {
+pub(crate) fn gossip_outbox(host: &MemHost) -> Outbox {
     let (outbox, queued) = futures::channel::mpsc::unbounded();
     host.set_gossip(outbox);
     queued
@@ -37,7 +37,7 @@ fn gossip_outbox(host: &MemHost) -> Outbox {
 
 /// Starts validator gossip over `host`: queued submissions go out on the gossip channel,
 /// gossip from peers is admitted (malformed or offending gossip blocks the sender).
-fn spawn_gossip<E: Runtime, S, R, B>(
+pub(crate) fn spawn_gossip<E: Runtime, S, R, B>(
     ctx: &E,
     host: MemHost,
     mut queued: Outbox,
