@@ -1,0 +1,174 @@
+//! API keys and what each customer has spent.
+//!
+//! A key maps to a ledger account (the customer's identity, and where their prepaid credit came
+//! from) and a credit line in base units. Keys are stored only as sha256 digests. Every completion
+//! charges its customer exactly what its providers were paid (see `relay`). The book is written
+//! to disk (write-then-rename) at most once a second and on shutdown; a crash loses at most the
+//! last second of metering, never a key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use agora_types::{Address, Amount};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Digest of an API key.
+pub type KeyHash = [u8; 32];
+
+/// One customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub name: String,
+    pub account: Address,
+    /// Prepaid credit.
+    pub credit: Amount,
+    /// Charged so far.
+    pub spent: Amount,
+}
+
+impl Customer {
+    pub fn remaining(&self) -> Amount {
+        self.credit.saturating_sub(self.spent)
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Book {
+    customers: Vec<(String, Customer)>,
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Unknown,
+    NoCredit { remaining: Amount },
+}
+
+/// All customers of this gateway.
+pub struct Customers {
+    by_key: Mutex<BTreeMap<KeyHash, Customer>>,
+    path: Option<PathBuf>,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+pub fn key_hash(key: &str) -> KeyHash {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Customers {
+    /// Loads the book at `path` (an absent file is an empty book).
+    pub fn open(path: Option<PathBuf>) -> std::io::Result<Customers> {
+        let mut by_key = BTreeMap::new();
+        if let Some(p) = &path
+            && p.exists()
+        {
+            let bytes = std::fs::read(p)?;
+            let book: Book = serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", p.display()),
+                )
+            })?;
+            for (hex_hash, c) in book.customers {
+                let mut h = [0u8; 32];
+                if hex::decode_to_slice(&hex_hash, &mut h).is_ok() {
+                    by_key.insert(h, c);
+                }
+            }
+        }
+        Ok(Customers {
+            by_key: Mutex::new(by_key),
+            path,
+            dirty: false.into(),
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<KeyHash, Customer>> {
+        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds (or replaces) `key` for a customer.
+    pub fn insert(&self, key: &str, customer: Customer) {
+        self.map().insert(key_hash(key), customer);
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Creates a fresh random key for a customer and returns it.
+    pub fn create(&self, name: &str, account: Address, credit: Amount) -> String {
+        let key = format!("sk-agora-{}", hex::encode(rand::random::<[u8; 24]>()));
+        self.insert(
+            &key,
+            Customer {
+                name: name.into(),
+                account,
+                credit,
+                spent: Amount::ZERO,
+            },
+        );
+        key
+    }
+
+    /// The customer behind a bearer token, if it may spend.
+    pub fn authorize(&self, key: Option<&str>) -> Result<(KeyHash, Customer), AuthError> {
+        let key = key.ok_or(AuthError::Missing)?;
+        let h = key_hash(key);
+        let c = self.map().get(&h).cloned().ok_or(AuthError::Unknown)?;
+        if c.remaining().is_zero() {
+            return Err(AuthError::NoCredit {
+                remaining: c.remaining(),
+            });
+        }
+        Ok((h, c))
+    }
+
+    /// Charges a completion's cost.
+    pub fn charge(&self, key: &KeyHash, amount: Amount) {
+        if amount.is_zero() {
+            return;
+        }
+        if let Some(c) = self.map().get_mut(key) {
+            c.spent = c.spent.checked_add(amount).unwrap_or(c.spent);
+        }
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, key: &KeyHash) -> Option<Customer> {
+        self.map().get(key).cloned()
+    }
+
+    /// Total charged to all customers.
+    pub fn total_spent(&self) -> Amount {
+        self.map()
+            .values()
+            .fold(Amount::ZERO, |a, c| a.checked_add(c.spent).unwrap_or(a))
+    }
+
+    /// Writes the book if it changed.
+    pub fn flush(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let book = Book {
+            customers: self
+                .map()
+                .iter()
+                .map(|(h, c)| (hex::encode(h), c.clone()))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&book).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
+    }
+}

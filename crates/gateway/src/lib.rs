@@ -1,0 +1,166 @@
+//! The gateway: an OpenAI-compatible HTTP API that routes each request to a provider on the overlay, pays it per token through a payment channel and fails over mid-stream.
+//!
+//! ```text
+//!  OpenAI SDK ──HTTP──► api (auth, validation, SSE) ──► relay (one completion)
+//!                                                         │  market.pick: price, latency, load, trust
+//!                                                         │  payer.channel_to: open / top up channel
+//!                                                         ▼
+//!                                   agora-p2p infer stream ──► provider ──► frames
+//!                                                         │  each frame: channel.add(cost) -> voucher
+//!                                                         │  provider dies/stalls: next provider,
+//!                                                         │  continuation = tokens delivered so far
+//!                                                         ▼
+//!                                   customers.charge(exactly what providers were paid)
+//! ```
+//! See `docs/design/gateway.md`.
+
+pub mod api;
+pub mod customers;
+pub mod market;
+pub mod metrics;
+pub mod payer;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_market::{ChainError, TxSender};
+
+pub use customers::{Customer, Customers};
+pub use market::{Constraints, Market};
+pub use payer::{Payer, PayerSettings};
+pub use relay::{Relay, RelaySettings};
+
+/// Everything a gateway needs besides its overlay node and its account.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub payer: PayerSettings,
+    pub relay: RelaySettings,
+    /// How often offers and registrations are re-read.
+    pub refresh_every: Duration,
+    /// Where the API-key book lives (`None`: in memory only).
+    pub customers_path: Option<PathBuf>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8646)),
+            payer: PayerSettings::default(),
+            relay: RelaySettings::default(),
+            refresh_every: Duration::from_secs(1),
+            customers_path: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("ledger: {0}")]
+    Chain(#[from] ChainError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("customer book: {0}")]
+    Customers(std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where the HTTP API listens.
+    pub addr: SocketAddr,
+    pub market: Arc<Market>,
+    pub payer: Arc<Payer>,
+    pub customers: Arc<Customers>,
+    pub relay: Arc<Relay>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds the HTTP API and starts the market refresher. Must run inside a tokio runtime.
+    pub async fn start(
+        config: GatewayConfig,
+        net: agora_p2p::Handle,
+        sender: Arc<TxSender>,
+    ) -> Result<Gateway, GatewayError> {
+        let chain = sender.chain().clone();
+        let info = chain.info().await?;
+        let market = Arc::new(Market::new(net.clone(), chain, info.min_provider_stake));
+        let payer = Payer::new(sender, net.clone(), config.payer.clone());
+        let customers = Arc::new(
+            Customers::open(config.customers_path.clone()).map_err(GatewayError::Customers)?,
+        );
+        let relay = Arc::new(Relay {
+            market: market.clone(),
+            payer: payer.clone(),
+            net,
+            customers: customers.clone(),
+            settings: config.relay.clone(),
+        });
+        let state = Arc::new(api::ApiState {
+            relay: relay.clone(),
+            market: market.clone(),
+            customers: customers.clone(),
+            metrics: metrics::Metrics::new(),
+        });
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| GatewayError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let app = api::router(state);
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(target: "agora::gateway", error = %e, "HTTP server stopped");
+            }
+        })];
+        tasks.push(tokio::spawn(
+            market.clone().refresh_loop(config.refresh_every),
+        ));
+        let book = customers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = book.flush() {
+                    tracing::error!(target: "agora::gateway", error = %e, "cannot write the customer book");
+                }
+            }
+        }));
+        tracing::info!(target: "agora::gateway", %addr, "gateway listening");
+        Ok(Gateway {
+            addr,
+            market,
+            payer,
+            customers,
+            relay,
+            tasks,
+        })
+    }
+
+    /// Base URL of the OpenAI-compatible API.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.customers.flush();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

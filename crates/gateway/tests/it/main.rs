@@ -1,0 +1,432 @@
+//! Gateway integration tests on an in-process network (ledger node, providers on the test engine,
+//! gateway), over real loopback sockets.
+
+mod net;
+
+use std::time::Duration;
+
+use agora_gateway::RelaySettings;
+use agora_types::Amount;
+use net::{API_KEY, MODEL, ROYALTY_BPS, TestNet, price, treasury};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+async fn post(url: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut r = client().post(url).json(body);
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The `data:` payloads of a server-sent event stream.
+fn sse_events(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Concatenated content of a chat stream, and its usage chunk if any.
+fn stream_text(events: &[String]) -> (String, Option<Value>, Option<String>) {
+    let mut text = String::new();
+    let mut usage = None;
+    let mut finish = None;
+    for e in events {
+        if e == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(e).unwrap();
+        assert!(v.get("error").is_none(), "stream carried an error: {v}");
+        if let Some(c) = v["choices"].get(0) {
+            if let Some(t) = c["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(t) = c["text"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+        if !v["usage"].is_null() && v["usage"].is_object() {
+            usage = Some(v["usage"].clone());
+        }
+    }
+    (text, usage, finish)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_shapes_and_errors() {
+    let net = TestNet::start(
+        &[price(1_000_000, 2_000_000)],
+        Duration::ZERO,
+        RelaySettings::default(),
+    )
+    .await;
+    let chat = net.url("/v1/chat/completions");
+    let msgs = json!([{"role": "user", "content": "hello there"}]);
+
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "max_tokens": 12, "seed": 5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text.is_empty());
+    let usage = &v["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(usage["completion_tokens"].as_u64().unwrap() <= 12);
+
+    // Streaming with the same seed gives the same text, and a usage chunk when asked.
+    let body = client()
+        .post(&chat)
+        .bearer_auth(API_KEY)
+        .json(&json!({"model": MODEL, "messages": msgs, "max_tokens": 12, "seed": 5, "stream": true, "stream_options": {"include_usage": true}}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let (stext, susage, finish) = stream_text(&events);
+    assert_eq!(stext, text);
+    assert_eq!(
+        susage.unwrap()["completion_tokens"],
+        usage["completion_tokens"]
+    );
+    assert!(finish.is_some());
+
+    // n = 2: two choices with different seeds.
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "max_tokens": 8, "n": 2, "temperature": 1.0}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+
+    // Completions and logprobs.
+    let (s, v) = post(
+        &net.url("/v1/completions"),
+        Some(API_KEY),
+        &json!({"model": MODEL, "prompt": "once upon", "max_tokens": 5, "logprobs": 2}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    assert!(
+        v["choices"][0]["logprobs"]["token_logprobs"]
+            .as_array()
+            .is_some()
+    );
+
+    // Models list carries the price range.
+    let v: Value = client()
+        .get(net.url("/v1/models"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["id"], MODEL);
+    assert_eq!(
+        v["data"][0]["agora"]["price_per_mtok"]["output"]["min"],
+        "2000000"
+    );
+
+    // Errors in OpenAI's shape.
+    let (s, v) = post(
+        &chat,
+        Some("sk-wrong"),
+        &json!({"model": MODEL, "messages": msgs}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let (s, v) = post(&chat, None, &json!({"model": MODEL, "messages": msgs})).await;
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": "no-such-model", "messages": msgs}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "max_tokens": 0}),
+    )
+    .await;
+    assert_eq!((s, v["error"]["param"].as_str()), (400, Some("max_tokens")));
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "max_tokens": 4_000_000_000u64}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (400, Some("invalid_request_error"))
+    );
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "frobnicate": true}),
+    )
+    .await;
+    assert_eq!((s, v["error"]["param"].as_str()), (400, Some("frobnicate")));
+    // A prompt over the provider's context: the provider's limit comes back as a 400.
+    let long = "word ".repeat(5000);
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": long}]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("context_length_exceeded")),
+        "{v}"
+    );
+    // Malformed JSON and a 10 MB body.
+    let resp = client()
+        .post(&chat)
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("parse"));
+    let resp = client()
+        .post(&chat)
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 10 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "request_too_large");
+    // The network still serves after all that.
+    let (s, _) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+/// Over a randomized run of many requests (streamed and not, several choices, clients that leave
+/// mid-stream), what customers were charged equals what the ledger paid out: providers' shares +
+/// the model owner's royalties + the protocol fee, to the base unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_pay_exactly_what_providers_owner_and_treasury_receive() {
+    let prices = [price(3_000_000, 7_000_000), price(2_000_000, 11_000_000)];
+    let net = TestNet::start(&prices, Duration::ZERO, RelaySettings::default()).await;
+    let before_providers: Vec<(Amount, u64)> = {
+        let mut v = Vec::new();
+        for k in &net.provider_keys {
+            v.push(net.balance(&k.public()).await);
+        }
+        v
+    };
+    let (owner_before, _) = net.balance(&net.owner.public()).await;
+    let (treasury_before, _) = net.balance(&treasury()).await;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);
+    let chat = net.url("/v1/chat/completions");
+    for i in 0..40 {
+        let max_tokens = rng.gen_range(1..40);
+        let n = rng.gen_range(1..=2);
+        let words = rng.gen_range(1..30);
+        let content = "tell me about the sea ".repeat(words);
+        let body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens, "n": n, "seed": i, "temperature": 0.9,
+            "stream": rng.gen_bool(0.5)});
+        match rng.gen_range(0..4) {
+            0 => {
+                // A client that leaves after the first chunks.
+                let mut resp = client()
+                    .post(&chat)
+                    .bearer_auth(API_KEY)
+                    .json(
+                        &json!({"model": MODEL, "messages": [{"role": "user", "content": content}],
+                        "max_tokens": 200, "stream": true, "seed": i}),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                let _ = resp.chunk().await;
+                let _ = resp.chunk().await;
+                drop(resp);
+            }
+            1 => {
+                let (s, v) = post(&net.url("/v1/completions"), Some(API_KEY),
+                    &json!({"model": MODEL, "prompt": content, "max_tokens": max_tokens, "seed": i})).await;
+                assert_eq!(s, 200, "{v}");
+            }
+            _ => {
+                let resp = client()
+                    .post(&chat)
+                    .bearer_auth(API_KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status().as_u16(), 200);
+                let _ = resp.text().await.unwrap();
+            }
+        }
+    }
+    // Let cancelled relays finish charging, then every voucher reach its provider.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    net.settle_vouchers().await;
+    let charged = net.gateway.customers.total_spent();
+    assert!(charged > Amount::ZERO);
+    let channels = net.gateway.payer.channels().await;
+    let signed: u128 = channels.iter().map(|c| c.cumulative().0).sum();
+    assert_eq!(signed, charged.0, "vouchers signed = customer charges");
+
+    for p in net.providers.iter().flatten() {
+        p.provider.redeem_now(&p.sender).await;
+    }
+    let mut redeemed_on_chain = 0u128;
+    for c in &channels {
+        redeemed_on_chain += net.chain.channel(&c.id).await.unwrap().unwrap().redeemed.0;
+    }
+    assert_eq!(
+        redeemed_on_chain, charged.0,
+        "ledger paid out exactly the charges"
+    );
+
+    let min_fee = net.chain.info().await.unwrap().min_fee;
+    let mut provider_shares = 0u128;
+    for (k, (bal0, nonce0)) in net.provider_keys.iter().zip(&before_providers) {
+        let (bal1, nonce1) = net.balance(&k.public()).await;
+        let fees = min_fee.0 * u128::from(nonce1 - nonce0);
+        provider_shares += bal1.0 + fees - bal0.0;
+    }
+    let royalties = net.balance(&net.owner.public()).await.0.0 - owner_before.0;
+    let protocol_fee = net.balance(&treasury()).await.0.0 - treasury_before.0;
+    assert!(royalties > 0 && protocol_fee > 0 && provider_shares > 0);
+    assert_eq!(provider_shares + royalties + protocol_fee, charged.0);
+    // Royalties are the owner's share of each redeemed increase (rounded down per redeem).
+    assert!(royalties <= charged.0 * u128::from(ROYALTY_BPS) / 10_000);
+    assert!(
+        royalties + channels.len() as u128 * 2 >= charged.0 * u128::from(ROYALTY_BPS) / 10_000 - 10
+    );
+}
+
+/// A provider that dies mid-stream: the client's stream completes without a gap or a repeat (the
+/// text equals an uninterrupted run with the same seed), and each provider is paid only for
+/// what it delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_killed_mid_stream_is_replaced_without_a_seam() {
+    let relay = RelaySettings {
+        stall_timeout: Duration::from_secs(2),
+        ..RelaySettings::default()
+    };
+    // Provider 0 is cheapest: it is chosen first, then killed.
+    let prices = [price(1_000_000, 1_000_000), price(2_000_000, 2_000_000)];
+    let mut net = TestNet::start(&prices, Duration::from_millis(15), relay).await;
+    let chat = net.url("/v1/chat/completions");
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "a long story please"}],
+        "max_tokens": 120, "seed": 42, "temperature": 0.8, "stream": true,
+        "stream_options": {"include_usage": true}});
+    let mut resp = client()
+        .post(&chat)
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    let mut chunks = 0;
+    while chunks < 20 {
+        let c = resp
+            .chunk()
+            .await
+            .unwrap()
+            .expect("stream ended before the kill");
+        raw.push_str(std::str::from_utf8(&c).unwrap());
+        chunks += 1;
+    }
+    let victim = net.providers[0].take().unwrap();
+    victim.kill().await;
+    while let Some(c) = resp.chunk().await.unwrap() {
+        raw.push_str(std::str::from_utf8(&c).unwrap());
+    }
+    let (failover_text, usage, finish) = stream_text(&sse_events(&raw));
+    assert!(finish.is_some(), "the stream completed");
+    let usage = usage.unwrap();
+
+    // The same request on the surviving provider alone.
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "a long story please"}],
+        "max_tokens": 120, "seed": 42, "temperature": 0.8}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let reference = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        failover_text, reference,
+        "no token lost or repeated across the failover"
+    );
+    assert_eq!(usage["completion_tokens"], v["usage"]["completion_tokens"]);
+
+    // Each provider's channel holds exactly what it delivered: the killed one got vouchers
+    // only for frames the gateway received.
+    let stats = net.gateway.market.stats();
+    assert!(
+        stats.values().any(|s| s.failures >= 1),
+        "the failure was recorded"
+    );
+    let charged = net.gateway.customers.total_spent();
+    let signed: u128 = net
+        .gateway
+        .payer
+        .channels()
+        .await
+        .iter()
+        .map(|c| c.cumulative().0)
+        .sum();
+    assert_eq!(charged.0, signed);
+    assert!(
+        usage["prompt_tokens"].as_u64().unwrap() > v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        "the failover re-read the prompt and the delivered tokens, and billed it"
+    );
+}

@@ -1,0 +1,11 @@
+//! The contract between gateways and providers: wire protocol, prices, receipts, and the ledger RPC client both sides use.
+//!
+//! Kept apart from `agora-provider` so a gateway links no inference engine: [`protocol`] is what
+//! travels over the overlay, [`chain`] is how either side reads the ledger and submits
+//! transactions through a node's RPC.
+
+pub mod chain;
+pub mod protocol;
+
+pub use chain::{ChainClient, ChainError, TxSender};
+pub use protocol::{Frame, Job, Price, Receipt, SignedReceipt};

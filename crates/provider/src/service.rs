@@ -1,0 +1,532 @@
+//! The provider service: takes jobs from the overlay, runs them on the engine, streams frames
+//! under the channel's credit limit, signs a receipt for every response, takes vouchers and
+//! redeems them on the ledger in batches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_inference::backends::candle::Embedder;
+use agora_inference::{
+    ChatMessage, Event, GenerateError, Prompt, Request, SamplingParams, Scheduler, SubmitError,
+};
+use agora_p2p::{Inbound, InferenceCall, RpcCall, TokenSink};
+use agora_types::{Amount, Hash, SecretKey, TxBody};
+use futures::FutureExt;
+
+use crate::chain::TxSender;
+use crate::payments::{PaymentError, Payments};
+use crate::protocol::{
+    Frame, Job, Price, Receipt, RpcReply, RpcRequest, Sampling, Tok, Usage, Work, output_hash,
+};
+
+/// How a served model runs.
+pub enum ModelEngine {
+    /// A chat/completion model behind the scheduler.
+    Generate(Arc<Scheduler>),
+    /// A sentence-embedding model; `count_tokens` gives the billed token count of one input.
+    Embed {
+        embedder: Arc<dyn Embedder + Send + Sync>,
+        count_tokens: Arc<dyn Fn(&str) -> usize + Send + Sync>,
+    },
+}
+
+/// One model this provider serves, at its price.
+pub struct ServedModel {
+    pub sha256: Hash,
+    pub name: String,
+    pub price: Price,
+    pub engine: ModelEngine,
+}
+
+/// Knobs of the service.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// Unpaid work a channel may run up before streaming pauses for a voucher.
+    pub credit_limit: Amount,
+    /// How long streaming waits for a voucher before giving up on the job.
+    pub voucher_wait: Duration,
+    /// How often held vouchers are redeemed on the ledger.
+    pub redeem_every: Duration,
+    /// Most tokens packed into one frame (tokens already generated are sent together).
+    pub max_tokens_per_frame: usize,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        Self {
+            credit_limit: Amount(100_000), // 0.0001 AGR
+            voucher_wait: Duration::from_secs(10),
+            redeem_every: Duration::from_secs(5),
+            max_tokens_per_frame: 16,
+        }
+    }
+}
+
+/// A running provider.
+pub struct Provider {
+    key: SecretKey,
+    models: BTreeMap<[u8; 32], ServedModel>,
+    payments: Arc<Payments>,
+    settings: ProviderSettings,
+}
+
+/// A job-level failure, reported to the gateway as `Frame::Failed`.
+struct Failure {
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<PaymentError> for Failure {
+    fn from(e: PaymentError) -> Self {
+        let code = match &e {
+            PaymentError::Exhausted { .. } => "channel_exhausted",
+            PaymentError::Ledger(_) => "ledger_unavailable",
+            _ => "payment_required",
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+fn generate_failure(e: &GenerateError) -> Failure {
+    let code = match e {
+        GenerateError::ContextLength { .. } => "context_length_exceeded",
+        GenerateError::InvalidParams(_)
+        | GenerateError::Prompt(_)
+        | GenerateError::EmptyPrompt
+        | GenerateError::BadToken { .. }
+        | GenerateError::BadContinuation { .. } => "invalid_request",
+        GenerateError::Engine(_) | GenerateError::Shutdown => "engine_error",
+    };
+    Failure::new(code, e.to_string())
+}
+
+impl Provider {
+    pub fn new(
+        key: SecretKey,
+        models: Vec<ServedModel>,
+        payments: Arc<Payments>,
+        settings: ProviderSettings,
+    ) -> Provider {
+        Provider {
+            key,
+            models: models.into_iter().map(|m| (m.sha256.0, m)).collect(),
+            payments,
+            settings,
+        }
+    }
+
+    pub fn payments(&self) -> &Arc<Payments> {
+        &self.payments
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &ServedModel> {
+        self.models.values()
+    }
+
+    /// Serves the overlay's inbound queues until they close.
+    pub async fn serve(self: Arc<Self>, inbound: Inbound) {
+        let Inbound {
+            mut inference,
+            mut rpc,
+        } = inbound;
+        let me = self.clone();
+        let rpcs = tokio::spawn(async move {
+            while let Some(call) = rpc.recv().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.handle_rpc(call).await });
+            }
+        });
+        while let Some(call) = inference.recv().await {
+            let me = self.clone();
+            tokio::spawn(async move { me.handle_job(call).await });
+        }
+        rpcs.abort();
+    }
+
+    async fn handle_rpc(&self, call: RpcCall) {
+        let reply = match serde_json::from_slice::<RpcRequest>(&call.request) {
+            Err(e) => RpcReply::Rejected {
+                message: format!("malformed rpc: {e}"),
+            },
+            Ok(RpcRequest::Voucher { voucher }) => match self.payments.accept(voucher).await {
+                Ok(cumulative) => RpcReply::Accepted { cumulative },
+                Err(e) => RpcReply::Rejected {
+                    message: e.to_string(),
+                },
+            },
+        };
+        let _ = call
+            .reply
+            .send(serde_json::to_vec(&reply).unwrap_or_default());
+    }
+
+    async fn handle_job(&self, call: InferenceCall) {
+        let InferenceCall {
+            request, tokens, ..
+        } = call;
+        let sink = tokens;
+        let job = match Job::decode(&request.payload) {
+            Ok(j) => j,
+            Err(e) => return fail(sink, Failure::new("invalid_request", e.to_string())).await,
+        };
+        let Some(model) = self.models.get(&request.model) else {
+            let f = Failure::new(
+                "model_not_found",
+                format!(
+                    "this provider does not serve model {}",
+                    hex::encode(request.model)
+                ),
+            );
+            return fail(sink, f).await;
+        };
+        if !job.price.covers(&model.price) {
+            let f = Failure::new(
+                "price_too_low",
+                format!(
+                    "offered {}/{} per million tokens; this provider charges {}/{}",
+                    job.price.input_per_million.0,
+                    job.price.output_per_million.0,
+                    model.price.input_per_million.0,
+                    model.price.output_per_million.0
+                ),
+            );
+            return fail(sink, f).await;
+        }
+        if let Err(e) = self.payments.admit(&job.channel, &job.payer).await {
+            return fail(sink, e.into()).await;
+        }
+        let result = match &model.engine {
+            ModelEngine::Generate(s) => self.run_generate(s, model, &job, &sink).await,
+            ModelEngine::Embed {
+                embedder,
+                count_tokens,
+            } => {
+                self.run_embed(embedder.clone(), count_tokens.clone(), model, &job, &sink)
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => {
+                let _ = sink.finish().await;
+            }
+            Err(f) => fail(sink, f).await,
+        }
+    }
+
+    /// Charges `amount` for the next frame after the channel's earlier frames are paid for.
+    async fn pay_gate(&self, job: &Job, amount: Amount) -> Result<(), Failure> {
+        self.payments.wait_paid(&job.channel).await?;
+        self.payments.charge(&job.channel, amount)?;
+        Ok(())
+    }
+
+    async fn run_generate(
+        &self,
+        scheduler: &Scheduler,
+        model: &ServedModel,
+        job: &Job,
+        sink: &TokenSink,
+    ) -> Result<(), Failure> {
+        let prompt = match &job.work {
+            Work::Chat { messages } => Prompt::Chat(
+                messages
+                    .iter()
+                    .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+                    .collect(),
+            ),
+            Work::Text { prompt } => Prompt::Text(prompt.clone()),
+            Work::Embed { .. } => {
+                return Err(Failure::new(
+                    "invalid_request",
+                    format!(
+                        "{} is a generative model, not an embedding model",
+                        model.name
+                    ),
+                ));
+            }
+        };
+        let mut request = Request::generate(prompt, engine_params(&job.sampling));
+        request.continuation = job.continuation.clone();
+        let mut stream = scheduler.submit(request).map_err(|e| match e {
+            SubmitError::Overloaded { .. } => Failure::new("overloaded", e.to_string()),
+            SubmitError::Shutdown => Failure::new("engine_error", e.to_string()),
+        })?;
+        // Returning early drops `stream`, which frees the engine's slot at its next step.
+        let price = job.price;
+        let mut prompt_tokens = 0u32;
+        let mut generated: Vec<u32> = Vec::new();
+        let mut billed = Amount::ZERO;
+        let bill = |p: u32, c: usize| {
+            price
+                .cost(u64::from(p), c as u64)
+                .unwrap_or(Amount(u128::MAX))
+        };
+        let mut pending: Option<Event> = None;
+        loop {
+            let ev = match pending.take() {
+                Some(e) => e,
+                None => match stream.next().await {
+                    Some(e) => e,
+                    None => {
+                        return Err(Failure::new("engine_error", "the engine stopped"));
+                    }
+                },
+            };
+            match ev {
+                Event::Started {
+                    prompt_tokens: p,
+                    cached_tokens,
+                } => {
+                    prompt_tokens = p;
+                    let cost = bill(p, 0);
+                    self.pay_gate(job, cost.saturating_sub(billed)).await?;
+                    billed = cost;
+                    send(
+                        sink,
+                        &Frame::Started {
+                            prompt_tokens: p,
+                            cached_tokens,
+                        },
+                    )
+                    .await?;
+                }
+                Event::Token(t) => {
+                    let mut toks = vec![tok(t)];
+                    // Pack tokens that are already waiting into the same frame.
+                    while toks.len() < self.settings.max_tokens_per_frame {
+                        match stream.next().now_or_never() {
+                            Some(Some(Event::Token(t))) => toks.push(tok(t)),
+                            Some(Some(other)) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                    generated.extend(toks.iter().map(|t| t.id));
+                    let cost = bill(prompt_tokens, generated.len());
+                    self.pay_gate(job, cost.saturating_sub(billed)).await?;
+                    billed = cost;
+                    send(sink, &Frame::Tokens { tokens: toks }).await?;
+                }
+                Event::Text(text) => {
+                    send(sink, &Frame::Text { text }).await?;
+                }
+                Event::Error(e) => return Err(generate_failure(&e)),
+                Event::Done(c) => {
+                    let usage = Usage {
+                        prompt_tokens,
+                        completion_tokens: generated.len() as u32,
+                    };
+                    let finish_reason = match c.finish_reason {
+                        agora_inference::FinishReason::Stop => "stop",
+                        agora_inference::FinishReason::Length => "length",
+                        agora_inference::FinishReason::Cancelled => "cancelled",
+                    };
+                    let receipt = self.receipt(job, model, usage, billed, output_hash(&generated));
+                    return send(
+                        sink,
+                        &Frame::Done {
+                            finish_reason: finish_reason.into(),
+                            usage,
+                            receipt,
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn run_embed(
+        &self,
+        embedder: Arc<dyn Embedder + Send + Sync>,
+        count_tokens: Arc<dyn Fn(&str) -> usize + Send + Sync>,
+        model: &ServedModel,
+        job: &Job,
+        sink: &TokenSink,
+    ) -> Result<(), Failure> {
+        let Work::Embed { inputs } = &job.work else {
+            return Err(Failure::new(
+                "invalid_request",
+                format!("{} is an embedding model; use /v1/embeddings", model.name),
+            ));
+        };
+        let prompt_tokens: usize = inputs.iter().map(|s| count_tokens(s)).sum();
+        let prompt_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
+        let cost = job
+            .price
+            .cost(u64::from(prompt_tokens), 0)
+            .unwrap_or(Amount(u128::MAX));
+        // Embeddings are delivered in one go, so the whole cost is gated like one frame.
+        self.pay_gate(job, cost).await?;
+        send(
+            sink,
+            &Frame::Started {
+                prompt_tokens,
+                cached_tokens: 0,
+            },
+        )
+        .await?;
+        let owned = inputs.clone();
+        let vectors = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        })
+        .await
+        .map_err(|e| Failure::new("engine_error", e.to_string()))?
+        .map_err(|e| Failure::new("invalid_request", e.to_string()))?;
+        let mut bytes = Vec::new();
+        for (i, chunk) in vectors.chunks(8).enumerate() {
+            for v in chunk {
+                bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+            }
+            send(
+                sink,
+                &Frame::Embeddings {
+                    first_index: (i * 8) as u32,
+                    vectors: chunk.to_vec(),
+                },
+            )
+            .await?;
+        }
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: 0,
+        };
+        let out =
+            agora_types::Hash::of_parts(agora_types::HashDomain::Request, &[b"embeddings", &bytes]);
+        let receipt = self.receipt(job, model, usage, cost, out);
+        send(
+            sink,
+            &Frame::Done {
+                finish_reason: "stop".into(),
+                usage,
+                receipt,
+            },
+        )
+        .await
+    }
+
+    fn receipt(
+        &self,
+        job: &Job,
+        model: &ServedModel,
+        usage: Usage,
+        charged: Amount,
+        output_hash: Hash,
+    ) -> crate::protocol::SignedReceipt {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Receipt {
+            request_id: job.request_id,
+            provider: self.key.public(),
+            payer: job.payer,
+            channel: job.channel,
+            model: model.sha256,
+            seed: job.sampling.seed,
+            params_hash: job.sampling.hash(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            continuation_tokens: job.continuation.len() as u32,
+            price: job.price,
+            charged,
+            output_hash,
+            time_ms,
+        }
+        .sign(&self.key)
+    }
+
+    /// Redeems every voucher better than what the ledger paid; returns how many were redeemed.
+    pub async fn redeem_now(&self, sender: &TxSender) -> usize {
+        let mut done = 0;
+        for v in self.payments.redeemable() {
+            let channel = v.voucher.channel;
+            let cumulative = v.voucher.cumulative;
+            match sender.send(TxBody::RedeemVoucher(v)).await {
+                Ok(_) => {
+                    self.payments.redeemed(&channel, cumulative).await;
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "agora::provider", %channel, error = %e, "redeem failed");
+                    // Already redeemed (e.g. before a restart): learn the ledger's figure.
+                    if let Ok(Some(c)) = sender.chain().channel(&channel).await {
+                        self.payments.redeemed(&channel, c.redeemed).await;
+                    }
+                }
+            }
+        }
+        done
+    }
+
+    /// Redeems held vouchers every `redeem_every` until the task is dropped.
+    pub async fn redeem_loop(self: Arc<Self>, sender: Arc<TxSender>) {
+        let mut tick = tokio::time::interval(self.settings.redeem_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.redeem_now(&sender).await;
+        }
+    }
+}
+
+fn tok(t: agora_inference::scheduler::TokenEvent) -> Tok {
+    Tok {
+        id: t.id,
+        text: t.text,
+        logprob: t.logprob,
+        top: t.top.iter().map(|a| (a.token, a.logprob)).collect(),
+    }
+}
+
+async fn send(sink: &TokenSink, frame: &Frame) -> Result<(), Failure> {
+    sink.send(frame.encode())
+        .await
+        .map_err(|_| Failure::new("client_gone", "the requester closed the stream"))
+}
+
+async fn fail(sink: TokenSink, f: Failure) {
+    if f.code == "client_gone" {
+        return;
+    }
+    tracing::debug!(target: "agora::provider", code = f.code, message = %f.message, "job failed");
+    let frame = Frame::Failed {
+        code: f.code.to_string(),
+        message: f.message,
+    };
+    if sink.send(frame.encode()).await.is_ok() {
+        let _ = sink.finish().await;
+    }
+}
+
+/// The engine's parameters for a job's wire sampling parameters.
+fn engine_params(s: &Sampling) -> SamplingParams {
+    SamplingParams {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        repetition_penalty: s.repetition_penalty,
+        frequency_penalty: s.frequency_penalty,
+        presence_penalty: s.presence_penalty,
+        logit_bias: s.logit_bias.clone(),
+        stop: s.stop.clone(),
+        max_tokens: s.max_tokens,
+        seed: s.seed,
+        logprobs: s.logprobs,
+        json: s.json,
+        ..SamplingParams::default()
+    }
+}
