@@ -175,7 +175,7 @@ pub async fn receive<R, B>(
 }
 
 /// Indices of the transactions whose signatures fail, checked in one batch.
-fn bad_signatures(txs: &[SignedTx]) -> std::collections::BTreeSet<usize> {
+pub fn bad_signatures(txs: &[SignedTx]) -> std::collections::BTreeSet<usize> {
     let mut batch = BatchVerifier::new();
     for stx in txs {
         batch.queue(

@@ -77,6 +77,28 @@ impl MemHost {
         Ok(id)
     }
 
+    /// Admits client submissions arriving together, their signatures checked in one batch
+    /// verification (about a quarter of the cost of checking them one by one here); each
+    /// admitted transaction is gossiped like [`MemHost::submit`]'s.
+    pub fn submit_batch(&self, txs: Vec<SignedTx>) -> Vec<Result<Hash, AdmitError>> {
+        let bad = crate::gossip::bad_signatures(&txs);
+        let mut inner = self.lock();
+        let state = inner.state.clone();
+        txs.into_iter()
+            .enumerate()
+            .map(|(i, stx)| {
+                if bad.contains(&i) {
+                    return Err(AdmitError::Invalid(TxError::BadSignature));
+                }
+                let id = inner.mempool.admit_signature_checked(&state, stx.clone())?;
+                if let Some(outbox) = &inner.gossip {
+                    let _ = outbox.unbounded_send(stx);
+                }
+                Ok(id)
+            })
+            .collect()
+    }
+
     /// Admits a transaction that arrived by gossip, its signature already checked in the
     /// gossip batch (not sent on again).
     pub fn admit_gossiped(&self, stx: SignedTx) -> Verdict {
@@ -153,5 +175,40 @@ impl Host for MemHost {
             hook(block);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_ledger::Params;
+    use agora_testkit::{TxFactory, test_genesis, test_keys};
+    use agora_types::{Amount, TxBody};
+
+    #[test]
+    fn batch_submission_rejects_exactly_the_forged_signatures() {
+        let keys = test_keys(3);
+        let genesis = test_genesis(&keys, Amount::from_agr(100), Params::default())
+            .into_state()
+            .unwrap();
+        let host = MemHost::new(genesis.clone(), MempoolLimits::default());
+        let mut txs = TxFactory::new(genesis.chain_id(), genesis.params().min_fee);
+        let mut batch: Vec<SignedTx> = keys
+            .iter()
+            .map(|k| {
+                txs.sign(
+                    k,
+                    TxBody::Transfer {
+                        to: k.public(),
+                        amount: Amount::from_agr(1),
+                    },
+                )
+            })
+            .collect();
+        batch[1].signature = batch[0].signature;
+        let results = host.submit_batch(batch);
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(results[1], Err(AdmitError::Invalid(TxError::BadSignature)));
+        assert_eq!(host.pending(), 2);
     }
 }
