@@ -57,12 +57,24 @@ impl ModelArgs {
             threads: self.threads,
             ..LlamaConfig::default()
         };
-        Ok(llama_cpp::serve(
+        // A load bar on a terminal (indicatif draws nothing when stderr is not one).
+        let bar = indicatif::ProgressBar::new(100).with_style(
+            indicatif::ProgressStyle::with_template("loading {msg} [{bar:30}] {percent}%")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(self.model.clone());
+        let shown = bar.clone();
+        let sched = llama_cpp::serve_with_progress(
             &path,
             &self.model,
             config,
             SchedulerConfig::default(),
-        )?)
+            Some(Box::new(move |f: f32| {
+                shown.set_position((f.clamp(0.0, 1.0) * 100.0) as u64)
+            })),
+        );
+        bar.finish_and_clear();
+        Ok(sched?)
     }
 }
 

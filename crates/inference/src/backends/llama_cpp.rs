@@ -293,6 +293,17 @@ pub fn serve(
     config: LlamaConfig,
     scheduler: SchedulerConfig,
 ) -> Result<Scheduler, LoadError> {
+    serve_with_progress(path, name, config, scheduler, None)
+}
+
+/// [`serve`], reporting the load fraction (0..=1) to `progress` from the engine thread.
+pub fn serve_with_progress(
+    path: &Path,
+    name: &str,
+    config: LlamaConfig,
+    scheduler: SchedulerConfig,
+    progress: Option<Box<dyn FnMut(f32) + Send>>,
+) -> Result<Scheduler, LoadError> {
     // Validate on the caller's thread so a bad file fails fast with a precise error.
     if !path.exists() {
         return Err(LoadError::Missing(path.to_path_buf()));
@@ -301,7 +312,7 @@ pub fn serve(
     let path = path.to_path_buf();
     let name = name.to_string();
     Scheduler::spawn(scheduler, move |serve| {
-        let model = load_model(&path, config.gpu_layers, None)?;
+        let model = load_model(&path, config.gpu_layers, progress)?;
         let engine = LlamaEngine::new(&model, &name, &config)?;
         serve.run(engine);
         Ok(())
