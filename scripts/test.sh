@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: fetch the pinned model files, then run every default-profile test and the
-# doc tests. `.ci/run` calls exactly this after its lint steps.
+# The test command: fetch the pinned model files, run every default-profile test and the doc
+# tests, then drive a network started by `agora dev` with the official OpenAI Python SDK.
+# `.ci/run` calls exactly this after its lint steps.
 #   scripts/test.sh [extra nextest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,3 +13,12 @@ profile=default
 if [ "${CI:-}" = "true" ]; then profile=ci; fi
 cargo nextest run --workspace --profile "$profile" "$@"
 cargo test --doc --workspace --quiet
+
+# The OpenAI SDK against `agora dev` (same dev-profile binary the tests built).
+venv=.venv-openai
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/openai/requirements.txt
+cargo build --quiet -p agora
+AGORA_BIN="${CARGO_TARGET_DIR:-target}/debug/agora" "$venv/bin/python" tests/openai/test_openai.py

@@ -19,9 +19,30 @@ pub struct ChatArgs {
     /// A system message.
     #[arg(long)]
     system: Option<String>,
+    /// Talk to the network through this gateway (its base URL, e.g. http://127.0.0.1:8646/v1)
+    /// instead of loading the model locally; `--model` names the network's model.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// The gateway API key.
+    #[arg(long, env = "AGORA_API_KEY")]
+    api_key: Option<String>,
 }
 
 pub fn run(args: ChatArgs) -> eyre::Result<()> {
+    if let Some(base_url) = args.gateway.clone() {
+        let params = args.sampling.params();
+        return super::chat_remote::run(super::chat_remote::RemoteChat {
+            base_url,
+            api_key: args
+                .api_key
+                .clone()
+                .ok_or_else(|| eyre::eyre!("--gateway needs --api-key (or AGORA_API_KEY)"))?,
+            model: args.model.model.clone(),
+            system: args.system.clone(),
+            temperature: params.temperature,
+            max_tokens: params.max_tokens,
+        });
+    }
     let sched = args.model.open(1)?;
     if !sched.info().has_chat_template {
         eyre::bail!(

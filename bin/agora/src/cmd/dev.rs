@@ -1,5 +1,6 @@
-//! `agora dev`: a whole local network in one process (today: one validator producing blocks,
-//! the ledger and its RPC; providers and the gateway join with their issues).
+//! `agora dev`: a whole local network in one process: one validator producing blocks (the
+//! ledger and its RPC), a provider serving the bundled SmolLM2 model on the overlay, and the
+//! OpenAI-compatible gateway in front of it, with an API key ready to use.
 
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::{Genesis, Params};
@@ -23,6 +24,37 @@ pub struct DevArgs {
     /// Delete the dev chain and start from a new genesis.
     #[arg(long)]
     reset: bool,
+    /// Only the ledger: no provider, no gateway.
+    #[arg(long)]
+    chain_only: bool,
+    #[command(flatten)]
+    serve: super::serve::ServeArgs,
+}
+
+/// Keys of the dev network's service accounts, created (and funded from the dev account) on
+/// first use.
+fn service_key(path: &std::path::Path) -> eyre::Result<SecretKey> {
+    if !path.exists() {
+        keystore::save_with_cost(path, &SecretKey::generate(), DEV_PASSWORD, 1024, 1)?;
+    }
+    Ok(keystore::load(path, DEV_PASSWORD)?)
+}
+
+/// Tops `who` up to `want` from the dev account.
+async fn fund(
+    dev: &agora_provider::TxSender,
+    who: agora_types::Address,
+    want: Amount,
+) -> eyre::Result<()> {
+    let have = dev.chain().account(&who).await?.balance;
+    if have < want {
+        dev.send(agora_types::TxBody::Transfer {
+            to: who,
+            amount: want.saturating_sub(have),
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 pub fn run(args: DevArgs) -> eyre::Result<()> {
@@ -78,6 +110,59 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             .lock()
             .map(|c| c.state().height())
             .unwrap_or(0);
+        let mut services = None;
+        let mut api_key = None;
+        if !args.chain_only {
+            let mut serve = args.serve.clone();
+            if serve.p2p_listen.to_string() == "/ip4/0.0.0.0/tcp/4100" {
+                serve.p2p_listen = "/ip4/127.0.0.1/tcp/4100".parse()?;
+            }
+            let provider = service_key(&args.dir.join("keys/provider.json"))?;
+            let gateway = service_key(&args.dir.join("keys/gateway.json"))?;
+            let dev = agora_provider::TxSender::new(
+                keystore::load(&dev_path, DEV_PASSWORD)?,
+                agora_provider::ChainClient::new(&node.rpc_url()),
+            )
+            .await?;
+            fund(&dev, provider.public(), Amount::from_agr(1_000)).await?;
+            fund(&dev, gateway.public(), Amount::from_agr(10_000)).await?;
+            let services_dir = args.dir.join("services");
+            std::fs::create_dir_all(&services_dir)?;
+            let s = super::serve::start(
+                &serve,
+                &node.rpc_url(),
+                Some(provider),
+                Some(gateway),
+                &services_dir,
+            )
+            .await?;
+            // One API key for the dev account, kept in the dev directory.
+            let key_file = args.dir.join("api-key.txt");
+            let key = match std::fs::read_to_string(&key_file) {
+                Ok(k) => k.trim().to_string(),
+                Err(_) => {
+                    let k = format!("sk-agora-dev-{}", hex::encode(rand_bytes()));
+                    std::fs::write(&key_file, &k)?;
+                    k
+                }
+            };
+            if let Some(g) = &s.gateway
+                && g.customers.get(&agora_gateway::customers::key_hash(&key)).is_none()
+            {
+                g.customers.insert(
+                    &key,
+                    agora_gateway::Customer {
+                        name: "dev".into(),
+                        account: dev_address,
+                        credit: Amount::from_agr(1_000),
+                        spent: Amount::ZERO,
+                    },
+                );
+                let _ = g.customers.flush();
+            }
+            api_key = Some(key);
+            services = Some(s);
+        }
         println!("Agora dev network is running (chain agora-dev, height {height})");
         println!("  RPC          {}", node.rpc_url());
         println!("  dev account  {dev_address}");
@@ -86,7 +171,32 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             dev_path.display()
         );
         println!("  validator    {}", validator.public());
+        if let Some(s) = &services {
+            if let Some(g) = &s.gateway {
+                println!("  OpenAI API   {}", g.base_url());
+            }
+            if let Some(k) = &api_key {
+                println!("  API key      {k}");
+            }
+            if let Some(p) = &s.provider {
+                for m in p.provider.models() {
+                    println!("  model        {} (sha256 {})", m.name, m.sha256);
+                }
+            }
+            if let Some(a) = &s.p2p_addr {
+                println!("  overlay      {a}");
+            }
+        }
         println!();
+        if let (Some(s), Some(k)) = (&services, &api_key)
+            && let Some(g) = &s.gateway
+        {
+            let model = s.provider.as_ref().and_then(|p| p.provider.models().next().map(|m| m.name.clone())).unwrap_or_default();
+            println!(
+                "  try:  curl {}/chat/completions -H 'Authorization: Bearer {k}' -H 'Content-Type: application/json' -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+                g.base_url()
+            );
+        }
         println!(
             "  try:  AGORA_KEYSTORE={} AGORA_PASSWORD={DEV_PASSWORD} agora wallet balance",
             dev_path.display()
@@ -95,8 +205,22 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             "Press Ctrl-C to stop; the chain is kept in {}.",
             args.dir.display()
         );
-        tokio::signal::ctrl_c().await?;
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        super::node::wait_for_shutdown().await;
+        if let Some(s) = services {
+            if let Some(p) = s.provider {
+                p.shutdown().await;
+            }
+            drop(s.gateway);
+        }
         node.shutdown();
         Ok::<_, eyre::Report>(())
     })
+}
+
+fn rand_bytes() -> [u8; 16] {
+    SecretKey::generate().to_bytes()[..16]
+        .try_into()
+        .unwrap_or([0; 16])
 }

@@ -6,11 +6,14 @@ pub mod bench_inference;
 pub mod bench_ledger;
 #[cfg(feature = "llama-cpp")]
 pub mod chat;
+#[cfg(feature = "llama-cpp")]
+pub mod chat_remote;
 pub mod dev;
 #[cfg(feature = "llama-cpp")]
 pub mod generate;
 pub mod models;
 pub mod net;
 pub mod node;
+pub mod serve;
 pub mod testnet;
 pub mod wallet;

@@ -20,7 +20,7 @@ fn start_dev(dir: &Path) -> (Dev, String) {
     let mut child = Command::new(BIN)
         .args(["dev", "--dir"])
         .arg(dir)
-        .args(["--rpc", "127.0.0.1:0", "--log", "warn"])
+        .args(["--rpc", "127.0.0.1:0", "--log", "warn", "--chain-only"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("agora dev starts");
