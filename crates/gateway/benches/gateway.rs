@@ -253,8 +253,7 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-            .filter(|v| v["usage"].is_object())
-            .last()
+            .rfind(|v| v["usage"].is_object())
             .map(|v| v["usage"].clone())
             .unwrap_or(Value::Null);
         let n = usage["completion_tokens"].as_u64().unwrap_or(0) as f64;

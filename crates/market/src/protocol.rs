@@ -259,7 +259,7 @@ pub enum Frame {
     Done {
         finish_reason: String,
         usage: Usage,
-        receipt: SignedReceipt,
+        receipt: Box<SignedReceipt>,
     },
     /// The job failed; `code` is OpenAI-style (`context_length_exceeded`, `overloaded`, ...).
     Failed {

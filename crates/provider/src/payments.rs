@@ -222,7 +222,7 @@ impl Payments {
     /// cumulative above the best one held and within the deposit. Stored on disk before `Ok`.
     pub async fn accept(&self, sv: SignedVoucher) -> Result<Amount, PaymentError> {
         let id = sv.voucher.channel;
-        if !self.books().get(&id).is_some_and(|b| b.payer.is_some()) {
+        if self.books().get(&id).is_none_or(|b| b.payer.is_none()) {
             let c = self
                 .chain
                 .channel(&id)

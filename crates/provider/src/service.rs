@@ -425,7 +425,7 @@ impl Provider {
         usage: Usage,
         charged: Amount,
         output_hash: Hash,
-    ) -> crate::protocol::SignedReceipt {
+    ) -> Box<crate::protocol::SignedReceipt> {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -446,6 +446,7 @@ impl Provider {
             time_ms,
         }
         .sign(&self.key)
+        .into()
     }
 
     /// Redeems every voucher better than what the ledger paid; returns how many were redeemed.
