@@ -121,6 +121,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
+/// The response, or the error counted in the metrics and in OpenAI's shape.
+fn answer(s: &ApiState, result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| {
+        s.metrics.error(e.status.as_u16());
+        e.into_response()
+    })
+}
+
 async fn metrics(State(s): State<Arc<ApiState>>) -> String {
     s.metrics.render()
 }
@@ -463,13 +471,7 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.request("chat");
-    match chat_inner(&s, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => {
-            s.metrics.error(e.status.as_u16());
-            e.into_response()
-        }
-    }
+    answer(&s, chat_inner(&s, &headers, body).await)
 }
 
 async fn chat_inner(
@@ -578,32 +580,24 @@ async fn chat_inner(
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let jobs = (0..n)
-        .map(|i| CompletionJob {
-            model: model.sha256,
-            work: Work::Chat {
-                messages: messages.clone(),
-            },
-            sampling: Sampling {
-                seed: sampling.seed.wrapping_add(u64::from(i)),
-                ..sampling.clone()
-            },
-            constraints: c,
-            customer,
-        })
-        .collect();
-    let id = format!("chatcmpl-{}", hex::encode(rand::random::<[u8; 12]>()));
-    let shape = Shape {
-        id,
-        model: model.name.clone(),
-        chat: true,
-        logprobs: sampling.logprobs.is_some(),
+    let work = Work::Chat { messages };
+    let shape = Shape::new(&model, true, &sampling);
+    let n_jobs = NChoices {
+        n,
+        constraints: c,
+        customer,
     };
-    if req.stream {
-        Ok(stream_response(s, jobs, shape, include_usage))
-    } else {
-        collect_response(s, jobs, shape).await
-    }
+    respond(
+        s,
+        &model,
+        work,
+        sampling,
+        n_jobs,
+        shape,
+        req.stream,
+        include_usage,
+    )
+    .await
 }
 
 const COMPLETION_FIELDS: &[&str] = &[
@@ -657,13 +651,7 @@ async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.request("completions");
-    match completions_inner(&s, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => {
-            s.metrics.error(e.status.as_u16());
-            e.into_response()
-        }
-    }
+    answer(&s, completions_inner(&s, &headers, body).await)
 }
 
 async fn completions_inner(
@@ -724,27 +712,58 @@ async fn completions_inner(
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let jobs = (0..n)
+    let work = Work::Text { prompt };
+    let shape = Shape::new(&model, false, &sampling);
+    let n_jobs = NChoices {
+        n,
+        constraints: c,
+        customer,
+    };
+    respond(
+        s,
+        &model,
+        work,
+        sampling,
+        n_jobs,
+        shape,
+        req.stream,
+        include_usage,
+    )
+    .await
+}
+
+/// Who asks for how many choices, under which routing constraints.
+struct NChoices {
+    n: u32,
+    constraints: Constraints,
+    customer: KeyHash,
+}
+
+/// Runs `n` choices of one request (seeds `seed + i`) and answers streamed or whole.
+#[allow(clippy::too_many_arguments)]
+async fn respond(
+    s: &Arc<ApiState>,
+    model: &ModelView,
+    work: Work,
+    sampling: Sampling,
+    choices: NChoices,
+    shape: Shape,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, ApiError> {
+    let jobs = (0..choices.n)
         .map(|i| CompletionJob {
             model: model.sha256,
-            work: Work::Text {
-                prompt: prompt.clone(),
-            },
+            work: work.clone(),
             sampling: Sampling {
                 seed: sampling.seed.wrapping_add(u64::from(i)),
                 ..sampling.clone()
             },
-            constraints: c,
-            customer,
+            constraints: choices.constraints,
+            customer: choices.customer,
         })
         .collect();
-    let shape = Shape {
-        id: format!("cmpl-{}", hex::encode(rand::random::<[u8; 12]>())),
-        model: model.name.clone(),
-        chat: false,
-        logprobs: sampling.logprobs.is_some(),
-    };
-    if req.stream {
+    if stream {
         Ok(stream_response(s, jobs, shape, include_usage))
     } else {
         collect_response(s, jobs, shape).await
@@ -761,6 +780,16 @@ struct Shape {
 }
 
 impl Shape {
+    fn new(model: &ModelView, chat: bool, sampling: &Sampling) -> Self {
+        let prefix = if chat { "chatcmpl" } else { "cmpl" };
+        Self {
+            id: format!("{prefix}-{}", hex::encode(rand::random::<[u8; 12]>())),
+            model: model.name.clone(),
+            chat,
+            logprobs: sampling.logprobs.is_some(),
+        }
+    }
+
     fn object(&self, chunk: bool) -> &'static str {
         match (self.chat, chunk) {
             (true, true) => "chat.completion.chunk",
@@ -1025,13 +1054,7 @@ async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     s.metrics.request("embeddings");
-    match embeddings_inner(&s, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => {
-            s.metrics.error(e.status.as_u16());
-            e.into_response()
-        }
-    }
+    answer(&s, embeddings_inner(&s, &headers, body).await)
 }
 
 async fn embeddings_inner(
