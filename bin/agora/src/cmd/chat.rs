@@ -57,18 +57,8 @@ pub fn run(args: ChatArgs) -> eyre::Result<()> {
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     eprintln!("chatting with {} (Ctrl-D to quit)", sched.info().name);
-    loop {
-        write!(out, "> ")?;
-        out.flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            writeln!(out)?;
-            return Ok(());
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            continue;
-        }
+    while let Some(line) = next_turn(&stdin, &mut out)? {
+        let line = line.as_str();
         history.push(ChatMessage::new("user", line));
         let mut stream = sched.submit(Request::generate(
             Prompt::Chat(history.clone()),
@@ -106,6 +96,27 @@ pub fn run(args: ChatArgs) -> eyre::Result<()> {
         writeln!(out)?;
         if !reply.is_empty() {
             history.push(ChatMessage::new("assistant", reply));
+        }
+    }
+    Ok(())
+}
+
+/// Prompts for the next user message; `None` at end of input. Blank lines are skipped.
+pub fn next_turn(
+    stdin: &std::io::Stdin,
+    out: &mut std::io::Stdout,
+) -> std::io::Result<Option<String>> {
+    loop {
+        write!(out, "> ")?;
+        out.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            writeln!(out)?;
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        if !line.trim().is_empty() {
+            return Ok(Some(line.to_string()));
         }
     }
 }

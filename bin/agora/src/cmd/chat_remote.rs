@@ -1,7 +1,9 @@
 //! `agora chat --gateway URL`: the terminal chat, answered by the network through a gateway's
 //! OpenAI-compatible API (streamed), instead of a local model.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
+
+use super::chat::next_turn;
 
 use serde_json::{Value, json};
 
@@ -32,18 +34,7 @@ pub fn run(c: RemoteChat) -> eyre::Result<()> {
         "chatting with {} through {} (Ctrl-D to quit)",
         c.model, c.base_url
     );
-    loop {
-        write!(out, "> ")?;
-        out.flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            writeln!(out)?;
-            return Ok(());
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            continue;
-        }
+    while let Some(line) = next_turn(&stdin, &mut out)? {
         history.push(json!({"role": "user", "content": line}));
         let body = json!({"model": c.model, "messages": history, "stream": true,
             "temperature": c.temperature, "max_tokens": c.max_tokens});
@@ -96,4 +87,5 @@ pub fn run(c: RemoteChat) -> eyre::Result<()> {
             }
         }
     }
+    Ok(())
 }
