@@ -5,7 +5,15 @@
 //! OpenAI's `response_format: {"type": "json_object"}` promises). The sampler asks it about each
 //! candidate token in Gumbel order and takes the first one that keeps the prefix valid; once
 //! [`JsonPrefix::is_complete`] the generation ends. Runs of whitespace are capped so a model cannot
-//! loop on blanks. Full JSON-Schema constraints are not supported.
+//! loop on blanks.
+//!
+//! `response_format: {"type": "json_schema", ...}` compiles the schema into a [`Schema`] whose
+//! [`SchemaPrefix`] works the same way with the schema's constraints on top (see [`schema`]);
+//! [`Constraint`] is what the scheduler holds for either. Neither costs anything when unused.
+
+pub mod schema;
+
+pub use schema::{Schema, SchemaError, SchemaPrefix};
 
 const MAX_WS_RUN: u8 = 4;
 const MAX_DEPTH: usize = 64;
@@ -60,6 +68,58 @@ impl NumPhase {
             self,
             NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::Exp
         )
+    }
+}
+
+/// The output constraint of one generation.
+#[derive(Debug, Clone)]
+pub enum Constraint {
+    /// One JSON object (`json_object`).
+    Object(JsonPrefix),
+    /// A document satisfying a JSON schema (`json_schema`).
+    Schema(SchemaPrefix),
+}
+
+impl Constraint {
+    /// The constraint `params` ask for: `json_schema` wins over `json`; `None` when neither.
+    pub fn for_params(params: &crate::SamplingParams) -> Result<Option<Constraint>, SchemaError> {
+        Ok(match &params.json_schema {
+            Some(text) => Some(Constraint::Schema(Schema::parse(text)?.prefix())),
+            None if params.json => Some(Constraint::Object(JsonPrefix::new())),
+            None => None,
+        })
+    }
+
+    /// Would `bytes` keep the prefix valid?
+    pub fn accepts(&self, bytes: &[u8]) -> bool {
+        match self {
+            Constraint::Object(j) => j.accepts(bytes),
+            Constraint::Schema(s) => s.accepts(bytes),
+        }
+    }
+
+    /// Feed a whole token's bytes; on `false` the state is unchanged.
+    pub fn feed_all(&mut self, bytes: &[u8]) -> bool {
+        match self {
+            Constraint::Object(j) => j.feed_all(bytes),
+            Constraint::Schema(s) => s.feed_all(bytes),
+        }
+    }
+
+    /// The document is closed: nothing more may follow, generation stops.
+    pub fn is_complete(&self) -> bool {
+        match self {
+            Constraint::Object(j) => j.is_complete(),
+            Constraint::Schema(s) => s.is_complete(),
+        }
+    }
+
+    /// The text so far is a whole valid document (end-of-generation is allowed).
+    pub fn can_end(&self) -> bool {
+        match self {
+            Constraint::Object(j) => j.is_complete(),
+            Constraint::Schema(s) => s.can_end(),
+        }
     }
 }
 

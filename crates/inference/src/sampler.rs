@@ -53,6 +53,10 @@ pub struct SamplingParams {
     pub logprobs: Option<u8>,
     /// Constrain the output to one JSON object.
     pub json: bool,
+    /// Constrain the output to a document satisfying this JSON schema (JSON text; see
+    /// [`crate::json::Schema`]). Implies JSON output; takes precedence over `json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<String>,
     /// Keep generating past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
 }
@@ -74,6 +78,7 @@ impl Default for SamplingParams {
             seed: 0,
             logprobs: None,
             json: false,
+            json_schema: None,
             ignore_eos: false,
         }
     }
@@ -98,6 +103,8 @@ pub enum InvalidParams {
     TooManyStops { count: usize },
     #[error("logit_bias names token {token}, but the vocabulary has {n_vocab} tokens")]
     UnknownToken { token: u32, n_vocab: usize },
+    #[error(transparent)]
+    Schema(#[from] crate::json::SchemaError),
 }
 
 fn range(
@@ -186,6 +193,9 @@ impl SamplingParams {
                     len: s.len(),
                 });
             }
+        }
+        if let Some(schema) = &self.json_schema {
+            crate::json::Schema::parse(schema)?;
         }
         Ok(())
     }
@@ -585,25 +595,35 @@ impl Sampler {
         let key = prf_key(self.params.seed, position);
         let greedy = self.params.temperature == 0.0;
         let t = f64::from(self.params.temperature);
-        let mut scored: Vec<(u32, f64)> = match (!greedy).then(|| self.filtered(value)).flatten() {
-            Some(c) => c
+        if let Some(c) = (!greedy).then(|| self.filtered(value)).flatten() {
+            let scored = c
                 .into_iter()
                 .map(|(tok, z)| (tok, z + gumbel_keyed(key, tok)))
-                .collect(),
-            None => value
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_nan())
-                .map(|(i, &v)| {
-                    let s = if greedy {
-                        f64::from(v)
-                    } else {
-                        f64::from(v) / t + gumbel_keyed(key, i as u32)
-                    };
-                    (i as u32, s)
-                })
-                .collect(),
-        };
+                .collect();
+            if let Some(tok) = Self::first_allowed(scored, ok) {
+                return Some(tok);
+            }
+            // The filters (top-k/top-p/min-p) left no allowed token: a constraint must still be
+            // able to go on, so fall back to the whole vocabulary, same noise.
+        }
+        let scored = value
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_nan())
+            .map(|(i, &v)| {
+                let s = if greedy {
+                    f64::from(v)
+                } else {
+                    f64::from(v) / t + gumbel_keyed(key, i as u32)
+                };
+                (i as u32, s)
+            })
+            .collect();
+        Self::first_allowed(scored, ok)
+    }
+
+    /// The best-scored candidate that `ok` allows (ties: lowest id).
+    fn first_allowed(mut scored: Vec<(u32, f64)>, ok: &mut dyn FnMut(u32) -> bool) -> Option<u32> {
         // Walk candidates best-first in chunks, sorting only as far as needed.
         let cmp = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let mut start = 0;

@@ -28,7 +28,7 @@ use crate::engine::{
     BatchToken, ChatMessage, ChatPromptError, Engine, EngineError, ModelInfo, TokenId, chat_tokens,
     completion_tokens,
 };
-use crate::json::JsonPrefix;
+use crate::json::Constraint;
 use crate::sampler::{InvalidParams, Sampler, SamplingParams, TokenLogprob};
 use crate::text::TextStream;
 
@@ -398,7 +398,7 @@ enum Kind {
 struct Gen {
     sampler: Sampler,
     text: TextStream,
-    json: Option<JsonPrefix>,
+    json: Option<Constraint>,
     max_tokens: u32,
 }
 
@@ -469,7 +469,12 @@ impl Gen {
             };
             if let Some(j) = &self.json {
                 let piece = engine.piece(token);
-                if engine.is_eog(token) || piece.is_empty() || !j.accepts(piece) {
+                let allowed = if engine.is_eog(token) {
+                    j.can_end()
+                } else {
+                    !piece.is_empty() && j.accepts(piece)
+                };
+                if !allowed {
                     return Err(bad(index, "JSON mode would not have produced it"));
                 }
             }
@@ -648,9 +653,16 @@ impl<E: Engine> Runner<E> {
         let continuation = std::mem::take(&mut job.request.continuation);
         let kind = match &job.request.task {
             Task::Generate(params) => {
+                let json = match Constraint::for_params(params) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        let _ = job.events.send(Event::Error(InvalidParams::from(e).into()));
+                        return;
+                    }
+                };
                 let mut g = Gen {
                     text: TextStream::new(params.stop.clone()),
-                    json: params.json.then(JsonPrefix::new),
+                    json,
                     max_tokens: params.max_tokens,
                     sampler: Sampler::new(params.clone(), &all),
                 };
@@ -893,7 +905,7 @@ impl<E: Engine> Runner<E> {
                     Some(j) => {
                         let mut ok = |t: TokenId| {
                             if engine.is_eog(t) {
-                                return j.is_complete();
+                                return j.can_end();
                             }
                             let piece = engine.piece(t);
                             !piece.is_empty() && j.accepts(piece)

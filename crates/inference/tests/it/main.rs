@@ -10,3 +10,4 @@ mod errors;
 mod generation;
 mod hidden;
 mod resume;
+mod schema;
