@@ -82,6 +82,10 @@ pub struct Sampling {
     /// Constrain the output to one JSON object.
     pub json: bool,
     pub logit_bias: Vec<(u32, f32)>,
+    /// Constrain the output to this JSON schema (JSON text; the engine's `json::Schema::parse`
+    /// checks it). Absent from the encoding when `None`, so older hashes are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<String>,
 }
 
 impl Default for Sampling {
@@ -100,6 +104,7 @@ impl Default for Sampling {
             logprobs: None,
             json: false,
             logit_bias: Vec::new(),
+            json_schema: None,
         }
     }
 }
@@ -192,6 +197,7 @@ impl Job {
             )));
         }
         text += s.stop.iter().map(String::len).sum::<usize>();
+        text += s.json_schema.as_ref().map_or(0, String::len);
         if text > MAX_TEXT_BYTES {
             return Err(JobError::TooLarge(format!(
                 "{text} bytes of text; at most {MAX_TEXT_BYTES}"

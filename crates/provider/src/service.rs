@@ -528,6 +528,7 @@ fn engine_params(s: &Sampling) -> SamplingParams {
         seed: s.seed,
         logprobs: s.logprobs,
         json: s.json,
+        json_schema: s.json_schema.clone(),
         ..SamplingParams::default()
     }
 }
