@@ -17,8 +17,9 @@
 //! timestamp comes from the runtime clock of the proposer (the deterministic clock in tests).
 
 use crate::block::{ChainBlock, Digest, digest_of};
+use agora_ledger::slashing::check_evidence;
 use agora_ledger::{Applied, BlockContext, State, TxError};
-use agora_types::{Address, Block, SignedTx};
+use agora_types::{Address, Block, Evidence, Hash, SecretKey, SignedTx, Tx, TxBody};
 use commonware_actor::Feedback;
 use commonware_consensus::marshal::Update;
 use commonware_consensus::marshal::ancestry::Ancestry;
@@ -129,6 +130,20 @@ impl Forks {
 /// The validator set of each epoch, as this validator learned it from finalized boundaries.
 pub type Schedule = BTreeMap<u64, Vec<ValidatorKey>>;
 
+/// Most equivocation evidence kept waiting for a block (more is dropped: one round's proof per
+/// offender is enough to slash it).
+pub const MAX_PENDING_EVIDENCE: usize = 1_024;
+/// Most `Slash` transactions one proposal carries.
+pub const MAX_SLASHES_PER_BLOCK: usize = 16;
+
+/// Equivocation evidence this validator observed ([`crate::evidence`]) and has not seen
+/// finalized yet, keyed by offence id, and the key its `Slash` transactions are signed with.
+#[derive(Default)]
+struct EvidenceBook {
+    slasher: Option<SecretKey>,
+    pending: BTreeMap<Hash, Evidence>,
+}
+
 /// The ledger as a simplex application (through marshal) and the reporter of finalized blocks.
 #[derive(Clone)]
 pub struct LedgerApp<H: Host> {
@@ -136,6 +151,7 @@ pub struct LedgerApp<H: Host> {
     config: AppConfig,
     forks: Arc<Mutex<Forks>>,
     schedule: Arc<Mutex<Schedule>>,
+    evidence: Arc<Mutex<EvidenceBook>>,
 }
 
 impl<H: Host> LedgerApp<H> {
@@ -156,7 +172,81 @@ impl<H: Host> LedgerApp<H> {
                 above: BTreeMap::new(),
             })),
             schedule: Arc::new(Mutex::new(schedule)),
+            evidence: Arc::default(),
         }
+    }
+
+    fn evidence_book(&self) -> MutexGuard<'_, EvidenceBook> {
+        self.evidence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key this validator signs `Slash` transactions with when it proposes (its own
+    /// validator key: the reporter's reward goes to it and it pays the fee). Without one,
+    /// evidence is collected but never proposed.
+    pub fn set_slasher(&self, key: SecretKey) {
+        self.evidence_book().slasher = Some(key);
+    }
+
+    /// Queues equivocation evidence for this validator's next proposal (ignored when the
+    /// same offence is already queued or the queue is full).
+    pub fn note_evidence(&self, evidence: Evidence) {
+        let mut book = self.evidence_book();
+        if book.pending.len() < MAX_PENDING_EVIDENCE {
+            book.pending.entry(evidence.id()).or_insert(evidence);
+        }
+    }
+
+    /// Evidence waiting to be proposed or finalized.
+    pub fn pending_evidence(&self) -> Vec<Evidence> {
+        self.evidence_book().pending.values().cloned().collect()
+    }
+
+    /// `Slash` transactions for the pending evidence that checks out on `state`, to append to
+    /// `candidates` (shortened to leave room; the slasher's own candidates keep their nonces
+    /// and the slashes take the next ones). Evidence that can never apply is dropped; evidence
+    /// already used on `state` stays until finalization prunes it (`state` may be a fork).
+    fn slash_txs(&self, state: &State, candidates: &mut Vec<SignedTx>) -> Vec<SignedTx> {
+        let mut book = self.evidence_book();
+        let Some(key) = book.slasher.clone() else {
+            return Vec::new();
+        };
+        let mut usable = Vec::new();
+        let mut dead = Vec::new();
+        for (id, evidence) in &book.pending {
+            match check_evidence(state, evidence) {
+                Ok(()) if usable.len() < MAX_SLASHES_PER_BLOCK => usable.push(evidence.clone()),
+                Ok(()) | Err(agora_ledger::error::SlashError::AlreadySlashed) => {}
+                Err(error) => {
+                    tracing::debug!(target: "agora::consensus", %error, "evidence dropped");
+                    dead.push(*id);
+                }
+            }
+        }
+        for id in dead {
+            book.pending.remove(&id);
+        }
+        drop(book);
+        if usable.is_empty() {
+            return Vec::new();
+        }
+        candidates.truncate(self.config.max_block_txs.saturating_sub(usable.len()));
+        let me = key.public();
+        let mut nonce = state.account(&me).nonce
+            + candidates.iter().filter(|c| c.tx.signer == me).count() as u64;
+        usable
+            .into_iter()
+            .map(|evidence| {
+                let tx = Tx {
+                    chain_id: state.chain_id().to_string(),
+                    signer: me,
+                    nonce,
+                    fee: state.params().min_fee,
+                    body: TxBody::Slash(evidence),
+                };
+                nonce += 1;
+                tx.sign(&key)
+            })
+            .collect()
     }
 
     /// The validator set of every epoch whose boundary this validator finalized (epoch 0 from
@@ -287,6 +377,9 @@ impl<H: Host> LedgerApp<H> {
             return false;
         }
         self.note_epoch_boundary(&state);
+        self.evidence_book()
+            .pending
+            .retain(|id, _| !state.evidence_used(id));
         forks.finalized = state;
         forks.above.retain(|_, s| s.state.height() > height);
         tracing::debug!(target: "agora::consensus", height, txs = ledger_block.txs.len(),
@@ -336,8 +429,11 @@ where
             }
             clock.sleep(self.config.poll_interval).await;
         }
-        let candidates = self.host.candidates(&state, self.config.max_block_txs);
+        let mut candidates = self.host.candidates(&state, self.config.max_block_txs);
+        let slashes = self.slash_txs(&state, &mut candidates);
+        // The slashes are new here: not vouched for, so the block builder checks them.
         let checked = self.host.signatures_checked(&candidates);
+        candidates.extend(slashes);
         let built = agora_ledger::build_block_with(
             &state,
             &BlockContext {

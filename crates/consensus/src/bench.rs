@@ -232,7 +232,7 @@ async fn start_loopback(
     validators: &[SecretKey],
     hosts: &[MemHost],
 ) {
-    let namespace = genesis.chain_id().as_bytes().to_vec();
+    let namespace = agora_ledger::slashing::consensus_namespace(genesis.chain_id());
     let endpoint = |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.port_base + i as u16));
     let mut participants: Vec<_> = validators
         .iter()

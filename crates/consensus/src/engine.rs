@@ -16,7 +16,10 @@
 
 use crate::app::{Host, LedgerApp, ValidatorKey};
 use crate::block::ChainBlock;
+use crate::evidence::EvidenceReporter;
 use commonware_broadcast::buffered;
+use commonware_codec::Encode as _;
+use commonware_consensus::Reporters;
 use commonware_consensus::marshal::{
     Config as MarshalConfig, Start, core::Actor, resolver::p2p as marshal_resolver,
     standard::Inline,
@@ -65,7 +68,9 @@ pub enum StartError {
 /// Timing and storage knobs for one validator.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Domain separation for consensus signatures (the chain id).
+    /// Domain separation for consensus signatures: must be
+    /// [`agora_ledger::slashing::consensus_namespace`] of the chain for equivocation evidence
+    /// to verify in the ledger.
     pub namespace: Vec<u8>,
     /// Prefix for every storage partition this validator writes.
     pub partition_prefix: String,
@@ -131,6 +136,12 @@ where
     use commonware_cryptography::Signer as _;
     let me = signer.public_key();
     let participants = Set::from_iter_dedup(participants);
+    // The same ed25519 seed is this validator's Agora account: it signs the `Slash`
+    // transactions for equivocation evidence it observes.
+    if let Ok(seed) = <[u8; 32]>::try_from(signer.encode().as_ref()) {
+        app.set_slasher(agora_types::SecretKey::from_bytes(seed));
+    }
+    let evidence = EvidenceReporter::new(app.clone(), participants.clone());
     let scheme = ed25519::Scheme::signer(&config.namespace, participants, signer)
         .ok_or(StartError::NotAValidator)?;
     let prefix = config.partition_prefix.clone();
@@ -224,6 +235,7 @@ where
         mailbox,
         FixedEpocher::new(EPOCH_LENGTH),
     );
+    let reporter: Reporters<_, EvidenceReporter<H>> = (inline.clone(), Some(evidence)).into();
     let engine = simplex::Engine::new(
         context.child("simplex"),
         simplex::config::Config {
@@ -232,7 +244,7 @@ where
             blocker,
             automaton: inline.clone(),
             relay: inline.clone(),
-            reporter: inline,
+            reporter,
             strategy: Sequential,
             partition: format!("{prefix}-simplex"),
             mailbox_size,

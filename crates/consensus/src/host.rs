@@ -6,8 +6,8 @@
 use crate::app::{CommitError, Host};
 use crate::gossip::Verdict;
 use crate::mempool::{AdmitError, Mempool, MempoolLimits};
-use agora_ledger::{Applied, State, TxError};
-use agora_types::{Block, Hash, SignedTx};
+use agora_ledger::{Applied, Event, State, TxError};
+use agora_types::{Address, Amount, Block, Hash, SignedTx};
 use futures::channel::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,6 +19,8 @@ pub struct Finalized {
     pub state_root: Hash,
     pub txs: Vec<Hash>,
     pub timestamp_ms: u64,
+    /// `(offender, amount)` of every slash the block carried out.
+    pub slashed: Vec<(Address, Amount)>,
 }
 
 /// Called with every newly committed block (instrumentation: the benchmark timestamps here).
@@ -155,7 +157,7 @@ impl Host for MemHost {
         }
     }
 
-    fn commit(&self, block: &Block, state: &State, _applied: &Applied) -> Result<(), CommitError> {
+    fn commit(&self, block: &Block, state: &State, applied: &Applied) -> Result<(), CommitError> {
         let mut inner = self.lock();
         if block.header.height <= inner.state.height() {
             return Ok(());
@@ -166,6 +168,16 @@ impl Host for MemHost {
             state_root: state.root(),
             txs: block.txs.iter().map(SignedTx::id).collect(),
             timestamp_ms: block.header.timestamp_ms,
+            slashed: applied
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Slashed {
+                        offender, slashed, ..
+                    } => Some((*offender, *slashed)),
+                    _ => None,
+                })
+                .collect(),
         });
         inner.mempool.prune(state);
         inner.state = Arc::new(state.clone());

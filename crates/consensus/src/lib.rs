@@ -15,6 +15,7 @@
 //! * [`app`]: [`LedgerApp`], the marshal-level application, and the [`Host`] trait the node
 //!   implements (mempool access, durable commit).
 //! * [`gossip`]: transaction gossip between validators (bounded batches on p2p channel 5).
+//! * [`evidence`]: simplex's conflicting-vote reports turned into ledger `Slash` evidence.
 //! * [`mempool`]: per-account nonce-ordered pending transactions with limits and eviction.
 //! * [`host`]: [`MemHost`], an in-memory host for simulations and benchmarks.
 //! * [`validators`]: the stake-weighted committee and epoch arithmetic.
@@ -28,6 +29,7 @@ pub mod app;
 pub mod bench;
 pub mod block;
 pub mod engine;
+pub mod evidence;
 pub mod gossip;
 pub mod host;
 pub mod mempool;

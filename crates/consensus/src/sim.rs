@@ -132,7 +132,10 @@ impl<E: Runtime> Sim<E> {
             validators,
             participants,
             app_config: AppConfig::default(),
-            engine_config: EngineConfig::new(genesis.chain_id().as_bytes(), "v"),
+            engine_config: EngineConfig::new(
+                &agora_ledger::slashing::consensus_namespace(genesis.chain_id()),
+                "v",
+            ),
             genesis,
         };
         sim.link_all(&link).await;

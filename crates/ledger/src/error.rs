@@ -140,8 +140,10 @@ pub enum RedeemError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SlashError {
-    #[error("the two claims are identical: no conflict")]
+    #[error("the two claims or votes do not conflict")]
     NoConflict,
+    #[error("the offender is not a registered validator")]
+    NotAValidator,
     #[error("a claim signature is not the offender's")]
     BadSignature,
     #[error("this offence was already slashed")]

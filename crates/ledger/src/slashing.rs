@@ -1,15 +1,153 @@
 //! Slashing: checked evidence burns a fraction of the offender's stake (bonded and unbonding,
 //! own and delegated), pays a share to the reporter and jails the offender.
 //!
-//! Evidence kinds grow with the verification work; today's is equivocation (two different
-//! signed claims about one subject), which needs nothing but the two signatures to check.
+//! Two kinds of evidence, both equivocation that needs nothing but two signatures to check:
+//!
+//! * [`Evidence::ConflictingClaims`]: two different signed claims about one subject.
+//! * [`Evidence::ConflictingVotes`]: a validator's two conflicting simplex consensus votes in
+//!   one round (two notarizes or two finalizes of different proposals, or a nullify and a
+//!   finalize). [`vote_message`] rebuilds the exact bytes commonware simplex's ed25519 scheme
+//!   signs, with the namespace [`consensus_namespace`] of this chain, so a signature made for
+//!   another chain or another round does not verify. One slash per offender and round
+//!   ([`Evidence::id`]), whichever conflicting pair proves it.
+//!
+//! ```text
+//!   signed bytes = varint(len(ns')) || ns' || varint(epoch) || varint(view) [ || varint(parent) || payload ]
+//!   ns' = "agora-consensus/<chain id>" || "_NOTARIZE" | "_NULLIFY" | "_FINALIZE"
+//! ```
 
 use crate::accounts::credit;
 use crate::error::SlashError;
 use crate::events::Event;
 use crate::state::State;
 use agora_types::tx::claim_message;
-use agora_types::{Address, Amount, Evidence, SignDomain};
+use agora_types::{Address, Amount, ConsensusVote, Evidence, Hash, SignDomain, VoteKind};
+
+/// The namespace validators sign consensus votes under on chain `chain_id`.
+pub fn consensus_namespace(chain_id: &str) -> Vec<u8> {
+    format!("agora-consensus/{chain_id}").into_bytes()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The bytes a validator signs for `vote` in round (`epoch`, `view`) under `namespace`
+/// (commonware-consensus simplex, ed25519 scheme: `union_unique(namespace || suffix, message)`).
+pub fn vote_message(namespace: &[u8], epoch: u64, view: u64, vote: &ConsensusVote) -> Vec<u8> {
+    let suffix: &[u8] = match vote.kind {
+        VoteKind::Notarize => b"_NOTARIZE",
+        VoteKind::Nullify => b"_NULLIFY",
+        VoteKind::Finalize => b"_FINALIZE",
+    };
+    let mut out = Vec::with_capacity(namespace.len() + suffix.len() + 64);
+    put_varint(&mut out, (namespace.len() + suffix.len()) as u64);
+    out.extend_from_slice(namespace);
+    out.extend_from_slice(suffix);
+    put_varint(&mut out, epoch);
+    put_varint(&mut out, view);
+    if vote.kind != VoteKind::Nullify {
+        put_varint(&mut out, vote.parent_view);
+        out.extend_from_slice(&vote.payload.0);
+    }
+    out
+}
+
+/// Whether two votes of one round conflict: different proposals notarized or finalized, or a
+/// nullify next to a finalize. A nullify names no proposal, so its parent and payload must be
+/// zero (one encoding per vote).
+pub fn votes_conflict(a: &ConsensusVote, b: &ConsensusVote) -> bool {
+    let canonical = |v: &ConsensusVote| {
+        v.kind != VoteKind::Nullify || (v.parent_view == 0 && v.payload == Hash::ZERO)
+    };
+    if !canonical(a) || !canonical(b) {
+        return false;
+    }
+    let differ = (a.parent_view, a.payload) != (b.parent_view, b.payload);
+    match (a.kind, b.kind) {
+        (VoteKind::Notarize, VoteKind::Notarize) | (VoteKind::Finalize, VoteKind::Finalize) => {
+            differ
+        }
+        (VoteKind::Nullify, VoteKind::Finalize) | (VoteKind::Finalize, VoteKind::Nullify) => true,
+        _ => false,
+    }
+}
+
+fn verify_vote(
+    offender: &Address,
+    namespace: &[u8],
+    epoch: u64,
+    view: u64,
+    vote: &ConsensusVote,
+) -> Result<(), SlashError> {
+    let key = ed25519_zebra::VerificationKey::try_from(offender.0)
+        .map_err(|_| SlashError::BadSignature)?;
+    key.verify(
+        &ed25519_zebra::Signature::from(vote.signature.0),
+        &vote_message(namespace, epoch, view, vote),
+    )
+    .map_err(|_| SlashError::BadSignature)
+}
+
+/// Checks `evidence` against `state` without changing it: the two signed statements conflict,
+/// the offence was not slashed before, and both signatures are the offender's.
+pub fn check_evidence(state: &State, evidence: &Evidence) -> Result<(), SlashError> {
+    match evidence {
+        Evidence::ConflictingClaims {
+            offender,
+            subject,
+            claim_a,
+            signature_a,
+            claim_b,
+            signature_b,
+        } => {
+            if claim_a == claim_b {
+                return Err(SlashError::NoConflict);
+            }
+            if state.evidence_used(&evidence.id()) {
+                return Err(SlashError::AlreadySlashed);
+            }
+            offender
+                .verify(
+                    SignDomain::Claim,
+                    &claim_message(subject, claim_a),
+                    signature_a,
+                )
+                .map_err(|_| SlashError::BadSignature)?;
+            offender
+                .verify(
+                    SignDomain::Claim,
+                    &claim_message(subject, claim_b),
+                    signature_b,
+                )
+                .map_err(|_| SlashError::BadSignature)
+        }
+        Evidence::ConflictingVotes {
+            offender,
+            epoch,
+            view,
+            vote_a,
+            vote_b,
+        } => {
+            if !votes_conflict(vote_a, vote_b) {
+                return Err(SlashError::NoConflict);
+            }
+            if state.evidence_used(&evidence.id()) {
+                return Err(SlashError::AlreadySlashed);
+            }
+            if state.validator(offender).is_none() {
+                return Err(SlashError::NotAValidator);
+            }
+            let namespace = consensus_namespace(state.chain_id());
+            verify_vote(offender, &namespace, *epoch, *view, vote_a)?;
+            verify_vote(offender, &namespace, *epoch, *view, vote_b)
+        }
+    }
+}
 
 pub(crate) fn slash(
     state: &mut State,
@@ -17,36 +155,9 @@ pub(crate) fn slash(
     reporter: &Address,
     evidence: &Evidence,
 ) -> Result<Vec<Event>, SlashError> {
-    let Evidence::ConflictingClaims {
-        offender,
-        subject,
-        claim_a,
-        signature_a,
-        claim_b,
-        signature_b,
-    } = evidence;
-    if claim_a == claim_b {
-        return Err(SlashError::NoConflict);
-    }
+    check_evidence(state, evidence)?;
+    let offender = &evidence.offender();
     let id = evidence.id();
-    if state.evidence_used(&id) {
-        return Err(SlashError::AlreadySlashed);
-    }
-    offender
-        .verify(
-            SignDomain::Claim,
-            &claim_message(subject, claim_a),
-            signature_a,
-        )
-        .map_err(|_| SlashError::BadSignature)?;
-    offender
-        .verify(
-            SignDomain::Claim,
-            &claim_message(subject, claim_b),
-            signature_b,
-        )
-        .map_err(|_| SlashError::BadSignature)?;
-
     let fraction = state.params().slash_fraction_bps;
     let bonded: Vec<(Address, Amount)> = state
         .stakes

@@ -202,7 +202,7 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
 
         // Validator network.
         let signer = agora_consensus::sim::signer_of(&key);
-        let namespace = format!("agora-consensus/{}", state.chain_id()).into_bytes();
+        let namespace = agora_ledger::slashing::consensus_namespace(state.chain_id());
         let p2p_cfg = lookup::Config::local(
             Cups::<_, ChaCha20Poly1305>::new(
                 Sake {

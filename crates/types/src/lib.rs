@@ -16,6 +16,6 @@ pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
 pub use tx::{
-    DatasetInfo, Evidence, HardwareSummary, ModelInfo, ModelPrice, ProviderInfo, SignedTx,
-    SignedVoucher, Tx, TxBody, Voucher,
+    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelInfo, ModelPrice, ProviderInfo,
+    SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
 };

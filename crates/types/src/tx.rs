@@ -165,6 +165,37 @@ pub enum Evidence {
         claim_b: Hash,
         signature_b: Signature,
     },
+    /// A validator signed two conflicting consensus (simplex) votes in one round: two
+    /// notarizes or two finalizes of different proposals, or a nullify and a finalize. The
+    /// ledger rebuilds the exact bytes simplex signs (namespace = the chain id) and checks
+    /// both signatures against `offender`.
+    ConflictingVotes {
+        offender: PublicKey,
+        epoch: u64,
+        view: u64,
+        vote_a: ConsensusVote,
+        vote_b: ConsensusVote,
+    },
+}
+
+/// Which simplex vote a [`ConsensusVote`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteKind {
+    Notarize,
+    Nullify,
+    Finalize,
+}
+
+/// One signed simplex vote of a round (the round itself is in the evidence).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsensusVote {
+    pub kind: VoteKind,
+    /// The proposal's parent view (0 for a nullify, which names no proposal).
+    pub parent_view: u64,
+    /// The proposal's block digest (zero for a nullify).
+    pub payload: Hash,
+    pub signature: Signature,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,12 +254,14 @@ pub fn claim_message(subject: &Hash, claim: &Hash) -> Vec<u8> {
 impl Evidence {
     pub fn offender(&self) -> PublicKey {
         match self {
-            Evidence::ConflictingClaims { offender, .. } => *offender,
+            Evidence::ConflictingClaims { offender, .. }
+            | Evidence::ConflictingVotes { offender, .. } => *offender,
         }
     }
 
     /// A canonical id for the offence, the same whichever order the two claims come in, so the
-    /// same offence cannot be slashed twice.
+    /// same offence cannot be slashed twice. For consensus votes the offence is the round: one
+    /// slash per offender, epoch and view, whichever conflicting pair proves it.
     pub fn id(&self) -> Hash {
         match self {
             Evidence::ConflictingClaims {
@@ -248,6 +281,20 @@ impl Evidence {
                     &[&offender.0, &subject.0, &lo.0, &hi.0],
                 )
             }
+            Evidence::ConflictingVotes {
+                offender,
+                epoch,
+                view,
+                ..
+            } => Hash::of_parts(
+                HashDomain::Evidence,
+                &[
+                    &offender.0,
+                    b"consensus round",
+                    &epoch.to_le_bytes(),
+                    &view.to_le_bytes(),
+                ],
+            ),
         }
     }
 }
@@ -563,6 +610,20 @@ impl Encode for Evidence {
                 claim_b.encode_to(out);
                 signature_b.encode_to(out);
             }
+            Evidence::ConflictingVotes {
+                offender,
+                epoch,
+                view,
+                vote_a,
+                vote_b,
+            } => {
+                out.put_u8(1);
+                offender.encode_to(out);
+                out.put_u64(*epoch);
+                out.put_u64(*view);
+                vote_a.encode_to(out);
+                vote_b.encode_to(out);
+            }
         }
     }
 }
@@ -578,11 +639,53 @@ impl Decode for Evidence {
                 claim_b: Decode::decode_from(r)?,
                 signature_b: Decode::decode_from(r)?,
             }),
+            1 => Ok(Evidence::ConflictingVotes {
+                offender: Decode::decode_from(r)?,
+                epoch: r.u64()?,
+                view: r.u64()?,
+                vote_a: Decode::decode_from(r)?,
+                vote_b: Decode::decode_from(r)?,
+            }),
             tag => Err(DecodeError::InvalidTag {
                 what: "evidence kind",
                 tag,
             }),
         }
+    }
+}
+
+impl Encode for ConsensusVote {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.put_u8(match self.kind {
+            VoteKind::Notarize => 0,
+            VoteKind::Nullify => 1,
+            VoteKind::Finalize => 2,
+        });
+        out.put_u64(self.parent_view);
+        self.payload.encode_to(out);
+        self.signature.encode_to(out);
+    }
+}
+
+impl Decode for ConsensusVote {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let kind = match r.u8()? {
+            0 => VoteKind::Notarize,
+            1 => VoteKind::Nullify,
+            2 => VoteKind::Finalize,
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    what: "vote kind",
+                    tag,
+                });
+            }
+        };
+        Ok(ConsensusVote {
+            kind,
+            parent_view: r.u64()?,
+            payload: Decode::decode_from(r)?,
+            signature: Decode::decode_from(r)?,
+        })
     }
 }
 

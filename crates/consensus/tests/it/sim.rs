@@ -600,3 +600,173 @@ fn staking_changes_the_validator_set_at_the_epoch_boundary() {
         }
     });
 }
+
+/// Validator 3 runs commonware's conflicter: for every notarize or finalize it receives it signs
+/// a second, conflicting one and sends both to everyone. The honest validators' simplex reports
+/// the conflicts; whichever of them leads next puts a `Slash` transaction in its block; the
+/// ledger checks the two signatures and slashes validator 3 once per round it equivocated in.
+/// Every honest replica finalizes the same slashes (same chain, same roots), validator 3 ends
+/// up with exactly its genesis stake minus what the slash events took, jailed, and no round is
+/// slashed twice although all three honest validators saw each conflict.
+#[test]
+fn equivocating_validator_is_slashed_identically_on_every_replica() {
+    use agora_consensus::channel;
+    use agora_consensus::sim::{QUOTA, signer_of};
+    use commonware_consensus::simplex::mocks::conflicter;
+    use commonware_consensus::simplex::scheme::ed25519;
+    use commonware_cryptography::Sha256;
+    use commonware_runtime::Supervisor as _;
+    use commonware_utils::ordered::Set;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    new_runner(41).start(|context| async move {
+        let users = test_keys(4);
+        let keys = validator_keys(4);
+        let mut genesis = Genesis {
+            chain_id: "agora-sim".to_string(),
+            timestamp_ms: 0,
+            params: Params::default(),
+            accounts: users
+                .iter()
+                .chain(&keys)
+                .map(|k| GenesisAccount {
+                    address: k.public(),
+                    balance: Amount::from_agr(1_000),
+                })
+                .collect(),
+            validators: Vec::new(),
+        };
+        let stake = Amount::from_agr(10_000);
+        genesis.validators = keys
+            .iter()
+            .map(|k| GenesisValidator {
+                address: k.public(),
+                stake,
+            })
+            .collect();
+        let state = genesis.into_state().expect("valid genesis");
+        let mut sim = Sim::new(&context, state.clone(), keys.clone(), LINK).await;
+        fast(&mut sim);
+        // The evidence of every Slash transaction validator 0 finalizes.
+        let slash_ids: Arc<Mutex<Vec<agora_types::Evidence>>> = Arc::default();
+        let ids = slash_ids.clone();
+        sim.validators[0]
+            .host
+            .set_commit_hook(Arc::new(move |block: &agora_types::Block| {
+                for stx in &block.txs {
+                    if let TxBody::Slash(e) = &stx.tx.body {
+                        ids.lock().unwrap().push(e.clone());
+                    }
+                }
+            }));
+        for i in 0..3 {
+            sim.start(&context, i).await;
+        }
+        let byzantine = &sim.validators[3];
+        let control = sim.oracle.control(byzantine.public.clone());
+        let votes = control.register(channel::VOTES, QUOTA).await.unwrap();
+        let scheme = ed25519::Scheme::signer(
+            &sim.engine_config.namespace,
+            Set::from_iter_dedup(sim.participants.clone()),
+            signer_of(&byzantine.key),
+        )
+        .expect("validator 3 is a participant");
+        conflicter::Conflicter::<_, _, Sha256>::new(
+            context.child("byzantine"),
+            conflicter::Config { scheme },
+        )
+        .start(votes);
+        let mut txs = TxFactory::new(state.chain_id(), state.params().min_fee);
+        submit_transfers(&sim, &users, 3, &mut txs);
+
+        let offender = keys[3].public();
+        let mut slashed = false;
+        for _ in 0..2_400 {
+            if sim.validators[0].host.state().total_stake(&offender) < stake {
+                slashed = true;
+                break;
+            }
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        assert!(slashed, "the equivocator was never slashed");
+        let target = sim.validators[0].host.height() + 3;
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2], target, Duration::from_secs(120))
+                .await,
+            "honest validators stopped finalizing"
+        );
+        let chain = assert_same_chain(&sim, &[0, 1, 2]);
+
+        // The slashes in the common chain: all of validator 3, one per distinct offence.
+        let events: Vec<(agora_types::Address, Amount)> =
+            chain.iter().flat_map(|f| f.slashed.clone()).collect();
+        assert!(!events.is_empty());
+        assert!(events.iter().all(|(who, _)| *who == offender));
+        let all_events: Vec<_> = sim.validators[0]
+            .host
+            .finalized()
+            .iter()
+            .flat_map(|f| f.slashed.clone())
+            .collect();
+        let distinct: BTreeSet<_> = slash_ids.lock().unwrap().iter().map(|e| e.id()).collect();
+        assert_eq!(
+            all_events.len(),
+            distinct.len(),
+            "a round was slashed twice or a valid slash failed"
+        );
+
+        // A user replays the finalized evidence in its own Slash transaction: it is finalized
+        // with a failed receipt and takes nothing.
+        let stake_before = sim.validators[0].host.state().total_stake(&offender);
+        let replay = slash_ids.lock().unwrap()[0].clone();
+        let replay_tx = txs.sign(&users[0], TxBody::Slash(replay));
+        let replay_id = replay_tx.id();
+        sim.validators[0].host.submit(replay_tx).expect("admitted");
+        let mut included = false;
+        for _ in 0..1_200 {
+            if sim.validators[0]
+                .host
+                .finalized()
+                .iter()
+                .any(|f| f.txs.contains(&replay_id))
+            {
+                included = true;
+                break;
+            }
+            context.sleep(Duration::from_millis(50)).await;
+        }
+        assert!(included, "the replayed slash was not finalized");
+        assert_eq!(
+            sim.validators[0].host.state().total_stake(&offender),
+            stake_before,
+            "replayed evidence slashed again"
+        );
+        let target = sim.validators[0].host.height() + 2;
+        assert!(
+            sim.wait_height(&context, &[0, 1, 2], target, Duration::from_secs(120))
+                .await
+        );
+        let chain = assert_same_chain(&sim, &[0, 1, 2]);
+        let height = chain.last().unwrap().height;
+        for v in &sim.validators[..3] {
+            let s = v.host.state();
+            let taken: u128 = v
+                .host
+                .finalized()
+                .iter()
+                .flat_map(|f| f.slashed.clone())
+                .map(|(_, a)| a.0)
+                .sum();
+            assert_eq!(s.total_stake(&offender).0, stake.0 - taken);
+            assert!(s.validator(&offender).unwrap().jailed_until >= height);
+            for k in &keys[..3] {
+                assert_eq!(
+                    s.total_stake(&k.public()),
+                    stake,
+                    "an honest validator lost stake"
+                );
+            }
+        }
+    });
+}

@@ -1,5 +1,6 @@
 //! Integration tests of the ledger: one binary, one module per concern.
 
+mod consensus_evidence;
 mod golden;
 mod model;
 mod scenarios;

@@ -69,6 +69,23 @@ fn samples() -> Vec<Vec<u8>> {
             deposit: Amount(10),
             expiry_height: 100,
         }),
+        tx(TxBody::Slash(Evidence::ConflictingVotes {
+            offender: to,
+            epoch: 1,
+            view: 300,
+            vote_a: ConsensusVote {
+                kind: VoteKind::Notarize,
+                parent_view: 299,
+                payload: Hash([7; 32]),
+                signature: Signature([8; 64]),
+            },
+            vote_b: ConsensusVote {
+                kind: VoteKind::Nullify,
+                parent_view: 0,
+                payload: Hash::ZERO,
+                signature: Signature([9; 64]),
+            },
+        })),
     ];
     let block = Block {
         header: BlockHeader {
@@ -168,5 +185,5 @@ fn valid_samples_round_trip() {
     assert!(tx.verify_signature().is_ok());
     assert_eq!(tx.encode(), s[0]);
     let block = Block::decode(&s[s.len() - 3]).unwrap();
-    assert_eq!(block.txs.len(), 6);
+    assert_eq!(block.txs.len(), 7);
 }
