@@ -460,6 +460,23 @@ fn hostile_transaction_gossip_blocks_the_peer() {
             amount: Amount::from_agr(500),
         };
         let forged_id = forged.id();
+        // An honest validator gossips valid transfers at the same time (the receivers may
+        // verify both peers' messages in one coalesced batch: only the forger is blamed).
+        let honest: Vec<_> = (0..3)
+            .map(|_| {
+                txs.sign(
+                    &users[1],
+                    TxBody::Transfer {
+                        to: users[0].public(),
+                        amount: Amount::from_agr(1),
+                    },
+                )
+            })
+            .collect();
+        let honest_ids: Vec<_> = honest.iter().map(|t| t.id()).collect();
+        for stx in honest {
+            sim.validators[1].host.submit(stx).expect("admitted");
+        }
         // The forged signature alone gets the peer blocked; the malformed batch after it is
         // covered by the decoder's own tests (and would be dropped by then).
         for msg in gossip::encode_batches(&[forged]) {
@@ -480,9 +497,17 @@ fn hostile_transaction_gossip_blocks_the_peer() {
             );
             assert_eq!(v.host.pending(), 0, "forged transaction admitted");
         }
-        // Every honest validator blocked the gossiping peer.
+        let finalized: Vec<_> = sim.validators[0]
+            .host
+            .finalized()
+            .into_iter()
+            .flat_map(|f| f.txs)
+            .collect();
+        assert!(honest_ids.iter().all(|id| finalized.contains(id)));
+        // Every honest validator blocked the gossiping peer, and no one else.
         let blocked = sim.oracle.blocked().await.unwrap();
         let attacker = sim.validators[3].public.clone();
+        assert!(blocked.iter().all(|(_, to)| *to == attacker), "{blocked:?}");
         for v in &sim.validators[..3] {
             assert!(
                 blocked.contains(&(v.public.clone(), attacker.clone())),
