@@ -51,6 +51,9 @@ pub const MAX_ANY_OF: usize = 16;
 /// Most automaton configurations alive at once (anyOf alternatives being tracked).
 pub const MAX_CONFIGS: usize = 32;
 const MAX_WS_RUN: u8 = 4;
+/// Longest integer part and exponent of a generated number (1e99 at most, a finite f64).
+const MAX_INT_DIGITS: u8 = 64;
+const MAX_EXP_DIGITS: u8 = 2;
 /// Deepest nesting of the generated document.
 const MAX_DEPTH: usize = 64;
 
@@ -795,9 +798,12 @@ enum St {
         escape: bool,
         hex: u8,
     },
+    /// `digits`: digits so far in the integer part or the exponent (capped, so every number
+    /// stays a finite f64 for the client's parser).
     Num {
         phase: NumPhase,
         integer: bool,
+        digits: u8,
     },
     Lit {
         word: &'static [u8],
@@ -914,6 +920,7 @@ impl Cfg {
                 self.state = St::Num {
                     phase,
                     integer: t & T_NUMBER == 0,
+                    digits: u8::from(b != b'-'),
                 };
             }
             b't' if t & T_BOOLEAN != 0 => {
@@ -1116,22 +1123,36 @@ impl Cfg {
                 }
                 out.push(self);
             }
-            St::Num { phase, integer } => {
+            St::Num {
+                phase,
+                integer,
+                digits,
+            } => {
                 use NumPhase::*;
                 let next = match (phase, b) {
                     (Minus, b'0') => Some(Zero),
                     (Minus, b'1'..=b'9') => Some(Int),
-                    (Int, b'0'..=b'9') => Some(Int),
+                    (Int, b'0'..=b'9') if digits < MAX_INT_DIGITS => Some(Int),
                     (Zero | Int, b'.') if !integer => Some(Dot),
                     (Dot | Frac, b'0'..=b'9') => Some(Frac),
                     (Zero | Int | Frac, b'e' | b'E') if !integer => Some(E),
                     (E, b'+' | b'-') => Some(ESign),
-                    (E | ESign | Exp, b'0'..=b'9') => Some(Exp),
+                    (E | ESign, b'0'..=b'9') => Some(Exp),
+                    (Exp, b'0'..=b'9') if digits < MAX_EXP_DIGITS => Some(Exp),
                     _ => None,
                 };
                 match next {
-                    Some(phase) => {
-                        self.state = St::Num { phase, integer };
+                    Some(next) => {
+                        let digits = match (phase == next, b.is_ascii_digit()) {
+                            (true, true) => digits.saturating_add(1),
+                            (false, true) => 1,
+                            (_, false) => 0,
+                        };
+                        self.state = St::Num {
+                            phase: next,
+                            integer,
+                            digits,
+                        };
                         out.push(self);
                     }
                     None if phase.can_end() => self.end_token(nodes, b, ws, out),
@@ -1579,6 +1600,77 @@ mod tests {
         // anyOf with a false branch and a satisfiable one.
         let s = schema(r#"{"anyOf":[false,{"type":"boolean"}]}"#);
         accepts_doc(&s, "true");
+    }
+
+    /// Random walks through the automaton over all printable ASCII bytes: there is always an
+    /// allowed byte (no dead ends), and whenever it says the document can end, serde_json parses
+    /// it and the oracle accepts it (soundness).
+    #[test]
+    fn random_walks_never_get_stuck_and_end_valid() {
+        let schemas = [
+            PERSON,
+            r##"{"$defs":{"n":{"type":"object","properties":{"v":{"type":"integer"},
+                "kids":{"type":"array","items":{"$ref":"#/$defs/n"},"maxItems":2}},
+                "required":["v"],"additionalProperties":false}},
+                "anyOf":[{"$ref":"#/$defs/n"},{"type":"array","items":{"enum":["x",1,[true]]},
+                "minItems":2}]}"##,
+            r#"{"type":"object","properties":{"a":{"type":"string"},"ab":{"const":null}},
+                "additionalProperties":{"type":["number","boolean"]},"required":["ab"]}"#,
+            "{}",
+        ];
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let priority = b"\"}]0nultrefas:";
+        let mut finished = 0;
+        for text in schemas {
+            let s = schema(text);
+            for _walk in 0..60 {
+                let mut p = s.prefix();
+                let mut doc = Vec::new();
+                for _ in 0..600 {
+                    if p.is_complete() || (p.can_end() && (doc.len() > 60 || next() % 4 == 0)) {
+                        break;
+                    }
+                    let allowed: Vec<u8> = (0x20u8..0x7f)
+                        .chain([b'\n'])
+                        .filter(|&b| p.accepts(&[b]))
+                        .collect();
+                    assert!(
+                        !allowed.is_empty(),
+                        "dead end after {:?}",
+                        String::from_utf8_lossy(&doc)
+                    );
+                    let b = if doc.len() > 80 {
+                        priority
+                            .iter()
+                            .copied()
+                            .find(|b| allowed.contains(b))
+                            .unwrap_or(allowed[next() as usize % allowed.len()])
+                    } else {
+                        allowed[next() as usize % allowed.len()]
+                    };
+                    assert!(p.feed_all(&[b]));
+                    doc.push(b);
+                }
+                if p.can_end() {
+                    finished += 1;
+                    let v: Value = serde_json::from_slice(&doc).unwrap_or_else(|e| {
+                        panic!("{e}: {:?} under {text}", String::from_utf8_lossy(&doc))
+                    });
+                    assert!(
+                        s.validate(&v),
+                        "{:?} under {text}",
+                        String::from_utf8_lossy(&doc)
+                    );
+                }
+            }
+        }
+        assert!(finished >= 120, "only {finished} of 240 walks finished");
     }
 
     #[test]

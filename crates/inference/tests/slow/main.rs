@@ -96,14 +96,78 @@ fn smollm_64_tokens_same_across_threads_and_batch() {
     determinism("SmolLM2-135M-Instruct.Q4_1.gguf", PROMPTS.len());
 }
 
-/// Gemma checks 2 threads on one prompt only: on a machine whose cores are shared, ggml's spinning
-/// worker threads make a 2-thread run of Gemma's 262k-token output layer many times slower than 1
-/// thread, and the four-prompt version ran past the `slow` profile's 20-minute limit on the shared
-/// 2-core development machine. Thread-count independence is shown on all four prompts with SmolLM2
-/// and on the first prompt with Gemma; the batch-of-4 check still covers all four Gemma prompts.
+/// Gemma: 2 threads on one prompt gives the same sampled tokens as 1 thread (one prompt only: on a
+/// machine whose cores are shared, ggml's spinning worker threads make a 2-thread run of Gemma's
+/// 262k-token output layer many times slower, and the four-prompt version ran past the `slow`
+/// profile's limit on the shared 2-core development machine).
+///
+/// Batch of 4 vs 1 is *not* bit-identical for this file, unlike SmolLM2: Gemma's weights are mostly
+/// Q5_0/Q8_0, for which ggml runs batched matrix products (more than one token per step) through
+/// the llamafile sgemm kernel, whose accumulation order differs from the one-row dot product used
+/// when one sequence decodes alone; SmolLM2's Q4_1 has no such kernel. Sampled at temperature 0.9
+/// the four prompts agreed for 15, 5, 13 and 46 tokens before a near-tie flipped. What is checked
+/// instead, greedily over 64 tokens: while the two runs agree, the chosen token's log-probability
+/// differs by at most `TOL` between them, and where they first differ the two candidates were a
+/// near-tie in the single-sequence run (gap at most `TOL`). Measured 2026-11-22: 26, 5, 64 and 16
+/// tokens agreed, log-probability deltas up to 0.26, gaps at the split 0.007, 0.07 and 0.17.
 #[test]
-fn gemma_64_tokens_same_across_threads_and_batch() {
-    determinism("gemma-3-270m-q4_k_m.gguf", 1);
+fn gemma_same_tokens_across_threads_and_close_across_batch_sizes() {
+    const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+    const TOL: f32 = 0.5;
+    let one = serve(FILE, 1, 1, false);
+    let sampled = solo(&one, PROMPTS[0], 3);
+    let greedy = |s: &Scheduler, p: &str| {
+        let params = SamplingParams {
+            logprobs: Some(5),
+            ..SamplingParams::greedy(64)
+        };
+        let mut r = Request::generate(Prompt::Text(p.into()), params);
+        r.reuse_prefix = false;
+        s.submit(r).unwrap()
+    };
+    let base: Vec<_> = PROMPTS
+        .iter()
+        .map(|p| greedy(&one, p).collect_blocking().unwrap().tokens)
+        .collect();
+    drop(one);
+    let two = serve(FILE, 1, 2, false);
+    assert_eq!(solo(&two, PROMPTS[0], 3), sampled, "1 vs 2 threads");
+    drop(two);
+    let four = serve(FILE, 4, 1, false);
+    let streams: Vec<_> = PROMPTS.iter().map(|p| greedy(&four, p)).collect();
+    let batched: Vec<_> = streams
+        .into_iter()
+        .map(|s| s.collect_blocking().unwrap().tokens)
+        .collect();
+    let mut report = Vec::new();
+    for (i, (a, b)) in base.iter().zip(&batched).enumerate() {
+        let agree = a.iter().zip(b).take_while(|(x, y)| x.id == y.id).count();
+        let max_delta = a[..agree]
+            .iter()
+            .zip(&b[..agree])
+            .map(|(x, y)| (x.logprob.unwrap() - y.logprob.unwrap()).abs())
+            .fold(0.0f32, f32::max);
+        let mut gap = None;
+        if agree < a.len().min(b.len()) {
+            let (x, y) = (&a[agree], &b[agree]);
+            let alt = x.top.iter().find(|t| t.token == y.id);
+            assert!(
+                alt.is_some(),
+                "prompt {i}: batched token {} at {agree} is not in the top 5",
+                y.id
+            );
+            gap = Some(x.logprob.unwrap() - alt.unwrap().logprob);
+        }
+        report.push((agree, max_delta, gap));
+    }
+    eprintln!(
+        "gemma batch 4 vs 1, per prompt (tokens agreeing, max logprob delta, gap at the split): {report:?}"
+    );
+    for (i, (agree, max_delta, gap)) in report.iter().enumerate() {
+        assert!(*max_delta <= TOL, "prompt {i}: {report:?}");
+        assert!(gap.is_none_or(|g| g <= TOL), "prompt {i}: {report:?}");
+        assert!(*agree >= 1, "prompt {i}: {report:?}");
+    }
 }
 
 fn hidden(file: &str) -> (f32, f32) {
