@@ -101,10 +101,11 @@ fn smollm_64_tokens_same_across_threads_and_batch() {
 /// 262k-token output layer many times slower, and the four-prompt version ran past the `slow`
 /// profile's limit on the shared 2-core development machine).
 ///
-/// Batch of 4 vs 1 is *not* bit-identical for this file, unlike SmolLM2: Gemma's weights are mostly
-/// Q5_0/Q8_0, for which ggml runs batched matrix products (more than one token per step) through
-/// the llamafile sgemm kernel, whose accumulation order differs from the one-row dot product used
-/// when one sequence decodes alone; SmolLM2's Q4_1 has no such kernel. Sampled at temperature 0.9
+/// Batch of 4 vs 1 is *not* bit-identical for this file, unlike SmolLM2. Most likely cause (not
+/// isolated): Gemma's weights are mostly Q5_0/Q8_0, for which ggml runs batched matrix products
+/// (more than one token per step) through the llamafile sgemm kernel, whose accumulation order
+/// differs from the one-row dot product used when one sequence decodes alone; SmolLM2's Q4_1 has
+/// no such kernel. Sampled at temperature 0.9
 /// the four prompts agreed for 15, 5, 13 and 46 tokens before a near-tie flipped. What is checked
 /// instead, greedily over 64 tokens: while the two runs agree, the chosen token's log-probability
 /// differs by at most `TOL` between them, and where they first differ the two candidates were a
