@@ -1,4 +1,4 @@
-//! `cargo run -p agora-consensus --example bench -- [validators] [rate] [seconds] [accounts]`
+//! `cargo run -p agora-consensus --example bench -- [validators] [rate] [seconds] [accounts] [max block txs]`
 //!
 //! N validators in one process (tokio runtime, authenticated p2p over loopback TCP, storage in a
 //! temp dir); a steady stream of transfers, each submitted to one validator and spread by
@@ -18,6 +18,7 @@ fn main() {
         rate: args.get(1).copied().unwrap_or(d.rate),
         duration: Duration::from_secs(args.get(2).copied().unwrap_or(d.duration.as_secs())),
         accounts: args.get(3).map_or(d.accounts, |v| *v as usize),
+        max_block_txs: args.get(4).map_or(d.max_block_txs, |v| *v as usize),
         ..d
     };
     let dir = std::env::temp_dir().join(format!("agora-consensus-bench-{}", std::process::id()));

@@ -63,6 +63,10 @@ pub struct BenchReport {
     pub tx_per_s: f64,
     pub p50: Duration,
     pub p99: Duration,
+    /// CPU time (user + system, all threads) the process used from the first submission until
+    /// the stream drained, when the platform reports it (Linux `/proc/self/stat`): the figure
+    /// that does not depend on what else the machine runs.
+    pub cpu: Option<Duration>,
 }
 
 impl std::fmt::Display for BenchReport {
@@ -78,8 +82,31 @@ impl std::fmt::Display for BenchReport {
             self.tx_per_s,
             self.p50.as_millis(),
             self.p99.as_millis()
-        )
+        )?;
+        if let Some(cpu) = self.cpu {
+            let per_tx = cpu.as_secs_f64() * 1e6 / self.finalized.max(1) as f64;
+            write!(
+                f,
+                "; process CPU {:.2} s = {:.0} us per finalized tx (all validators)",
+                cpu.as_secs_f64(),
+                per_tx
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// User + system CPU time of this process so far (Linux only; `None` elsewhere).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks; USER_HZ is 100 on every Linux configuration we run on.
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -170,6 +197,7 @@ pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
             context.sleep(Duration::from_millis(50)).await;
         }
         let start = Instant::now();
+        let cpu_start = process_cpu();
         let mut submitted_at: Vec<(Hash, Instant)> = Vec::with_capacity(total);
         let tick = Duration::from_millis(10);
         let per_tick = (cfg.rate as usize / 100).max(1);
@@ -199,6 +227,9 @@ pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
             }
             context.sleep(Duration::from_millis(20)).await;
         }
+        let cpu = process_cpu()
+            .zip(cpu_start)
+            .map(|(end, start)| end.saturating_sub(start));
         let finalized_at = finalized_at.lock().map(|m| m.clone()).unwrap_or_default();
         let mut latencies: Vec<Duration> = submitted_at
             .iter()
@@ -221,6 +252,7 @@ pub fn run(cfg: &BenchConfig, dir: &Path) -> BenchReport {
             tx_per_s: finalized as f64 / elapsed.as_secs_f64().max(1e-9),
             p50: percentile(&latencies, 50),
             p99: percentile(&latencies, 99),
+            cpu,
         }
     })
 }
