@@ -1464,6 +1464,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn json_schema_generation_resumes_exactly_and_validates() {
+        let s = test_engine();
+        let prompt = Prompt::Chat(vec![ChatMessage::new("user", "give me json")]);
+        let text = r#"{"type":"object","properties":{"k":{"enum":["a","bc"]},
+            "n":{"type":"integer"},"t":{"type":"array","items":{"type":"boolean"},"maxItems":2}},
+            "required":["k","n"],"additionalProperties":false}"#;
+        let schema = crate::json::Schema::parse(text).unwrap();
+        for seed in 0..4 {
+            let params = SamplingParams {
+                temperature: 1.0,
+                seed,
+                json_schema: Some(text.into()),
+                max_tokens: 200,
+                ..SamplingParams::default()
+            };
+            let full = check_resume_from_every_prefix(&s, &prompt, &params, true);
+            assert_eq!(
+                full.completion.finish_reason,
+                FinishReason::Stop,
+                "{}",
+                full.text
+            );
+            let v: serde_json::Value = serde_json::from_str(&full.text).unwrap();
+            assert!(schema.validate(&v), "{}", full.text);
+        }
+        // A schema the engine refuses before any work.
+        let bad = SamplingParams {
+            json_schema: Some(r#"{"type":"string","format":"email"}"#.into()),
+            ..SamplingParams::default()
+        };
+        let err = s
+            .generate_blocking(Request::generate(prompt, bad))
+            .unwrap_err();
+        assert!(
+            matches!(err, GenerateError::InvalidParams(InvalidParams::Schema(_))),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn resuming_in_json_mode_and_after_eos() {
         use crate::backends::test_engine::{BYTE0, EOS};
         let s = test_engine();
