@@ -129,6 +129,9 @@ pub struct JsonPrefix {
     stack: Vec<Ctx>,
     state: State,
     ws_run: u8,
+    /// Digits so far in a number's integer part or exponent (capped like the schema automaton's,
+    /// so every number stays a finite f64 for the client's parser).
+    num_digits: u8,
 }
 
 impl Default for JsonPrefix {
@@ -144,6 +147,7 @@ impl JsonPrefix {
             stack: Vec::new(),
             state: State::Start,
             ws_run: 0,
+            num_digits: 0,
         }
     }
 
@@ -198,9 +202,18 @@ impl JsonPrefix {
                     hex: 0,
                 }
             }
-            b'-' => self.state = State::Num(NumPhase::Minus),
-            b'0' => self.state = State::Num(NumPhase::Zero),
-            b'1'..=b'9' => self.state = State::Num(NumPhase::Int),
+            b'-' => {
+                self.state = State::Num(NumPhase::Minus);
+                self.num_digits = 0;
+            }
+            b'0' => {
+                self.state = State::Num(NumPhase::Zero);
+                self.num_digits = 1;
+            }
+            b'1'..=b'9' => {
+                self.state = State::Num(NumPhase::Int);
+                self.num_digits = 1;
+            }
             b't' => {
                 self.state = State::Lit {
                     word: b"true",
@@ -356,19 +369,26 @@ impl JsonPrefix {
             }
             State::Num(p) => {
                 use NumPhase::*;
+                let d = self.num_digits;
                 let next = match (p, b) {
                     (Minus, b'0') => Some(Zero),
                     (Minus, b'1'..=b'9') => Some(Int),
-                    (Int, b'0'..=b'9') => Some(Int),
+                    (Int, b'0'..=b'9') if d < schema::MAX_INT_DIGITS => Some(Int),
                     (Zero | Int, b'.') => Some(Dot),
                     (Dot | Frac, b'0'..=b'9') => Some(Frac),
                     (Zero | Int | Frac, b'e' | b'E') => Some(E),
                     (E, b'+' | b'-') => Some(ESign),
-                    (E | ESign | Exp, b'0'..=b'9') => Some(Exp),
+                    (E | ESign, b'0'..=b'9') => Some(Exp),
+                    (Exp, b'0'..=b'9') if d < schema::MAX_EXP_DIGITS => Some(Exp),
                     _ => None,
                 };
                 match next {
                     Some(n) => {
+                        self.num_digits = match (n == p, b.is_ascii_digit()) {
+                            (true, true) => d.saturating_add(1),
+                            (false, true) => 1,
+                            (_, false) => 0,
+                        };
                         self.state = State::Num(n);
                         true
                     }
@@ -452,6 +472,18 @@ mod tests {
         assert!(!p.feed_all(b"}"));
         assert!(p.feed_all(b"2}"));
         assert!(p.is_complete());
+    }
+
+    #[test]
+    fn numbers_stay_finite() {
+        let long = format!("{{\"a\":{}", "9".repeat(64));
+        assert!(valid_prefix(&long));
+        assert!(!valid_prefix(&format!("{long}9")));
+        assert!(valid_prefix("{\"a\":-1.5e99"));
+        assert!(!valid_prefix("{\"a\":-1.5e999"));
+        assert!(valid_prefix(
+            "{\"a\":0.000000000000000000000000000000000000000000000000000000000000000001}"
+        ));
     }
 
     #[test]

@@ -52,8 +52,8 @@ pub const MAX_ANY_OF: usize = 16;
 pub const MAX_CONFIGS: usize = 32;
 const MAX_WS_RUN: u8 = 4;
 /// Longest integer part and exponent of a generated number (1e99 at most, a finite f64).
-const MAX_INT_DIGITS: u8 = 64;
-const MAX_EXP_DIGITS: u8 = 2;
+pub(super) const MAX_INT_DIGITS: u8 = 64;
+pub(super) const MAX_EXP_DIGITS: u8 = 2;
 /// Deepest nesting of the generated document.
 const MAX_DEPTH: usize = 64;
 
