@@ -82,6 +82,11 @@ async fn via_gateway(client: &reqwest::Client, url: &str, max_tokens: u32) -> (D
 }
 
 fn main() {
+    // RUST_LOG=agora_p2p=warn shows overlay offences and disconnects while the bench runs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -146,6 +151,9 @@ fn main() {
     });
 }
 
+/// Pairs of end-to-end runs.
+const REPS: usize = 5;
+
 /// SmolLM2 through provider + gateway vs the same scheduler called directly.
 async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
     let dir = std::env::var("AGORA_MODELS_DIR").unwrap_or_else(|_| "models".into());
@@ -165,7 +173,7 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
             "smollm2",
             LlamaConfig {
                 n_seq: 2,
-                threads: 2,
+                threads: 1,
                 ..LlamaConfig::default()
             },
             SchedulerConfig::default(),
@@ -181,30 +189,6 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
         ignore_eos: true,
         ..SamplingParams::greedy(128)
     };
-    let mut engine_tps = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let mut s = scheduler
-            .submit(Request::generate(
-                Prompt::Chat(prompt.clone()),
-                params.clone(),
-            ))
-            .unwrap();
-        let mut first = None;
-        let mut n = 0;
-        while let Some(ev) = s.next().await {
-            match ev {
-                Event::Token(_) => {
-                    n += 1;
-                    first.get_or_insert(t.elapsed());
-                }
-                Event::Done(_) | Event::Error(_) => break,
-                _ => {}
-            }
-        }
-        let first = first.unwrap_or_default();
-        engine_tps.push((n - 1) as f64 / (t.elapsed() - first).as_secs_f64());
-    }
     // The same scheduler served by a provider on the network.
     let sha: Hash = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
         .parse()
@@ -231,8 +215,30 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
         .await;
     net.wait_for_providers(2).await;
     let url = net.url("/v1/chat/completions");
-    let mut net_tps = Vec::new();
-    for _ in 0..3 {
+    // Alternating pairs, so a change in the machine's load hits both sides alike.
+    let (mut engine_tps, mut net_tps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        let t = Instant::now();
+        let mut s = scheduler
+            .submit(Request::generate(
+                Prompt::Chat(prompt.clone()),
+                params.clone(),
+            ))
+            .unwrap();
+        let mut first = None;
+        let mut n = 0;
+        while let Some(ev) = s.next().await {
+            match ev {
+                Event::Token(_) => {
+                    n += 1;
+                    first.get_or_insert(t.elapsed());
+                }
+                Event::Done(_) | Event::Error(_) => break,
+                _ => {}
+            }
+        }
+        let first = first.unwrap_or_default();
+        let e = (n - 1) as f64 / (t.elapsed() - first).as_secs_f64();
         let t = Instant::now();
         let mut resp = client
             .post(&url)
@@ -242,11 +248,16 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
             .send()
             .await
             .unwrap();
+        // Timed from the first chunk that carries generated text (the role chunk comes before
+        // the prefill), as the engine-alone figure is timed from its first token.
         let mut first = None;
         let mut raw = String::new();
         while let Some(c) = resp.chunk().await.unwrap() {
-            first.get_or_insert(t.elapsed());
-            raw.push_str(std::str::from_utf8(&c).unwrap());
+            let text = std::str::from_utf8(&c).unwrap();
+            if first.is_none() && has_text(text) {
+                first = Some(t.elapsed());
+            }
+            raw.push_str(text);
         }
         let last = t.elapsed();
         let usage: Value = raw
@@ -257,13 +268,29 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
             .map(|v| v["usage"].clone())
             .unwrap_or(Value::Null);
         let n = usage["completion_tokens"].as_u64().unwrap_or(0) as f64;
-        net_tps.push((n - 1.0) / (last - first.unwrap_or_default()).as_secs_f64());
+        let w = (n - 1.0) / (last - first.unwrap_or_default()).as_secs_f64();
+        engine_tps.push(e);
+        net_tps.push(w);
+        ratios.push(w / e);
     }
     let (e, w) = (pct(&mut engine_tps, 0.5), pct(&mut net_tps, 0.5));
-    println!("end-to-end, SmolLM2 Q4_1, 128 generated tokens, greedy, 2 threads (median of 3):");
-    println!("  engine alone (scheduler + sampler)       {e:.1} tokens/s");
+    let r = pct(&mut ratios, 0.5);
     println!(
-        "  through provider + overlay + gateway SSE {w:.1} tokens/s  ({:.3}x)",
-        w / e
+        "end-to-end, SmolLM2 Q4_1, 128 generated tokens, greedy, 1 thread, {REPS} alternating pairs (medians):"
     );
+    println!("  engine alone (scheduler + sampler)       {e:.1} tokens/s");
+    println!("  through provider + overlay + gateway SSE {w:.1} tokens/s");
+    println!("  ratio network / engine, median of pairs  {r:.3}x");
+}
+
+/// Whether an SSE event in this piece of the response carries non-empty generated text.
+fn has_text(raw: &str) -> bool {
+    raw.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .any(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        })
 }

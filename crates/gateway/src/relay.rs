@@ -221,21 +221,30 @@ impl Relay {
         };
         let start = Instant::now();
         self.market.started(peer);
-        let mut stream = match self
-            .net
-            .infer(
+        // `infer` returns once the first frame arrived, so the first-frame limit covers it.
+        let opened = tokio::time::timeout(
+            self.settings.first_frame_timeout,
+            self.net.infer(
                 peer,
                 InferenceRequest {
                     model: job.model.0,
                     payload: wire.encode(),
                 },
-            )
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
+            ),
+        )
+        .await;
+        let mut stream = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 self.market.finished(peer, false, None);
                 return Attempt::Retry(format!("cannot reach the provider: {e}"));
+            }
+            Err(_) => {
+                self.market.finished(peer, false, None);
+                return Attempt::Retry(format!(
+                    "no frame for {:?}",
+                    self.settings.first_frame_timeout
+                ));
             }
         };
         let mut seg = Segment {

@@ -27,8 +27,8 @@ pub use identity::{
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
-    ConnectionInfo, Handle, Inbound, InferenceCall, NatStatus, NetEvent, NetStatus, OfferTerms,
-    Path, ProviderEntry, RpcCall, TokenSink, TokenStream, spawn,
+    ConnectionInfo, Handle, Inbound, InferError, InferenceCall, NatStatus, NetEvent, NetStatus,
+    OfferTerms, Path, ProviderEntry, RpcCall, TokenSink, TokenStream, spawn,
 };
 pub use offer::{ModelId, Offer, SignedOffer};
 pub use peer_source::{PeerSource, StaticPeers};

@@ -56,6 +56,8 @@ pub const OFFERS_TOPIC: &str = "agora/offers/1";
 pub const BEACONS_TOPIC: &str = "agora/audit-beacons/1";
 /// Largest audit beacon accepted.
 pub const MAX_BEACON_BYTES: usize = 4096;
+/// Tries of one inference request on fresh streams before the first frame (see `infer`).
+const INFER_ATTEMPTS: u32 = 4;
 const HOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/hop";
 
 #[derive(NetworkBehaviour)]
@@ -651,28 +653,49 @@ impl Handle {
                 max: self.limits.infer_max_request_bytes,
             });
         }
-        let mut control = self.control.clone();
-        let mut stream = control
-            .open_stream(peer, INFER_PROTOCOL)
-            .await
-            .map_err(|e| InferError::Open {
-                peer,
-                reason: e.to_string(),
-            })?;
-        let io_err = |e: std::io::Error| InferError::Stream {
-            peer,
-            reason: e.to_string(),
-        };
-        write_frame(&mut stream, &body).await.map_err(io_err)?;
-        stream.flush().await.map_err(io_err)?;
-        let (tx, rx) = mpsc::channel(32);
         let max_chunk = self.limits.infer_max_chunk_bytes;
+        // libp2p-stream hands inbound streams to the provider through a one-slot queue and
+        // drops (resets) a stream that arrives while the slot is taken, so a burst of requests
+        // to one provider loses some before the provider ever read them. Such a loss shows as a
+        // failed write or an end of stream before the first frame; nothing was served, so the
+        // request is sent again on a new stream, a bounded number of times.
+        let mut attempt = 0u32;
+        let (mut stream, first) = loop {
+            let err = match self.open_and_send(peer, &body).await {
+                Ok(mut stream) => match read_frame(&mut stream, max_chunk).await {
+                    Ok(bytes) => break (stream, Ok(bytes)),
+                    Err(e) if e.is_protocol_violation() => break (stream, Err(e)),
+                    Err(e) => InferError::Stream {
+                        peer,
+                        reason: e.to_string(),
+                    },
+                },
+                Err(e) => e,
+            };
+            attempt += 1;
+            if attempt >= INFER_ATTEMPTS {
+                return Err(err);
+            }
+            self.metrics
+                .infer_streams
+                .with_label_values(&["out", "retried"])
+                .inc();
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
+        };
+        let (tx, rx) = mpsc::channel(32);
         let cmd = self.cmd.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            let mut first = Some(first);
             loop {
+                let next = async {
+                    match first.take() {
+                        Some(r) => r,
+                        None => read_frame(&mut stream, max_chunk).await,
+                    }
+                };
                 let item = tokio::select! {
-                    r = read_frame(&mut stream, max_chunk) => r.and_then(|bytes| Chunk::decode(&bytes)),
+                    r = next => r.and_then(|bytes| Chunk::decode(&bytes)),
                     // The caller dropped the TokenStream: dropping an unclosed yamux stream
                     // resets it, which fails the provider's next write (its cancellation).
                     () = tx.closed() => {
@@ -728,6 +751,26 @@ impl Handle {
             }
         });
         Ok(TokenStream { rx })
+    }
+
+    /// Opens an inference stream to `peer` and writes the request frame.
+    async fn open_and_send(&self, peer: PeerId, body: &[u8]) -> Result<libp2p::Stream, InferError> {
+        let mut stream = self
+            .control
+            .clone()
+            .open_stream(peer, INFER_PROTOCOL)
+            .await
+            .map_err(|e| InferError::Open {
+                peer,
+                reason: e.to_string(),
+            })?;
+        let io_err = |e: std::io::Error| InferError::Stream {
+            peer,
+            reason: e.to_string(),
+        };
+        write_frame(&mut stream, body).await.map_err(io_err)?;
+        stream.flush().await.map_err(io_err)?;
+        Ok(stream)
     }
 }
 

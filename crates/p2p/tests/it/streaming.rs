@@ -139,3 +139,41 @@ async fn loopback_benchmark_streams_through_the_relay_then_directly() {
     assert!(r.rpc_p50_us > 0.0 && r.rpc_p99_us >= r.rpc_p50_us);
     assert!(r.direct.tokens_per_sec > 0.0 && r.relayed.tokens_per_sec > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_requests_to_one_provider_all_complete() {
+    // A gateway with many clients opens many streams to one provider at once; libp2p-stream
+    // drops inbound streams that arrive faster than the provider accepts them, and `infer`
+    // must resend those rather than fail the request.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut cfg = NetConfig::local_test();
+        cfg.limits.requests_per_sec = 1e6;
+        cfg.limits.request_burst = 1e6;
+        let (provider, inbound, paddr) = start(cfg).await;
+        serve_synthetic(inbound);
+        let (gw, _gin, _) = start(NetConfig::local_test()).await;
+        gw.dial(paddr).await.expect("dial");
+        let mut tasks = Vec::new();
+        for round in 0..4u32 {
+            for i in 0..64u32 {
+                let gw = gw.clone();
+                let peer = provider.peer_id();
+                let n = 1 + (round * 64 + i) % 7;
+                tasks.push(tokio::spawn(async move {
+                    let toks = gw
+                        .infer(peer, synthetic_request(n, 8))
+                        .await?
+                        .collect()
+                        .await?;
+                    Ok::<_, agora_p2p::InferError>((n, toks.len() as u32))
+                }));
+            }
+        }
+        for t in tasks {
+            let (want, got) = t.await.expect("task").expect("request failed");
+            assert_eq!(got, want);
+        }
+    })
+    .await
+    .expect("test timed out");
+}
