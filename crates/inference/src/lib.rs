@@ -23,12 +23,13 @@ pub mod backends;
 pub mod bench;
 pub mod engine;
 pub mod gguf;
-pub mod json;
 pub mod sampler;
 pub mod scheduler;
 pub mod store;
 pub mod text;
 
+/// JSON mode and JSON-schema constraints (the `agora-json` crate).
+pub use agora_json as json;
 pub use engine::{ChatMessage, Engine, ModelInfo, TokenId};
 pub use sampler::SamplingParams;
 pub use scheduler::{

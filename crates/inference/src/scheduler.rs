@@ -653,7 +653,7 @@ impl<E: Engine> Runner<E> {
         let continuation = std::mem::take(&mut job.request.continuation);
         let kind = match &job.request.task {
             Task::Generate(params) => {
-                let json = match Constraint::for_params(params) {
+                let json = match Constraint::new(params.json, params.json_schema.as_deref()) {
                     Ok(j) => j,
                     Err(e) => {
                         let _ = job.events.send(Event::Error(InvalidParams::from(e).into()));

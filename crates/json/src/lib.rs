@@ -1,6 +1,10 @@
-//! JSON mode: an incremental validator for prefixes of one JSON object.
+//! Constrained JSON output: byte-level validators for JSON mode and a bounded JSON-Schema subset, shared by the inference engine and the gateway.
 //!
-//! [`JsonPrefix`] is a push-down automaton over bytes. `feed` accepts a byte only if the text so
+//! It has no dependencies beyond serde_json, so the gateway can check a client's schema
+//! ([`Schema::parse`]) without linking an ML framework; `agora-inference` re-exports it as
+//! `agora_inference::json`.
+//!
+//! JSON mode: [`JsonPrefix`] is a push-down automaton over bytes. `feed` accepts a byte only if the text so
 //! far can still be extended to a valid JSON document whose top-level value is an object (what
 //! OpenAI's `response_format: {"type": "json_object"}` promises). The sampler asks it about each
 //! candidate token in Gumbel order and takes the first one that keeps the prefix valid; once
@@ -81,11 +85,12 @@ pub enum Constraint {
 }
 
 impl Constraint {
-    /// The constraint `params` ask for: `json_schema` wins over `json`; `None` when neither.
-    pub fn for_params(params: &crate::SamplingParams) -> Result<Option<Constraint>, SchemaError> {
-        Ok(match &params.json_schema {
+    /// The constraint a request asks for: a schema (JSON text) wins over `json`; `None` when
+    /// neither is set.
+    pub fn new(json: bool, json_schema: Option<&str>) -> Result<Option<Constraint>, SchemaError> {
+        Ok(match json_schema {
             Some(text) => Some(Constraint::Schema(Schema::parse(text)?.prefix())),
-            None if params.json => Some(Constraint::Object(JsonPrefix::new())),
+            None if json => Some(Constraint::Object(JsonPrefix::new())),
             None => None,
         })
     }
