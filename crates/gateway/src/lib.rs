@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     pub refresh_every: Duration,
     /// Where the API-key book lives (`None`: in memory only).
     pub customers_path: Option<PathBuf>,
+    /// How often closing payment channels are checked for settlement.
+    pub settle_every: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +55,7 @@ impl Default for GatewayConfig {
             relay: RelaySettings::default(),
             refresh_every: Duration::from_secs(1),
             customers_path: None,
+            settle_every: Duration::from_secs(5),
         }
     }
 }
@@ -68,6 +71,8 @@ pub enum GatewayError {
     },
     #[error("customer book: {0}")]
     Customers(std::io::Error),
+    #[error("channel journal: {0}")]
+    Journal(std::io::Error),
 }
 
 /// A running gateway.
@@ -92,6 +97,10 @@ impl Gateway {
         let info = chain.info().await?;
         let market = Arc::new(Market::new(net.clone(), chain, info.min_provider_stake));
         let payer = Payer::new(sender, net.clone(), config.payer.clone());
+        let recovered = payer.recover().await.map_err(GatewayError::Journal)?;
+        if recovered > 0 {
+            tracing::info!(target: "agora::gateway", channels = recovered, "closing the channels of an earlier run");
+        }
         let customers = Arc::new(
             Customers::open(config.customers_path.clone()).map_err(GatewayError::Customers)?,
         );
@@ -139,6 +148,15 @@ impl Gateway {
                 }
             }
         }));
+        let settler = payer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(config.settle_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                settler.settle_due().await;
+            }
+        }));
         tracing::info!(target: "agora::gateway", %addr, "gateway listening");
         Ok(Gateway {
             addr,
@@ -148,6 +166,20 @@ impl Gateway {
             relay,
             tasks,
         })
+    }
+
+    /// Stops serving, then closes every payment channel (after up to 3 s for the providers to
+    /// acknowledge the last vouchers) and writes the customer book. The unspent deposits come
+    /// back when a later run (or `settle_due`) settles the channels after the challenge period.
+    pub async fn shutdown(self) -> usize {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let closed = self.payer.close_all(Duration::from_secs(3)).await;
+        if let Err(e) = self.customers.flush() {
+            tracing::error!(target: "agora::gateway", error = %e, "cannot write the customer book");
+        }
+        closed
     }
 
     /// Base URL of the OpenAI-compatible API.

@@ -209,10 +209,13 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
         let _ = std::io::stdout().flush();
         super::node::wait_for_shutdown().await;
         if let Some(s) = services {
+            // The gateway first: its providers are still up to acknowledge the last vouchers.
+            if let Some(g) = s.gateway {
+                g.shutdown().await;
+            }
             if let Some(p) = s.provider {
                 p.shutdown().await;
             }
-            drop(s.gateway);
         }
         node.shutdown();
         Ok::<_, eyre::Report>(())

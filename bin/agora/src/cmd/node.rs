@@ -98,10 +98,13 @@ fn run_services(args: NodeArgs) -> eyre::Result<()> {
             println!("overlay address {a}");
         }
         wait_for_shutdown().await;
+        // The gateway first: a provider in this process is still up to acknowledge vouchers.
+        if let Some(g) = services.gateway {
+            g.shutdown().await;
+        }
         if let Some(p) = services.provider {
             p.shutdown().await;
         }
-        drop(services.gateway);
         if let Some(n) = local {
             n.shutdown();
         }

@@ -286,6 +286,10 @@ pub async fn start(
                     stall_timeout: Duration::from_millis(args.stall_ms),
                     ..Default::default()
                 },
+                payer: agora_gateway::PayerSettings {
+                    journal: Some(data_dir.join("channels.json")),
+                    ..Default::default()
+                },
                 ..GatewayConfig::default()
             },
             net,

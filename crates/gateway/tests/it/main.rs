@@ -430,3 +430,140 @@ async fn a_provider_killed_mid_stream_is_replaced_without_a_seam() {
         "the failover re-read the prompt and the delivered tokens, and billed it"
     );
 }
+
+/// Submits a transfer so the single-producer ledger makes another block.
+async fn next_block(net: &TestNet, from: &agora_provider::TxSender) {
+    from.send(agora_types::TxBody::Transfer {
+        to: net.owner.public(),
+        amount: Amount(1),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_channels_refund_the_unspent_deposit_and_a_crashed_runs_channels_are_recovered() {
+    use std::sync::Arc;
+    let net = TestNet::start(
+        &[price(40_000, 80_000)],
+        Duration::ZERO,
+        RelaySettings::default(),
+    )
+    .await;
+    let url = net.url("/v1/chat/completions");
+    for i in 0..3 {
+        let body = json!({"model": MODEL, "messages": [{"role": "user", "content": format!("hi {i}")}], "max_tokens": 12});
+        let (code, v) = post(&url, Some(API_KEY), &body).await;
+        assert_eq!(code, 200, "{v}");
+    }
+    net.settle_vouchers().await;
+    let payer = &net.gateway.payer;
+    let gw = payer.address();
+    let chan = payer.channels().await[0].clone();
+    let signed = chan.cumulative();
+    assert!(signed > Amount::ZERO);
+    let (bal0, nonce0) = net.balance(&gw).await;
+
+    // Close: the ledger starts the challenge period; nothing can be settled before its end.
+    assert_eq!(payer.close_all(Duration::from_secs(3)).await, 1);
+    assert!(payer.channels().await.is_empty());
+    let on_chain = net.chain.channel(&chan.id).await.unwrap().unwrap();
+    let deadline = on_chain.close_deadline.expect("closing on the ledger");
+    assert!(payer.settle_due().await.is_empty());
+    assert_eq!(payer.closing().await.len(), 1);
+
+    // The provider redeems in the window; blocks go by until the deadline; then the refund.
+    let p = net.providers[0].as_ref().unwrap();
+    assert_eq!(p.provider.redeem_now(&p.sender).await, 1);
+    let spare = agora_provider::TxSender::new(net::spare_keys()[0].clone(), net.chain.clone())
+        .await
+        .unwrap();
+    let mut refunds = Vec::new();
+    for _ in 0..200 {
+        refunds = payer.settle_due().await;
+        if !refunds.is_empty() {
+            break;
+        }
+        next_block(&net, &spare).await;
+    }
+    assert!(net.chain.info().await.unwrap().height >= deadline);
+    let settled = net.chain.channel(&chan.id).await.unwrap().unwrap();
+    assert!(settled.settled);
+    assert_eq!(
+        settled.redeemed, signed,
+        "the provider was paid every voucher"
+    );
+    assert_eq!(
+        refunds,
+        vec![(chan.id, settled.deposit.saturating_sub(signed))]
+    );
+    assert!(payer.closing().await.is_empty());
+    // The gateway got the unspent deposit back, less the fees of its close and settle.
+    let (bal1, nonce1) = net.balance(&gw).await;
+    let fee = net.chain.info().await.unwrap().min_fee;
+    assert_eq!(nonce1 - nonce0, 2);
+    assert_eq!(bal1.0 + 2 * fee.0, bal0.0 + refunds[0].1.0);
+
+    // A gateway that crashes with an open channel: the next run finds it in the journal and
+    // closes it; a corrupt journal is an error, not a silent loss of deposits.
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("channels.json");
+    let settings = agora_gateway::PayerSettings {
+        journal: Some(journal.clone()),
+        ..Default::default()
+    };
+    let key = net::spare_keys()[1].clone();
+    let sender = Arc::new(
+        agora_provider::TxSender::new(key.clone(), net.chain.clone())
+            .await
+            .unwrap(),
+    );
+    let provider = net.gateway.market.providers()[0].clone();
+    let crashed = agora_gateway::Payer::new(
+        sender.clone(),
+        net.gateway.relay.net.clone(),
+        settings.clone(),
+    );
+    let lost = crashed
+        .channel_to(provider.address, provider.peer)
+        .await
+        .unwrap()
+        .id;
+    drop(crashed);
+    assert!(
+        net.chain
+            .channel(&lost)
+            .await
+            .unwrap()
+            .unwrap()
+            .close_deadline
+            .is_none()
+    );
+    let next = agora_gateway::Payer::new(sender, net.gateway.relay.net.clone(), settings.clone());
+    assert_eq!(next.recover().await.unwrap(), 1);
+    assert!(
+        net.chain
+            .channel(&lost)
+            .await
+            .unwrap()
+            .unwrap()
+            .close_deadline
+            .is_some()
+    );
+    assert_eq!(next.closing().await.len(), 1);
+    // The journal now lists it as closing, so a third run would settle rather than re-close.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(text.contains(&lost.to_string()), "{text}");
+    std::fs::write(&journal, b"{not json").unwrap();
+    let third = agora_gateway::Payer::new(
+        Arc::new(
+            agora_provider::TxSender::new(key, net.chain.clone())
+                .await
+                .unwrap(),
+        ),
+        net.gateway.relay.net.clone(),
+        settings,
+    );
+    let err = third.recover().await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
