@@ -290,6 +290,18 @@ struct InMessage {
 struct ResponseFormat {
     #[serde(rename = "type")]
     kind: String,
+    json_schema: Option<JsonSchemaFormat>,
+}
+
+/// OpenAI's `response_format.json_schema`; `name`, `description` and `strict` are accepted and
+/// not needed (the output always follows the schema).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct JsonSchemaFormat {
+    name: Option<String>,
+    description: Option<String>,
+    schema: Option<serde_json::Value>,
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -548,9 +560,25 @@ async fn chat_inner(
         match rf.kind.as_str() {
             "text" => {}
             "json_object" => sampling.json = true,
+            "json_schema" => {
+                let param = Some("response_format.json_schema.schema");
+                let Some(schema) = rf.json_schema.as_ref().and_then(|j| j.schema.as_ref()) else {
+                    return Err(ApiError::invalid(
+                        "response_format json_schema needs json_schema.schema",
+                        param,
+                    ));
+                };
+                // Refused here with the reason, before any provider is paid to refuse it.
+                agora_json::Schema::from_value(schema)
+                    .map_err(|e| ApiError::invalid(e.to_string(), param))?;
+                sampling.json = true;
+                sampling.json_schema = Some(schema.to_string());
+            }
             other => {
                 return Err(ApiError::invalid(
-                    format!("response_format type {other:?} is not supported (text, json_object)"),
+                    format!(
+                        "response_format type {other:?} is not supported (text, json_object, json_schema)"
+                    ),
                     Some("response_format"),
                 ));
             }

@@ -238,6 +238,52 @@ async fn openai_shapes_and_errors() {
     assert_eq!(resp.status().as_u16(), 413);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "request_too_large");
+    // response_format json_schema: the output follows the schema (several seeds); a schema
+    // using an unsupported keyword is a 400 naming the place, before any provider is asked.
+    // (No free-text strings: the test engine is not a language model and would never close one.)
+    let schema = json!({"type": "object", "properties": {"level": {"enum": ["low", "high", 3]},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+        "ok": {"type": "boolean"}}, "required": ["level", "ok"], "additionalProperties": false});
+    let checker = agora_json::Schema::from_value(&schema).unwrap();
+    for seed in 0..4 {
+        let (s, v) = post(
+            &chat,
+            Some(API_KEY),
+            &json!({"model": MODEL, "messages": msgs, "max_tokens": 400, "temperature": 1.0, "seed": seed,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema, "strict": true}}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+        let out: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(
+            checker.validate(&out),
+            "seed {seed}: {out} breaks the schema"
+        );
+    }
+    for (format, needle) in [
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "t", "schema": {"type": "string", "pattern": "^a"}}}),
+            "pattern",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "t"}}),
+            "schema",
+        ),
+        (json!({"type": "xml"}), "not supported"),
+    ] {
+        let (s, v) = post(
+            &chat,
+            Some(API_KEY),
+            &json!({"model": MODEL, "messages": msgs, "response_format": format}),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{m}");
+    }
     // The network still serves after all that.
     let (s, _) = post(
         &chat,
