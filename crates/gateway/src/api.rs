@@ -13,7 +13,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use agora_market::protocol::{Sampling, Tok, Work};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -32,6 +31,8 @@ use crate::relay::{CompletionJob, Relay, RelayError, RelayEvent, Summary};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// How much of an oversized body is read (and discarded) before answering 413.
+pub const MAX_DRAIN_BYTES: usize = 64 << 20;
 /// Largest `max_tokens` accepted before asking a provider (which checks its context length).
 pub const MAX_TOKENS_LIMIT: u32 = 1 << 20;
 /// Most choices per request.
@@ -95,7 +96,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(state: Arc<ApiState>) -> Router {
+pub fn router(state: Arc<ApiState>, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
@@ -116,7 +117,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A client that trickles its request body is cut off instead of holding a task forever.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            std::time::Duration::from_secs(30),
+            body_timeout,
         ))
         .with_state(state)
 }
@@ -173,26 +174,56 @@ fn auth(s: &ApiState, headers: &HeaderMap) -> Result<KeyHash, ApiError> {
 }
 
 /// Parses a JSON object body, refusing unknown top-level fields.
+/// Reads a request body of at most `MAX_BODY_BYTES`. The rest of a larger one is read and
+/// discarded, up to `MAX_DRAIN_BYTES`, so a client still sending gets the 413 rather than a
+/// reset connection; memory stays bounded by `MAX_BODY_BYTES` either way. A body that stops
+/// arriving is cut off by the router's body timeout and answered with 408.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            let timed_out = std::error::Error::source(&e)
+                .is_some_and(|c| c.is::<tower_http::timeout::TimeoutError>())
+                || e.to_string().contains("timeout");
+            if timed_out {
+                ApiError {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    kind: "invalid_request_error",
+                    code: Some("request_timeout".into()),
+                    param: None,
+                    message: "The request body stopped arriving.".into(),
+                }
+            } else {
+                ApiError::invalid(format!("Could not read the request body: {e}"), None)
+            }
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= MAX_BODY_BYTES {
+            buf.extend_from_slice(&chunk);
+        } else if seen > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "invalid_request_error",
+            code: Some("request_too_large".into()),
+            param: None,
+            message: format!("The request body exceeds {MAX_BODY_BYTES} bytes."),
+        });
+    }
+    Ok(Bytes::from(buf))
+}
+
 fn parse_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, ApiError>,
     known: &[&str],
 ) -> Result<T, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                kind: "invalid_request_error",
-                code: Some("request_too_large".into()),
-                param: None,
-                message: format!("The request body exceeds {MAX_BODY_BYTES} bytes."),
-            }
-        } else {
-            ApiError::invalid(
-                format!("Could not read the request body: {}", e.body_text()),
-                None,
-            )
-        }
-    })?;
+    let body = body?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             format!("We could not parse the JSON body of your request: {e}"),
@@ -480,7 +511,7 @@ struct ChatRequest {
 async fn chat_completions(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     s.metrics.request("chat");
     answer(&s, chat_inner(&s, &headers, body).await)
@@ -489,10 +520,10 @@ async fn chat_completions(
 async fn chat_inner(
     s: &Arc<ApiState>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let customer = auth(s, headers)?;
-    let req: ChatRequest = parse_body(body, CHAT_FIELDS)?;
+    let req: ChatRequest = parse_body(read_body(body).await, CHAT_FIELDS)?;
     let (mut sampling, n) = req.sampling.to_sampling(DEFAULT_MAX_TOKENS)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid(
@@ -676,7 +707,7 @@ struct CompletionRequest {
 async fn completions(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     s.metrics.request("completions");
     answer(&s, completions_inner(&s, &headers, body).await)
@@ -685,10 +716,10 @@ async fn completions(
 async fn completions_inner(
     s: &Arc<ApiState>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let customer = auth(s, headers)?;
-    let req: CompletionRequest = parse_body(body, COMPLETION_FIELDS)?;
+    let req: CompletionRequest = parse_body(read_body(body).await, COMPLETION_FIELDS)?;
     // OpenAI's legacy default for completions.
     let (mut sampling, n) = req.sampling.to_sampling(16)?;
     let prompt = match req.prompt {
@@ -1079,7 +1110,7 @@ struct EmbeddingRequest {
 async fn embeddings(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
     s.metrics.request("embeddings");
     answer(&s, embeddings_inner(&s, &headers, body).await)
@@ -1088,10 +1119,10 @@ async fn embeddings(
 async fn embeddings_inner(
     s: &Arc<ApiState>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let customer = auth(s, headers)?;
-    let req: EmbeddingRequest = parse_body(body, EMBEDDING_FIELDS)?;
+    let req: EmbeddingRequest = parse_body(read_body(body).await, EMBEDDING_FIELDS)?;
     let inputs = match req.input {
         InputField::One(t) => vec![t],
         InputField::Many(v) => v,

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod customers;
+pub mod http;
 pub mod market;
 pub mod metrics;
 pub mod payer;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use agora_market::{ChainError, TxSender};
 
 pub use customers::{Customer, Customers};
+pub use http::HttpLimits;
 pub use market::{Constraints, Market};
 pub use payer::{Payer, PayerSettings};
 pub use relay::{Relay, RelaySettings};
@@ -45,6 +47,8 @@ pub struct GatewayConfig {
     pub customers_path: Option<PathBuf>,
     /// How often closing payment channels are checked for settlement.
     pub settle_every: Duration,
+    /// Limits on HTTP clients (slow or many).
+    pub http: HttpLimits,
 }
 
 impl Default for GatewayConfig {
@@ -56,6 +60,7 @@ impl Default for GatewayConfig {
             refresh_every: Duration::from_secs(1),
             customers_path: None,
             settle_every: Duration::from_secs(5),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -129,12 +134,12 @@ impl Gateway {
                 addr: config.listen,
                 source,
             })?;
-        let app = api::router(state);
-        let mut tasks = vec![tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(target: "agora::gateway", error = %e, "HTTP server stopped");
-            }
-        })];
+        let app = api::router(state, config.http.body_timeout);
+        let mut tasks = vec![tokio::spawn(http::serve(
+            listener,
+            app,
+            config.http.clone(),
+        ))];
         tasks.push(tokio::spawn(
             market.clone().refresh_loop(config.refresh_every),
         ));

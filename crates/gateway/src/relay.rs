@@ -25,6 +25,9 @@ pub struct RelaySettings {
     pub first_frame_timeout: Duration,
     /// Longest silence between frames before the provider counts as stalled.
     pub stall_timeout: Duration,
+    /// Longest time a client may leave delivered tokens unread (its socket and our bounded
+    /// queue full) before it counts as gone: the provider's slot is not held hostage.
+    pub client_stall_timeout: Duration,
 }
 
 impl Default for RelaySettings {
@@ -33,6 +36,7 @@ impl Default for RelaySettings {
             max_attempts: 3,
             first_frame_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(10),
+            client_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -118,6 +122,18 @@ enum Attempt {
 }
 
 impl Relay {
+    /// Hands an event to the client's side; false when the client left or stopped reading for
+    /// longer than `client_stall_timeout`.
+    async fn deliver(&self, tx: &mpsc::Sender<RelayEvent>, event: RelayEvent) -> bool {
+        match tokio::time::timeout(self.settings.client_stall_timeout, tx.send(event)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(target: "agora::gateway", "client stopped reading; ending its completion");
+                false
+            }
+        }
+    }
+
     /// Starts a completion; events arrive on the returned channel. Dropping the receiver cancels
     /// the work (the provider's stream is reset and its slot freed).
     pub fn start(self: &Arc<Self>, job: CompletionJob) -> mpsc::Receiver<RelayEvent> {
@@ -293,18 +309,20 @@ impl Relay {
                     let c = cost_now(&seg);
                     channel.add(job.model, c.saturating_sub(seg.charged));
                     seg.charged = c;
+                    let mut gone = false;
                     for t in tokens {
                         delivered.push(t.id);
-                        if tx.send(RelayEvent::Token(t)).await.is_err() {
+                        if !self.deliver(tx, RelayEvent::Token(t)).await {
+                            gone = true;
                             break;
                         }
                     }
-                    if tx.is_closed() {
+                    if gone || tx.is_closed() {
                         break Attempt::Gone;
                     }
                 }
                 Frame::Text { text } => {
-                    if tx.send(RelayEvent::Text(text)).await.is_err() {
+                    if !self.deliver(tx, RelayEvent::Text(text)).await {
                         break Attempt::Gone;
                     }
                 }

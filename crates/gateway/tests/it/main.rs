@@ -613,3 +613,122 @@ async fn closed_channels_refund_the_unspent_deposit_and_a_crashed_runs_channels_
     let err = third.recover().await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let second = Duration::from_secs(1);
+    let net = TestNet::start_with(
+        &[price(1, 1)],
+        Duration::ZERO,
+        RelaySettings {
+            client_stall_timeout: second,
+            ..RelaySettings::default()
+        },
+        agora_gateway::HttpLimits {
+            header_timeout: second,
+            body_timeout: second,
+            max_connections: 64,
+        },
+    )
+    .await;
+    let addr = net.gateway.addr;
+    // Slowloris: a request head that never ends, one byte at a time.
+    let mut heads = Vec::new();
+    for _ in 0..20 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        heads.push(c);
+    }
+    // A body that trickles: 10 bytes of a promised 200, then nothing.
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"model\":"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        bodies.push(c);
+    }
+    // A client that asks for a large stream and never reads it, with a tiny receive window.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut sleeper = sock.connect(addr).await.unwrap();
+    let body =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "tell me everything"}],
+        "max_tokens": 2000, "n": 8, "logprobs": true, "top_logprobs": 20, "stream": true})
+        .to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sleeper.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    sleeper.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the stream started");
+    let mut busy = false;
+    for _ in 0..50 {
+        if net.gateway.market.stats().values().any(|s| s.in_flight > 0) {
+            busy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(busy, "the long stream never reached the provider");
+
+    // Meanwhile everyone else is served.
+    let url = net.url("/v1/chat/completions");
+    let mut ok = Vec::new();
+    for i in 0..10 {
+        let url = url.clone();
+        ok.push(tokio::spawn(async move {
+            let body = json!({"model": MODEL, "messages": [{"role": "user", "content": format!("q{i}")}], "max_tokens": 8});
+            post(&url, Some(API_KEY), &body).await.0
+        }));
+    }
+    for t in ok {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+
+    // The trickling heads are closed by the server (EOF, or a 408 then EOF) within a few seconds.
+    for mut c in heads {
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "a slow request head was not cut off");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    // The trickling bodies get an OpenAI-shaped error.
+    for mut c in bodies {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .expect("a slow body was not cut off")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+        assert!(text.contains("invalid_request_error"), "{text}");
+    }
+    // The non-reader's completion is ended while its connection is still open: the provider's
+    // slot is free again.
+    let mut freed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = net.gateway.market.stats();
+        if stats.values().all(|s| s.in_flight == 0) {
+            freed = true;
+            break;
+        }
+    }
+    assert!(
+        freed,
+        "a client that stopped reading still holds a provider slot"
+    );
+    drop(sleeper);
+    // And the gateway still serves.
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "after"}], "max_tokens": 4});
+    assert_eq!(post(&url, Some(API_KEY), &body).await.0, 200);
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_gateway::{Customer, Gateway, GatewayConfig, RelaySettings};
+use agora_gateway::{Customer, Gateway, GatewayConfig, HttpLimits, RelaySettings};
 use agora_inference::SchedulerConfig;
 use agora_inference::backends::test_engine::{TestEngine, TestEngineConfig};
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
@@ -59,6 +59,16 @@ impl TestNet {
     /// Starts the chain, one provider per price (test engine with `step_delay`), and a gateway
     /// that sees them all.
     pub async fn start(prices: &[Price], step_delay: Duration, relay: RelaySettings) -> TestNet {
+        Self::start_with(prices, step_delay, relay, HttpLimits::default()).await
+    }
+
+    /// `start` with the gateway's HTTP client limits.
+    pub async fn start_with(
+        prices: &[Price],
+        step_delay: Duration,
+        relay: RelaySettings,
+        http: HttpLimits,
+    ) -> TestNet {
         let dir = tempfile::tempdir().unwrap();
         let validator = SecretKey::from_test_seed("validator");
         let owner = SecretKey::from_test_seed("model-owner");
@@ -132,6 +142,7 @@ impl TestNet {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 relay,
                 refresh_every: Duration::from_millis(200),
+                http,
                 ..GatewayConfig::default()
             },
             gw_net,
