@@ -862,12 +862,13 @@ fn token_logprob(t: &Tok) -> Value {
     let top: Vec<Value> = t
         .top
         .iter()
-        .map(|(id, lp)| {
-            // Providers report alternatives by id; the sampled one has its text.
-            let token = if *id == t.id {
-                t.text.clone()
-            } else {
-                format!("<token {id}>")
+        .enumerate()
+        .map(|(i, (id, lp))| {
+            // The provider's text for each alternative; an id for one it did not name.
+            let token = match t.top_text.get(i) {
+                Some(text) => text.clone(),
+                None if *id == t.id => t.text.clone(),
+                None => format!("<token {id}>"),
             };
             json!({"token": token, "logprob": lp, "bytes": token.as_bytes()})
         })

@@ -139,6 +139,9 @@ pub struct TokenEvent {
     pub text: String,
     pub logprob: Option<f32>,
     pub top: Vec<TokenLogprob>,
+    /// The text of each alternative in `top` (its piece, lossily decoded: a piece may be part
+    /// of a multi-byte character).
+    pub top_text: Vec<String>,
 }
 
 /// The end of a request.
@@ -921,11 +924,19 @@ impl<E: Engine> Runner<E> {
                     Some(s) => match g.advance(engine, &mut a.all, a.n_prompt, s.token) {
                         Advance::Eog => (Some(FinishReason::Stop), None),
                         Advance::Token { text, done } => {
+                            let top_text = s
+                                .top
+                                .iter()
+                                .map(|a| {
+                                    String::from_utf8_lossy(engine.piece(a.token)).into_owned()
+                                })
+                                .collect();
                             let ev = Event::Token(TokenEvent {
                                 id: s.token,
                                 text,
                                 logprob: s.logprob,
                                 top: s.top,
+                                top_text,
                             });
                             (done, Some(ev))
                         }

@@ -230,6 +230,9 @@ pub struct Tok {
     /// Alternatives as (token id, log-probability).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<(u32, f32)>,
+    /// The alternatives' text, in the order of `top` (absent from older providers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_text: Vec<String>,
 }
 
 /// Token counts of one job.

@@ -489,6 +489,7 @@ fn tok(t: agora_inference::scheduler::TokenEvent) -> Tok {
         text: t.text,
         logprob: t.logprob,
         top: t.top.iter().map(|a| (a.token, a.logprob)).collect(),
+        top_text: t.top_text,
     }
 }
 

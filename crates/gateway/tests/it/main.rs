@@ -139,6 +139,26 @@ async fn openai_shapes_and_errors() {
             .is_some()
     );
 
+    // Chat logprobs: every alternative comes with its text, the sampled token among them.
+    let (s, v) = post(
+        &chat,
+        Some(API_KEY),
+        &json!({"model": MODEL, "messages": msgs, "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 3}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert!(!content.is_empty());
+    for t in content {
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{t}");
+        for alt in top {
+            let text = alt["token"].as_str().unwrap();
+            assert!(!text.starts_with("<token"), "{t}");
+        }
+        assert!(top.iter().any(|a| a["token"] == t["token"]), "{t}");
+    }
+
     // Models list carries the price range.
     let v: Value = client()
         .get(net.url("/v1/models"))
