@@ -1,7 +1,8 @@
 //! API keys and what each customer has spent.
 //!
 //! A key maps to a ledger account (the customer's identity, and where their prepaid credit came
-//! from) and a credit line in base units. Keys are stored only as sha256 digests. Every completion
+//! from) and a credit line in base units. A transfer from that account to the gateway's account,
+//! once final, adds its amount to the credit (`deposit_block`, fed by the gateway's watcher). Keys are stored only as sha256 digests. Every completion
 //! charges its customer exactly what its providers were paid (see `relay`). The book is written
 //! to disk (write-then-rename) at most once a second and on shutdown; a crash loses at most the
 //! last second of metering, never a key.
@@ -37,6 +38,10 @@ impl Customer {
 #[derive(Serialize, Deserialize, Default)]
 struct Book {
     customers: Vec<(String, Customer)>,
+    /// The last block scanned for deposits (credits and this height are written together, so
+    /// a crash can neither lose nor repeat a deposit).
+    #[serde(default)]
+    deposits_scanned: Option<u64>,
 }
 
 /// Why a key was refused.
@@ -50,6 +55,8 @@ pub enum AuthError {
 /// All customers of this gateway.
 pub struct Customers {
     by_key: Mutex<BTreeMap<KeyHash, Customer>>,
+    /// Read and written only with `by_key` locked.
+    scanned: Mutex<Option<u64>>,
     path: Option<PathBuf>,
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -62,6 +69,7 @@ impl Customers {
     /// Loads the book at `path` (an absent file is an empty book).
     pub fn open(path: Option<PathBuf>) -> std::io::Result<Customers> {
         let mut by_key = BTreeMap::new();
+        let mut scanned = None;
         if let Some(p) = &path
             && p.exists()
         {
@@ -72,6 +80,7 @@ impl Customers {
                     format!("{}: {e}", p.display()),
                 )
             })?;
+            scanned = book.deposits_scanned;
             for (hex_hash, c) in book.customers {
                 let mut h = [0u8; 32];
                 if hex::decode_to_slice(&hex_hash, &mut h).is_ok() {
@@ -81,6 +90,7 @@ impl Customers {
         }
         Ok(Customers {
             by_key: Mutex::new(by_key),
+            scanned: Mutex::new(scanned),
             path,
             dirty: false.into(),
         })
@@ -135,6 +145,37 @@ impl Customers {
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The last block scanned for deposits (`None` before the first scan).
+    pub fn deposits_scanned(&self) -> Option<u64> {
+        let _map = self.map();
+        *self.scanned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Credits the deposits found in block `height` (sender account, amount) and records the
+    /// block as scanned, atomically. A deposit goes to the sender's key with the lowest digest;
+    /// one from an account with no key is not credited (returned, for the operator).
+    pub fn deposit_block(
+        &self,
+        height: u64,
+        deposits: &[(Address, Amount)],
+    ) -> Vec<(Address, Amount)> {
+        let mut map = self.map();
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        if scanned.is_some_and(|s| height <= s) {
+            return Vec::new();
+        }
+        let mut unclaimed = Vec::new();
+        for (account, amount) in deposits {
+            match map.values_mut().find(|c| c.account == *account) {
+                Some(c) => c.credit = c.credit.checked_add(*amount).unwrap_or(c.credit),
+                None => unclaimed.push((*account, *amount)),
+            }
+        }
+        *scanned = Some(height);
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        unclaimed
+    }
+
     pub fn get(&self, key: &KeyHash) -> Option<Customer> {
         self.map().get(key).cloned()
     }
@@ -154,12 +195,15 @@ impl Customers {
         if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        let book = Book {
-            customers: self
-                .map()
-                .iter()
-                .map(|(h, c)| (hex::encode(h), c.clone()))
-                .collect(),
+        let book = {
+            let map = self.map();
+            Book {
+                customers: map
+                    .iter()
+                    .map(|(h, c)| (hex::encode(h), c.clone()))
+                    .collect(),
+                deposits_scanned: *self.scanned.lock().unwrap_or_else(|e| e.into_inner()),
+            }
         };
         let bytes = serde_json::to_vec_pretty(&book).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("tmp");

@@ -49,6 +49,8 @@ pub struct GatewayConfig {
     pub settle_every: Duration,
     /// Limits on HTTP clients (slow or many).
     pub http: HttpLimits,
+    /// How often new blocks are scanned for customers' deposits.
+    pub deposits_every: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -61,6 +63,7 @@ impl Default for GatewayConfig {
             customers_path: None,
             settle_every: Duration::from_secs(5),
             http: HttpLimits::default(),
+            deposits_every: Duration::from_secs(2),
         }
     }
 }
@@ -99,6 +102,7 @@ impl Gateway {
         sender: Arc<TxSender>,
     ) -> Result<Gateway, GatewayError> {
         let chain = sender.chain().clone();
+        let sender_chain = chain.clone();
         let info = chain.info().await?;
         let market = Arc::new(Market::new(net.clone(), chain, info.min_provider_stake));
         let payer = Payer::new(sender, net.clone(), config.payer.clone());
@@ -153,6 +157,12 @@ impl Gateway {
                 }
             }
         }));
+        tasks.push(tokio::spawn(watch_deposits(
+            sender_chain.clone(),
+            payer.address(),
+            customers.clone(),
+            config.deposits_every,
+        )));
         let settler = payer.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(config.settle_every);
@@ -198,6 +208,51 @@ impl Drop for Gateway {
         let _ = self.customers.flush();
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Credits customers for transfers from their accounts to the gateway's, block by block. A new
+/// book starts at the current tip: transfers from before the gateway's first run are not
+/// deposits to it.
+async fn watch_deposits(
+    chain: agora_market::ChainClient,
+    me: agora_types::Address,
+    customers: Arc<Customers>,
+    every: Duration,
+) {
+    /// Blocks read per tick, so catching up never starves the rest of the gateway.
+    const MAX_BLOCKS_PER_TICK: u64 = 500;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(info) = chain.info().await else {
+            continue;
+        };
+        let Some(mut h) = customers.deposits_scanned() else {
+            customers.deposit_block(info.height, &[]);
+            continue;
+        };
+        let until = info.height.min(h.saturating_add(MAX_BLOCKS_PER_TICK));
+        while h < until {
+            let Ok(Some(txs)) = chain.block_txs(h + 1).await else {
+                break; // try again next tick
+            };
+            let deposits: Vec<_> = txs
+                .iter()
+                .filter(|(_, r)| r.outcome == agora_types::Outcome::Success)
+                .filter_map(|(stx, _)| match &stx.tx.body {
+                    agora_types::TxBody::Transfer { to, amount } if *to == me => {
+                        Some((stx.tx.signer, *amount))
+                    }
+                    _ => None,
+                })
+                .collect();
+            h += 1;
+            for (account, amount) in customers.deposit_block(h, &deposits) {
+                tracing::warn!(target: "agora::gateway", %account, %amount, height = h, "deposit from an account with no API key; not credited");
+            }
         }
     }
 }

@@ -147,6 +147,28 @@ impl ChainClient {
         }
     }
 
+    /// The finalized block at `height` as (signed transaction, receipt) pairs; `None` above the tip.
+    pub async fn block_txs(
+        &self,
+        height: u64,
+    ) -> Result<Option<Vec<(agora_types::SignedTx, agora_types::Receipt)>>, ChainError> {
+        #[derive(serde::Deserialize)]
+        struct FullBlock {
+            transactions: Vec<agora_types::SignedTx>,
+            receipts: Vec<agora_types::Receipt>,
+        }
+        match self
+            .get_json(&format!("/v1/blocks/{height}?txs=full"))
+            .await?
+        {
+            None => Ok(None),
+            Some(v) => {
+                let b = Self::parse::<FullBlock>(v)?;
+                Ok(Some(b.transactions.into_iter().zip(b.receipts).collect()))
+            }
+        }
+    }
+
     pub async fn provider(&self, a: &Address) -> Result<Option<ProviderView>, ChainError> {
         match self.get_json(&format!("/v1/providers/{a}")).await? {
             None => Ok(None),

@@ -270,9 +270,16 @@ async fn get_channel(
     Ok(Json(json!({"id": h, "channel": c, "unspent": c.unspent()})))
 }
 
+/// `?txs=full` adds the signed transactions themselves (a gateway reads deposits from them).
+#[derive(Deserialize)]
+struct BlockQuery {
+    txs: Option<String>,
+}
+
 async fn get_block(
     State(shared): State<Arc<Shared>>,
     Path(height): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<BlockQuery>,
 ) -> ApiResult<serde_json::Value> {
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let h = if height == "latest" {
@@ -289,9 +296,18 @@ async fn get_block(
         .ok_or_else(|| ApiError::not_found("block"))?;
     let receipts = chain.store().receipts(h).map_err(ApiError::internal)?;
     let txs: Vec<Hash> = block.txs.iter().map(SignedTx::id).collect();
-    Ok(Json(
-        json!({"id": block.id(), "header": block.header, "txs": txs, "receipts": receipts}),
-    ))
+    let mut v = json!({"id": block.id(), "header": block.header, "txs": txs, "receipts": receipts});
+    match q.txs.as_deref() {
+        None | Some("ids") => {}
+        Some("full") => v["transactions"] = json!(block.txs),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "bad_query",
+                "txs must be \"ids\" or \"full\"",
+            ));
+        }
+    }
+    Ok(Json(v))
 }
 
 async fn get_tx(

@@ -752,3 +752,59 @@ async fn slow_clients_are_cut_off_and_do_not_hold_up_others() {
     let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "after"}], "max_tokens": 4});
     assert_eq!(post(&url, Some(API_KEY), &body).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_to_the_gateway_credit_the_senders_api_key() {
+    let net = TestNet::start(&[price(1, 1)], Duration::ZERO, RelaySettings::default()).await;
+    let key = agora_gateway::customers::key_hash(API_KEY);
+    let before = net.gateway.customers.get(&key).unwrap().credit;
+    // Wait for the watcher's first pass (it starts at the tip), so both transfers are new.
+    for _ in 0..100 {
+        if net.gateway.customers.deposits_scanned().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(net.gateway.customers.deposits_scanned().is_some());
+    let gw = net.gateway.payer.address();
+    // The customer's account (the model owner's here) deposits; a stranger's transfer credits
+    // nobody; a transfer elsewhere is not a deposit.
+    let owner = agora_provider::TxSender::new(net.owner.clone(), net.chain.clone())
+        .await
+        .unwrap();
+    let stranger = agora_provider::TxSender::new(net::spare_keys()[0].clone(), net.chain.clone())
+        .await
+        .unwrap();
+    let deposit = Amount::from_agr(2);
+    owner
+        .send(agora_types::TxBody::Transfer {
+            to: gw,
+            amount: deposit,
+        })
+        .await
+        .unwrap();
+    stranger
+        .send(agora_types::TxBody::Transfer {
+            to: gw,
+            amount: deposit,
+        })
+        .await
+        .unwrap();
+    owner
+        .send(agora_types::TxBody::Transfer {
+            to: stranger.address(),
+            amount: deposit,
+        })
+        .await
+        .unwrap();
+    let tip = net.chain.info().await.unwrap().height;
+    for _ in 0..200 {
+        if net.gateway.customers.deposits_scanned() >= Some(tip) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(net.gateway.customers.deposits_scanned() >= Some(tip));
+    let after = net.gateway.customers.get(&key).unwrap().credit;
+    assert_eq!(after.0 - before.0, deposit.0);
+}

@@ -142,6 +142,7 @@ impl TestNet {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 relay,
                 refresh_every: Duration::from_millis(200),
+                deposits_every: Duration::from_millis(100),
                 http,
                 ..GatewayConfig::default()
             },
