@@ -59,13 +59,15 @@ impl RunningProvider {
         self.net.shutdown().await;
     }
 
-    /// Stops serving: clears the offer, redeems what it holds, stops the overlay node.
+    /// Stops serving: clears the offer, stops the service tasks (the periodic redeem loop among
+    /// them, so it cannot race the final redeem for the same voucher), redeems what it holds,
+    /// stops the overlay node.
     pub async fn shutdown(self) {
         let _ = self.net.set_offer(None).await;
-        self.provider.redeem_now(&self.sender).await;
         for t in &self.tasks {
             t.abort();
         }
+        self.provider.redeem_now(&self.sender).await;
         self.net.shutdown().await;
     }
 }

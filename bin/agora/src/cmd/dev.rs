@@ -160,6 +160,19 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
                 );
                 let _ = g.customers.flush();
             }
+            // Ready means the gateway routes to every model the provider serves: otherwise a
+            // request sent right after the banner could find no provider yet.
+            if let (Some(g), Some(p)) = (&s.gateway, &s.provider) {
+                let want: Vec<String> = p.provider.models().map(|m| m.name.clone()).collect();
+                for _ in 0..150 {
+                    g.market.refresh().await;
+                    let have = g.market.models();
+                    if want.iter().all(|w| have.iter().any(|(m, _)| &m.name == w)) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
             api_key = Some(key);
             services = Some(s);
         }
