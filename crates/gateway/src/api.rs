@@ -186,8 +186,7 @@ async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             let timed_out = std::error::Error::source(&e)
-                .is_some_and(|c| c.is::<tower_http::timeout::TimeoutError>())
-                || e.to_string().contains("timeout");
+                .is_some_and(|c| c.is::<tower_http::timeout::TimeoutError>());
             if timed_out {
                 ApiError {
                     status: StatusCode::REQUEST_TIMEOUT,

@@ -70,16 +70,8 @@ impl Customers {
     pub fn open(path: Option<PathBuf>) -> std::io::Result<Customers> {
         let mut by_key = BTreeMap::new();
         let mut scanned = None;
-        if let Some(p) = &path
-            && p.exists()
-        {
-            let bytes = std::fs::read(p)?;
-            let book: Book = serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", p.display()),
-                )
-            })?;
+        if let Some(p) = &path {
+            let book: Book = crate::durable::read_json_or_default(p)?;
             scanned = book.deposits_scanned;
             for (hex_hash, c) in book.customers {
                 let mut h = [0u8; 32];
@@ -206,13 +198,6 @@ impl Customers {
             }
         };
         let bytes = serde_json::to_vec_pretty(&book).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+        crate::durable::write_atomically(path, &bytes)
     }
 }

@@ -43,6 +43,13 @@ impl Default for HttpLimits {
 /// Serves `app` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     loop {
         let (stream, _peer) = match listener.accept().await {
             Ok(c) => c,
@@ -58,20 +65,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
             drop(stream);
             continue;
         };
-
         let service = TowerToHyperService::new(
             app.clone()
                 .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new)),
         );
-        let header_timeout = limits.header_timeout;
+        let builder = builder.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            builder.http2().timer(TokioTimer::new());
             if let Err(e) = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await

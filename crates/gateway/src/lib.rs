@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod customers;
+mod durable;
 pub mod http;
 pub mod market;
 pub mod metrics;
@@ -102,9 +103,12 @@ impl Gateway {
         sender: Arc<TxSender>,
     ) -> Result<Gateway, GatewayError> {
         let chain = sender.chain().clone();
-        let sender_chain = chain.clone();
         let info = chain.info().await?;
-        let market = Arc::new(Market::new(net.clone(), chain, info.min_provider_stake));
+        let market = Arc::new(Market::new(
+            net.clone(),
+            chain.clone(),
+            info.min_provider_stake,
+        ));
         let payer = Payer::new(sender, net.clone(), config.payer.clone());
         let recovered = payer.recover().await.map_err(GatewayError::Journal)?;
         if recovered > 0 {
@@ -158,7 +162,7 @@ impl Gateway {
             }
         }));
         tasks.push(tokio::spawn(watch_deposits(
-            sender_chain.clone(),
+            chain,
             payer.address(),
             customers.clone(),
             config.deposits_every,

@@ -15,7 +15,7 @@
 //! found, closed and settled by the next start (`recover`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -256,7 +256,7 @@ impl Payer {
         let Some(path) = &self.settings.journal else {
             return Ok(0);
         };
-        let j = read_journal(path)?;
+        let j: Journal = crate::durable::read_json_or_default(path)?;
         let n = j.open.len() + j.closing.len();
         {
             let mut closing = self.closing.lock().await;
@@ -361,9 +361,14 @@ impl Payer {
         let bytes =
             serde_json::to_vec_pretty(&Journal { open, closing }).map_err(std::io::Error::other)?;
         let path = path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
-            .await
-            .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::durable::write_atomically(&path, &bytes)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     fn voucher(&self, s: &ChannelState, channel: Hash) -> agora_types::SignedVoucher {
@@ -416,31 +421,4 @@ impl Payer {
             }
         }
     }
-}
-
-/// The journal at `path`; a missing file is an empty journal, a corrupt one an error (it names
-/// deposits: better to stop than to forget them).
-fn read_journal(path: &Path) -> std::io::Result<Journal> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Journal::default()),
-        Err(e) => Err(e),
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
