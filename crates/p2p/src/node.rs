@@ -658,20 +658,25 @@ impl Handle {
         // drops (resets) a stream that arrives while the slot is taken, so a burst of requests
         // to one provider loses some before the provider ever read them. Such a loss shows as a
         // failed write or an end of stream before the first frame; nothing was served, so the
-        // request is sent again on a new stream, a bounded number of times.
+        // request is sent again on a new stream, a bounded number of times. A stream that cannot
+        // be opened at all means the peer is unreachable: that is returned at once.
         let mut attempt = 0u32;
         let (mut stream, first) = loop {
-            let err = match self.open_and_send(peer, &body).await {
-                Ok(mut stream) => match read_frame(&mut stream, max_chunk).await {
+            let mut stream = self.open_infer_stream(peer).await?;
+            let sent = async {
+                write_frame(&mut stream, &body).await?;
+                stream.flush().await
+            }
+            .await;
+            let err = match sent {
+                Ok(()) => match read_frame(&mut stream, max_chunk).await {
                     Ok(bytes) => break (stream, Ok(bytes)),
                     Err(e) if e.is_protocol_violation() => break (stream, Err(e)),
-                    Err(e) => InferError::Stream {
-                        peer,
-                        reason: e.to_string(),
-                    },
+                    Err(e) => e.to_string(),
                 },
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
+            let err = InferError::Stream { peer, reason: err };
             attempt += 1;
             if attempt >= INFER_ATTEMPTS {
                 return Err(err);
@@ -753,24 +758,16 @@ impl Handle {
         Ok(TokenStream { rx })
     }
 
-    /// Opens an inference stream to `peer` and writes the request frame.
-    async fn open_and_send(&self, peer: PeerId, body: &[u8]) -> Result<libp2p::Stream, InferError> {
-        let mut stream = self
-            .control
+    /// Opens an inference stream to `peer`.
+    async fn open_infer_stream(&self, peer: PeerId) -> Result<libp2p::Stream, InferError> {
+        self.control
             .clone()
             .open_stream(peer, INFER_PROTOCOL)
             .await
             .map_err(|e| InferError::Open {
                 peer,
                 reason: e.to_string(),
-            })?;
-        let io_err = |e: std::io::Error| InferError::Stream {
-            peer,
-            reason: e.to_string(),
-        };
-        write_frame(&mut stream, body).await.map_err(io_err)?;
-        stream.flush().await.map_err(io_err)?;
-        Ok(stream)
+            })
     }
 }
 
