@@ -420,11 +420,13 @@ where
     ) -> Option<Digested<ChainBlock>> {
         let parent = ancestry.next().await?;
         let state = self.state_after(parent, &mut ancestry).await?;
-        // Wait (bounded) for work so an idle chain does not spin out empty blocks.
+        // Wait (bounded) for work so an idle chain does not spin out empty blocks. Work means a
+        // transaction that applies on top of the parent: the parent's own transactions stay
+        // pending until it is finalized, and would otherwise trigger an empty block at once.
         let polls = (self.config.idle_block_interval.as_millis()
             / self.config.poll_interval.as_millis().max(1)) as u64;
         for _ in 0..polls {
-            if self.host.has_pending() {
+            if self.host.has_pending() && !self.host.candidates(&state, 1).is_empty() {
                 break;
             }
             clock.sleep(self.config.poll_interval).await;

@@ -18,8 +18,9 @@ pub struct NodeConfig {
     pub key_file: PathBuf,
     /// Address of the JSON RPC server.
     pub rpc_addr: SocketAddr,
-    /// Longest a waiting transaction sits before a block is built.
-    pub block_time_ms: u64,
+    /// A one-validator node (no validator.toml): with no transaction waiting, an empty block
+    /// every this many ms keeps finality moving. Waiting transactions go into a block at once.
+    pub idle_block_ms: u64,
     pub max_block_txs: usize,
     pub mempool_max_txs: usize,
     pub mempool_max_per_account: u64,
@@ -32,7 +33,7 @@ impl Default for NodeConfig {
             genesis: PathBuf::from("genesis.json"),
             key_file: PathBuf::from("node-key.json"),
             rpc_addr: "127.0.0.1:8645".parse().expect("static address"),
-            block_time_ms: 200,
+            idle_block_ms: 1_000,
             max_block_txs: 10_000,
             mempool_max_txs: 50_000,
             mempool_max_per_account: 256,
@@ -146,7 +147,7 @@ mod tests {
         let cfg = NodeConfig::load(Some(&path)).expect("config/agora.toml parses");
         let d = NodeConfig::default();
         assert_eq!(cfg.rpc_addr, d.rpc_addr);
-        assert_eq!(cfg.block_time_ms, d.block_time_ms);
+        assert_eq!(cfg.idle_block_ms, d.idle_block_ms);
         assert_eq!(cfg.mempool_max_txs, d.mempool_max_txs);
         assert!(cfg.data_dir.ends_with("agora-data"));
     }

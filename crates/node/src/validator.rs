@@ -144,6 +144,13 @@ pub enum ValidatorError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "{data_dir} holds {height} blocks made without consensus records (by an earlier agora); \
+         move it away or start afresh (agora dev --reset)"
+    )]
+    LegacyChain { data_dir: String, height: u64 },
+    #[error("validator thread: {0}")]
+    Thread(String),
 }
 
 impl ValidatorConfig {
@@ -163,7 +170,74 @@ const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 /// Runs a validator until the process is stopped: opens the store, serves the RPC, joins the
 /// validator network and drives the chain with simplex. Blocks the calling thread.
 pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(), ValidatorError> {
+    let (ready, _started) = tokio::sync::oneshot::channel();
+    let (_stop, stopped) = tokio::sync::oneshot::channel();
+    run_until(cfg, vcfg, key, ready, stopped)
+}
+
+/// A validator running on a thread of its own (commonware's tokio runtime).
+pub struct RunningValidator {
+    pub rpc_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<Result<(), ValidatorError>>,
+}
+
+impl RunningValidator {
+    /// Stops consensus and the RPC and waits until the store is closed.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        drop(self.shared);
+        match self.thread.join() {
+            Ok(Err(e)) => tracing::error!(target: "agora::node", error = %e, "validator stopped"),
+            Err(_) => tracing::error!(target: "agora::node", "validator thread panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Starts a validator on its own thread and returns once its RPC is listening and consensus is
+/// starting (or with the error that stopped it from starting).
+pub async fn spawn(
+    cfg: NodeConfig,
+    vcfg: ValidatorConfig,
+    key: SecretKey,
+) -> Result<RunningValidator, ValidatorError> {
+    let (ready, started) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("agora-validator".into())
+        .spawn(move || run_until(cfg, vcfg, key, ready, stopped))
+        .map_err(|e| ValidatorError::Thread(e.to_string()))?;
+    match started.await {
+        Ok((rpc_addr, shared)) => Ok(RunningValidator {
+            rpc_addr,
+            shared,
+            stop,
+            thread,
+        }),
+        // The thread ended before it was ready: its result says why.
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(ValidatorError::Thread("stopped before it started".into())),
+            Err(_) => Err(ValidatorError::Thread("panicked while starting".into())),
+        },
+    }
+}
+
+type Ready = tokio::sync::oneshot::Sender<(SocketAddr, Arc<Shared>)>;
+
+/// Runs a validator until consensus stops or `stop` fires; reports the RPC address and shared
+/// chain state on `ready` once serving.
+fn run_until(
+    cfg: NodeConfig,
+    vcfg: ValidatorConfig,
+    key: SecretKey,
+    ready: Ready,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), ValidatorError> {
     let consensus_dir: PathBuf = cfg.data_dir.join("consensus");
+    let fresh_consensus = !consensus_dir.exists();
     std::fs::create_dir_all(&consensus_dir).map_err(|e| config::ConfigError::Io {
         path: consensus_dir.display().to_string(),
         source: e,
@@ -178,6 +252,14 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
         let participants = agora_consensus::validators::committee_keys(&genesis_state)?;
         let store = store::Store::open(&cfg.data_dir.join("chain.redb"))?;
         let state = store.load_or_init(&genesis)?;
+        if fresh_consensus && state.height() > 0 {
+            // Blocks without consensus records: made by the single-node producer of an
+            // earlier release. Consensus would restart from genesis and diverge from them.
+            return Err(ValidatorError::LegacyChain {
+                data_dir: cfg.data_dir.display().to_string(),
+                height: state.height(),
+            });
+        }
         tracing::info!(target: "agora::node", chain = %state.chain_id(), height = state.height(),
             validators = participants.len(), "validator starting");
         let mempool = mempool::Mempool::new(cfg.mempool_max_txs, cfg.mempool_max_per_account);
@@ -189,6 +271,12 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
         // RPC.
         let listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
             .await
+            .map_err(|source| ValidatorError::Listen {
+                addr: cfg.rpc_addr,
+                source,
+            })?;
+        let rpc_addr = listener
+            .local_addr()
             .map_err(|source| ValidatorError::Listen {
                 addr: cfg.rpc_addr,
                 source,
@@ -253,6 +341,8 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
         let mut ecfg = EngineConfig::new(&namespace, "agora");
         ecfg.leader_timeout = Duration::from_millis(vcfg.leader_timeout_ms);
         ecfg.certification_timeout = ecfg.leader_timeout + Duration::from_secs(1);
+        // Simplex wants the skip timeout (twice the certification timeout) above the retry.
+        ecfg.timeout_retry = ecfg.timeout_retry.min(ecfg.certification_timeout);
         tracing::info!(target: "agora::node", me = %key.public(), listen = %vcfg.listen,
             "joining the validator network");
         let running = engine::start(
@@ -266,10 +356,15 @@ pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(),
             oracle,
         )
         .await?;
-        let _ = running.consensus.await;
+        let _ = ready.send((rpc_addr, shared));
+        tokio::select! {
+            _ = running.consensus => {}
+            _ = stop => {}
+        }
         Ok(())
     })
 }
+
 
 /// Transaction gossip for the node: every transaction the RPC admits goes to the other
 /// validators ([`agora_consensus::gossip`]); gossip from them is admitted to the node mempool.

@@ -103,7 +103,7 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let node = agora_node::start(&cfg, validator.public()).await?;
+        let node = agora_node::start(&cfg, SecretKey::from_bytes(validator.to_bytes())).await?;
         let height = node
             .shared
             .chain

@@ -1,6 +1,7 @@
 //! `agora node --config FILE`: run a node from a config file. With a `validator.toml` next to
 //! the config (as `agora testnet` writes), the node joins the validator network and finalizes
-//! blocks with simplex BFT; without one, it is a single in-process block producer.
+//! blocks with simplex BFT; without one, it runs a one-validator chain (the same simplex engine,
+//! quorum of one; the genesis must name this node as its only validator).
 //!
 //! `--provider` and `--gateway` add the market services (see `serve.rs`); with `--chain-rpc`
 //! they run without a local ledger node, against any node's RPC.
@@ -78,7 +79,7 @@ fn run_services(args: NodeArgs) -> eyre::Result<()> {
             let password = std::env::var("AGORA_PASSWORD")
                 .or_else(|_| rpassword::prompt_password("Node key password: "))?;
             let key = keystore::load(&cfg.key_file, &password)?;
-            local = Some(agora_node::start(&cfg, key.public()).await?);
+            local = Some(agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?);
         }
         let chain_url = serve
             .chain_rpc
@@ -159,7 +160,7 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let node = agora_node::start(&cfg, key.public()).await?;
+        let node = agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?;
         println!("node {} serving RPC at {}", key.public(), node.rpc_url());
         tokio::signal::ctrl_c().await?;
         node.shutdown();

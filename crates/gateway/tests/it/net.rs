@@ -108,10 +108,10 @@ impl TestNet {
             data_dir: dir.path().join("data"),
             genesis: genesis_path,
             rpc_addr: "127.0.0.1:0".parse().unwrap(),
-            block_time_ms: 50,
+            idle_block_ms: 200,
             ..NodeConfig::default()
         };
-        let node = agora_node::start(&cfg, validator.public()).await.unwrap();
+        let node = agora_node::start(&cfg, SecretKey::from_bytes(validator.to_bytes())).await.unwrap();
         let chain = ChainClient::new(&node.rpc_url());
         // The model's owner publishes it (royalties go to the owner on every redeem).
         let owner_tx = TxSender::new(owner.clone(), chain.clone()).await.unwrap();
