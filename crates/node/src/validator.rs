@@ -365,7 +365,6 @@ fn run_until(
     })
 }
 
-
 /// Transaction gossip for the node: every transaction the RPC admits goes to the other
 /// validators ([`agora_consensus::gossip`]); gossip from them is admitted to the node mempool.
 /// A set of ids already sent or received keeps a transaction from going out twice; it is pruned

@@ -79,7 +79,9 @@ fn run_services(args: NodeArgs) -> eyre::Result<()> {
             let password = std::env::var("AGORA_PASSWORD")
                 .or_else(|_| rpassword::prompt_password("Node key password: "))?;
             let key = keystore::load(&cfg.key_file, &password)?;
-            local = Some(agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?);
+            local = Some(
+                agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?,
+            );
         }
         let chain_url = serve
             .chain_rpc
@@ -160,7 +162,8 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let node = agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?;
+        let node =
+            agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?;
         println!("node {} serving RPC at {}", key.public(), node.rpc_url());
         tokio::signal::ctrl_c().await?;
         node.shutdown();

@@ -111,7 +111,9 @@ impl TestNet {
             idle_block_ms: 200,
             ..NodeConfig::default()
         };
-        let node = agora_node::start(&cfg, SecretKey::from_bytes(validator.to_bytes())).await.unwrap();
+        let node = agora_node::start(&cfg, SecretKey::from_bytes(validator.to_bytes()))
+            .await
+            .unwrap();
         let chain = ChainClient::new(&node.rpc_url());
         // The model's owner publishes it (royalties go to the owner on every redeem).
         let owner_tx = TxSender::new(owner.clone(), chain.clone()).await.unwrap();

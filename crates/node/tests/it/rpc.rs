@@ -31,7 +31,9 @@ async fn node() -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
         idle_block_ms: 3_600_000,
         ..NodeConfig::default()
     };
-    let handle = agora_node::start(&cfg, SecretKey::from_test_seed("validator-0")).await.unwrap();
+    let handle = agora_node::start(&cfg, SecretKey::from_test_seed("validator-0"))
+        .await
+        .unwrap();
     (dir, handle, keys)
 }
 
@@ -199,7 +201,11 @@ async fn bad_input_gets_clear_errors_and_leaves_state_untouched() {
         "{final_}"
     );
     let after_good = root(&shared);
-    assert_eq!(after_good.0, before.0 + 1, "before {before:?} after {after_good:?} {final_}");
+    assert_eq!(
+        after_good.0,
+        before.0 + 1,
+        "before {before:?} after {after_good:?} {final_}"
+    );
     let (status, replay) = call(&shared, post(body, "application/json")).await;
     assert_eq!(
         (status, replay["error"]["code"].as_str()),
