@@ -450,6 +450,65 @@ mod tests {
         serde_json::from_str(body).ok()
     }
 
+    fn block_json(rpc: &SocketAddr, height: u64) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(rpc).ok()?;
+        write!(
+            s,
+            "GET /v1/blocks/{height} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+        Some(body.to_string())
+    }
+
+    /// Starts `which` validators of a freshly written 4-validator testnet in this process.
+    fn start_validators(
+        dir: &Path,
+        ports: TestnetPorts,
+        which: std::ops::Range<usize>,
+    ) -> crate::testnet::Testnet {
+        let net = write(dir, 4, ports, "pw", 8).unwrap();
+        for node in &net.nodes[which] {
+            let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap();
+            let mut vcfg = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
+            vcfg.idle_block_ms = 100;
+            let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
+            std::thread::spawn(move || {
+                let _ = run(cfg, vcfg, key);
+            });
+        }
+        net
+    }
+
+    /// Waits until the validators at `rpcs` reach `height`; their blocks at it, all equal.
+    fn same_block_at(rpcs: &[SocketAddr], height: u64) -> String {
+        let mut heights = vec![0u64; rpcs.len()];
+        for _ in 0..900 {
+            for (i, rpc) in rpcs.iter().enumerate() {
+                if let Some(s) = status(*rpc) {
+                    heights[i] = s["height"].as_u64().unwrap_or(0);
+                }
+            }
+            if heights.iter().all(|h| *h >= height) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(heights.iter().all(|h| *h >= height), "heights {heights:?}");
+        let ids: Vec<String> = rpcs
+            .iter()
+            .map(|rpc| block_json(rpc, height).expect("block"))
+            .collect();
+        assert!(
+            ids.iter().all(|b| *b == ids[0]),
+            "validators finalized different blocks at {height}"
+        );
+        assert!(ids[0].len() > 20);
+        ids[0].clone()
+    }
+
     /// Four validator nodes (redb store, RPC, authenticated p2p over loopback TCP) in one
     /// process, each on its own commonware tokio runtime: they finalize the same blocks.
     #[test]
@@ -459,45 +518,104 @@ mod tests {
             rpc_base: 38_645,
             p2p_base: 39_645,
         };
-        let net = write(dir.path(), 4, ports, "pw", 8).unwrap();
-        for node in &net.nodes {
-            let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap();
-            let mut vcfg = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
-            vcfg.idle_block_ms = 100;
-            let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
-            std::thread::spawn(move || {
-                let _ = run(cfg, vcfg, key);
-            });
-        }
-        let mut heights = vec![0u64; 4];
-        for _ in 0..600 {
-            for (i, rpc) in net.rpc.iter().enumerate() {
-                if let Some(s) = status(*rpc) {
-                    heights[i] = s["height"].as_u64().unwrap_or(0);
+        let net = start_validators(dir.path(), ports, 0..4);
+        same_block_at(&net.rpc, 3);
+    }
+
+    /// Validator 3's key in hostile hands, over the real authenticated transport: it sends
+    /// frames above the validators' message limit, then undecodable votes. The three honest
+    /// validators keep finalizing one chain, and end up refusing it: its messages reach none
+    /// of them.
+    #[test]
+    fn oversized_and_malformed_messages_from_a_validator_peer_are_refused() {
+        use commonware_p2p::{Recipients, Sender as _};
+        let dir = tempfile::tempdir().unwrap();
+        let ports = TestnetPorts {
+            rpc_base: 38_745,
+            p2p_base: 39_745,
+        };
+        let net = start_validators(dir.path(), ports, 0..3);
+        let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml"))).unwrap();
+        let vcfg = ValidatorConfig::load(&net.nodes[3].join("validator.toml")).unwrap();
+        let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
+        let (report, reached) = std::sync::mpsc::channel::<(&'static str, usize)>();
+        std::thread::spawn(move || {
+            let runner = cw_tokio::Runner::new(cw_tokio::Config::new());
+            runner.start(|context| async move {
+                let signer = agora_consensus::sim::signer_of(&key);
+                let namespace = agora_ledger::slashing::consensus_namespace("agora-testnet");
+                let limit = 2 * engine::MAX_MESSAGE_BYTES;
+                let p2p_cfg = lookup::Config::local(
+                    Cups::<_, ChaCha20Poly1305>::new(
+                        Sake {
+                            signer: signer.clone(),
+                            synchrony_bound: Duration::from_secs(5),
+                            max_handshake_age: Duration::from_secs(10),
+                            version: sake::Version::V1,
+                        },
+                        cups::Version::V1,
+                    ),
+                    &namespace,
+                    vcfg.listen,
+                    NZUsize!(4),
+                    limit,
+                    NZUsize!(64),
+                );
+                let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
+                let peers: Map<ed25519::PublicKey, PeerAddress> =
+                    Map::from_iter_dedup(vcfg.peers.iter().map(|p| {
+                        (
+                            agora_consensus::validators::key_of(&p.address).unwrap(),
+                            PeerAddress::Symmetric(p.endpoint),
+                        )
+                    }));
+                let _ = oracle.track(0, peers);
+                let (mut votes, _in) = network.register(channel::VOTES, QUOTA);
+                network.start();
+                let oversized = vec![7u8; engine::MAX_MESSAGE_BYTES as usize + 1024];
+                for _ in 0..10 {
+                    let to = votes.send(Recipients::All, oversized.clone(), false);
+                    let _ = report.send(("oversized", to.len()));
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+                loop {
+                    let to = votes.send(Recipients::All, vec![0xff; 64], false);
+                    if report.send(("garbage", to.len())).is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        });
+        // The oversized frames went out on live connections (the attacker was connected).
+        let mut oversized_sent = 0;
+        let mut refused_in_a_row = 0;
+        for _ in 0..600 {
+            let Ok((what, to)) = reached.recv_timeout(Duration::from_secs(30)) else {
+                break;
+            };
+            match what {
+                "oversized" => oversized_sent += to,
+                _ if to == 0 => refused_in_a_row += 1,
+                _ => refused_in_a_row = 0,
             }
-            if heights.iter().all(|h| *h >= 3) {
+            if refused_in_a_row >= 30 {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert!(heights.iter().all(|h| *h >= 3), "heights {heights:?}");
-        // Same block 3 everywhere.
-        let mut ids = Vec::new();
-        for rpc in &net.rpc {
-            let mut s = std::net::TcpStream::connect(rpc).unwrap();
-            s.write_all(b"GET /v1/blocks/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut text = String::new();
-            s.read_to_string(&mut text).unwrap();
-            let body: serde_json::Value =
-                serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-            ids.push(body.to_string());
         }
         assert!(
-            ids.iter().all(|b| *b == ids[0]),
-            "validators finalized different blocks"
+            oversized_sent > 0,
+            "the oversized frames never left the attacker"
         );
-        assert!(ids[0].len() > 20);
+        assert!(
+            refused_in_a_row >= 30,
+            "the honest validators still take the attacker's messages"
+        );
+        // The honest three kept finalizing one chain through it.
+        let rpcs = &net.rpc[..3];
+        let now = status(rpcs[0])
+            .and_then(|s| s["height"].as_u64())
+            .unwrap_or(0);
+        same_block_at(rpcs, now + 3);
     }
 }
