@@ -55,6 +55,13 @@ enum Command {
 }
 
 fn init_tracing(filter: &str) {
+    // commonware's engines narrate every archive restore and view at info; keep them to
+    // warnings unless the filter names them.
+    let filter = if filter.contains("commonware") {
+        filter.to_string()
+    } else {
+        format!("{filter},commonware_consensus=warn,commonware_p2p=warn,commonware_storage=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     tracing_subscriber::fmt()

@@ -22,7 +22,22 @@ fn main() {
         ..d
     };
     let dir = std::env::temp_dir().join(format!("agora-consensus-bench-{}", std::process::id()));
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load_before = load();
     let report = run(&cfg, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     println!("{cfg:?}\n{report}");
+    // The machine's share matters: the four validators split its cores.
+    println!(
+        "machine: {cores} cores; load average before {} after {}",
+        load_before.trim(),
+        load().trim()
+    );
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    println!(
+        "target >= 5,000 tx/s finalized: {}; target p50 finality < 1,000 ms: {}",
+        met(report.tx_per_s >= 5_000.0),
+        met(report.p50 < Duration::from_secs(1))
+    );
 }

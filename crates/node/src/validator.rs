@@ -89,8 +89,14 @@ impl Host for NodeHost {
         chain
             .commit_finalized(block, state, applied)
             .map_err(|e| CommitError::Storage(e.to_string()))?;
-        tracing::info!(target: "agora::consensus", height = block.header.height,
-            txs = block.txs.len(), root = %state.root(), "block finalized");
+        // Idle heartbeat blocks would flood the log at info.
+        if block.txs.is_empty() {
+            tracing::debug!(target: "agora::consensus", height = block.header.height,
+                root = %state.root(), "empty block finalized");
+        } else {
+            tracing::info!(target: "agora::consensus", height = block.header.height,
+                txs = block.txs.len(), root = %state.root(), "block finalized");
+        }
         Ok(())
     }
 }
