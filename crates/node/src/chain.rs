@@ -1,41 +1,27 @@
-//! The application side of block production: what a proposer and every replica do with blocks.
+//! The node's chain: the committed (finalized) state, the mempool and the store.
 //!
-//! `propose` builds a block from the mempool on top of the committed state; `verify` checks a
-//! proposed block by applying it to a scratch copy; `finalize` persists and applies a finalized
-//! block. Today one in-process producer calls `propose` then `finalize`; the BFT engine drives
-//! the same three calls.
+//! Consensus (`validator.rs`) asks the mempool for candidates on top of its speculative states,
+//! and hands finalized blocks to [`Chain::commit_finalized`], which persists them and prunes the
+//! mempool. The mempool is the consensus crate's (per-account nonce order, size limits,
+//! fee-based eviction of account tails).
 
-use crate::mempool::{AdmitError, Mempool};
 use crate::store::{Store, StoreError};
-use agora_ledger::{Applied, BlockContext, BlockError, Built, State};
-use agora_types::{Address, Block, Hash, SignedTx};
-
-#[derive(Debug, thiserror::Error)]
-pub enum FinalizeError {
-    #[error("invalid block: {0}")]
-    Invalid(#[from] BlockError),
-    #[error("storage: {0}")]
-    Store(#[from] StoreError),
-}
+use agora_consensus::mempool::{AdmitError, Mempool};
+use agora_ledger::{Applied, State};
+use agora_types::{Block, Hash, SignedTx};
 
 pub struct Chain {
     store: Store,
     state: State,
     mempool: Mempool,
-    /// The last block this node proposed, with the state it leads to, so finalizing our own
-    /// proposal does not apply it twice.
-    proposed: Option<(Hash, Built)>,
-    max_block_txs: usize,
 }
 
 impl Chain {
-    pub fn new(store: Store, state: State, mempool: Mempool, max_block_txs: usize) -> Chain {
+    pub fn new(store: Store, state: State, mempool: Mempool) -> Chain {
         Chain {
             store,
             state,
             mempool,
-            proposed: None,
-            max_block_txs,
         }
     }
 
@@ -51,31 +37,14 @@ impl Chain {
         &self.mempool
     }
 
+    /// Admits a transaction from a client (its signature is checked here).
     pub fn submit(&mut self, stx: SignedTx) -> Result<Hash, AdmitError> {
         self.mempool.admit(&self.state, stx)
     }
 
-    pub fn propose(&mut self, timestamp_ms: u64, proposer: Address) -> Block {
-        let candidates = self.mempool.candidates(&self.state, self.max_block_txs);
-        let built = agora_ledger::build_block(
-            &self.state,
-            &BlockContext {
-                timestamp_ms,
-                proposer,
-            },
-            candidates,
-        );
-        for (stx, error) in &built.rejected {
-            tracing::debug!(target: "agora::chain", tx = %stx.id(), %error, "dropped from mempool");
-            self.mempool.remove(stx);
-        }
-        let block = built.block.clone();
-        self.proposed = Some((block.id(), built));
-        block
-    }
-
-    pub fn verify(&self, block: &Block) -> Result<(), BlockError> {
-        agora_ledger::apply_block(&self.state, block).map(|_| ())
+    /// Admits a transaction whose signature the caller already checked in a batch (gossip).
+    pub fn submit_signature_checked(&mut self, stx: SignedTx) -> Result<Hash, AdmitError> {
+        self.mempool.admit_signature_checked(&self.state, stx)
     }
 
     /// Removes a transaction the block builder found can never apply.
@@ -90,7 +59,7 @@ impl Chain {
         block: &Block,
         state: &State,
         applied: &Applied,
-    ) -> Result<(), FinalizeError> {
+    ) -> Result<(), StoreError> {
         if block.header.height <= self.state.height() {
             return Ok(());
         }
@@ -98,16 +67,5 @@ impl Chain {
         self.state = state.clone();
         self.mempool.prune(&self.state);
         Ok(())
-    }
-
-    pub fn finalize(&mut self, block: &Block) -> Result<Applied, FinalizeError> {
-        let (next, applied) = match self.proposed.take() {
-            Some((id, built)) if id == block.id() => (built.state, built.applied),
-            _ => agora_ledger::apply_block(&self.state, block)?,
-        };
-        self.store.commit_block(block, &applied)?;
-        self.state = next;
-        self.mempool.prune(&self.state);
-        Ok(applied)
     }
 }

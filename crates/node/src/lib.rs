@@ -13,7 +13,6 @@ pub mod bench;
 pub mod chain;
 pub mod config;
 pub mod keystore;
-pub mod mempool;
 pub mod rpc;
 pub mod store;
 pub mod testnet;

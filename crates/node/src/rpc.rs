@@ -5,7 +5,7 @@
 //! A rejected submission never touches state.
 
 use crate::Shared;
-use crate::mempool::AdmitError;
+use agora_consensus::AdmitError;
 use agora_ledger::TxError;
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Decode, Hash, SignedTx};

@@ -8,7 +8,7 @@
 //! address from the validator config) between validators.
 
 use crate::chain::Chain;
-use crate::{NodeConfig, Shared, config, mempool, rpc, store};
+use crate::{NodeConfig, Shared, config, rpc, store};
 use agora_consensus::gossip::{self, Verdict};
 use agora_consensus::{AppConfig, CommitError, EngineConfig, Host, LedgerApp, channel, engine};
 use agora_ledger::{Applied, State, TxError};
@@ -44,15 +44,8 @@ impl Host for NodeHost {
         let Ok(chain) = self.shared.chain.lock() else {
             return Vec::new();
         };
-        // The node mempool orders from the committed state; a speculative parent may already
-        // have consumed some nonces, so skip those.
-        chain
-            .mempool()
-            .candidates(chain.state(), max.saturating_mul(2))
-            .into_iter()
-            .filter(|stx| stx.tx.nonce >= state.account(&stx.tx.signer).nonce)
-            .take(max)
-            .collect()
+        // On top of `state` (possibly a speculative parent): nonces it consumed are skipped.
+        chain.mempool().candidates(state, max)
     }
 
     fn has_pending(&self) -> bool {
@@ -268,9 +261,12 @@ fn run_until(
         }
         tracing::info!(target: "agora::node", chain = %state.chain_id(), height = state.height(),
             validators = participants.len(), "validator starting");
-        let mempool = mempool::Mempool::new(cfg.mempool_max_txs, cfg.mempool_max_per_account);
+        let mempool = agora_consensus::Mempool::new(agora_consensus::MempoolLimits {
+            max_txs: cfg.mempool_max_txs,
+            max_per_account: cfg.mempool_max_per_account,
+        });
         let shared = Arc::new(Shared {
-            chain: Mutex::new(Chain::new(store, state.clone(), mempool, cfg.max_block_txs)),
+            chain: Mutex::new(Chain::new(store, state.clone(), mempool)),
             new_tx: Notify::new(),
         });
 
@@ -394,14 +390,15 @@ fn spawn_gossip<S, R, B>(
             let Ok(mut chain) = shared_in.chain.lock() else {
                 return Verdict::Ignored;
             };
-            match chain.submit(stx) {
+            // The gossip batch was signature-checked as a whole before this call.
+            match chain.submit_signature_checked(stx) {
                 Ok(_) => {
                     if let Ok(mut k) = known_in.lock() {
                         k.insert(id);
                     }
                     Verdict::Accepted
                 }
-                Err(mempool::AdmitError::Invalid(
+                Err(agora_consensus::AdmitError::Invalid(
                     TxError::BadSignature | TxError::WrongChain { .. } | TxError::TooLarge { .. },
                 )) => Verdict::Offending,
                 Err(_) => Verdict::Ignored,
