@@ -23,10 +23,20 @@ use std::sync::Arc;
 /// Largest request body read at all (a hex-encoded maximal transaction in JSON fits).
 pub const MAX_BODY_BYTES: usize = 2 * MAX_TX_BYTES + 1024;
 
+/// Most transactions in one `POST /v1/txs/batch`.
+pub const MAX_BATCH_TXS: usize = 1_000;
+
+/// Largest batch body (ordinary transfers are a few hundred hex characters each).
+pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/txs", post(submit_tx))
+        .route(
+            "/v1/txs/batch",
+            post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
         .route("/v1/txs/{id}", get(get_tx))
         .route("/v1/accounts/{address}", get(get_account))
         .route("/v1/providers/{address}", get(get_provider))
@@ -171,6 +181,91 @@ async fn submit_tx(
         id,
         status: "pending".into(),
     }))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// Hex of each signed transaction's canonical encoding.
+    pub txs: Vec<String>,
+}
+
+/// Submits many transactions with one batched signature check and one mempool lock. Each
+/// transaction gets its own result, in order: `{"id", "status": "pending"}` or an error in the
+/// API's shape; a bad one does not stop the others.
+async fn submit_batch(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<serde_json::Value> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {MAX_BATCH_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad("bad_body", e.body_text())
+        }
+    })?;
+    let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(
+            "bad_json",
+            format!("expected {{\"txs\": [\"<hex>\", ...]}}: {e}"),
+        )
+    })?;
+    if req.txs.is_empty() {
+        return Err(ApiError::bad("empty_batch", "txs is empty"));
+    }
+    if req.txs.len() > MAX_BATCH_TXS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} transactions; at most {MAX_BATCH_TXS} per batch",
+                req.txs.len()
+            ),
+        ));
+    }
+    let decoded: Vec<Result<SignedTx, ApiError>> = req
+        .txs
+        .iter()
+        .map(|h| {
+            let raw = hex::decode(h.trim())
+                .map_err(|_| ApiError::bad("bad_hex", "tx is not valid hex"))?;
+            SignedTx::decode(&raw).map_err(|e| {
+                ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}"))
+            })
+        })
+        .collect();
+    // One batch verification, outside the chain lock.
+    let good: Vec<SignedTx> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok().cloned())
+        .collect();
+    let bad = agora_consensus::gossip::bad_signatures(&good);
+    let results: Vec<serde_json::Value> = {
+        let mut chain = shared.chain.lock().map_err(ApiError::internal)?;
+        let mut index = 0;
+        decoded
+            .into_iter()
+            .map(|d| {
+                let outcome = d.and_then(|stx| {
+                    let i = index;
+                    index += 1;
+                    if bad.contains(&i) {
+                        return Err(AdmitError::Invalid(TxError::BadSignature).into());
+                    }
+                    chain.submit_signature_checked(stx).map_err(ApiError::from)
+                });
+                match outcome {
+                    Ok(id) => json!({"id": id, "status": "pending"}),
+                    Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+                }
+            })
+            .collect()
+    };
+    shared.new_tx.notify_one();
+    Ok(Json(json!({ "results": results })))
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {

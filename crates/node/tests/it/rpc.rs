@@ -224,3 +224,105 @@ async fn bad_input_gets_clear_errors_and_leaves_state_untouched() {
     assert_eq!(acct["balance"], (Amount::from_agr(100).0 + 5).to_string());
     node.shutdown();
 }
+
+/// A batch gets one result per transaction, in order: good ones pending then final, each bad one
+/// its own error, and the bad ones change nothing. An oversized batch is refused whole.
+#[tokio::test]
+async fn batch_submission_answers_each_transaction_and_admits_only_the_good_ones() {
+    let (_dir, node, keys) = node().await;
+    let shared = node.shared.clone();
+    let mut f = TxFactory::new(TEST_CHAIN, Amount(1_000));
+    let transfer = |f: &mut TxFactory, k: &SecretKey, amount: u128| {
+        f.sign(
+            k,
+            TxBody::Transfer {
+                to: keys[2].public(),
+                amount: Amount(amount),
+            },
+        )
+    };
+    let good_a = transfer(&mut f, &keys[0], 7);
+    let good_b = transfer(&mut f, &keys[0], 11);
+    let mut forged = transfer(&mut f, &keys[1], 13);
+    forged.tx.fee = Amount(2_000); // the signature no longer covers the body
+    let hex_of = |stx: &agora_types::SignedTx| hex::encode(stx.encode());
+    let body = serde_json::json!({"txs": [
+        hex_of(&good_a),
+        hex_of(&good_b),
+        hex_of(&forged),
+        "zz",
+        hex::encode([1u8, 2, 3]),
+        hex_of(&good_a),
+    ]})
+    .to_string();
+    let req = Request::post("/v1/txs/batch")
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, resp) = call(&shared, req).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let results = resp["results"].as_array().expect("results");
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| {
+            r["status"]
+                .as_str()
+                .or_else(|| r["error"]["code"].as_str())
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "pending",
+            "pending",
+            "bad_signature",
+            "bad_hex",
+            "bad_encoding",
+            "duplicate"
+        ],
+        "{resp}"
+    );
+    assert_eq!(results[0]["id"], good_a.id().to_string());
+    assert_eq!(results[1]["id"], good_b.id().to_string());
+
+    // Both good transfers become final; the forged one moved nothing.
+    for _ in 0..200 {
+        let (_, v) = call(
+            &shared,
+            Request::get(format!("/v1/txs/{}", good_b.id()))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        if v["status"] == "final" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let balance = |who: usize| {
+        let c = shared.chain.lock().unwrap();
+        c.state().account(&keys[who].public())
+    };
+    assert_eq!(balance(2).balance, Amount(Amount::from_agr(100).0 + 18));
+    assert_eq!(
+        balance(1).balance,
+        Amount::from_agr(100),
+        "the forged transfer moved funds"
+    );
+    assert_eq!(balance(1).nonce, 0);
+
+    // Over the per-batch limit: refused whole, before any transaction is looked at.
+    let many = vec![hex_of(&good_a); agora_node::rpc::MAX_BATCH_TXS + 1];
+    let req = Request::post("/v1/txs/batch")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::json!({ "txs": many }).to_string()))
+        .unwrap();
+    let (status, resp) = call(&shared, req).await;
+    assert_eq!(
+        (status, resp["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("batch_too_large")),
+        "{resp}"
+    );
+    node.shutdown();
+}
