@@ -14,12 +14,11 @@ use agora_ledger::State;
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::{Genesis, Params};
 use agora_types::{Amount, Hash, SecretKey, SignedTx, Tx, TxBody};
-use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
+use commonware_cryptography::Signer as _;
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address as PeerAddress, AddressableManager as _};
 use commonware_runtime::{Clock, Runner, tokio as cw_tokio};
 use commonware_runtime::{Quota, Supervisor as _};
-use commonware_stream::{cups, cups::Cups, sake, sake::Sake};
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -284,21 +283,12 @@ async fn start_loopback(
     let quota = Quota::per_second(NZU32!(10_000));
     for (i, key) in validators.iter().enumerate() {
         let signer = signer_of(key);
-        let p2p = lookup::Config::local(
-            Cups::<_, ChaCha20Poly1305>::new(
-                Sake {
-                    signer: signer.clone(),
-                    synchrony_bound: Duration::from_secs(5),
-                    max_handshake_age: Duration::from_secs(10),
-                    version: sake::Version::V1,
-                },
-                cups::Version::V1,
-            ),
+        let p2p = crate::network::validator_p2p_config(
+            signer.clone(),
             &namespace,
             endpoint(i),
             NZUsize!(validators.len()),
             engine::MAX_MESSAGE_BYTES,
-            NZUsize!(4096),
         );
         let ctx = context.child("validator").with_attribute("index", i);
         let (mut network, mut oracle) = lookup::Network::new(ctx.child("p2p"), p2p);

@@ -33,6 +33,7 @@ pub mod evidence;
 pub mod gossip;
 pub mod host;
 pub mod mempool;
+pub mod network;
 pub mod sim;
 pub mod validators;
 

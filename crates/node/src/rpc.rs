@@ -130,6 +130,21 @@ impl From<AdmitError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// The request body, or the API error for one that was too large (`limit`) or broken.
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::bad("bad_body", e.body_text())
+        }
+    })
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct SubmitRequest {
     /// Hex of the canonical encoding of a signed transaction.
@@ -147,17 +162,7 @@ async fn submit_tx(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<SubmitResponse> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::bad("bad_body", e.body_text())
-        }
-    })?;
+    let body = read_body(body, MAX_BODY_BYTES)?;
     let is_binary = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -196,17 +201,7 @@ async fn submit_batch(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<serde_json::Value> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body exceeds {MAX_BATCH_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::bad("bad_body", e.body_text())
-        }
-    })?;
+    let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
     let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
             "bad_json",

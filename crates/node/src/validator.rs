@@ -13,11 +13,10 @@ use agora_consensus::gossip::{self, Verdict};
 use agora_consensus::{AppConfig, CommitError, EngineConfig, Host, LedgerApp, channel, engine};
 use agora_ledger::{Applied, State, TxError};
 use agora_types::{Address, Block, Hash, SecretKey, SignedTx};
-use commonware_cryptography::{ChaCha20Poly1305, ed25519};
+use commonware_cryptography::ed25519;
 use commonware_p2p::authenticated::lookup;
 use commonware_p2p::{Address as PeerAddress, AddressableManager as _};
 use commonware_runtime::{Quota, Runner as _, Supervisor as _, tokio as cw_tokio};
-use commonware_stream::{cups, cups::Cups, sake, sake::Sake};
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -293,21 +292,12 @@ fn run_until(
         // Validator network.
         let signer = agora_consensus::sim::signer_of(&key);
         let namespace = agora_ledger::slashing::consensus_namespace(state.chain_id());
-        let p2p_cfg = lookup::Config::local(
-            Cups::<_, ChaCha20Poly1305>::new(
-                Sake {
-                    signer: signer.clone(),
-                    synchrony_bound: Duration::from_secs(5),
-                    max_handshake_age: Duration::from_secs(10),
-                    version: sake::Version::V1,
-                },
-                cups::Version::V1,
-            ),
+        let p2p_cfg = agora_consensus::network::validator_p2p_config(
+            signer.clone(),
             &namespace,
             vcfg.listen,
             NZUsize!(vcfg.peers.len().max(1)),
             engine::MAX_MESSAGE_BYTES,
-            NZUsize!(4096),
         );
         let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
         let mut peers = Vec::new();
@@ -547,22 +537,12 @@ mod tests {
             runner.start(|context| async move {
                 let signer = agora_consensus::sim::signer_of(&key);
                 let namespace = agora_ledger::slashing::consensus_namespace("agora-testnet");
-                let limit = 2 * engine::MAX_MESSAGE_BYTES;
-                let p2p_cfg = lookup::Config::local(
-                    Cups::<_, ChaCha20Poly1305>::new(
-                        Sake {
-                            signer: signer.clone(),
-                            synchrony_bound: Duration::from_secs(5),
-                            max_handshake_age: Duration::from_secs(10),
-                            version: sake::Version::V1,
-                        },
-                        cups::Version::V1,
-                    ),
+                let p2p_cfg = agora_consensus::network::validator_p2p_config(
+                    signer,
                     &namespace,
                     vcfg.listen,
                     NZUsize!(4),
-                    limit,
-                    NZUsize!(64),
+                    2 * engine::MAX_MESSAGE_BYTES,
                 );
                 let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
                 let peers: Map<ed25519::PublicKey, PeerAddress> =
