@@ -1,4 +1,6 @@
-//! Integration tests for agora-consensus: deterministic simulations of validator networks.
+//! Integration tests for agora-consensus: deterministic simulations of validator networks, the
+//! block codec and the mempool.
 
 mod codec;
+mod mempool;
 mod sim;
