@@ -67,6 +67,71 @@ pub trait Host: Clone + Send + Sync + 'static {
     /// Persists a finalized block and the state it leads to. Called in height order; a height
     /// may be delivered again after a restart and must then be a no-op.
     fn commit(&self, block: &Block, state: &State, applied: &Applied) -> Result<(), CommitError>;
+    /// Persists the epoch this validator entered last; a restarted validator reads it back
+    /// with [`Host::current_epoch`] (its latest state is past the boundary that fixed the
+    /// committee, so the committee cannot be recomputed from it).
+    fn save_epoch(&self, epoch: &EpochStart) -> Result<(), CommitError>;
+    /// The epoch last saved with [`Host::save_epoch`].
+    fn current_epoch(&self) -> Option<EpochStart>;
+}
+
+/// An epoch the running validator enters: its number, its committee (sorted the way simplex
+/// orders participants) and the digest of the block it builds on (the last block of the
+/// previous epoch, or the genesis anchor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochStart {
+    pub epoch: u64,
+    pub members: Vec<ValidatorKey>,
+    pub floor: Digest,
+}
+
+impl EpochStart {
+    /// `epoch (u64 LE) || floor digest (32) || member keys (32 each)`, for a host to persist.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.epoch.to_le_bytes().to_vec();
+        bytes.extend_from_slice(self.floor.as_ref());
+        for key in &self.members {
+            bytes.extend_from_slice(key.as_ref());
+        }
+        bytes
+    }
+
+    /// The inverse of [`EpochStart::to_bytes`]; `None` for a damaged record.
+    pub fn from_bytes(bytes: &[u8]) -> Option<EpochStart> {
+        use commonware_codec::DecodeExt as _;
+        let (epoch, rest) = bytes.split_at_checked(8)?;
+        let (floor, keys) = rest.split_at_checked(32)?;
+        if keys.is_empty() || keys.len() % 32 != 0 {
+            return None;
+        }
+        let members = keys
+            .chunks_exact(32)
+            .map(|k| ValidatorKey::decode(bytes::Bytes::copy_from_slice(k)).ok())
+            .collect::<Option<Vec<_>>>()?;
+        Some(EpochStart {
+            epoch: u64::from_le_bytes(epoch.try_into().ok()?),
+            floor: Digest::decode(bytes::Bytes::copy_from_slice(floor)).ok()?,
+            members,
+        })
+    }
+}
+
+/// Called with the next epoch when the last block of an epoch is finalized, before the block
+/// is acknowledged (the engine installs the new committee's scheme and switches engines).
+pub type EpochListener = Arc<dyn Fn(EpochStart) + Send + Sync>;
+
+/// The committee of the epoch after `state` (the last block of an epoch): its active set, or
+/// `previous` unchanged when no validator qualifies (an empty committee would halt the chain;
+/// every replica falls back the same way).
+pub fn next_committee(state: &State, previous: &[ValidatorKey]) -> Vec<ValidatorKey> {
+    match crate::validators::committee_keys(state) {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::warn!(target: "agora::consensus", %error, height = state.height(),
+                "no valid committee at the epoch boundary; the current one continues");
+            previous.to_vec()
+        }
+    }
 }
 
 /// Proposer pacing.
@@ -130,6 +195,10 @@ impl Forks {
 /// The validator set of each epoch, as this validator learned it from finalized boundaries.
 pub type Schedule = BTreeMap<u64, Vec<ValidatorKey>>;
 
+/// Epochs kept in [`LedgerApp::schedule`] (older ones are dropped: only the current one is
+/// needed to run, and the host persists that).
+pub const SCHEDULE_EPOCHS_KEPT: usize = 64;
+
 /// Most equivocation evidence kept waiting for a block (more is dropped: one round's proof per
 /// offender is enough to slash it).
 pub const MAX_PENDING_EVIDENCE: usize = 1_024;
@@ -152,6 +221,7 @@ pub struct LedgerApp<H: Host> {
     forks: Arc<Mutex<Forks>>,
     schedule: Arc<Mutex<Schedule>>,
     evidence: Arc<Mutex<EvidenceBook>>,
+    epoch_listener: Arc<Mutex<Option<EpochListener>>>,
 }
 
 impl<H: Host> LedgerApp<H> {
@@ -173,6 +243,7 @@ impl<H: Host> LedgerApp<H> {
             })),
             schedule: Arc::new(Mutex::new(schedule)),
             evidence: Arc::default(),
+            epoch_listener: Arc::default(),
         }
     }
 
@@ -249,10 +320,9 @@ impl<H: Host> LedgerApp<H> {
             .collect()
     }
 
-    /// The validator set of every epoch whose boundary this validator finalized (epoch 0 from
-    /// genesis): epoch `e + 1` gets [`agora_ledger::epochs::active_set`] of the state after the
-    /// last block of epoch `e`. The running engine does not switch to a new set yet (see
-    /// `docs/design/consensus.md`); this is what it would switch to.
+    /// The validator set of every epoch this validator entered or whose boundary it finalized
+    /// (the last [`SCHEDULE_EPOCHS_KEPT`]): epoch `e + 1` gets
+    /// [`agora_ledger::epochs::active_set`] of the state after the last block of epoch `e`.
     pub fn schedule(&self) -> Schedule {
         self.schedule
             .lock()
@@ -260,26 +330,59 @@ impl<H: Host> LedgerApp<H> {
             .clone()
     }
 
-    /// Records the next epoch's validator set when `state` is the last block of an epoch.
-    fn note_epoch_boundary(&self, state: &State) {
+    /// Records the set of an epoch the engine enters (at start-up).
+    pub fn record_epoch(&self, epoch: u64, members: Vec<ValidatorKey>) {
+        let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
+        schedule.insert(epoch, members);
+        while schedule.len() > SCHEDULE_EPOCHS_KEPT {
+            schedule.pop_first();
+        }
+    }
+
+    /// Installs the function told about each next epoch ([`EpochListener`]).
+    pub fn on_epoch(&self, listener: EpochListener) {
+        *self
+            .epoch_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(listener);
+    }
+
+    /// When `state` is the last block of an epoch: records and persists the next epoch's set
+    /// and tells the listener. `Err` when the set could not be persisted.
+    fn note_epoch_boundary(&self, state: &State, digest: Digest) -> Result<(), CommitError> {
         let length = state.params().epoch_length_blocks;
         let height = state.height();
         if !agora_ledger::epochs::ends_epoch(height, length) {
-            return;
+            return Ok(());
         }
         let next_epoch = agora_ledger::epochs::epoch_of(height, length) + 1;
-        let next = crate::validators::committee_keys(state).unwrap_or_default();
-        let mut schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = schedule
+        let previous = self
+            .schedule()
             .range(..next_epoch)
             .next_back()
-            .map(|(_, keys)| keys.clone());
-        if previous.as_ref().is_some_and(|p| *p != next) {
-            tracing::warn!(target: "agora::consensus", epoch = next_epoch, members = next.len(),
-                "the validator set changes at this epoch boundary; the running engine keeps \
-                 its genesis committee (reconfiguration is not implemented yet)");
+            .map(|(_, keys)| keys.clone())
+            .unwrap_or_default();
+        let members = next_committee(state, &previous);
+        if members != previous {
+            tracing::info!(target: "agora::consensus", epoch = next_epoch,
+                members = members.len(), "the validator set changes at this epoch boundary");
         }
-        schedule.insert(next_epoch, next);
+        let next = EpochStart {
+            epoch: next_epoch,
+            members,
+            floor: digest,
+        };
+        self.host.save_epoch(&next)?;
+        self.record_epoch(next_epoch, next.members.clone());
+        let listener = self
+            .epoch_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(listener) = listener {
+            listener(next);
+        }
+        Ok(())
     }
 
     fn forks(&self) -> MutexGuard<'_, Forks> {
@@ -376,14 +479,21 @@ impl<H: Host> LedgerApp<H> {
             tracing::error!(target: "agora::consensus", height, %error, "commit failed");
             return false;
         }
-        self.note_epoch_boundary(&state);
         self.evidence_book()
             .pending
             .retain(|id, _| !state.evidence_used(id));
-        forks.finalized = state;
+        forks.finalized = state.clone();
         forks.above.retain(|_, s| s.state.height() > height);
+        drop(forks);
         tracing::debug!(target: "agora::consensus", height, txs = ledger_block.txs.len(),
             "finalized");
+        // Not acknowledged until the next set is persisted: a restart then recomputes it
+        // from this block's state (see `engine::start`).
+        if let Err(error) = self.note_epoch_boundary(&state, block.digest()) {
+            tracing::error!(target: "agora::consensus", height, %error,
+                "cannot persist the next validator set");
+            return false;
+        }
         true
     }
 }
@@ -538,6 +648,24 @@ impl<H: Host> Reporter for LedgerApp<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_epoch_reads_back_and_damage_is_refused() {
+        use commonware_cryptography::{Signer as _, ed25519::PrivateKey};
+        let members: Vec<ValidatorKey> = (0..3)
+            .map(|i| PrivateKey::from_seed(i).public_key())
+            .collect();
+        let epoch = EpochStart {
+            epoch: 7,
+            members,
+            floor: ChainBlock::genesis().digest(),
+        };
+        let bytes = epoch.to_bytes();
+        assert_eq!(EpochStart::from_bytes(&bytes), Some(epoch));
+        assert_eq!(EpochStart::from_bytes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(EpochStart::from_bytes(&bytes[..40]), None, "no members");
+        assert_eq!(EpochStart::from_bytes(&[]), None);
+    }
 
     #[test]
     fn future_timestamps_beyond_the_drift_get_no_vote() {

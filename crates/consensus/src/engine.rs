@@ -9,17 +9,24 @@
 //!                                             finalized blocks, in order, with ack ──► LedgerApp
 //! ```
 //!
+//! Votes, certificates and resolver traffic are split by epoch (commonware `mux`, subchannel =
+//! epoch number); the orchestrator runs simplex for the current epoch's committee and moves to
+//! the next one when marshal delivers an epoch's last block (docs/design/consensus.md, Epochs).
+//!
 //! The same function runs on the deterministic runtime with `commonware_p2p::simulated` (tests)
 //! and on the tokio runtime with `commonware_p2p::authenticated` (the `agora node` binary).
 //! A restarted validator replays simplex's journal and marshal's archives from `partition_prefix`
 //! and backfills whatever finalized blocks it missed from peers.
 
-use crate::app::{Host, LedgerApp, ValidatorKey};
-use crate::block::ChainBlock;
+use crate::app::{EpochStart, Host, LedgerApp, ValidatorKey};
+use crate::block::{ChainBlock, digest_of};
 use crate::evidence::EvidenceReporter;
+use agora_ledger::State;
 use commonware_broadcast::buffered;
 use commonware_codec::Encode as _;
 use commonware_consensus::Reporters;
+use commonware_consensus::marshal::core::Mailbox;
+use commonware_consensus::marshal::standard::Standard;
 use commonware_consensus::marshal::{
     Config as MarshalConfig, Start, core::Actor, resolver::p2p as marshal_resolver,
     standard::Inline,
@@ -30,18 +37,22 @@ use commonware_consensus::simplex::{
     elector::RoundRobin,
     scheme::ed25519,
 };
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
+use commonware_consensus::types::{Epoch, Epocher as _, FixedEpocher, ViewDelta};
+use commonware_cryptography::certificate::{Provider as SchemeProvider, Scoped, Verifier as _};
 use commonware_cryptography::{Digested, Digestible, Sha256, ed25519::PrivateKey};
+use commonware_p2p::utils::mux::{Builder as _, MuxHandle, Muxer};
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, Supervisor};
 use commonware_storage::archive::immutable;
 use commonware_utils::ordered::Set;
+use commonware_utils::vec::NonEmptyVec;
 use commonware_utils::{NZU16, NZU64, NZUsize, NonZeroDuration};
 use rand_core_cw::CryptoRng;
+use std::collections::BTreeMap;
 use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The p2p channel ids a validator registers.
@@ -61,8 +72,12 @@ pub const MAX_MESSAGE_BYTES: u32 = 17 * 1024 * 1024;
 /// Why a validator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("the signing key is not in the validator set")]
-    NotAValidator,
+    #[error(
+        "the validator set of epoch {epoch} is not known here (saved: {saved:?}); the data          directory lost its consensus records"
+    )]
+    UnknownCommittee { epoch: u64, saved: Option<u64> },
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// Timing and storage knobs for one validator.
@@ -104,22 +119,121 @@ pub struct Channels<S, R> {
     pub backfill: (S, R),
 }
 
-/// Epochs are not rotated yet: one epoch spans every height (see docs/design/consensus.md).
-const EPOCH_LENGTH: NonZeroU64 = NZU64!(1 << 60);
+/// Each epoch's consensus scheme, from the committees this validator learned: a signer where it
+/// is a member, a verifier where it is not (it follows finality without voting).
+#[derive(Clone)]
+pub struct EpochSchemes {
+    namespace: Arc<Vec<u8>>,
+    signer: PrivateKey,
+    by_epoch: Arc<Mutex<BTreeMap<u64, Scoped<ed25519::Scheme>>>>,
+}
+
+impl EpochSchemes {
+    pub fn new(namespace: &[u8], signer: PrivateKey) -> EpochSchemes {
+        EpochSchemes {
+            namespace: Arc::new(namespace.to_vec()),
+            signer,
+            by_epoch: Arc::default(),
+        }
+    }
+
+    /// Installs `epoch`'s committee and forgets epochs before the one preceding it (marshal
+    /// verifies certificates only from the epoch it is delivering onwards).
+    pub fn install(&self, epoch: u64, members: &[ValidatorKey]) {
+        let set = Set::from_iter_dedup(members.iter().cloned());
+        let scoped =
+            match ed25519::Scheme::signer(&self.namespace, set.clone(), self.signer.clone()) {
+                Some(signer) => Scoped::scheme(Arc::new(signer)),
+                None => Scoped::verifier(Arc::new(ed25519::Scheme::verifier(&self.namespace, set))),
+            };
+        let mut by_epoch = self.by_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        by_epoch.insert(epoch, scoped);
+        let keep_from = by_epoch
+            .last_key_value()
+            .map_or(0, |(e, _)| e.saturating_sub(1));
+        by_epoch.retain(|e, _| *e >= keep_from);
+    }
+
+    /// Whether this validator votes in `epoch`.
+    pub fn is_member(&self, epoch: u64) -> bool {
+        self.scheme(Epoch::new(epoch)).is_some()
+    }
+}
+
+impl SchemeProvider for EpochSchemes {
+    type Scope = Epoch;
+    type Scheme = ed25519::Scheme;
+
+    fn scoped(&self, epoch: Epoch) -> Option<Scoped<ed25519::Scheme>> {
+        self.by_epoch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&epoch.get())
+            .cloned()
+    }
+}
 
 /// Handles of a running validator's tasks.
 pub struct Running {
+    /// The epoch orchestrator: runs one simplex engine per epoch; ends if consensus stops.
     pub consensus: Handle<()>,
     pub marshal: Handle<()>,
 }
 
-/// Starts one validator. `participants` is the committee (from [`crate::validators`]).
+/// The epoch to run after a (re)start: the one after the last finalized block.
+///
+/// `saved` is what the host persisted when the validator entered its last epoch. At genesis
+/// (or an old data directory with nothing saved, still in epoch 0) the committee is
+/// `genesis_committee`; exactly at a boundary the next committee comes from the finalized
+/// state (the boundary block may have been finalized just before a crash that kept it from
+/// being saved).
+pub fn resume_epoch(
+    finalized: &State,
+    saved: Option<EpochStart>,
+    genesis_committee: &[ValidatorKey],
+) -> Result<EpochStart, StartError> {
+    use agora_ledger::epochs::{epoch_of, last_height_of};
+    let length = finalized.params().epoch_length_blocks.max(1);
+    let height = finalized.height();
+    let epoch = epoch_of(height.saturating_add(1), length);
+    if let Some(saved) = saved.as_ref().filter(|s| s.epoch == epoch) {
+        return Ok(saved.clone());
+    }
+    if epoch == 0 {
+        return Ok(EpochStart {
+            epoch,
+            members: genesis_committee.to_vec(),
+            floor: ChainBlock::genesis().digest(),
+        });
+    }
+    if height == last_height_of(epoch - 1, length) {
+        let previous = saved
+            .filter(|s| s.epoch + 1 == epoch)
+            .map_or_else(|| genesis_committee.to_vec(), |s| s.members);
+        return Ok(EpochStart {
+            epoch,
+            members: crate::app::next_committee(finalized, &previous),
+            floor: digest_of(&finalized.last_block()),
+        });
+    }
+    Err(StartError::UnknownCommittee {
+        epoch,
+        saved: saved.map(|s| s.epoch),
+    })
+}
+
+/// Starts one validator: marshal, block dissemination and backfill, and the orchestrator that
+/// runs simplex for the current epoch and switches to the next committee when an epoch's
+/// last block is finalized. `genesis_committee` is epoch 0's committee
+/// ([`crate::validators::committee_keys`] of the genesis state). A key outside the current
+/// committee runs as an observer: it follows finality and joins when the ledger makes it a
+/// member.
 #[allow(clippy::too_many_arguments)]
 pub async fn start<E, H, P, B, S, R>(
     context: E,
     config: EngineConfig,
     signer: PrivateKey,
-    participants: Vec<ValidatorKey>,
+    genesis_committee: Vec<ValidatorKey>,
     app: LedgerApp<H>,
     channels: Channels<S, R>,
     peers: P,
@@ -135,22 +249,39 @@ where
 {
     use commonware_cryptography::Signer as _;
     let me = signer.public_key();
-    let participants = Set::from_iter_dedup(participants);
     // The same ed25519 seed is this validator's Agora account: it signs the `Slash`
     // transactions for equivocation evidence it observes.
     if let Ok(seed) = <[u8; 32]>::try_from(signer.encode().as_ref()) {
         app.set_slasher(agora_types::SecretKey::from_bytes(seed));
     }
-    let evidence = EvidenceReporter::new(app.clone(), participants.clone());
-    let scheme = ed25519::Scheme::signer(&config.namespace, participants, signer)
-        .ok_or(StartError::NotAValidator)?;
+    let finalized = app.finalized();
+    let epoch_length =
+        NonZeroU64::new(finalized.params().epoch_length_blocks.max(1)).unwrap_or(NonZeroU64::MIN);
+    let first = resume_epoch(&finalized, app.host().current_epoch(), &genesis_committee)?;
+    app.host()
+        .save_epoch(&first)
+        .map_err(|e| StartError::Storage(e.to_string()))?;
+    app.record_epoch(first.epoch, first.members.clone());
+    let schemes = EpochSchemes::new(&config.namespace, signer);
+    schemes.install(first.epoch, &first.members);
+    // Boundaries finalized from now on; installed before marshal delivers anything.
+    let (next_epochs, epochs) = futures::channel::mpsc::unbounded();
+    {
+        let schemes = schemes.clone();
+        app.on_epoch(Arc::new(move |next: EpochStart| {
+            // Before the boundary is acknowledged: marshal may receive the new epoch's
+            // certificates at once.
+            schemes.install(next.epoch, &next.members);
+            let _ = next_epochs.unbounded_send(next);
+        }));
+    }
+
     let prefix = config.partition_prefix.clone();
     let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(1024));
     let mailbox_size = NZUsize!(config.mailbox_size.max(1));
-
     let marshal_config = MarshalConfig {
-        provider: ConstantProvider::<ed25519::Scheme, Epoch>::new(scheme.clone()),
-        epocher: FixedEpocher::new(EPOCH_LENGTH),
+        provider: schemes.clone(),
+        epocher: FixedEpocher::new(epoch_length),
         start: Start::Genesis({
             let genesis = ChainBlock::genesis();
             let digest = genesis.digest();
@@ -231,45 +362,246 @@ where
 
     let inline = Inline::new(
         context.child("inline"),
+        app.clone(),
+        mailbox.clone(),
+        FixedEpocher::new(epoch_length),
+    );
+    let orchestrator = Orchestrator {
+        context: context.child("epochs"),
+        config,
+        schemes,
         app,
-        mailbox,
-        FixedEpocher::new(EPOCH_LENGTH),
-    );
-    let reporter: Reporters<_, EvidenceReporter<H>> = (inline.clone(), Some(evidence)).into();
-    let engine = simplex::Engine::new(
-        context.child("simplex"),
-        simplex::config::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker,
-            automaton: inline.clone(),
-            relay: inline.clone(),
-            reporter,
-            strategy: Sequential,
-            partition: format!("{prefix}-simplex"),
-            mailbox_size,
-            epoch: Epoch::zero(),
-            floor: simplex::config::Floor::Genesis(ChainBlock::genesis().digest()),
-            replay_buffer: NZUsize!(1 << 20),
-            write_buffer: NZUsize!(1 << 20),
-            page_cache,
-            leader_timeout: config.leader_timeout,
-            certification_timeout: config.certification_timeout,
-            timeout_retry: config.timeout_retry,
-            view_retention: ViewDelta::new(256),
-            skip: SkipPolicy::Enabled {
-                timeout: config.certification_timeout * 2,
-                budget: SkipBudget::Participants,
-            },
-            fetch_timeout: NonZeroDuration::new(config.fetch_timeout)
-                .unwrap_or(NonZeroDuration::new(Duration::from_secs(1)).expect("non-zero")),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: ForwardPolicy::Disabled,
-            track_historical_votes: false,
-        },
-    );
-    let consensus = engine.start(channels.votes, channels.certificates, channels.resolver);
+        inline,
+        marshal: mailbox,
+        epocher: FixedEpocher::new(epoch_length),
+        blocker,
+        page_cache,
+    };
+    let consensus = context.child("orchestrator").spawn(move |_| {
+        orchestrator.run(
+            first,
+            epochs,
+            channels.votes,
+            channels.certificates,
+            channels.resolver,
+        )
+    });
     Ok(Running { consensus, marshal })
+}
+
+/// The simplex journal of an epoch (epoch 0 keeps the name it had before epochs rotated, so
+/// older data directories restart).
+fn simplex_partition(prefix: &str, epoch: u64) -> String {
+    if epoch == 0 {
+        format!("{prefix}-simplex")
+    } else {
+        format!("{prefix}-simplex-e{epoch}")
+    }
+}
+
+type Wrapper<E, H> = Inline<E, ed25519::Scheme, LedgerApp<H>, ChainBlock, FixedEpocher>;
+
+/// Runs one simplex engine at a time, for the current epoch, on epoch-numbered subchannels of
+/// the vote, certificate and resolver channels.
+struct Orchestrator<E: Clock + Send + Sync + 'static, H: Host, B> {
+    context: E,
+    config: EngineConfig,
+    schemes: EpochSchemes,
+    app: LedgerApp<H>,
+    inline: Wrapper<E, H>,
+    marshal: Mailbox<ed25519::Scheme, Standard<ChainBlock>>,
+    epocher: FixedEpocher,
+    blocker: B,
+    page_cache: CacheRef,
+}
+
+/// The subchannel handles of the three simplex channels.
+struct Muxes<S: Sender> {
+    votes: MuxHandle<S>,
+    certificates: MuxHandle<S>,
+    resolver: MuxHandle<S>,
+}
+
+/// The engine of the epoch being run.
+struct Active {
+    epoch: u64,
+    handle: Handle<()>,
+}
+
+impl<E, H, B> Orchestrator<E, H, B>
+where
+    E: Clock + CryptoRng + Spawner + Storage + Metrics + Supervisor,
+    H: Host,
+    B: Blocker<PublicKey = ValidatorKey>,
+{
+    async fn run<S, R>(
+        mut self,
+        first: EpochStart,
+        mut epochs: futures::channel::mpsc::UnboundedReceiver<EpochStart>,
+        votes: (S, R),
+        certificates: (S, R),
+        resolver: (S, R),
+    ) where
+        S: Sender<PublicKey = ValidatorKey>,
+        R: Receiver<PublicKey = ValidatorKey>,
+    {
+        use futures::{FutureExt as _, StreamExt as _};
+        // Messages of an epoch with no running engine land in the backups: from a later
+        // epoch they mean this validator missed the boundary's finalization.
+        let (mux, vote_handle, mut vote_backup) =
+            Muxer::builder(self.context.child("votes_mux"), votes.0, votes.1)
+                .with_backup()
+                .build();
+        mux.start();
+        let (mux, certificate_handle, mut certificate_backup) = Muxer::builder(
+            self.context.child("certificates_mux"),
+            certificates.0,
+            certificates.1,
+        )
+        .with_backup()
+        .build();
+        mux.start();
+        let (mux, resolver_handle) =
+            Muxer::new(self.context.child("resolver_mux"), resolver.0, resolver.1);
+        mux.start();
+        let mut muxes = Muxes {
+            votes: vote_handle,
+            certificates: certificate_handle,
+            resolver: resolver_handle,
+        };
+        let Some(mut active) = self.enter(&first, &mut muxes).await else {
+            return;
+        };
+        enum Event {
+            Next(Option<EpochStart>),
+            Ahead(u64, ValidatorKey),
+            Stopped,
+        }
+        loop {
+            let event = futures::select_biased! {
+                next = epochs.next() => Event::Next(next),
+                backup = vote_backup.recv().fuse() => match backup {
+                    Some((their_epoch, (from, _))) => Event::Ahead(their_epoch, from),
+                    None => Event::Stopped,
+                },
+                backup = certificate_backup.recv().fuse() => match backup {
+                    Some((their_epoch, (from, _))) => Event::Ahead(their_epoch, from),
+                    None => Event::Stopped,
+                },
+                _ = (&mut active.handle).fuse() => {
+                    tracing::error!(target: "agora::consensus", epoch = active.epoch,
+                        "consensus engine stopped");
+                    Event::Stopped
+                }
+            };
+            match event {
+                Event::Stopped | Event::Next(None) => return,
+                Event::Ahead(their_epoch, from) => self.behind(active.epoch, their_epoch, from),
+                Event::Next(Some(next)) => {
+                    if next.epoch <= active.epoch {
+                        continue;
+                    }
+                    let left = active.epoch;
+                    active.handle.abort();
+                    let _ = (&mut active.handle).await;
+                    let Some(entered) = self.enter(&next, &mut muxes).await else {
+                        return;
+                    };
+                    active = entered;
+                    // The old epoch's votes are of no use once its last block is final.
+                    let partition = simplex_partition(&self.config.partition_prefix, left);
+                    if let Err(error) = self.context.remove(&partition, None).await {
+                        tracing::debug!(target: "agora::consensus", %error, partition,
+                            "old epoch journal not removed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A peer sent a message of `their_epoch`: when that is ahead of ours it has finalized our
+    /// epoch's last block, so marshal fetches that finalization from it (delivering the
+    /// boundary moves this validator on).
+    fn behind(&mut self, our_epoch: u64, their_epoch: u64, from: ValidatorKey) {
+        if their_epoch <= our_epoch {
+            return;
+        }
+        if let Some(boundary) = self.epocher.last(Epoch::new(our_epoch)) {
+            tracing::debug!(target: "agora::consensus", our_epoch, their_epoch,
+                "a peer is in a later epoch; fetching our epoch's last finalization");
+            self.marshal
+                .hint_finalized(boundary, NonEmptyVec::new(from));
+        }
+    }
+
+    /// Starts simplex for `epoch` on its subchannels, voting where this validator is a member
+    /// and observing otherwise. `None` when the network is gone (shutting down).
+    async fn enter<S>(&mut self, epoch: &EpochStart, muxes: &mut Muxes<S>) -> Option<Active>
+    where
+        S: Sender<PublicKey = ValidatorKey>,
+    {
+        let Some(scoped) = self.schemes.scoped(Epoch::new(epoch.epoch)) else {
+            tracing::error!(target: "agora::consensus", epoch = epoch.epoch,
+                "no committee installed for the epoch");
+            return None;
+        };
+        let member = self.schemes.is_member(epoch.epoch);
+        let scheme = match scoped.clone().into_scheme() {
+            Some(signer) => signer.as_ref().clone(),
+            None => ed25519::Scheme::verifier(
+                &self.config.namespace,
+                Set::from_iter_dedup(epoch.members.iter().cloned()),
+            ),
+        };
+        let votes = muxes.votes.register(epoch.epoch).await.ok()?;
+        let certificates = muxes.certificates.register(epoch.epoch).await.ok()?;
+        let resolver = muxes.resolver.register(epoch.epoch).await.ok()?;
+        tracing::info!(target: "agora::consensus", epoch = epoch.epoch,
+            members = epoch.members.len(), voting = member, "entering epoch");
+        let participants = Set::from_iter_dedup(epoch.members.iter().cloned());
+        let evidence = EvidenceReporter::new(self.app.clone(), participants);
+        let reporter: Reporters<_, EvidenceReporter<H>> =
+            (self.inline.clone(), Some(evidence)).into();
+        let config = &self.config;
+        let engine = simplex::Engine::new(
+            self.context
+                .child("simplex")
+                .with_attribute("epoch", epoch.epoch),
+            simplex::config::Config {
+                scheme,
+                elector: RoundRobin::<Sha256>::default(),
+                blocker: self.blocker.clone(),
+                automaton: self.inline.clone(),
+                relay: self.inline.clone(),
+                reporter,
+                strategy: Sequential,
+                partition: simplex_partition(&config.partition_prefix, epoch.epoch),
+                mailbox_size: NZUsize!(config.mailbox_size.max(1)),
+                epoch: Epoch::new(epoch.epoch),
+                floor: simplex::config::Floor::Genesis(epoch.floor),
+                replay_buffer: NZUsize!(1 << 20),
+                write_buffer: NZUsize!(1 << 20),
+                page_cache: self.page_cache.clone(),
+                leader_timeout: config.leader_timeout,
+                certification_timeout: config.certification_timeout,
+                timeout_retry: config.timeout_retry,
+                view_retention: ViewDelta::new(256),
+                skip: SkipPolicy::Enabled {
+                    timeout: config.certification_timeout * 2,
+                    budget: SkipBudget::Participants,
+                },
+                fetch_timeout: NonZeroDuration::new(config.fetch_timeout)
+                    .unwrap_or(NonZeroDuration::new(Duration::from_secs(1)).expect("non-zero")),
+                fetch_retry_delay: Duration::from_millis(100),
+                forward: ForwardPolicy::Disabled,
+                track_historical_votes: false,
+            },
+        );
+        Some(Active {
+            epoch: epoch.epoch,
+            handle: engine.start(votes, certificates, resolver),
+        })
+    }
 }
 
 fn archive_config<C>(name: &str, page_cache: &CacheRef, codec_config: C) -> immutable::Config<C> {

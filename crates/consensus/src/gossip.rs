@@ -213,7 +213,8 @@ pub fn bad_signatures(txs: &[SignedTx]) -> std::collections::BTreeSet<usize> {
     bad_signatures_of(&txs.iter().collect::<Vec<_>>())
 }
 
-fn bad_signatures_of(txs: &[&SignedTx]) -> std::collections::BTreeSet<usize> {
+/// [`bad_signatures`] over borrowed transactions (no copies of a batch the caller keeps).
+pub fn bad_signatures_of(txs: &[&SignedTx]) -> std::collections::BTreeSet<usize> {
     let mut batch = BatchVerifier::new();
     for stx in txs {
         batch.queue(

@@ -3,7 +3,7 @@
 //! Used by the simulation tests and the in-process benchmark; the node implements [`Host`] over
 //! its redb store instead.
 
-use crate::app::{CommitError, Host};
+use crate::app::{CommitError, EpochStart, Host};
 use crate::gossip::Verdict;
 use crate::mempool::{AdmitError, Mempool, MempoolLimits};
 use agora_ledger::{Applied, Event, State, TxError};
@@ -19,6 +19,8 @@ pub struct Finalized {
     pub state_root: Hash,
     pub txs: Vec<Hash>,
     pub timestamp_ms: u64,
+    /// The validator that proposed the block.
+    pub proposer: Address,
     /// `(offender, amount)` of every slash the block carried out.
     pub slashed: Vec<(Address, Amount)>,
 }
@@ -32,6 +34,7 @@ struct Inner {
     mempool: Mempool,
     finalized: Vec<Finalized>,
     state: Arc<State>,
+    epoch: Option<EpochStart>,
 }
 
 #[derive(Clone)]
@@ -48,6 +51,7 @@ impl MemHost {
                 mempool: Mempool::new(limits),
                 finalized: Vec::new(),
                 state: Arc::new(genesis),
+                epoch: None,
             })),
         }
     }
@@ -168,6 +172,7 @@ impl Host for MemHost {
             state_root: state.root(),
             txs: block.txs.iter().map(SignedTx::id).collect(),
             timestamp_ms: block.header.timestamp_ms,
+            proposer: block.header.proposer,
             slashed: applied
                 .events
                 .iter()
@@ -187,6 +192,15 @@ impl Host for MemHost {
             hook(block);
         }
         Ok(())
+    }
+
+    fn save_epoch(&self, epoch: &EpochStart) -> Result<(), CommitError> {
+        self.lock().epoch = Some(epoch.clone());
+        Ok(())
+    }
+
+    fn current_epoch(&self) -> Option<EpochStart> {
+        self.lock().epoch.clone()
     }
 }
 

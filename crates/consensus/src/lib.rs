@@ -37,7 +37,9 @@ pub mod network;
 pub mod sim;
 pub mod validators;
 
-pub use app::{AppConfig, CommitError, ConsensusContext, Host, LedgerApp, Schedule, ValidatorKey};
+pub use app::{
+    AppConfig, CommitError, ConsensusContext, EpochStart, Host, LedgerApp, Schedule, ValidatorKey,
+};
 pub use block::{ChainBlock, Digest};
 pub use engine::{Channels, EngineConfig, Running, StartError, channel};
 pub use host::{Finalized, MemHost};

@@ -63,6 +63,27 @@ pub(crate) fn spawn_gossip<E: Runtime, S, R, B>(
     });
 }
 
+/// The subchannel of `epoch` on a simplex channel (votes, certificates, resolver): what the
+/// engine's orchestrator uses, for a test that drives a hand-made (e.g. Byzantine) engine.
+pub async fn epoch_subchannel<E, S, R>(
+    ctx: &E,
+    (sender, receiver): (S, R),
+    epoch: u64,
+) -> (
+    commonware_p2p::utils::mux::SubSender<S>,
+    commonware_p2p::utils::mux::SubReceiver<ValidatorKey>,
+)
+where
+    E: Spawner + Metrics + Supervisor,
+    S: commonware_p2p::Sender<PublicKey = ValidatorKey>,
+    R: commonware_p2p::Receiver<PublicKey = ValidatorKey>,
+{
+    let (mux, mut handle) =
+        commonware_p2p::utils::mux::Muxer::new(ctx.child("mux"), sender, receiver);
+    mux.start();
+    handle.register(epoch).await.expect("fresh muxer")
+}
+
 /// A validator in the simulation.
 pub struct SimValidator {
     pub key: SecretKey,
@@ -208,7 +229,8 @@ impl<E: Runtime> Sim<E> {
         self.validators[i].app = Some(app.clone());
         let mut config = self.engine_config.clone();
         config.partition_prefix = format!("validator{i}");
-        let participants = self.participants.clone();
+        let genesis_committee =
+            crate::validators::committee_keys(&self.genesis).expect("genesis has validators");
         let manager = self.oracle.manager();
         let handle =
             context
@@ -220,7 +242,7 @@ impl<E: Runtime> Sim<E> {
                         ctx,
                         config,
                         signer,
-                        participants,
+                        genesis_committee,
                         app,
                         channels,
                         manager,

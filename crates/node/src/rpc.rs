@@ -145,6 +145,19 @@ fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes,
     })
 }
 
+/// A transaction from the hex of its canonical encoding.
+fn tx_from_hex(hex_tx: &str) -> Result<SignedTx, ApiError> {
+    let raw =
+        hex::decode(hex_tx.trim()).map_err(|_| ApiError::bad("bad_hex", "tx is not valid hex"))?;
+    tx_from_bytes(&raw)
+}
+
+/// A transaction from its canonical encoding (the bounded decoder).
+fn tx_from_bytes(raw: &[u8]) -> Result<SignedTx, ApiError> {
+    SignedTx::decode(raw)
+        .map_err(|e| ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}")))
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct SubmitRequest {
     /// Hex of the canonical encoding of a signed transaction.
@@ -167,16 +180,14 @@ async fn submit_tx(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/octet-stream"));
-    let raw = if is_binary {
-        body.to_vec()
+    let stx = if is_binary {
+        tx_from_bytes(&body)?
     } else {
         let req: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad("bad_json", format!("expected {{\"tx\": \"<hex>\"}}: {e}"))
         })?;
-        hex::decode(req.tx.trim()).map_err(|_| ApiError::bad("bad_hex", "tx is not valid hex"))?
+        tx_from_hex(&req.tx)?
     };
-    let stx = SignedTx::decode(&raw)
-        .map_err(|e| ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}")))?;
     let id = {
         let mut chain = shared.chain.lock().map_err(ApiError::internal)?;
         chain.submit(stx)?
@@ -221,23 +232,10 @@ async fn submit_batch(
             ),
         ));
     }
-    let decoded: Vec<Result<SignedTx, ApiError>> = req
-        .txs
-        .iter()
-        .map(|h| {
-            let raw = hex::decode(h.trim())
-                .map_err(|_| ApiError::bad("bad_hex", "tx is not valid hex"))?;
-            SignedTx::decode(&raw).map_err(|e| {
-                ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}"))
-            })
-        })
-        .collect();
+    let decoded: Vec<Result<SignedTx, ApiError>> = req.txs.iter().map(|h| tx_from_hex(h)).collect();
     // One batch verification, outside the chain lock.
-    let good: Vec<SignedTx> = decoded
-        .iter()
-        .filter_map(|d| d.as_ref().ok().cloned())
-        .collect();
-    let bad = agora_consensus::gossip::bad_signatures(&good);
+    let good: Vec<&SignedTx> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
+    let bad = agora_consensus::gossip::bad_signatures_of(&good);
     let results: Vec<serde_json::Value> = {
         let mut chain = shared.chain.lock().map_err(ApiError::internal)?;
         let mut index = 0;

@@ -185,6 +185,21 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a small named value next to the chain (consensus bookkeeping).
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        w.open_table(META)?.insert(key, value)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// A value written with [`Store::put_meta`].
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let read = self.db.begin_read()?;
+        let m = read.open_table(META)?;
+        Ok(m.get(key)?.map(|v| v.value().to_vec()))
+    }
+
     pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
         let read = self.db.begin_read()?;
         let t = read.open_table(BLOCKS)?;

@@ -10,7 +10,9 @@
 use crate::chain::Chain;
 use crate::{NodeConfig, Shared, config, rpc, store};
 use agora_consensus::gossip::{self, Verdict};
-use agora_consensus::{AppConfig, CommitError, EngineConfig, Host, LedgerApp, channel, engine};
+use agora_consensus::{
+    AppConfig, CommitError, EngineConfig, EpochStart, Host, LedgerApp, channel, engine,
+};
 use agora_ledger::{Applied, State, TxError};
 use agora_types::{Address, Block, Hash, SecretKey, SignedTx};
 use commonware_cryptography::ed25519;
@@ -91,7 +93,34 @@ impl Host for NodeHost {
         }
         Ok(())
     }
+
+    fn save_epoch(&self, epoch: &EpochStart) -> Result<(), CommitError> {
+        let chain = self
+            .shared
+            .chain
+            .lock()
+            .map_err(|e| CommitError::Storage(e.to_string()))?;
+        chain
+            .store()
+            .put_meta(EPOCH_KEY, &epoch.to_bytes())
+            .map_err(|e| CommitError::Storage(e.to_string()))
+    }
+
+    fn current_epoch(&self) -> Option<EpochStart> {
+        let bytes = self
+            .shared
+            .chain
+            .lock()
+            .ok()?
+            .store()
+            .meta(EPOCH_KEY)
+            .ok()??;
+        EpochStart::from_bytes(&bytes)
+    }
 }
+
+/// Where the node's store keeps the epoch the validator entered last.
+const EPOCH_KEY: &str = "consensus_epoch";
 
 /// One validator peer in the validator config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +181,22 @@ pub enum ValidatorError {
 }
 
 impl ValidatorConfig {
+    /// The peers as the validator network tracks them: consensus key -> socket address.
+    pub fn peer_map(
+        &self,
+    ) -> Result<Map<ed25519::PublicKey, PeerAddress>, agora_consensus::validators::CommitteeError>
+    {
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| {
+                let key = agora_consensus::validators::key_of(&p.address)?;
+                Ok((key, PeerAddress::Symmetric(p.endpoint)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Map::from_iter_dedup(peers))
+    }
+
     pub fn load(path: &Path) -> Result<ValidatorConfig, ValidatorError> {
         let err = |message: String| ValidatorError::ValidatorConfig {
             path: path.display().to_string(),
@@ -300,13 +345,7 @@ fn run_until(
             engine::MAX_MESSAGE_BYTES,
         );
         let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
-        let mut peers = Vec::new();
-        for p in &vcfg.peers {
-            let k = agora_consensus::validators::key_of(&p.address)?;
-            peers.push((k, PeerAddress::Symmetric(p.endpoint)));
-        }
-        let peers: Map<ed25519::PublicKey, PeerAddress> = Map::from_iter_dedup(peers);
-        let _ = oracle.track(0, peers);
+        let _ = oracle.track(0, vcfg.peer_map()?);
         let mut reg = |ch| network.register(ch, QUOTA);
         let channels = agora_consensus::Channels {
             votes: reg(channel::VOTES),
@@ -432,37 +471,34 @@ mod tests {
     use crate::testnet::{TestnetPorts, write};
     use std::io::{Read, Write};
 
-    fn status(rpc: SocketAddr) -> Option<serde_json::Value> {
+    /// `GET path` on a node's RPC, the JSON body (`None` while the node is not up).
+    fn get_json(rpc: SocketAddr, path: &str) -> Option<serde_json::Value> {
         let mut s = std::net::TcpStream::connect_timeout(&rpc, Duration::from_secs(1)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let body = text.split("\r\n\r\n").nth(1)?;
-        serde_json::from_str(body).ok()
-    }
-
-    fn block_json(rpc: &SocketAddr, height: u64) -> Option<String> {
-        let mut s = std::net::TcpStream::connect(rpc).ok()?;
         write!(
             s,
-            "GET /v1/blocks/{height} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
-        let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
-        Some(body.to_string())
+        serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()
     }
 
-    /// Starts `which` validators of a freshly written 4-validator testnet in this process.
+    fn status(rpc: SocketAddr) -> Option<serde_json::Value> {
+        get_json(rpc, "/v1/status")
+    }
+
+    /// Writes a 4-validator testnet (RPC ports from `rpc_base`, p2p from `p2p_base`) in a
+    /// temporary directory and starts validators `which` of it in this process.
     fn start_validators(
-        dir: &Path,
-        ports: TestnetPorts,
+        rpc_base: u16,
+        p2p_base: u16,
         which: std::ops::Range<usize>,
-    ) -> crate::testnet::Testnet {
-        let net = write(dir, 4, ports, "pw", 8).unwrap();
+    ) -> (tempfile::TempDir, crate::testnet::Testnet) {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = TestnetPorts { rpc_base, p2p_base };
+        let net = write(dir.path(), 4, ports, "pw", 8).unwrap();
         for node in &net.nodes[which] {
             let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap();
             let mut vcfg = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
@@ -472,11 +508,12 @@ mod tests {
                 let _ = run(cfg, vcfg, key);
             });
         }
-        net
+        (dir, net)
     }
 
-    /// Waits until the validators at `rpcs` reach `height`; their blocks at it, all equal.
-    fn same_block_at(rpcs: &[SocketAddr], height: u64) -> String {
+    /// Waits until the validators at `rpcs` reach `height` and checks their blocks at it are
+    /// the same.
+    fn same_block_at(rpcs: &[SocketAddr], height: u64) {
         let mut heights = vec![0u64; rpcs.len()];
         for _ in 0..900 {
             for (i, rpc) in rpcs.iter().enumerate() {
@@ -492,26 +529,24 @@ mod tests {
         assert!(heights.iter().all(|h| *h >= height), "heights {heights:?}");
         let ids: Vec<String> = rpcs
             .iter()
-            .map(|rpc| block_json(rpc, height).expect("block"))
+            .map(|rpc| {
+                get_json(*rpc, &format!("/v1/blocks/{height}"))
+                    .expect("block")
+                    .to_string()
+            })
             .collect();
         assert!(
             ids.iter().all(|b| *b == ids[0]),
             "validators finalized different blocks at {height}"
         );
         assert!(ids[0].len() > 20);
-        ids[0].clone()
     }
 
     /// Four validator nodes (redb store, RPC, authenticated p2p over loopback TCP) in one
     /// process, each on its own commonware tokio runtime: they finalize the same blocks.
     #[test]
     fn four_node_validators_on_loopback_finalize_the_same_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = TestnetPorts {
-            rpc_base: 38_645,
-            p2p_base: 39_645,
-        };
-        let net = start_validators(dir.path(), ports, 0..4);
+        let (_dir, net) = start_validators(38_645, 39_645, 0..4);
         same_block_at(&net.rpc, 3);
     }
 
@@ -522,12 +557,7 @@ mod tests {
     #[test]
     fn oversized_and_malformed_messages_from_a_validator_peer_are_refused() {
         use commonware_p2p::{Recipients, Sender as _};
-        let dir = tempfile::tempdir().unwrap();
-        let ports = TestnetPorts {
-            rpc_base: 38_745,
-            p2p_base: 39_745,
-        };
-        let net = start_validators(dir.path(), ports, 0..3);
+        let (_dir, net) = start_validators(38_745, 39_745, 0..3);
         let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml"))).unwrap();
         let vcfg = ValidatorConfig::load(&net.nodes[3].join("validator.toml")).unwrap();
         let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
@@ -545,14 +575,7 @@ mod tests {
                     2 * engine::MAX_MESSAGE_BYTES,
                 );
                 let (mut network, mut oracle) = lookup::Network::new(context.child("p2p"), p2p_cfg);
-                let peers: Map<ed25519::PublicKey, PeerAddress> =
-                    Map::from_iter_dedup(vcfg.peers.iter().map(|p| {
-                        (
-                            agora_consensus::validators::key_of(&p.address).unwrap(),
-                            PeerAddress::Symmetric(p.endpoint),
-                        )
-                    }));
-                let _ = oracle.track(0, peers);
+                let _ = oracle.track(0, vcfg.peer_map().unwrap());
                 let (mut votes, _in) = network.register(channel::VOTES, QUOTA);
                 network.start();
                 let oversized = vec![7u8; engine::MAX_MESSAGE_BYTES as usize + 1024];
@@ -561,8 +584,12 @@ mod tests {
                     let _ = report.send(("oversized", to.len()));
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
+                // Undecodable votes on epoch 0's subchannel (the leading varint 0 is the
+                // subchannel the validators' orchestrators read epoch 0's votes from).
+                let mut garbage = vec![0u8];
+                garbage.extend_from_slice(&[0xff; 64]);
                 loop {
-                    let to = votes.send(Recipients::All, vec![0xff; 64], false);
+                    let to = votes.send(Recipients::All, garbage.clone(), false);
                     if report.send(("garbage", to.len())).is_err() {
                         break;
                     }

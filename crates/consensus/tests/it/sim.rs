@@ -281,7 +281,7 @@ fn killed_and_restarted_validator_catches_up() {
 #[test]
 fn equivocating_validator_never_splits_finality() {
     use agora_consensus::channel;
-    use agora_consensus::sim::{QUOTA, signer_of};
+    use agora_consensus::sim::{QUOTA, epoch_subchannel, signer_of};
     use commonware_consensus::simplex::elector::RoundRobin;
     use commonware_consensus::simplex::mocks::{equivocator, relay};
     use commonware_consensus::simplex::scheme::ed25519;
@@ -304,11 +304,22 @@ fn equivocating_validator_never_splits_finality() {
         // proposals for the same view and sends one to a victim, the other to everyone else.
         let byzantine = &sim.validators[3];
         let control = sim.oracle.control(byzantine.public.clone());
-        let votes = control.register(channel::VOTES, QUOTA).await.unwrap();
-        let certificates = control
-            .register(channel::CERTIFICATES, QUOTA)
-            .await
-            .unwrap();
+        // Epoch 0's subchannels, as the honest validators' orchestrators frame them.
+        let votes = epoch_subchannel(
+            &context,
+            control.register(channel::VOTES, QUOTA).await.unwrap(),
+            0,
+        )
+        .await;
+        let certificates = epoch_subchannel(
+            &context,
+            control
+                .register(channel::CERTIFICATES, QUOTA)
+                .await
+                .unwrap(),
+            0,
+        )
+        .await;
         let scheme = ed25519::Scheme::signer(
             &sim.engine_config.namespace,
             Set::from_iter_dedup(sim.participants.clone()),
@@ -551,9 +562,13 @@ fn staking_changes_the_validator_set_at_the_epoch_boundary() {
             balance: Amount::from_agr(100),
         }));
         let state = genesis.into_state().expect("valid genesis");
-        let mut sim = Sim::new(&context, state.clone(), keys.clone(), LINK).await;
+        // The newcomer runs a node from the start (index 4): outside the committee it follows
+        // finality as an observer until the ledger makes it a member.
+        let mut everyone = keys.clone();
+        everyone.push(newcomer.clone());
+        let mut sim = Sim::new(&context, state.clone(), everyone, LINK).await;
         fast(&mut sim);
-        for i in 0..4 {
+        for i in 0..5 {
             sim.start(&context, i).await;
         }
         let mut txs = TxFactory::new(state.chain_id(), state.params().min_fee);
@@ -623,6 +638,50 @@ fn staking_changes_the_validator_set_at_the_epoch_boundary() {
         for k in &keys[..3] {
             assert!(next.contains(&key_of(&k.public())));
         }
+        // The running engines switched: validator 3 (out) is crashed and validator 0 too, so
+        // validators 1, 2 and the newcomer are exactly a quorum of the new committee of four:
+        // the chain goes on only if the newcomer votes, and it proposes blocks in its turn.
+        let change_height = change_epoch * 10;
+        assert!(
+            sim.wait_height(
+                &context,
+                &[0, 1, 2, 4],
+                change_height + 2,
+                Duration::from_secs(120)
+            )
+            .await,
+            "the new committee did not finalize its first blocks"
+        );
+        sim.crash(3).await;
+        sim.crash(0).await;
+        let target = change_height + 25;
+        assert!(
+            sim.wait_height(&context, &[1, 2, 4], target, Duration::from_secs(300))
+                .await,
+            "validators 1, 2 and the newcomer stopped at {}: the newcomer does not vote",
+            sim.validators[4].host.height()
+        );
+        assert_same_chain(&sim, &[1, 2, 4]);
+        let blocks = sim.validators[4].host.finalized();
+        let after: Vec<_> = blocks
+            .iter()
+            .filter(|f| f.height >= change_height)
+            .collect();
+        assert!(
+            after.iter().any(|f| f.proposer == newcomer.public()),
+            "the newcomer proposed no block after joining"
+        );
+        assert!(
+            after.iter().all(|f| f.proposer != keys[3].public()),
+            "validator 3 proposed after leaving the committee"
+        );
+        assert!(
+            blocks
+                .iter()
+                .filter(|f| f.height < change_height)
+                .all(|f| f.proposer != newcomer.public()),
+            "the newcomer proposed before its epoch"
+        );
     });
 }
 
@@ -636,7 +695,7 @@ fn staking_changes_the_validator_set_at_the_epoch_boundary() {
 #[test]
 fn equivocating_validator_is_slashed_identically_on_every_replica() {
     use agora_consensus::channel;
-    use agora_consensus::sim::{QUOTA, signer_of};
+    use agora_consensus::sim::{QUOTA, epoch_subchannel, signer_of};
     use commonware_consensus::simplex::mocks::conflicter;
     use commonware_consensus::simplex::scheme::ed25519;
     use commonware_cryptography::Sha256;
@@ -690,7 +749,12 @@ fn equivocating_validator_is_slashed_identically_on_every_replica() {
         }
         let byzantine = &sim.validators[3];
         let control = sim.oracle.control(byzantine.public.clone());
-        let votes = control.register(channel::VOTES, QUOTA).await.unwrap();
+        let votes = epoch_subchannel(
+            &context,
+            control.register(channel::VOTES, QUOTA).await.unwrap(),
+            0,
+        )
+        .await;
         let scheme = ed25519::Scheme::signer(
             &sim.engine_config.namespace,
             Set::from_iter_dedup(sim.participants.clone()),
