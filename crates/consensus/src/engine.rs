@@ -119,13 +119,16 @@ pub struct Channels<S, R> {
     pub backfill: (S, R),
 }
 
+/// An epoch's scheme and whether it can sign (this validator is a member).
+type EngineScheme = (Arc<ed25519::Scheme>, bool);
+
 /// Each epoch's consensus scheme, from the committees this validator learned: a signer where it
 /// is a member, a verifier where it is not (it follows finality without voting).
 #[derive(Clone)]
 pub struct EpochSchemes {
     namespace: Arc<Vec<u8>>,
     signer: PrivateKey,
-    by_epoch: Arc<Mutex<BTreeMap<u64, Scoped<ed25519::Scheme>>>>,
+    by_epoch: Arc<Mutex<BTreeMap<u64, EngineScheme>>>,
 }
 
 impl EpochSchemes {
@@ -141,22 +144,29 @@ impl EpochSchemes {
     /// verifies certificates only from the epoch it is delivering onwards).
     pub fn install(&self, epoch: u64, members: &[ValidatorKey]) {
         let set = Set::from_iter_dedup(members.iter().cloned());
-        let scoped =
+        let scheme =
             match ed25519::Scheme::signer(&self.namespace, set.clone(), self.signer.clone()) {
-                Some(signer) => Scoped::scheme(Arc::new(signer)),
-                None => Scoped::verifier(Arc::new(ed25519::Scheme::verifier(&self.namespace, set))),
+                Some(signer) => (Arc::new(signer), true),
+                None => (
+                    Arc::new(ed25519::Scheme::verifier(&self.namespace, set)),
+                    false,
+                ),
             };
         let mut by_epoch = self.by_epoch.lock().unwrap_or_else(|e| e.into_inner());
-        by_epoch.insert(epoch, scoped);
+        by_epoch.insert(epoch, scheme);
         let keep_from = by_epoch
             .last_key_value()
             .map_or(0, |(e, _)| e.saturating_sub(1));
         by_epoch.retain(|e, _| *e >= keep_from);
     }
 
-    /// Whether this validator votes in `epoch`.
-    pub fn is_member(&self, epoch: u64) -> bool {
-        self.scheme(Epoch::new(epoch)).is_some()
+    /// `epoch`'s scheme for its simplex engine and whether it signs (this validator votes).
+    fn engine_scheme(&self, epoch: u64) -> Option<EngineScheme> {
+        self.by_epoch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&epoch)
+            .cloned()
     }
 }
 
@@ -165,11 +175,12 @@ impl SchemeProvider for EpochSchemes {
     type Scheme = ed25519::Scheme;
 
     fn scoped(&self, epoch: Epoch) -> Option<Scoped<ed25519::Scheme>> {
-        self.by_epoch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&epoch.get())
-            .cloned()
+        let (scheme, signs) = self.engine_scheme(epoch.get())?;
+        Some(if signs {
+            Scoped::scheme(scheme)
+        } else {
+            Scoped::verifier(scheme)
+        })
     }
 }
 
@@ -540,18 +551,10 @@ where
     where
         S: Sender<PublicKey = ValidatorKey>,
     {
-        let Some(scoped) = self.schemes.scoped(Epoch::new(epoch.epoch)) else {
+        let Some((scheme, member)) = self.schemes.engine_scheme(epoch.epoch) else {
             tracing::error!(target: "agora::consensus", epoch = epoch.epoch,
                 "no committee installed for the epoch");
             return None;
-        };
-        let member = self.schemes.is_member(epoch.epoch);
-        let scheme = match scoped.clone().into_scheme() {
-            Some(signer) => signer.as_ref().clone(),
-            None => ed25519::Scheme::verifier(
-                &self.config.namespace,
-                Set::from_iter_dedup(epoch.members.iter().cloned()),
-            ),
         };
         let votes = muxes.votes.register(epoch.epoch).await.ok()?;
         let certificates = muxes.certificates.register(epoch.epoch).await.ok()?;
@@ -568,7 +571,7 @@ where
                 .child("simplex")
                 .with_attribute("epoch", epoch.epoch),
             simplex::config::Config {
-                scheme,
+                scheme: scheme.as_ref().clone(),
                 elector: RoundRobin::<Sha256>::default(),
                 blocker: self.blocker.clone(),
                 automaton: self.inline.clone(),
