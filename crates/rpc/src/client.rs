@@ -148,7 +148,10 @@ impl ChainClient {
     }
 
     /// The finalized block at `height` as (signed transaction, receipt) pairs; `None` above the tip.
-    pub async fn block_txs(&self, height: u64) -> Result<Option<Vec<(SignedTx, Receipt)>>, ChainError> {
+    pub async fn block_txs(
+        &self,
+        height: u64,
+    ) -> Result<Option<Vec<(SignedTx, Receipt)>>, ChainError> {
         let Some(b) = self.block(height, BlockTxs::Full).await? else {
             return Ok(None);
         };
@@ -160,7 +163,8 @@ impl ChainClient {
 
     /// A transaction's status; `None` when the node knows nothing of it.
     pub async fn tx(&self, id: &Hash) -> Result<Option<TxView>, ChainError> {
-        self.get(&fill(paths::TX, "{id}", id), MAX_ANSWER_BYTES).await
+        self.get(&fill(paths::TX, "{id}", id), MAX_ANSWER_BYTES)
+            .await
     }
 
     /// Submits one signed transaction; the node's answer.
@@ -185,7 +189,11 @@ impl ChainClient {
     }
 
     /// Polls until the transaction is in a finalized block; its final view.
-    pub async fn wait_final_view(&self, id: &Hash, timeout: Duration) -> Result<TxView, ChainError> {
+    pub async fn wait_final_view(
+        &self,
+        id: &Hash,
+        timeout: Duration,
+    ) -> Result<TxView, ChainError> {
         let start = tokio::time::Instant::now();
         while start.elapsed() < timeout {
             if let Some(v @ TxView::Final { .. }) = self.tx(id).await? {
@@ -202,7 +210,9 @@ impl ChainClient {
             TxView::Final {
                 receipt: Some(r), ..
             } => Ok(r),
-            _ => Err(ChainError::BadAnswer(format!("final transaction {id} has no receipt"))),
+            _ => Err(ChainError::BadAnswer(format!(
+                "final transaction {id} has no receipt"
+            ))),
         }
     }
 
@@ -242,10 +252,7 @@ impl ChainClient {
         };
         let mut resp = req.send().await.map_err(unreachable)?;
         let too_large = || ChainError::BadAnswer(format!("answer exceeds {limit} bytes"));
-        if resp
-            .content_length()
-            .is_some_and(|n| n > limit as u64)
-        {
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
         let mut body = Vec::new();

@@ -17,5 +17,5 @@ pub use api::{
     ErrorBody, ErrorDetail, ModelView, ProviderView, StateRootView, StatusView, SubmitRequest,
     SubmitResponse, TxView, Unbonding, paths,
 };
-pub use client::{ChainClient, ChainError, ChainInfo};
+pub use client::{ChainClient, ChainError, ChainInfo, MAX_ANSWER_BYTES};
 pub use sender::TxSender;

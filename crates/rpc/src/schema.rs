@@ -2,8 +2,8 @@
 //! free of any documentation dependency, so their schemas are written here, next to the API.
 
 use std::borrow::Cow;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 fn string(pattern: &str, description: &str) -> RefOr<Schema> {
