@@ -1,8 +1,8 @@
-//! The contract between gateways and providers: wire protocol, prices, receipts, and the ledger RPC client both sides use.
+//! The contract between gateways and providers: wire protocol, prices, receipts; the ledger RPC client both sides use comes from `agora-rpc`.
 //!
 //! Kept apart from `agora-provider` so a gateway links no inference engine: [`protocol`] is what
-//! travels over the overlay, [`chain`] is how either side reads the ledger and submits
-//! transactions through a node's RPC.
+//! travels over the overlay, [`chain`] re-exports how either side reads the ledger and
+//! submits transactions through a node's RPC (`agora-rpc`).
 
 pub mod chain;
 pub mod protocol;

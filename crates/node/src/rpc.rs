@@ -1,4 +1,5 @@
-//! The node's JSON HTTP API (documented in `docs/rpc-openapi.yaml`).
+//! The node's JSON HTTP API: the handlers of `agora-rpc`'s routes, answering with its types
+//! (`docs/rpc-openapi.yaml` is generated from them).
 //!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with a fitting status. Request
 //! bodies are capped before they are read; transactions are decoded with the bounded decoder.
@@ -7,6 +8,11 @@
 use crate::Shared;
 use agora_consensus::AdmitError;
 use agora_ledger::TxError;
+use agora_rpc::api::{
+    Accepted, AccountView, BatchRequest, BatchResponse, BatchResult, BlockTxs, BlockView,
+    ChannelView, ErrorBody, ErrorDetail, ModelView, ProviderView, StateRootView, StatusView,
+    SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
+};
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Decode, Hash, SignedTx};
 use axum::body::Bytes;
@@ -16,8 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use std::sync::Arc;
 
 /// Largest request body read at all (a hex-encoded maximal transaction in JSON fits).
@@ -31,19 +36,19 @@ pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn app(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/txs", post(submit_tx))
+        .route(paths::STATUS, get(status))
+        .route(paths::SUBMIT_TX, post(submit_tx))
         .route(
-            "/v1/txs/batch",
+            paths::SUBMIT_BATCH,
             post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
-        .route("/v1/txs/{id}", get(get_tx))
-        .route("/v1/accounts/{address}", get(get_account))
-        .route("/v1/providers/{address}", get(get_provider))
-        .route("/v1/models/{sha256}", get(get_model))
-        .route("/v1/channels/{id}", get(get_channel))
-        .route("/v1/blocks/{height}", get(get_block))
-        .route("/v1/state_root", get(state_root))
+        .route(paths::TX, get(get_tx))
+        .route(paths::ACCOUNT, get(get_account))
+        .route(paths::PROVIDER, get(get_provider))
+        .route(paths::MODEL, get(get_model))
+        .route(paths::CHANNEL, get(get_channel))
+        .route(paths::BLOCK, get(get_block))
+        .route(paths::STATE_ROOT, get(state_root))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -77,6 +82,14 @@ impl ApiError {
             format!("{what} not found"),
         )
     }
+    fn body(self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        }
+    }
     fn internal(e: impl std::fmt::Display) -> Self {
         // Details go to the log, not to the client.
         tracing::error!(target: "agora::rpc", error = %e, "internal error");
@@ -90,11 +103,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -158,18 +167,6 @@ fn tx_from_bytes(raw: &[u8]) -> Result<SignedTx, ApiError> {
         .map_err(|e| ApiError::bad("bad_encoding", format!("cannot decode transaction: {e}")))
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct SubmitRequest {
-    /// Hex of the canonical encoding of a signed transaction.
-    pub tx: String,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct SubmitResponse {
-    pub id: Hash,
-    pub status: String,
-}
-
 async fn submit_tx(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -195,14 +192,8 @@ async fn submit_tx(
     shared.new_tx.notify_one();
     Ok(Json(SubmitResponse {
         id,
-        status: "pending".into(),
+        status: Accepted::Pending,
     }))
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct BatchRequest {
-    /// Hex of each signed transaction's canonical encoding.
-    pub txs: Vec<String>,
 }
 
 /// Submits many transactions with one batched signature check and one mempool lock. Each
@@ -211,7 +202,7 @@ pub struct BatchRequest {
 async fn submit_batch(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<BatchResponse> {
     let body = read_body(body, MAX_BATCH_BODY_BYTES)?;
     let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(
@@ -236,7 +227,7 @@ async fn submit_batch(
     // One batch verification, outside the chain lock.
     let good: Vec<&SignedTx> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
     let bad = agora_consensus::gossip::bad_signatures_of(&good);
-    let results: Vec<serde_json::Value> = {
+    let results: Vec<BatchResult> = {
         let mut chain = shared.chain.lock().map_err(ApiError::internal)?;
         let mut index = 0;
         decoded
@@ -251,36 +242,40 @@ async fn submit_batch(
                     chain.submit_signature_checked(stx).map_err(ApiError::from)
                 });
                 match outcome {
-                    Ok(id) => json!({"id": id, "status": "pending"}),
-                    Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+                    Ok(id) => BatchResult::Accepted(SubmitResponse {
+                        id,
+                        status: Accepted::Pending,
+                    }),
+                    Err(e) => BatchResult::Refused(e.body()),
                 }
             })
             .collect()
     };
     shared.new_tx.notify_one();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(BatchResponse { results }))
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
+async fn status(State(shared): State<Arc<Shared>>) -> ApiResult<StatusView> {
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let s = chain.state();
-    Ok(Json(json!({
-        "chain_id": s.chain_id(),
-        "height": s.height(),
-        "last_block": s.last_block(),
-        "state_root": s.root(),
-        "timestamp_ms": s.last_timestamp_ms(),
-        "mempool": chain.mempool().len(),
-        "supply": s.supply(),
-        "params": s.params(),
-    })))
+    Ok(Json(StatusView {
+        chain_id: s.chain_id().to_string(),
+        height: s.height(),
+        last_block: s.last_block(),
+        state_root: s.root(),
+        timestamp_ms: s.last_timestamp_ms(),
+        mempool: chain.mempool().len() as u64,
+        supply: s.supply().clone(),
+        params: s.params().clone(),
+    }))
 }
 
-async fn state_root(State(shared): State<Arc<Shared>>) -> ApiResult<serde_json::Value> {
+async fn state_root(State(shared): State<Arc<Shared>>) -> ApiResult<StateRootView> {
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"height": chain.state().height(), "state_root": chain.state().root()}),
-    ))
+    Ok(Json(StateRootView {
+        height: chain.state().height(),
+        state_root: chain.state().root(),
+    }))
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {
@@ -296,66 +291,79 @@ fn parse_hash(s: &str) -> Result<Hash, ApiError> {
 async fn get_account(
     State(shared): State<Arc<Shared>>,
     Path(address): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<AccountView> {
     let a = parse_address(&address)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let s = chain.state();
     let acct = s.account(&a);
-    let unbonding: Vec<_> = s
+    let unbonding = s
         .unbonding_of(&a)
         .into_iter()
-        .map(|(target, release_height, amount)| json!({"target": target, "release_height": release_height, "amount": amount}))
+        .map(|(target, release_height, amount)| Unbonding {
+            target,
+            release_height,
+            amount,
+        })
         .collect();
-    Ok(Json(json!({
-        "address": a,
-        "balance": acct.balance,
-        "nonce": acct.nonce,
-        "self_stake": s.stake(&a, &a),
-        "stake_behind": s.total_stake(&a),
-        "unbonding": unbonding,
-        "height": s.height(),
-    })))
+    Ok(Json(AccountView {
+        address: a,
+        balance: acct.balance,
+        nonce: acct.nonce,
+        self_stake: s.stake(&a, &a),
+        stake_behind: s.total_stake(&a),
+        unbonding,
+        height: s.height(),
+    }))
 }
 
 async fn get_provider(
     State(shared): State<Arc<Shared>>,
     Path(address): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<ProviderView> {
     let a = parse_address(&address)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let p = chain
         .state()
         .provider(&a)
         .ok_or_else(|| ApiError::not_found("provider"))?;
-    Ok(Json(
-        json!({"address": a, "record": p, "stake": chain.state().total_stake(&a)}),
-    ))
+    Ok(Json(ProviderView {
+        address: a,
+        record: p.clone(),
+        stake: chain.state().total_stake(&a),
+    }))
 }
 
 async fn get_model(
     State(shared): State<Arc<Shared>>,
     Path(sha): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<ModelView> {
     let h = parse_hash(&sha)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let m = chain
         .state()
         .model(&h)
         .ok_or_else(|| ApiError::not_found("model"))?;
-    Ok(Json(json!({"sha256": h, "record": m})))
+    Ok(Json(ModelView {
+        sha256: h,
+        record: m.clone(),
+    }))
 }
 
 async fn get_channel(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<ChannelView> {
     let h = parse_hash(&id)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let c = chain
         .state()
         .channel(&h)
         .ok_or_else(|| ApiError::not_found("channel"))?;
-    Ok(Json(json!({"id": h, "channel": c, "unspent": c.unspent()})))
+    Ok(Json(ChannelView {
+        id: h,
+        unspent: c.unspent(),
+        channel: c.clone(),
+    }))
 }
 
 /// `?txs=full` adds the signed transactions themselves (a gateway reads deposits from them).
@@ -368,7 +376,7 @@ async fn get_block(
     State(shared): State<Arc<Shared>>,
     Path(height): Path<String>,
     axum::extract::Query(q): axum::extract::Query<BlockQuery>,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<BlockView> {
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     let h = if height == "latest" {
         chain.state().height()
@@ -383,25 +391,21 @@ async fn get_block(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found("block"))?;
     let receipts = chain.store().receipts(h).map_err(ApiError::internal)?;
-    let txs: Vec<Hash> = block.txs.iter().map(SignedTx::id).collect();
-    let mut v = json!({"id": block.id(), "header": block.header, "txs": txs, "receipts": receipts});
-    match q.txs.as_deref() {
-        None | Some("ids") => {}
-        Some("full") => v["transactions"] = json!(block.txs),
-        Some(_) => {
-            return Err(ApiError::bad(
-                "bad_query",
-                "txs must be \"ids\" or \"full\"",
-            ));
-        }
-    }
-    Ok(Json(v))
+    let txs = match q.txs.as_deref() {
+        None => BlockTxs::Ids,
+        Some(t) => BlockTxs::parse(t)
+            .ok_or_else(|| ApiError::bad("bad_query", "txs must be \"ids\" or \"full\""))?,
+    };
+    Ok(Json(BlockView {
+        id: block.id(),
+        txs: block.txs.iter().map(SignedTx::id).collect(),
+        receipts,
+        header: block.header,
+        transactions: (txs == BlockTxs::Full).then_some(block.txs),
+    }))
 }
 
-async fn get_tx(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult<serde_json::Value> {
+async fn get_tx(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult<TxView> {
     let h = parse_hash(&id)?;
     let chain = shared.chain.lock().map_err(ApiError::internal)?;
     if let Some(loc) = chain.store().tx_location(&h).map_err(ApiError::internal)? {
@@ -412,12 +416,14 @@ async fn get_tx(
             .into_iter()
             .nth(loc.index as usize);
         // With the single producer and with BFT alike, stored blocks are finalized blocks.
-        return Ok(Json(
-            json!({"id": h, "status": "final", "height": loc.height, "receipt": receipt}),
-        ));
+        return Ok(Json(TxView::Final {
+            id: h,
+            height: loc.height,
+            receipt,
+        }));
     }
     if chain.mempool().contains(&h) {
-        return Ok(Json(json!({"id": h, "status": "pending"})));
+        return Ok(Json(TxView::Pending { id: h }));
     }
     Err(ApiError::not_found("transaction"))
 }

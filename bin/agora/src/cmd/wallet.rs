@@ -1,15 +1,19 @@
 //! `agora wallet ...` and `agora tx ...`: keys in an encrypted keystore, transactions over RPC.
 
 use agora_node::keystore;
+use agora_rpc::{ChainClient, ChainError, TxView};
 use agora_types::{
-    Address, Amount, Encode, HardwareSummary, Hash, ModelInfo, ModelPrice, ProviderInfo, SecretKey,
-    Tx, TxBody,
+    Address, Amount, HardwareSummary, Hash, ModelInfo, ModelPrice, Outcome, ProviderInfo,
+    SecretKey, Tx, TxBody,
 };
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, bail, eyre};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// How long `agora tx` waits for finality.
+const FINAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options shared by every wallet and tx command.
 #[derive(Args, Debug, Clone)]
@@ -198,11 +202,37 @@ fn load_key(opts: &ClientOpts) -> eyre::Result<SecretKey> {
     Ok(keystore::load(&path, &password(false)?)?)
 }
 
+/// Node answers go through `Value` first, so `--json` prints their keys sorted, as it always has.
 fn print(opts: &ClientOpts, value: &Value, text: String) {
     if opts.json {
         println!("{value}");
     } else {
         println!("{text}");
+    }
+}
+
+/// A small runtime for one command's calls to the node.
+fn block_on<T>(calls: impl std::future::Future<Output = eyre::Result<T>>) -> eyre::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(calls)
+}
+
+/// The node's refusal in the words the CLI has always used (`400 Bad Request`, not `400`).
+fn node_error(e: ChainError) -> eyre::Report {
+    match e {
+        ChainError::Refused {
+            status,
+            code,
+            message,
+        } => {
+            let status = reqwest::StatusCode::from_u16(status)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| status.to_string());
+            eyre!("node refused ({status}, {code}): {message}")
+        }
+        other => other.into(),
     }
 }
 
@@ -257,22 +287,14 @@ pub fn run_wallet(args: WalletArgs) -> eyre::Result<()> {
                 Some(a) => a,
                 None => keystore::address(&path)?,
             };
-            let v = Rpc::new(&opts.rpc)?.get(&format!("/v1/accounts/{a}"))?;
-            let amount = |k: &str| {
-                v[k].as_str()
-                    .and_then(|s| s.parse::<u128>().ok())
-                    .map(Amount)
-                    .unwrap_or_default()
-            };
+            let rpc = ChainClient::new(&opts.rpc);
+            let account = block_on(async { rpc.account(&a).await.map_err(node_error) })?;
             print(
                 opts,
-                &v,
+                &serde_json::to_value(&account)?,
                 format!(
                     "address  {a}\nbalance  {}\nnonce    {}\nstaked   {}\nheight   {}",
-                    amount("balance"),
-                    v["nonce"],
-                    amount("self_stake"),
-                    v["height"]
+                    account.balance, account.nonce, account.self_stake, account.height
                 ),
             );
         }
@@ -285,9 +307,14 @@ fn agr(s: &str) -> eyre::Result<Amount> {
 }
 
 pub fn run_tx(args: TxArgs) -> eyre::Result<()> {
+    block_on(tx(args))
+}
+
+async fn tx(args: TxArgs) -> eyre::Result<()> {
     let opts = &args.opts;
     let key = load_key(opts)?;
     let me = key.public();
+    let rpc = ChainClient::new(&opts.rpc);
     let body = match args.command {
         TxCommand::Transfer { to, amount } => TxBody::Transfer {
             to,
@@ -342,9 +369,7 @@ pub fn run_tx(args: TxArgs) -> eyre::Result<()> {
             deposit,
             expiry_blocks,
         } => {
-            let height = Rpc::new(&opts.rpc)?.get("/v1/status")?["height"]
-                .as_u64()
-                .unwrap_or(0);
+            let height = rpc.status().await.map_err(node_error)?.height;
             TxBody::OpenChannel {
                 provider,
                 deposit: agr(&deposit)?,
@@ -354,107 +379,53 @@ pub fn run_tx(args: TxArgs) -> eyre::Result<()> {
         TxCommand::CloseChannel { channel } => TxBody::CloseChannel { channel },
         TxCommand::SettleChannel { channel } => TxBody::SettleChannel { channel },
     };
-    let rpc = Rpc::new(&opts.rpc)?;
-    let status = rpc.get("/v1/status")?;
-    let chain_id = status["chain_id"]
-        .as_str()
-        .ok_or_else(|| eyre!("node did not report a chain id"))?
-        .to_string();
-    let min_fee: u128 = status["params"]["min_fee"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = rpc.status().await.map_err(node_error)?;
     let fee = match &args.fee {
         Some(f) => agr(f)?,
-        None => Amount(min_fee),
+        None => status.params.min_fee,
     };
-    let nonce = rpc.get(&format!("/v1/accounts/{me}"))?["nonce"]
-        .as_u64()
-        .unwrap_or(0);
+    let nonce = rpc.account(&me).await.map_err(node_error)?.nonce;
     let stx = Tx {
-        chain_id,
+        chain_id: status.chain_id,
         signer: me,
         nonce,
         fee,
         body,
     }
     .sign(&key);
-    let resp = rpc.post("/v1/txs", &json!({"tx": hex::encode(stx.encode())}))?;
-    let id = resp["id"].as_str().unwrap_or_default().to_string();
+    let accepted = rpc.post_tx(&stx).await.map_err(node_error)?;
+    let id = accepted.id;
     if args.no_wait {
-        print(opts, &resp, format!("submitted {id}"));
+        print(
+            opts,
+            &serde_json::to_value(&accepted)?,
+            format!("submitted {id}"),
+        );
         return Ok(());
     }
-    for _ in 0..300 {
-        let v = rpc.get(&format!("/v1/txs/{id}"))?;
-        if v["status"] == "final" {
-            let outcome = &v["receipt"]["outcome"];
-            let text = if outcome["status"] == "success" {
-                format!("final   {id}\nheight  {}", v["height"])
-            } else {
-                format!(
-                    "FAILED  {id}\nheight  {}\nreason  {}",
-                    v["height"],
-                    outcome["message"].as_str().unwrap_or("?")
-                )
-            };
-            print(opts, &v, text);
-            if outcome["status"] != "success" {
-                std::process::exit(2);
-            }
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let view = match rpc.wait_final_view(&id, FINAL_TIMEOUT).await {
+        Ok(v) => v,
+        Err(ChainError::NotFinal(..)) => bail!("transaction {id} was not final after 30 s"),
+        Err(e) => return Err(node_error(e)),
+    };
+    let TxView::Final {
+        height, receipt, ..
+    } = &view
+    else {
+        bail!("transaction {id} was not final after 30 s");
+    };
+    let failure = match receipt.as_ref().map(|r| &r.outcome) {
+        Some(Outcome::Success) => None,
+        Some(Outcome::Failed { message, .. }) => Some(message.as_str()),
+        None => Some("?"),
+    };
+    let text = match failure {
+        None => format!("final   {id}\nheight  {height}"),
+        Some(reason) => format!("FAILED  {id}\nheight  {height}\nreason  {reason}"),
+    };
+    print(opts, &serde_json::to_value(&view)?, text);
+    if failure.is_some() {
+        std::process::exit(2);
     }
-    bail!("transaction {id} was not final after 30 s")
-}
-
-/// A small blocking JSON client for the node's RPC.
-pub struct Rpc {
-    base: String,
-    client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Rpc {
-    pub fn new(base: &str) -> eyre::Result<Rpc> {
-        Ok(Rpc {
-            base: base.trim_end_matches('/').to_string(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?,
-        })
-    }
-
-    fn handle(&self, resp: reqwest::Response) -> eyre::Result<Value> {
-        let status = resp.status();
-        let v: Value = self.rt.block_on(resp.json()).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = v["error"]["message"].as_str().unwrap_or("no error message");
-            let code = v["error"]["code"].as_str().unwrap_or("error");
-            bail!("node refused ({status}, {code}): {msg}");
-        }
-        Ok(v)
-    }
-
-    pub fn get(&self, path: &str) -> eyre::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .rt
-            .block_on(async { self.client.get(&url).send().await })
-            .wrap_err_with(|| format!("cannot reach the node at {}", self.base))?;
-        self.handle(resp)
-    }
-
-    pub fn post(&self, path: &str, body: &Value) -> eyre::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .rt
-            .block_on(async { self.client.post(&url).json(body).send().await })
-            .wrap_err_with(|| format!("cannot reach the node at {}", self.base))?;
-        self.handle(resp)
-    }
+    Ok(())
 }

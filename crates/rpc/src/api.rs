@@ -1,0 +1,249 @@
+//! The node API's request and response bodies: the one definition the server writes, the
+//! client reads and `docs/rpc-openapi.yaml` is generated from.
+//!
+//! Amounts are decimal strings of base units, addresses bech32m `agora1...`, hashes 64 hex
+//! characters (each type's own serde form). Ledger records (params, supply, provider, model and
+//! channel records, block headers, receipts, signed transactions) travel in their `agora-ledger`
+//! / `agora-types` serde form; the document names them as objects.
+
+use crate::schema::{AddressSchema, AmountSchema, HashSchema};
+use agora_ledger::Params;
+use agora_ledger::state::{Channel, ModelRecord, ProviderRecord, Supply};
+use agora_types::{Address, Amount, BlockHeader, Hash, Receipt, SignedTx};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every route, in the form both the server's router and the OpenAPI document use.
+pub mod paths {
+    pub const STATUS: &str = "/v1/status";
+    pub const SUBMIT_TX: &str = "/v1/txs";
+    pub const SUBMIT_BATCH: &str = "/v1/txs/batch";
+    pub const TX: &str = "/v1/txs/{id}";
+    pub const ACCOUNT: &str = "/v1/accounts/{address}";
+    pub const PROVIDER: &str = "/v1/providers/{address}";
+    pub const MODEL: &str = "/v1/models/{sha256}";
+    pub const CHANNEL: &str = "/v1/channels/{id}";
+    pub const BLOCK: &str = "/v1/blocks/{height}";
+    pub const STATE_ROOT: &str = "/v1/state_root";
+}
+
+/// The body of every error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: bad_body, body_too_large, bad_json, bad_hex, bad_encoding,
+    /// tx_too_large, wrong_chain, bad_signature, bad_nonce, nonce_gap, fee_too_low,
+    /// insufficient_funds, duplicate, mempool_full, empty_batch, batch_too_large, bad_address,
+    /// bad_hash, bad_height, bad_query, not_found, internal.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// `GET /v1/status`: chain id, tip, mempool size, supply and params.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusView {
+    pub chain_id: String,
+    pub height: u64,
+    #[schema(value_type = HashSchema)]
+    pub last_block: Hash,
+    #[schema(value_type = HashSchema)]
+    pub state_root: Hash,
+    pub timestamp_ms: u64,
+    /// Transactions waiting in the mempool.
+    pub mempool: u64,
+    /// `agora_ledger::state::Supply`: genesis, minted, burned.
+    #[schema(value_type = Object)]
+    pub supply: Supply,
+    /// `agora_ledger::Params`: min_fee, channel_challenge_blocks, min_provider_stake, ...
+    #[schema(value_type = Object)]
+    pub params: Params,
+}
+
+/// `GET /v1/state_root`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StateRootView {
+    pub height: u64,
+    #[schema(value_type = HashSchema)]
+    pub state_root: Hash,
+}
+
+/// `GET /v1/accounts/{address}`: an unknown address reads as zero.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    #[schema(value_type = AddressSchema)]
+    pub address: Address,
+    #[schema(value_type = AmountSchema)]
+    pub balance: Amount,
+    pub nonce: u64,
+    /// Stake the address bonded behind itself.
+    #[schema(value_type = AmountSchema)]
+    pub self_stake: Amount,
+    /// All stake bonded behind the address, its own included.
+    #[schema(value_type = AmountSchema)]
+    pub stake_behind: Amount,
+    pub unbonding: Vec<Unbonding>,
+    /// The height this answer was read at.
+    pub height: u64,
+}
+
+/// Stake on its way out: withdrawable from `release_height`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Unbonding {
+    #[schema(value_type = AddressSchema)]
+    pub target: Address,
+    pub release_height: u64,
+    #[schema(value_type = AmountSchema)]
+    pub amount: Amount,
+}
+
+/// `GET /v1/providers/{address}`: the registry record and the stake behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProviderView {
+    #[schema(value_type = AddressSchema)]
+    pub address: Address,
+    /// `agora_ledger::state::ProviderRecord`: info (peer, endpoints, hardware, model prices),
+    /// registered_at, jailed_until.
+    #[schema(value_type = Object)]
+    pub record: ProviderRecord,
+    #[schema(value_type = AmountSchema)]
+    pub stake: Amount,
+}
+
+/// `GET /v1/models/{sha256}`: a registered model.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelView {
+    #[schema(value_type = HashSchema)]
+    pub sha256: Hash,
+    /// `agora_ledger::state::ModelRecord`: info (name, family, licence, royalty), owner,
+    /// registered_at.
+    #[schema(value_type = Object)]
+    pub record: ModelRecord,
+}
+
+/// `GET /v1/channels/{id}`: a payment channel and what a settle would refund.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChannelView {
+    #[schema(value_type = HashSchema)]
+    pub id: Hash,
+    /// `agora_ledger::state::Channel`: payer, provider, deposit, redeemed, deadlines.
+    #[schema(value_type = Object)]
+    pub channel: Channel,
+    #[schema(value_type = AmountSchema)]
+    pub unspent: Amount,
+}
+
+/// `GET /v1/blocks/{height}`: a finalized block.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlockView {
+    #[schema(value_type = HashSchema)]
+    pub id: Hash,
+    /// `agora_types::BlockHeader`.
+    #[schema(value_type = Object)]
+    pub header: BlockHeader,
+    /// The transactions' ids, in block order.
+    #[schema(value_type = Vec<HashSchema>)]
+    pub txs: Vec<Hash>,
+    /// `agora_types::Receipt` per transaction, in block order.
+    #[schema(value_type = Vec<Object>)]
+    pub receipts: Vec<Receipt>,
+    /// Only with `?txs=full`: the signed transactions (`agora_types::SignedTx`), in block order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub transactions: Option<Vec<SignedTx>>,
+}
+
+/// `?txs=` of `GET /v1/blocks/{height}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockTxs {
+    /// Transaction ids only (the default).
+    Ids,
+    /// Also the signed transactions.
+    Full,
+}
+
+impl BlockTxs {
+    pub fn parse(s: &str) -> Option<BlockTxs> {
+        match s {
+            "ids" => Some(BlockTxs::Ids),
+            "full" => Some(BlockTxs::Full),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockTxs::Ids => "ids",
+            BlockTxs::Full => "full",
+        }
+    }
+}
+
+/// `GET /v1/txs/{id}`: pending in the mempool, or final with its block height and receipt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum TxView {
+    Pending {
+        #[schema(value_type = HashSchema)]
+        id: Hash,
+    },
+    /// Stored blocks are finalized blocks, with the single producer and with BFT alike.
+    Final {
+        #[schema(value_type = HashSchema)]
+        id: Hash,
+        height: u64,
+        /// `agora_types::Receipt`: tx, fee, outcome (`{"status": "success"}` or
+        /// `{"status": "failed", "code", "message"}`).
+        #[schema(value_type = Option<Object>)]
+        receipt: Option<Receipt>,
+    },
+}
+
+/// `POST /v1/txs` as JSON (the raw encoding may be sent as `application/octet-stream` instead).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmitRequest {
+    /// Hex of the canonical encoding of a signed transaction.
+    pub tx: String,
+}
+
+/// A transaction the node accepted into its mempool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmitResponse {
+    #[schema(value_type = HashSchema)]
+    pub id: Hash,
+    pub status: Accepted,
+}
+
+/// What an accepted transaction is until its block is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Accepted {
+    Pending,
+}
+
+/// `POST /v1/txs/batch`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    /// Hex of each signed transaction's canonical encoding.
+    pub txs: Vec<String>,
+}
+
+/// One result per submitted transaction, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// A batch item's fate: accepted, or refused with the error `/v1/txs` would have given.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    Accepted(SubmitResponse),
+    Refused(ErrorBody),
+}

@@ -1,0 +1,185 @@
+//! The OpenAPI document of the node API, generated from [`crate::api`]'s types and routes.
+//!
+//! `docs/rpc-openapi.yaml` is this document as YAML; the `openapi` test fails when the two
+//! differ (`AGORA_BLESS=1 cargo test -p agora-rpc --test openapi` rewrites the file).
+//!
+//! The functions below only carry each operation's description for the derive; the handlers
+//! are in `agora-node`'s `rpc` module.
+
+#![allow(dead_code)]
+
+use crate::api::*;
+use crate::schema::{AddressSchema, AmountSchema, HashSchema};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Agora node RPC",
+        version = "0.1.0",
+        description = "JSON HTTP API of an Agora node. Amounts are decimal strings of base units \
+(1 AGR = 10^9), addresses are bech32m `agora1...`, hashes are 64 hex characters. Every error \
+has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. A transaction is \
+\"final\" only once its block is finalized (stored).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    servers((url = "http://127.0.0.1:8645")),
+    paths(
+        status,
+        submit_tx,
+        submit_batch,
+        tx,
+        account,
+        provider,
+        model,
+        channel,
+        block,
+        state_root
+    ),
+    components(schemas(AmountSchema, HashSchema, AddressSchema))
+)]
+struct NodeApi;
+
+/// The document, as served nowhere and written to `docs/rpc-openapi.yaml`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    NodeApi::openapi()
+}
+
+#[utoipa::path(
+    get,
+    path = paths::STATUS,
+    summary = "Chain id, height, last block, state root, mempool size, supply and params.",
+    responses((status = 200, description = "status", body = StatusView))
+)]
+fn status() {}
+
+#[utoipa::path(
+    post,
+    path = paths::SUBMIT_TX,
+    summary = "Submit a signed transaction.",
+    description = "Body is either JSON `{\"tx\": \"<hex of the canonical encoding>\"}` or the raw \
+encoding with `Content-Type: application/octet-stream`. Bodies over 33,792 bytes are refused \
+(413) before they are read; encodings over 16 KiB are refused (413, tx_too_large). The \
+transaction is checked (chain id, fee, nonce, balance for the fee, signature) before it enters \
+the mempool; a rejected one changes nothing.",
+    request_body(content(
+        (SubmitRequest = "application/json"),
+        (Vec<u8> = "application/octet-stream")
+    )),
+    responses(
+        (status = 200, description = "accepted into the mempool", body = SubmitResponse),
+        (status = 400, description = "a malformed or invalid transaction", body = ErrorBody),
+        (status = 409, description = "duplicate, or the nonce is used", body = ErrorBody),
+        (status = 413, description = "body or transaction too large", body = ErrorBody),
+        (status = 503, description = "mempool full", body = ErrorBody)
+    )
+)]
+fn submit_tx() {}
+
+#[utoipa::path(
+    post,
+    path = paths::SUBMIT_BATCH,
+    summary = "Submit up to 1,000 signed transactions at once.",
+    description = "Body `{\"txs\": [\"<hex of the canonical encoding>\", ...]}`, at most 4 MiB. \
+Signatures are checked in one batch verification and the mempool is taken once, so this is \
+cheaper per transaction than `/v1/txs`. Each transaction gets its own result, in order: the same \
+checks and error codes as `/v1/txs` (plus `bad_hex` / `bad_encoding` for an undecodable item); \
+a bad transaction does not stop the others and changes nothing. More than 1,000 transactions: \
+413 `batch_too_large`; an empty list: 400 `empty_batch`.",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "one result per transaction", body = BatchResponse),
+        (status = 400, description = "not a batch, or an empty one", body = ErrorBody),
+        (status = 413, description = "more than 1,000 transactions or over 4 MiB", body = ErrorBody)
+    )
+)]
+fn submit_batch() {}
+
+#[utoipa::path(
+    get,
+    path = paths::TX,
+    summary = "A transaction's status (\"pending\" or \"final\" with height and receipt).",
+    params(("id" = HashSchema, Path, description = "the transaction id")),
+    responses(
+        (status = 200, description = "status", body = TxView),
+        (status = 400, description = "not a hash", body = ErrorBody),
+        (status = 404, description = "unknown transaction", body = ErrorBody)
+    )
+)]
+fn tx() {}
+
+#[utoipa::path(
+    get,
+    path = paths::ACCOUNT,
+    summary = "Balance, nonce, self stake, stake behind the address, unbonding entries.",
+    params(("address" = AddressSchema, Path)),
+    responses(
+        (status = 200, description = "account (an unknown address reads as zero)", body = AccountView),
+        (status = 400, description = "not an address", body = ErrorBody)
+    )
+)]
+fn account() {}
+
+#[utoipa::path(
+    get,
+    path = paths::PROVIDER,
+    summary = "A provider's registry record and total stake.",
+    params(("address" = AddressSchema, Path)),
+    responses(
+        (status = 200, description = "provider", body = ProviderView),
+        (status = 400, description = "not an address", body = ErrorBody),
+        (status = 404, description = "not a registered provider", body = ErrorBody)
+    )
+)]
+fn provider() {}
+
+#[utoipa::path(
+    get,
+    path = paths::MODEL,
+    summary = "A registered model (owner, licence, royalty).",
+    params(("sha256" = HashSchema, Path, description = "the weights' sha256")),
+    responses(
+        (status = 200, description = "model", body = ModelView),
+        (status = 400, description = "not a hash", body = ErrorBody),
+        (status = 404, description = "not a registered model", body = ErrorBody)
+    )
+)]
+fn model() {}
+
+#[utoipa::path(
+    get,
+    path = paths::CHANNEL,
+    summary = "A payment channel (payer, provider, deposit, redeemed, deadlines) and its unspent deposit.",
+    params(("id" = HashSchema, Path)),
+    responses(
+        (status = 200, description = "channel", body = ChannelView),
+        (status = 400, description = "not a hash", body = ErrorBody),
+        (status = 404, description = "no such channel", body = ErrorBody)
+    )
+)]
+fn channel() {}
+
+#[utoipa::path(
+    get,
+    path = paths::BLOCK,
+    summary = "A finalized block's header, tx ids and receipts; `latest` for the tip. With \
+`txs=full`, also `transactions` (the signed transactions, in block order).",
+    params(
+        ("height" = String, Path, description = "a height, or `latest`"),
+        ("txs" = Option<BlockTxs>, Query)
+    ),
+    responses(
+        (status = 200, description = "block", body = BlockView),
+        (status = 400, description = "bad height or query", body = ErrorBody),
+        (status = 404, description = "no block at that height", body = ErrorBody)
+    )
+)]
+fn block() {}
+
+#[utoipa::path(
+    get,
+    path = paths::STATE_ROOT,
+    summary = "The state root at the current height.",
+    responses((status = 200, description = "root", body = StateRootView))
+)]
+fn state_root() {}
