@@ -169,7 +169,9 @@ mod tests {
     /// Today's figures, pinned: both code paths and the meter give exactly these.
     #[test]
     fn the_meter_charges_what_gateway_and_provider_computed_before_it() {
-        let cases: Vec<(Price, Frames, Vec<(u128, u128)>)> = vec![
+        // (price, frames, per frame: (increase, running total)).
+        type Case = (Price, Frames, Vec<(u128, u128)>);
+        let cases: Vec<Case> = vec![
             // 10 prompt tokens at 1 base unit per million: rounds up to 1, then tokens at 3/M
             // stay under one base unit until the total crosses it.
             (
