@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agora_market::protocol::{Frame, Job, Sampling, Tok, Work};
+use agora_market::Meter;
+use agora_market::protocol::{FailureCode, Frame, Job, Sampling, Tok, Work};
 use agora_p2p::{InferenceRequest, PeerId};
 use agora_types::{Amount, Hash, HashDomain};
 use tokio::sync::mpsc;
@@ -87,6 +88,18 @@ pub struct RelayError {
     pub message: String,
     /// True when the request itself is at fault (HTTP 400), false for network trouble (5xx).
     pub client_error: bool,
+}
+
+impl RelayError {
+    /// A provider's failure that ends the completion (one where [`FailureCode::fails_over`] is
+    /// false), passed on to the client as the provider named it.
+    fn from_provider(code: FailureCode, message: String) -> RelayError {
+        RelayError {
+            client_error: code.is_client_fault(),
+            code: code.to_string(),
+            message,
+        }
+    }
 }
 
 /// A whole completion request, as the API layer built it.
@@ -263,13 +276,9 @@ impl Relay {
                 ));
             }
         };
-        let mut seg = Segment {
-            provider: cand.provider.address,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            charged: Amount::ZERO,
-            receipt_ok: false,
-        };
+        // What this provider is owed for what arrived: the provider meters the same frames.
+        let mut meter = Meter::new(cand.price);
+        let mut receipt_ok = false;
         let mut first = true;
         let result = loop {
             let wait = if first {
@@ -292,23 +301,12 @@ impl Relay {
                 Err(e) => break Attempt::Retry(format!("malformed frame: {e}")),
             };
             // Pay for exactly what arrived, before passing it on.
-            let cost_now = |s: &Segment| {
-                cand.price
-                    .cost(u64::from(s.prompt_tokens), u64::from(s.completion_tokens))
-                    .unwrap_or(Amount(u128::MAX))
-            };
             match frame {
                 Frame::Started { prompt_tokens, .. } => {
-                    seg.prompt_tokens = prompt_tokens;
-                    let c = cost_now(&seg);
-                    channel.add(job.model, c.saturating_sub(seg.charged));
-                    seg.charged = c;
+                    channel.add(job.model, meter.prompt(prompt_tokens));
                 }
                 Frame::Tokens { tokens } => {
-                    seg.completion_tokens += tokens.len() as u32;
-                    let c = cost_now(&seg);
-                    channel.add(job.model, c.saturating_sub(seg.charged));
-                    seg.charged = c;
+                    channel.add(job.model, meter.generated(tokens.len()));
                     let mut gone = false;
                     for t in tokens {
                         delivered.push(t.id);
@@ -347,32 +345,33 @@ impl Relay {
                     receipt,
                 } => {
                     let r = &receipt.receipt;
-                    seg.receipt_ok = receipt.verify()
+                    receipt_ok = receipt.verify()
                         && r.provider == cand.provider.address
                         && r.request_id == request_id
                         && r.channel == channel.id
-                        && usage.prompt_tokens == seg.prompt_tokens
-                        && usage.completion_tokens == seg.completion_tokens
-                        && r.charged == seg.charged;
-                    if !seg.receipt_ok {
+                        && usage.prompt_tokens == meter.prompt_tokens()
+                        && usage.completion_tokens == meter.completion_tokens()
+                        && r.charged == meter.owed();
+                    if !receipt_ok {
                         tracing::warn!(target: "agora::gateway", provider = %cand.provider.address, "receipt does not match what was received");
                     }
                     summary.finish_reason = finish_reason;
                     break Attempt::Done;
                 }
                 Frame::Failed { code, message } => {
-                    let client =
-                        matches!(code.as_str(), "invalid_request" | "context_length_exceeded");
-                    if client {
-                        break Attempt::Fatal(RelayError {
-                            code,
-                            message,
-                            client_error: true,
-                        });
+                    if code.fails_over() {
+                        break Attempt::Retry(format!("{code}: {message}"));
                     }
-                    break Attempt::Retry(format!("{code}: {message}"));
+                    break Attempt::Fatal(RelayError::from_provider(code, message));
                 }
             }
+        };
+        let seg = Segment {
+            provider: cand.provider.address,
+            prompt_tokens: meter.prompt_tokens(),
+            completion_tokens: meter.completion_tokens(),
+            charged: meter.owed(),
+            receipt_ok,
         };
         let ok = matches!(result, Attempt::Done | Attempt::Fatal(_) | Attempt::Gone);
         let secs = start.elapsed().as_secs_f64();

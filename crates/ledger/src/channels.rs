@@ -7,7 +7,8 @@
 //!  payer ── CloseChannel ──► challenge period ──► SettleChannel: unspent deposit → payer
 //! ```
 //! A voucher is cumulative, so only the latest one matters and replaying an old one pays nothing
-//! (it is rejected as not increasing). It can never pay more than the deposit.
+//! (it is rejected as not increasing). It can never pay more than the deposit. Whether a voucher
+//! would be paid is one pure function, [`check_voucher`], that providers call too.
 
 use crate::accounts::{credit, debit};
 use crate::error::{ChannelError, RedeemError};
@@ -114,22 +115,33 @@ pub(crate) fn top_up(
     }])
 }
 
-pub(crate) fn redeem(
-    state: &mut State,
-    signer: &Address,
+/// What a valid voucher pays on its channel: the whole increase, and each named model's part of
+/// it (in the voucher's order, sorted by model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoucherCheck {
+    pub increase: Amount,
+    pub model_increases: Vec<(Hash, Amount)>,
+}
+
+/// The one rule for a voucher: would the ledger pay it on `channel` to `redeemer`? Called by the
+/// ledger's redeem (with the channel in state) and by a provider before it accepts a voucher
+/// (with the channel as read from a node, so a voucher it holds is one the ledger will pay).
+/// Pure: `is_registered` answers whether a model is in the ledger's registry.
+pub fn check_voucher(
+    channel: &Channel,
+    redeemer: &Address,
+    chain_id: &str,
     sv: &SignedVoucher,
-) -> Result<Vec<Event>, RedeemError> {
-    let v = &sv.voucher;
-    let c = state
-        .channel(&v.channel)
-        .ok_or(RedeemError::UnknownChannel)?;
+    is_registered: impl Fn(&Hash) -> bool,
+) -> Result<VoucherCheck, RedeemError> {
+    let (c, v) = (channel, &sv.voucher);
     if c.settled {
         return Err(RedeemError::Settled);
     }
-    if c.provider != *signer {
+    if c.provider != *redeemer {
         return Err(RedeemError::NotProvider);
     }
-    if v.chain_id != state.chain_id() {
+    if v.chain_id != chain_id {
         return Err(RedeemError::WrongChain(v.chain_id.clone()));
     }
     if v.cumulative <= c.redeemed {
@@ -149,18 +161,15 @@ pub(crate) fn redeem(
         .cumulative
         .checked_sub(c.redeemed)
         .ok_or(RedeemError::Overflow)?;
-
-    // Royalties on each model's increase.
-    let mut royalties: Vec<(Address, Amount)> = Vec::new();
+    let mut model_increases = Vec::with_capacity(v.per_model.len());
     let mut model_increase_sum = Amount::ZERO;
-    let mut royalty_sum = Amount::ZERO;
     for (i, (model, amount)) in v.per_model.iter().enumerate() {
         if i > 0 && v.per_model[i - 1].0 >= *model {
             return Err(RedeemError::UnsortedModels);
         }
-        let record = state
-            .model(model)
-            .ok_or(RedeemError::UnknownModel(*model))?;
+        if !is_registered(model) {
+            return Err(RedeemError::UnknownModel(*model));
+        }
         let before = c.redeemed_per_model.get(model).copied().unwrap_or_default();
         let inc = amount
             .checked_sub(before)
@@ -168,14 +177,46 @@ pub(crate) fn redeem(
         model_increase_sum = model_increase_sum
             .checked_add(inc)
             .ok_or(RedeemError::Overflow)?;
+        model_increases.push((*model, inc));
+    }
+    if model_increase_sum > increase {
+        return Err(RedeemError::ModelAmountsExceedIncrease);
+    }
+    Ok(VoucherCheck {
+        increase,
+        model_increases,
+    })
+}
+
+pub(crate) fn redeem(
+    state: &mut State,
+    signer: &Address,
+    sv: &SignedVoucher,
+) -> Result<Vec<Event>, RedeemError> {
+    let v = &sv.voucher;
+    let c = state
+        .channel(&v.channel)
+        .ok_or(RedeemError::UnknownChannel)?;
+    let VoucherCheck {
+        increase,
+        model_increases,
+    } = check_voucher(c, signer, state.chain_id(), sv, |m| {
+        state.model(m).is_some()
+    })?;
+
+    // Royalties on each model's increase. Each royalty is at most its increase, and the
+    // increases' sum was checked, so the royalties' sum cannot overflow; checked anyway.
+    let mut royalties: Vec<(Address, Amount)> = Vec::with_capacity(model_increases.len());
+    let mut royalty_sum = Amount::ZERO;
+    for (model, inc) in &model_increases {
+        let record = state
+            .model(model)
+            .ok_or(RedeemError::UnknownModel(*model))?;
         let royalty = inc.mul_bps(record.info.royalty_bps.min(state.params().max_royalty_bps));
         royalty_sum = royalty_sum
             .checked_add(royalty)
             .ok_or(RedeemError::Overflow)?;
         royalties.push((record.owner, royalty));
-    }
-    if model_increase_sum > increase {
-        return Err(RedeemError::ModelAmountsExceedIncrease);
     }
     let protocol_fee = increase.mul_bps(state.params().protocol_fee_bps);
     // royalty <= max_royalty_bps and fee bps + max royalty <= 10000 (params validation), so

@@ -10,6 +10,8 @@ use agora_types::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::failure::FailureCode;
+
 /// Most chat messages or embedding inputs in one job.
 pub const MAX_ITEMS: usize = 256;
 /// Most bytes of text in one job (prompt, messages, stop sequences together).
@@ -28,16 +30,8 @@ pub struct Price {
     pub output_per_million: Amount,
 }
 
+/// What tokens cost at a price is defined once, in [`crate::meter`] (`Price::cost`, `Meter`).
 impl Price {
-    /// What `prompt` prompt tokens and `completion` generated tokens cost, rounded up to the base
-    /// unit. Monotone in both counts, so a running total never goes down as tokens stream.
-    pub fn cost(&self, prompt: u64, completion: u64) -> Option<Amount> {
-        let p = u128::from(prompt).checked_mul(self.input_per_million.0)?;
-        let c = u128::from(completion).checked_mul(self.output_per_million.0)?;
-        let total = p.checked_add(c)?;
-        Some(Amount(total.div_ceil(1_000_000)))
-    }
-
     /// True if every component is at least `other`'s.
     pub fn covers(&self, other: &Price) -> bool {
         self.input_per_million >= other.input_per_million
@@ -270,9 +264,9 @@ pub enum Frame {
         usage: Usage,
         receipt: Box<SignedReceipt>,
     },
-    /// The job failed; `code` is OpenAI-style (`context_length_exceeded`, `overloaded`, ...).
+    /// The job failed; [`FailureCode`] says whose fault it is (the client's: no failover).
     Failed {
-        code: String,
+        code: FailureCode,
         message: String,
     },
 }

@@ -7,13 +7,21 @@
 //! risk for the provider, and the payer never pays for a token it has not received. The best
 //! voucher per channel is written to disk (write-then-rename) before it is acknowledged, so a
 //! provider killed at any moment still redeems everything it was paid.
+//!
+//! A voucher is accepted only if the ledger would pay it: [`ChannelBook::judge`] runs the
+//! ledger's own check (`agora_ledger::channels::check_voucher`) on the channel as it will stand
+//! once the best voucher held is redeemed, so a voucher that replaces it is redeemable whether
+//! or not the earlier one was redeemed first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use agora_ledger::channels::check_voucher;
+use agora_ledger::error::RedeemError;
 use agora_ledger::state::Channel;
+use agora_types::tx::limits::MAX_MODELS_PER_VOUCHER;
 use agora_types::{Address, Amount, Hash, SignedVoucher};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -49,6 +57,18 @@ pub struct ChannelBook {
     pub best: Option<SignedVoucher>,
     /// What the ledger has paid out of this channel so far.
     pub redeemed: Amount,
+    /// The ledger's per-model figures of `redeemed`, as last read.
+    #[serde(default)]
+    pub redeemed_per_model: BTreeMap<Hash, Amount>,
+}
+
+/// What a voucher that the ledger would pay is worth to the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It pays more than anything held: keep it.
+    Better,
+    /// It pays nothing new (late or duplicate): nothing to store; the payer is told this figure.
+    Stale(Amount),
 }
 
 impl ChannelBook {
@@ -56,6 +76,45 @@ impl ChannelBook {
         self.best
             .as_ref()
             .map_or(Amount::ZERO, |v| v.voucher.cumulative)
+    }
+
+    /// The channel as the ledger will see it once the best voucher held is redeemed.
+    fn as_redeemed(&self, me: &Address, payer: Address) -> Channel {
+        let mut per_model = self.redeemed_per_model.clone();
+        for (m, a) in self.best.iter().flat_map(|b| &b.voucher.per_model) {
+            let held = per_model.entry(*m).or_default();
+            *held = (*held).max(*a);
+        }
+        Channel {
+            payer,
+            provider: *me,
+            deposit: self.deposit,
+            redeemed: self.redeemed.max(self.paid()),
+            redeemed_per_model: per_model,
+            opened_at: 0,
+            expiry_height: u64::MAX,
+            close_deadline: None,
+            settled: false,
+        }
+    }
+
+    /// Judges a voucher for channel `id` by the ledger's redeem check: the provider holds only
+    /// what the ledger will pay (`is_registered`: the ledger's model registry).
+    pub fn judge(
+        &self,
+        id: Hash,
+        me: &Address,
+        chain_id: &str,
+        sv: &SignedVoucher,
+        is_registered: impl Fn(&Hash) -> bool,
+    ) -> Result<Verdict, PaymentError> {
+        let payer = self.payer.ok_or(PaymentError::Closed(id))?;
+        let channel = self.as_redeemed(me, payer);
+        match check_voucher(&channel, me, chain_id, sv, is_registered) {
+            Ok(_) => Ok(Verdict::Better),
+            Err(RedeemError::NotIncreasing { .. }) => Ok(Verdict::Stale(channel.redeemed)),
+            Err(e) => Err(PaymentError::BadVoucher(e.to_string())),
+        }
     }
 }
 
@@ -72,6 +131,8 @@ pub struct Payments {
     credit_limit: Amount,
     voucher_wait: Duration,
     books: Mutex<BTreeMap<Hash, ChannelBook>>,
+    /// Models known to be in the ledger's registry (a registration is never withdrawn).
+    registered: Mutex<BTreeSet<Hash>>,
     paid: Notify,
     state_path: Option<PathBuf>,
     /// Serialises disk writes (the books lock is never held across IO).
@@ -107,6 +168,7 @@ impl Payments {
             credit_limit,
             voucher_wait,
             books: Mutex::new(books),
+            registered: Mutex::new(BTreeSet::new()),
             paid: Notify::new(),
             state_path,
             disk: tokio::sync::Mutex::new(()),
@@ -178,6 +240,10 @@ impl Payments {
         if b.owed < c.redeemed {
             b.owed = c.redeemed;
         }
+        for (m, a) in &c.redeemed_per_model {
+            let held = b.redeemed_per_model.entry(*m).or_default();
+            *held = (*held).max(*a);
+        }
     }
 
     /// Adds `amount` of work about to be delivered; refused if the deposit can't cover it.
@@ -218,8 +284,8 @@ impl Payments {
         }
     }
 
-    /// Takes a voucher from the payer: it must be signed by the channel's payer, for this chain,
-    /// cumulative above the best one held and within the deposit. Stored on disk before `Ok`.
+    /// Takes a voucher from the payer if the ledger would pay it (see [`ChannelBook::judge`])
+    /// and it is above the best one held. Stored on disk before `Ok`.
     pub async fn accept(&self, sv: SignedVoucher) -> Result<Amount, PaymentError> {
         let id = sv.voucher.channel;
         if self.books().get(&id).is_none_or(|b| b.payer.is_none()) {
@@ -231,49 +297,74 @@ impl Payments {
                 .ok_or(PaymentError::UnknownChannel(id))?;
             self.refresh(&id, &c);
         }
+        // The ledger's decoding refuses longer lists; bounded before any lookup.
+        if sv.voucher.per_model.len() > MAX_MODELS_PER_VOUCHER {
+            return Err(PaymentError::BadVoucher(format!(
+                "{} models; a voucher names at most {MAX_MODELS_PER_VOUCHER}",
+                sv.voucher.per_model.len()
+            )));
+        }
+        // Every rule but the registry first, so only a voucher the payer signed costs lookups.
+        if let Verdict::Stale(held) = self.judge(&sv, |_| true)? {
+            return Ok(held);
+        }
+        self.learn_models(&sv.voucher.per_model).await?;
+        let registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         {
+            // Judged again under the same lock as the store: another voucher may have won meanwhile.
             let mut books = self.books();
             let b = books.get_mut(&id).ok_or(PaymentError::UnknownChannel(id))?;
-            let payer = b.payer.ok_or(PaymentError::Closed(id))?;
-            let v = &sv.voucher;
-            if v.chain_id != self.chain_id {
-                return Err(PaymentError::BadVoucher(
-                    "voucher is for another chain".into(),
-                ));
+            match b.judge(id, &self.me, &self.chain_id, &sv, |m| {
+                registered.contains(m)
+            })? {
+                Verdict::Stale(held) => return Ok(held),
+                Verdict::Better => b.best = Some(sv.clone()),
             }
-            sv.verify(&payer)
-                .map_err(|_| PaymentError::BadVoucher("signature is not the payer's".into()))?;
-            if v.cumulative > b.deposit {
-                return Err(PaymentError::BadVoucher(format!(
-                    "cumulative {} exceeds the deposit {}",
-                    v.cumulative, b.deposit
-                )));
-            }
-            let mut sum = Amount::ZERO;
-            let mut last: Option<Hash> = None;
-            for (m, a) in &v.per_model {
-                if last.is_some_and(|l| l >= *m) {
-                    return Err(PaymentError::BadVoucher("per-model list not sorted".into()));
-                }
-                last = Some(*m);
-                sum = sum
-                    .checked_add(*a)
-                    .ok_or_else(|| PaymentError::BadVoucher("per-model overflow".into()))?;
-            }
-            if sum > v.cumulative {
-                return Err(PaymentError::BadVoucher(
-                    "per-model amounts exceed the total".into(),
-                ));
-            }
-            if v.cumulative <= b.paid() {
-                // Late or duplicate: harmless, nothing to store.
-                return Ok(b.paid());
-            }
-            b.best = Some(sv.clone());
         }
         self.persist().await;
         self.paid.notify_waiters();
         Ok(sv.voucher.cumulative)
+    }
+
+    fn judge(
+        &self,
+        sv: &SignedVoucher,
+        is_registered: impl Fn(&Hash) -> bool,
+    ) -> Result<Verdict, PaymentError> {
+        let id = sv.voucher.channel;
+        let books = self.books();
+        let b = books.get(&id).ok_or(PaymentError::UnknownChannel(id))?;
+        b.judge(id, &self.me, &self.chain_id, sv, is_registered)
+    }
+
+    /// Looks up on the ledger the voucher's models not yet known to be registered.
+    async fn learn_models(&self, per_model: &[(Hash, Amount)]) -> Result<(), PaymentError> {
+        let unknown: Vec<Hash> = {
+            let known = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+            per_model
+                .iter()
+                .map(|(m, _)| *m)
+                .filter(|m| !known.contains(m))
+                .collect()
+        };
+        for m in unknown {
+            let record = self
+                .chain
+                .model(&m)
+                .await
+                .map_err(|e| PaymentError::Ledger(e.to_string()))?;
+            if record.is_some() {
+                self.registered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(m);
+            }
+        }
+        Ok(())
     }
 
     /// Writes the unredeemed vouchers. The snapshot is taken under the disk lock, so the last
@@ -333,5 +424,122 @@ fn load(path: &Path) -> Vec<SignedVoucher> {
             }
         },
         Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_types::{SecretKey, Voucher};
+
+    const CHAIN: &str = "agora-test";
+    const A: Hash = Hash([1; 32]);
+    const B: Hash = Hash([2; 32]);
+    const UNREGISTERED: Hash = Hash([9; 32]);
+
+    fn voucher(payer: &SecretKey, cumulative: u128, per_model: &[(Hash, u128)]) -> SignedVoucher {
+        Voucher {
+            chain_id: CHAIN.into(),
+            channel: Hash([7; 32]),
+            cumulative: Amount(cumulative),
+            per_model: per_model.iter().map(|(m, a)| (*m, Amount(*a))).collect(),
+        }
+        .sign(payer)
+    }
+
+    /// A channel with a deposit of 1,000 whose best voucher held pays 100, all for model A.
+    fn book(payer: &SecretKey) -> ChannelBook {
+        ChannelBook {
+            payer: Some(payer.public()),
+            deposit: Amount(1_000),
+            owed: Amount(100),
+            best: Some(voucher(payer, 100, &[(A, 100)])),
+            redeemed: Amount::ZERO,
+            redeemed_per_model: BTreeMap::new(),
+        }
+    }
+
+    fn judge(b: &ChannelBook, me: &Address, sv: &SignedVoucher) -> Result<Verdict, PaymentError> {
+        b.judge(Hash([7; 32]), me, CHAIN, sv, |m| *m == A || *m == B)
+    }
+
+    #[test]
+    fn honest_vouchers_are_kept_and_late_ones_answered_with_what_is_held() {
+        let payer = SecretKey::from_test_seed("payer");
+        let me = SecretKey::from_test_seed("provider").public();
+        let b = book(&payer);
+        let more = voucher(&payer, 250, &[(A, 200), (B, 50)]);
+        assert_eq!(judge(&b, &me, &more), Ok(Verdict::Better));
+        let again = voucher(&payer, 100, &[(A, 100)]);
+        assert_eq!(judge(&b, &me, &again), Ok(Verdict::Stale(Amount(100))));
+    }
+
+    /// The payer lies: each voucher below passed the provider's own checks before it used the
+    /// ledger's (signed, sorted, per-model sum within the total, within the deposit, above the
+    /// best held), but the ledger would refuse to pay it, so the provider refuses it too.
+    #[test]
+    fn vouchers_the_ledger_would_refuse_are_refused() {
+        let payer = SecretKey::from_test_seed("payer");
+        let me = SecretKey::from_test_seed("provider").public();
+        let b = book(&payer);
+        let registered = |m: &Hash| *m == A || *m == B;
+        let liars = [
+            // Model A's cumulative amount goes down from the 100 already held.
+            (
+                voucher(&payer, 200, &[(A, 50), (B, 150)]),
+                RedeemError::ModelAmountDecreased(A),
+            ),
+            // Pays a model the ledger has never registered.
+            (
+                voucher(&payer, 200, &[(A, 100), (UNREGISTERED, 100)]),
+                RedeemError::UnknownModel(UNREGISTERED),
+            ),
+        ];
+        // The channel as a node reports it once the best voucher held is redeemed.
+        let ledger = Channel {
+            payer: payer.public(),
+            provider: me,
+            deposit: Amount(1_000),
+            redeemed: Amount(100),
+            redeemed_per_model: [(A, Amount(100))].into_iter().collect(),
+            opened_at: 1,
+            expiry_height: 1_000,
+            close_deadline: None,
+            settled: false,
+        };
+        for (sv, why) in liars {
+            assert_eq!(
+                check_voucher(&ledger, &me, CHAIN, &sv, registered),
+                Err(why.clone())
+            );
+            assert_eq!(
+                judge(&b, &me, &sv),
+                Err(PaymentError::BadVoucher(why.to_string()))
+            );
+        }
+        // And the rules the provider checked before still hold.
+        let forged = voucher(&SecretKey::from_test_seed("mallory"), 200, &[(A, 200)]);
+        assert_eq!(
+            judge(&b, &me, &forged),
+            Err(PaymentError::BadVoucher(
+                RedeemError::BadSignature.to_string()
+            ))
+        );
+        let greedy = voucher(&payer, 1_001, &[(A, 1_001)]);
+        assert!(matches!(
+            judge(&b, &me, &greedy),
+            Err(PaymentError::BadVoucher(_))
+        ));
+        let unsorted = voucher(&payer, 300, &[(B, 100), (A, 200)]);
+        assert!(matches!(
+            judge(&b, &me, &unsorted),
+            Err(PaymentError::BadVoucher(_))
+        ));
+        let mut closed = b.clone();
+        closed.payer = None;
+        assert!(matches!(
+            judge(&closed, &me, &voucher(&payer, 200, &[(A, 200)])),
+            Err(PaymentError::Closed(_))
+        ));
     }
 }

@@ -10,6 +10,7 @@ use agora_inference::backends::candle::Embedder;
 use agora_inference::{
     ChatMessage, Event, GenerateError, Prompt, Request, SamplingParams, Scheduler, SubmitError,
 };
+use agora_market::Meter;
 use agora_p2p::{Inbound, InferenceCall, RpcCall, TokenSink};
 use agora_types::{Amount, Hash, SecretKey, TxBody};
 use futures::FutureExt;
@@ -17,7 +18,8 @@ use futures::FutureExt;
 use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
-    Frame, Job, Price, Receipt, RpcReply, RpcRequest, Sampling, Tok, Usage, Work, output_hash,
+    FailureCode, Frame, Job, Price, Receipt, RpcReply, RpcRequest, Sampling, Tok, Usage, Work,
+    output_hash,
 };
 
 /// How a served model runs.
@@ -71,15 +73,17 @@ pub struct Provider {
     settings: ProviderSettings,
 }
 
-/// A job-level failure, reported to the gateway as `Frame::Failed`.
-struct Failure {
-    code: &'static str,
-    message: String,
+/// Why a job ended early.
+enum Failure {
+    /// Reported to the gateway as `Frame::Failed`.
+    Job { code: FailureCode, message: String },
+    /// The requester closed the stream: there is nobody to tell.
+    RequesterGone,
 }
 
 impl Failure {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
+    fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Failure::Job {
             code,
             message: message.into(),
         }
@@ -89,9 +93,9 @@ impl Failure {
 impl From<PaymentError> for Failure {
     fn from(e: PaymentError) -> Self {
         let code = match &e {
-            PaymentError::Exhausted { .. } => "channel_exhausted",
-            PaymentError::Ledger(_) => "ledger_unavailable",
-            _ => "payment_required",
+            PaymentError::Exhausted { .. } => FailureCode::ChannelExhausted,
+            PaymentError::Ledger(_) => FailureCode::LedgerUnavailable,
+            _ => FailureCode::PaymentRequired,
         };
         Failure::new(code, e.to_string())
     }
@@ -99,13 +103,13 @@ impl From<PaymentError> for Failure {
 
 fn generate_failure(e: &GenerateError) -> Failure {
     let code = match e {
-        GenerateError::ContextLength { .. } => "context_length_exceeded",
+        GenerateError::ContextLength { .. } => FailureCode::ContextLengthExceeded,
         GenerateError::InvalidParams(_)
         | GenerateError::Prompt(_)
         | GenerateError::EmptyPrompt
         | GenerateError::BadToken { .. }
-        | GenerateError::BadContinuation { .. } => "invalid_request",
-        GenerateError::Engine(_) | GenerateError::Shutdown => "engine_error",
+        | GenerateError::BadContinuation { .. } => FailureCode::InvalidRequest,
+        GenerateError::Engine(_) | GenerateError::Shutdown => FailureCode::EngineError,
     };
     Failure::new(code, e.to_string())
 }
@@ -177,11 +181,17 @@ impl Provider {
         let sink = tokens;
         let job = match Job::decode(&request.payload) {
             Ok(j) => j,
-            Err(e) => return fail(sink, Failure::new("invalid_request", e.to_string())).await,
+            Err(e) => {
+                return fail(
+                    sink,
+                    Failure::new(FailureCode::InvalidRequest, e.to_string()),
+                )
+                .await;
+            }
         };
         let Some(model) = self.models.get(&request.model) else {
             let f = Failure::new(
-                "model_not_found",
+                FailureCode::ModelNotFound,
                 format!(
                     "this provider does not serve model {}",
                     hex::encode(request.model)
@@ -191,7 +201,7 @@ impl Provider {
         };
         if !job.price.covers(&model.price) {
             let f = Failure::new(
-                "price_too_low",
+                FailureCode::PriceTooLow,
                 format!(
                     "offered {}/{} per million tokens; this provider charges {}/{}",
                     job.price.input_per_million.0,
@@ -247,7 +257,7 @@ impl Provider {
             Work::Text { prompt } => Prompt::Text(prompt.clone()),
             Work::Embed { .. } => {
                 return Err(Failure::new(
-                    "invalid_request",
+                    FailureCode::InvalidRequest,
                     format!(
                         "{} is a generative model, not an embedding model",
                         model.name
@@ -258,19 +268,13 @@ impl Provider {
         let mut request = Request::generate(prompt, engine_params(&job.sampling));
         request.continuation = job.continuation.clone();
         let mut stream = scheduler.submit(request).map_err(|e| match e {
-            SubmitError::Overloaded { .. } => Failure::new("overloaded", e.to_string()),
-            SubmitError::Shutdown => Failure::new("engine_error", e.to_string()),
+            SubmitError::Overloaded { .. } => Failure::new(FailureCode::Overloaded, e.to_string()),
+            SubmitError::Shutdown => Failure::new(FailureCode::EngineError, e.to_string()),
         })?;
         // Returning early drops `stream`, which frees the engine's slot at its next step.
-        let price = job.price;
-        let mut prompt_tokens = 0u32;
+        // What the job owes, frame by frame: the gateway meters the same frames.
+        let mut meter = Meter::new(job.price);
         let mut generated: Vec<u32> = Vec::new();
-        let mut billed = Amount::ZERO;
-        let bill = |p: u32, c: usize| {
-            price
-                .cost(u64::from(p), c as u64)
-                .unwrap_or(Amount(u128::MAX))
-        };
         let mut pending: Option<Event> = None;
         loop {
             let ev = match pending.take() {
@@ -278,7 +282,7 @@ impl Provider {
                 None => match stream.next().await {
                     Some(e) => e,
                     None => {
-                        return Err(Failure::new("engine_error", "the engine stopped"));
+                        return Err(Failure::new(FailureCode::EngineError, "the engine stopped"));
                     }
                 },
             };
@@ -287,10 +291,7 @@ impl Provider {
                     prompt_tokens: p,
                     cached_tokens,
                 } => {
-                    prompt_tokens = p;
-                    let cost = bill(p, 0);
-                    self.pay_gate(job, cost.saturating_sub(billed)).await?;
-                    billed = cost;
+                    self.pay_gate(job, meter.prompt(p)).await?;
                     send(
                         sink,
                         &Frame::Started {
@@ -314,9 +315,7 @@ impl Provider {
                         }
                     }
                     generated.extend(toks.iter().map(|t| t.id));
-                    let cost = bill(prompt_tokens, generated.len());
-                    self.pay_gate(job, cost.saturating_sub(billed)).await?;
-                    billed = cost;
+                    self.pay_gate(job, meter.generated(toks.len())).await?;
                     send(sink, &Frame::Tokens { tokens: toks }).await?;
                 }
                 Event::Text(text) => {
@@ -325,15 +324,16 @@ impl Provider {
                 Event::Error(e) => return Err(generate_failure(&e)),
                 Event::Done(c) => {
                     let usage = Usage {
-                        prompt_tokens,
-                        completion_tokens: generated.len() as u32,
+                        prompt_tokens: meter.prompt_tokens(),
+                        completion_tokens: meter.completion_tokens(),
                     };
                     let finish_reason = match c.finish_reason {
                         agora_inference::FinishReason::Stop => "stop",
                         agora_inference::FinishReason::Length => "length",
                         agora_inference::FinishReason::Cancelled => "cancelled",
                     };
-                    let receipt = self.receipt(job, model, usage, billed, output_hash(&generated));
+                    let receipt =
+                        self.receipt(job, model, usage, meter.owed(), output_hash(&generated));
                     return send(
                         sink,
                         &Frame::Done {
@@ -358,18 +358,15 @@ impl Provider {
     ) -> Result<(), Failure> {
         let Work::Embed { inputs } = &job.work else {
             return Err(Failure::new(
-                "invalid_request",
+                FailureCode::InvalidRequest,
                 format!("{} is an embedding model; use /v1/embeddings", model.name),
             ));
         };
         let prompt_tokens: usize = inputs.iter().map(|s| count_tokens(s)).sum();
         let prompt_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
-        let cost = job
-            .price
-            .cost(u64::from(prompt_tokens), 0)
-            .unwrap_or(Amount(u128::MAX));
+        let mut meter = Meter::new(job.price);
         // Embeddings are delivered in one go, so the whole cost is gated like one frame.
-        self.pay_gate(job, cost).await?;
+        self.pay_gate(job, meter.prompt(prompt_tokens)).await?;
         send(
             sink,
             &Frame::Started {
@@ -384,8 +381,8 @@ impl Provider {
             embedder.embed(&refs)
         })
         .await
-        .map_err(|e| Failure::new("engine_error", e.to_string()))?
-        .map_err(|e| Failure::new("invalid_request", e.to_string()))?;
+        .map_err(|e| Failure::new(FailureCode::EngineError, e.to_string()))?
+        .map_err(|e| Failure::new(FailureCode::InvalidRequest, e.to_string()))?;
         let mut bytes = Vec::new();
         for (i, chunk) in vectors.chunks(8).enumerate() {
             for v in chunk {
@@ -406,7 +403,7 @@ impl Provider {
         };
         let out =
             agora_types::Hash::of_parts(agora_types::HashDomain::Request, &[b"embeddings", &bytes]);
-        let receipt = self.receipt(job, model, usage, cost, out);
+        let receipt = self.receipt(job, model, usage, meter.owed(), out);
         send(
             sink,
             &Frame::Done {
@@ -496,18 +493,15 @@ fn tok(t: agora_inference::scheduler::TokenEvent) -> Tok {
 async fn send(sink: &TokenSink, frame: &Frame) -> Result<(), Failure> {
     sink.send(frame.encode())
         .await
-        .map_err(|_| Failure::new("client_gone", "the requester closed the stream"))
+        .map_err(|_| Failure::RequesterGone)
 }
 
 async fn fail(sink: TokenSink, f: Failure) {
-    if f.code == "client_gone" {
+    let Failure::Job { code, message } = f else {
         return;
-    }
-    tracing::debug!(target: "agora::provider", code = f.code, message = %f.message, "job failed");
-    let frame = Frame::Failed {
-        code: f.code.to_string(),
-        message: f.message,
     };
+    tracing::debug!(target: "agora::provider", %code, %message, "job failed");
+    let frame = Frame::Failed { code, message };
     if sink.send(frame.encode()).await.is_ok() {
         let _ = sink.finish().await;
     }
