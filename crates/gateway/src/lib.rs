@@ -92,6 +92,9 @@ pub struct Gateway {
     pub payer: Arc<Payer>,
     pub customers: Arc<Customers>,
     pub relay: Arc<Relay>,
+    /// The HTTP server, and what tells it to drain and stop.
+    http: tokio::task::JoinHandle<()>,
+    stop_http: Option<tokio::sync::oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -124,12 +127,6 @@ impl Gateway {
             customers: customers.clone(),
             settings: config.relay.clone(),
         });
-        let state = Arc::new(api::ApiState {
-            relay: relay.clone(),
-            market: market.clone(),
-            customers: customers.clone(),
-            metrics: metrics::Metrics::new(),
-        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| GatewayError::Listen {
@@ -142,15 +139,25 @@ impl Gateway {
                 addr: config.listen,
                 source,
             })?;
-        let app = api::router(state, config.http.body_timeout);
-        let mut tasks = vec![tokio::spawn(http::serve(
+        let app = api::app(api::AppState {
+            upstream: Arc::new(api::RelayUpstream(relay.clone())),
+            customers: customers.clone(),
+            metrics: metrics::Metrics::new(),
+            body_timeout: config.http.body_timeout,
+        });
+        let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(http::serve(
             listener,
             app,
             config.http.clone(),
-        ))];
-        tasks.push(tokio::spawn(
-            market.clone().refresh_loop(config.refresh_every),
+            async move {
+                let _ = stopped.await;
+            },
+            http::DRAIN_TIMEOUT,
         ));
+        let mut tasks = vec![tokio::spawn(
+            market.clone().refresh_loop(config.refresh_every),
+        )];
         let book = customers.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -183,14 +190,24 @@ impl Gateway {
             payer,
             customers,
             relay,
+            http,
+            stop_http: Some(stop_http),
             tasks,
         })
     }
 
-    /// Stops serving, then closes every payment channel (after up to 3 s for the providers to
-    /// acknowledge the last vouchers) and writes the customer book. The unspent deposits come
-    /// back when a later run (or `settle_due`) settles the channels after the challenge period.
-    pub async fn shutdown(self) -> usize {
+    /// Stops accepting requests and lets the ones in flight finish (streams to their `[DONE]`,
+    /// for up to `http::DRAIN_TIMEOUT`), then closes every payment channel (after up to 3 s for
+    /// the providers to acknowledge the last vouchers) and writes the customer book. The unspent
+    /// deposits come back when a later run (or `settle_due`) settles the channels after the
+    /// challenge period.
+    pub async fn shutdown(mut self) -> usize {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = (&mut self.http).await {
+            tracing::error!(target: "agora::gateway", error = %e, "the HTTP server task failed");
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -210,6 +227,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.customers.flush();
+        self.http.abort();
         for t in &self.tasks {
             t.abort();
         }

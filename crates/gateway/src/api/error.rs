@@ -1,0 +1,154 @@
+//! The one mapping from everything that can go wrong in a request to OpenAI's error shape and
+//! HTTP status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::MAX_BODY_BYTES;
+use super::wire::{ErrorBody, ErrorDetail};
+use crate::customers::AuthError;
+use crate::relay::RelayError;
+
+/// An error in OpenAI's shape.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<String>,
+    pub param: Option<String>,
+    pub message: String,
+}
+
+/// OpenAI's `type` for a request at fault.
+const INVALID_REQUEST: &str = "invalid_request_error";
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code: Some(code.to_string()),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed or asks for something unsupported; `param` names the field.
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: INVALID_REQUEST,
+            code: None,
+            param: param.map(str::to_string),
+            message: message.into(),
+        }
+    }
+
+    /// 401 (no or unknown key) or 429 (no credit left).
+    pub fn auth(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => Self::new(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                "invalid_api_key",
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            ),
+            AuthError::Unknown => Self::new(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                "invalid_api_key",
+                "Incorrect API key provided.",
+            ),
+            AuthError::NoCredit { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "insufficient_quota",
+                "You exceeded your current quota: this key has no credit left.",
+            ),
+        }
+    }
+
+    /// 404: no route for the URL.
+    pub fn unknown_url() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "unknown_url",
+            "Unknown request URL. See docs/gateway.md for the endpoints.",
+        )
+    }
+
+    /// 404: the model is unknown or has no live provider.
+    pub fn model_not_found(name: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "model_not_found",
+            format!(
+                "The model `{name}` does not exist or no provider on the network serves it now."
+            ),
+        );
+        e.param = Some("model".into());
+        e
+    }
+
+    /// 408: the request body stopped arriving.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            INVALID_REQUEST,
+            "request_timeout",
+            "The request body stopped arriving.",
+        )
+    }
+
+    /// 413: the request body is over `MAX_BODY_BYTES`.
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            "request_too_large",
+            format!("The request body exceeds {MAX_BODY_BYTES} bytes."),
+        )
+    }
+
+    /// 503: the network could not give an answer of the expected form (`code` says what).
+    pub fn upstream(code: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            code,
+            message,
+        )
+    }
+
+    /// 400 with the relay's code when the request is at fault, 503 for network trouble.
+    pub fn from_relay(e: RelayError) -> Self {
+        if e.client_error {
+            let mut out = Self::invalid(e.message, None);
+            out.code = Some(e.code);
+            out
+        } else {
+            Self::upstream(&e.code, e.message)
+        }
+    }
+
+    /// The body OpenAI's SDKs parse, also sent as the last event of a broken stream.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_deref(),
+                message: &self.message,
+                param: self.param.as_deref(),
+                kind: self.kind,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}

@@ -1,0 +1,424 @@
+//! Running the `n` choices of a chat or completion request on the upstream and shaping what
+//! comes back: one `chat.completion` / `text_completion` body, or server-sent chunks ending with
+//! `[DONE]`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use agora_market::protocol::{Sampling, Tok, Work};
+use axum::Json;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::wire::{
+    AgoraSegment, AgoraSummary, AssistantMessage, ChatChoice, ChatChunkChoice, ChatLogprobs, Chunk,
+    Completion, Delta, TextChoice, TextChunkChoice, TextLogprobs, TokenLogprob, TopLogprob, Usage,
+};
+use super::{ApiError, Shared, now_secs};
+use crate::customers::KeyHash;
+use crate::market::{Constraints, ModelView};
+use crate::relay::{CompletionJob, RelayEvent, Summary};
+
+/// Who asks for how many choices, under which routing constraints.
+pub(super) struct NChoices {
+    pub(super) n: u32,
+    pub(super) constraints: Constraints,
+    pub(super) customer: KeyHash,
+}
+
+/// Runs `n` choices of one request (seeds `seed + i`) and answers streamed or whole.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn respond(
+    s: &Shared,
+    model: &ModelView,
+    work: Work,
+    sampling: Sampling,
+    choices: NChoices,
+    shape: Shape,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, ApiError> {
+    let jobs = (0..choices.n)
+        .map(|i| CompletionJob {
+            model: model.sha256,
+            work: work.clone(),
+            sampling: Sampling {
+                seed: sampling.seed.wrapping_add(u64::from(i)),
+                ..sampling.clone()
+            },
+            constraints: choices.constraints,
+            customer: choices.customer,
+        })
+        .collect();
+    if stream {
+        Ok(stream_response(s, jobs, shape, include_usage))
+    } else {
+        collect_response(s, jobs, shape).await
+    }
+}
+
+/// How responses of one request look.
+#[derive(Clone)]
+pub(super) struct Shape {
+    id: String,
+    model: String,
+    chat: bool,
+    logprobs: bool,
+}
+
+impl Shape {
+    pub(super) fn new(model: &ModelView, chat: bool, sampling: &Sampling) -> Self {
+        let prefix = if chat { "chatcmpl" } else { "cmpl" };
+        Self {
+            id: format!("{prefix}-{}", hex::encode(rand::random::<[u8; 12]>())),
+            model: model.name.clone(),
+            chat,
+            logprobs: sampling.logprobs.is_some(),
+        }
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.chat, chunk) {
+            (true, true) => "chat.completion.chunk",
+            (true, false) => "chat.completion",
+            (false, _) => "text_completion",
+        }
+    }
+}
+
+fn token_logprob(t: &Tok) -> TokenLogprob {
+    let top_logprobs = t
+        .top
+        .iter()
+        .enumerate()
+        .map(|(i, (id, lp))| {
+            // The provider's text for each alternative; an id for one it did not name.
+            let token = match t.top_text.get(i) {
+                Some(text) => text.clone(),
+                None if *id == t.id => t.text.clone(),
+                None => format!("<token {id}>"),
+            };
+            TopLogprob {
+                bytes: token.as_bytes().to_vec(),
+                logprob: f64::from(*lp),
+                token,
+            }
+        })
+        .collect();
+    TokenLogprob {
+        bytes: t.text.as_bytes().to_vec(),
+        logprob: f64::from(t.logprob.unwrap_or(0.0)),
+        token: t.text.clone(),
+        top_logprobs,
+    }
+}
+
+/// Who served a completion and what each was paid (an extension stock SDKs ignore).
+fn agora_summary(sm: &Summary) -> AgoraSummary {
+    AgoraSummary {
+        charged: sm.charged,
+        segments: sm
+            .segments
+            .iter()
+            .map(|g| AgoraSegment {
+                charged: g.charged,
+                completion_tokens: g.completion_tokens,
+                prompt_tokens: g.prompt_tokens,
+                provider: g.provider.to_string(),
+                receipt_ok: g.receipt_ok,
+            })
+            .collect(),
+    }
+}
+
+/// The legacy completions' parallel lists from per-token log-probabilities.
+fn text_logprobs(lps: Vec<TokenLogprob>) -> TextLogprobs {
+    let mut out = TextLogprobs {
+        token_logprobs: Vec::with_capacity(lps.len()),
+        tokens: Vec::with_capacity(lps.len()),
+        top_logprobs: Vec::with_capacity(lps.len()),
+    };
+    for l in lps {
+        out.token_logprobs.push(l.logprob);
+        out.top_logprobs.push(
+            l.top_logprobs
+                .into_iter()
+                .map(|t| (t.token, t.logprob))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        out.tokens.push(l.token);
+    }
+    out
+}
+
+/// Why a choice's events ended without a summary.
+fn ended_early() -> ApiError {
+    ApiError::upstream("internal", "the completion ended without a result")
+}
+
+/// Runs every choice to the end and answers with one JSON body.
+async fn collect_response(
+    s: &Shared,
+    jobs: Vec<CompletionJob>,
+    shape: Shape,
+) -> Result<Response, ApiError> {
+    let mut rxs: Vec<_> = jobs.into_iter().map(|j| s.upstream.start(j)).collect();
+    let mut chat_choices = Vec::new();
+    let mut text_choices = Vec::new();
+    let (mut prompt_tokens, mut completion_tokens) = (0u32, 0u32);
+    for (index, rx) in rxs.iter_mut().enumerate() {
+        let mut text = String::new();
+        let mut lps = Vec::new();
+        let summary: Summary = loop {
+            match rx.recv().await {
+                Some(RelayEvent::Token(t)) => {
+                    text.push_str(&t.text);
+                    if shape.logprobs {
+                        lps.push(token_logprob(&t));
+                    }
+                }
+                Some(RelayEvent::Text(t)) => text.push_str(&t),
+                Some(RelayEvent::Embeddings { .. }) => {}
+                Some(RelayEvent::Done(sm)) => break sm,
+                Some(RelayEvent::Error(e)) => return Err(ApiError::from_relay(e)),
+                None => return Err(ended_early()),
+            }
+        };
+        prompt_tokens = prompt_tokens.saturating_add(summary.prompt_tokens);
+        completion_tokens = completion_tokens.saturating_add(summary.completion_tokens);
+        s.metrics
+            .tokens(summary.completion_tokens, summary.segments.len());
+        let agora = agora_summary(&summary);
+        let finish_reason = summary.finish_reason;
+        if shape.chat {
+            chat_choices.push(ChatChoice {
+                agora,
+                finish_reason,
+                index,
+                logprobs: shape.logprobs.then_some(ChatLogprobs { content: lps }),
+                message: AssistantMessage {
+                    content: text,
+                    refusal: None,
+                    role: "assistant",
+                },
+            });
+        } else {
+            text_choices.push(TextChoice {
+                agora,
+                finish_reason,
+                index,
+                logprobs: shape.logprobs.then(|| text_logprobs(lps)),
+                text,
+            });
+        }
+    }
+    let usage = Usage::new(prompt_tokens, completion_tokens);
+    Ok(if shape.chat {
+        whole(&shape, chat_choices, usage)
+    } else {
+        whole(&shape, text_choices, usage)
+    })
+}
+
+/// One `chat.completion` or `text_completion` body.
+fn whole<C: Serialize>(shape: &Shape, choices: Vec<C>, usage: Usage) -> Response {
+    Json(Completion {
+        choices,
+        created: now_secs(),
+        id: shape.id.clone(),
+        model: shape.model.clone(),
+        object: shape.object(false),
+        system_fingerprint: None,
+        usage,
+    })
+    .into_response()
+}
+
+fn event(body: &impl Serialize) -> SseEvent {
+    // Serializing these types cannot fail (string keys, no custom errors).
+    SseEvent::default().data(serde_json::to_string(body).unwrap_or_default())
+}
+
+/// Builds the chunks of one streamed response.
+struct Chunker {
+    shape: Shape,
+    created: u64,
+    /// `Some(None)` with `include_usage`: every chunk carries `"usage": null` until the last.
+    usage: Option<Option<Usage>>,
+}
+
+impl Chunker {
+    fn chunk<C: Serialize>(&self, choices: Vec<C>) -> SseEvent {
+        event(&Chunk {
+            choices,
+            created: self.created,
+            id: self.shape.id.clone(),
+            model: self.shape.model.clone(),
+            object: self.shape.object(true),
+            system_fingerprint: None,
+            usage: self.usage,
+        })
+    }
+
+    /// A chat choice's opening chunk: the assistant's role.
+    fn role(&self, index: usize) -> SseEvent {
+        self.chunk(vec![ChatChunkChoice {
+            agora: None,
+            delta: Delta {
+                content: Some(String::new()),
+                role: Some("assistant"),
+            },
+            finish_reason: None,
+            index,
+            logprobs: None,
+        }])
+    }
+
+    /// Text of choice `index` and its log-probability, or (with `end`) the choice's end.
+    fn piece(
+        &self,
+        index: usize,
+        text: String,
+        lp: Option<TokenLogprob>,
+        end: Option<&Summary>,
+    ) -> SseEvent {
+        let (agora, finish_reason) = match end {
+            Some(sm) => (Some(agora_summary(sm)), Some(sm.finish_reason.clone())),
+            None => (None, None),
+        };
+        if !self.shape.chat {
+            return self.chunk(vec![TextChunkChoice {
+                agora,
+                finish_reason,
+                index,
+                logprobs: lp,
+                text,
+            }]);
+        }
+        let delta = if end.is_some() {
+            Delta::default()
+        } else {
+            Delta {
+                content: Some(text),
+                role: None,
+            }
+        };
+        self.chunk(vec![ChatChunkChoice {
+            agora,
+            delta,
+            finish_reason,
+            index,
+            logprobs: lp.map(|l| ChatLogprobs { content: vec![l] }),
+        }])
+    }
+
+    /// The usage of all choices, after the last choice ended.
+    fn usage(&self, usage: Usage) -> SseEvent {
+        event(&Chunk::<ChatChunkChoice> {
+            choices: Vec::new(),
+            created: self.created,
+            id: self.shape.id.clone(),
+            model: self.shape.model.clone(),
+            object: self.shape.object(true),
+            system_fingerprint: None,
+            usage: Some(Some(usage)),
+        })
+    }
+}
+
+/// Streams every choice as server-sent events, ending with `[DONE]`.
+fn stream_response(
+    s: &Shared,
+    jobs: Vec<CompletionJob>,
+    shape: Shape,
+    include_usage: bool,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let n = jobs.len();
+    let mut merged = {
+        let (mtx, mrx) = mpsc::channel::<(usize, RelayEvent)>(64);
+        for (i, j) in jobs.into_iter().enumerate() {
+            let mut r = s.upstream.start(j);
+            let mtx = mtx.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = r.recv().await {
+                    if mtx.send((i, ev)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        mrx
+    };
+    let metrics = s.metrics.clone();
+    tokio::spawn(async move {
+        let chunker = Chunker {
+            created: now_secs(),
+            usage: include_usage.then_some(None),
+            shape,
+        };
+        if chunker.shape.chat {
+            for i in 0..n {
+                if tx.send(chunker.role(i)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let (mut prompt_tokens, mut completion_tokens, mut done) = (0u32, 0u32, 0usize);
+        while let Some((i, ev)) = merged.recv().await {
+            let out = match ev {
+                RelayEvent::Token(t) => {
+                    let lp = chunker.shape.logprobs.then(|| token_logprob(&t));
+                    if t.text.is_empty() && lp.is_none() {
+                        continue;
+                    }
+                    chunker.piece(i, t.text, lp, None)
+                }
+                RelayEvent::Text(t) => chunker.piece(i, t, None, None),
+                RelayEvent::Embeddings { .. } => continue,
+                RelayEvent::Done(sm) => {
+                    prompt_tokens = prompt_tokens.saturating_add(sm.prompt_tokens);
+                    completion_tokens = completion_tokens.saturating_add(sm.completion_tokens);
+                    metrics.tokens(sm.completion_tokens, sm.segments.len());
+                    done += 1;
+                    chunker.piece(i, String::new(), None, Some(&sm))
+                }
+                RelayEvent::Error(e) => {
+                    let e = ApiError::from_relay(e);
+                    metrics.error(e.status.as_u16());
+                    let _ = tx.send(event(&e.body())).await;
+                    return;
+                }
+            };
+            if tx.send(out).await.is_err() {
+                return; // the client left: dropping `merged` cancels the relays
+            }
+            if done == n {
+                break;
+            }
+        }
+        if include_usage {
+            let usage = Usage::new(prompt_tokens, completion_tokens);
+            let _ = tx.send(chunker.usage(usage)).await;
+        }
+        let _ = tx.send(SseEvent::default().data("[DONE]")).await;
+    });
+    Sse::new(ReceiverStream(rx))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+struct ReceiverStream(mpsc::Receiver<SseEvent>);
+
+impl Stream for ReceiverStream {
+    type Item = Result<SseEvent, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(Ok))
+    }
+}
