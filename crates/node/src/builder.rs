@@ -188,7 +188,7 @@ impl NodeBuilder {
     pub fn key_file(&self, role: Role) -> PathBuf {
         let c = &self.config;
         match role {
-            Role::Validator => c.chain.key_file.clone(),
+            Role::Validator => None,
             Role::Provider => c.provider.key.clone(),
             Role::Gateway => c.gateway.key.clone(),
         }
