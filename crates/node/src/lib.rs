@@ -1,5 +1,8 @@
 //! The composition root: config, storage, block production, RPC and supervision of a running Agora node.
 //!
+//! [`builder::NodeBuilder`] assembles any set of roles (validator, provider, gateway) from one
+//! sectioned [`NodeConfig`] and stops them in one order; the ledger side:
+//!
 //! ```text
 //!   config ──► Store (redb) ──► State at tip ──► Chain { state, mempool, store }
 //!                                                   ▲             │
@@ -10,9 +13,11 @@
 //! ```
 
 pub mod bench;
+pub mod builder;
 pub mod chain;
 pub mod config;
 pub mod keystore;
+pub mod models;
 pub mod rpc;
 pub mod store;
 pub mod testnet;
@@ -20,6 +25,7 @@ pub mod validator;
 
 use agora_types::{Address, SecretKey};
 use chain::Chain;
+pub use builder::{NodeBuilder, Role, RunningNode, Stopped};
 pub use config::NodeConfig;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,8 +42,8 @@ pub enum StartError {
     #[error("config: {0}")]
     Config(#[from] config::ConfigError),
     #[error(
-        "genesis names {validators} validators; a node without validator.toml runs a \
-         one-validator chain (agora testnet writes validator networks)"
+        "genesis names {validators} validators; a node whose [validator] section names no \
+         peers runs a one-validator chain (agora testnet writes validator networks)"
     )]
     NotSoleValidator { validators: usize },
     #[error("the node key {key} is not the genesis validator {validator}")]
@@ -72,6 +78,7 @@ impl NodeHandle {
 /// `idle_block_ms` keeps finality (and time-based settlement) moving.
 pub async fn start(cfg: &NodeConfig, key: SecretKey) -> Result<NodeHandle, StartError> {
     let genesis = cfg
+        .chain
         .load_genesis()?
         .into_state()
         .map_err(|e| validator::ValidatorError::Genesis(e.to_string()))?;
@@ -94,11 +101,11 @@ pub async fn start(cfg: &NodeConfig, key: SecretKey) -> Result<NodeHandle, Start
             address: key.public(),
             endpoint: loopback,
         }],
-        idle_block_ms: cfg.idle_block_ms,
+        idle_block_ms: cfg.validator.idle_block_ms,
         // The only leader is this node: its view must not time out while it waits for work.
-        leader_timeout_ms: cfg.idle_block_ms + 1_000,
+        leader_timeout_ms: cfg.validator.idle_block_ms.saturating_add(1_000),
     };
-    let running = validator::spawn(cfg.clone(), vcfg, key).await?;
+    let running = validator::spawn(cfg.chain.clone(), vcfg, key).await?;
     tracing::info!(target: "agora::node", rpc = %running.rpc_addr, "node started");
     Ok(NodeHandle {
         rpc_addr: running.rpc_addr,

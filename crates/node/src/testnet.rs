@@ -4,12 +4,13 @@
 //! ```text
 //!   D/genesis.json            validators bonded at genesis, a funded faucet account
 //!   D/faucet-key.json         the faucet's key (same password)
-//!   D/node-<i>/agora.toml     node config: data dir, rpc 127.0.0.1:<rpc_base + i>
-//!   D/node-<i>/validator.toml validator config: listen 127.0.0.1:<p2p_base + i>, all peers
+//!   D/node-<i>/agora.toml     node config: [chain] data dir, rpc 127.0.0.1:<rpc_base + i>;
+//!                             [validator] listen 127.0.0.1:<p2p_base + i>, all peers
+//!   D/node-<i>/validator.toml the [validator] section on its own
 //!   D/node-<i>/node-key.json  the validator's key
 //! ```
 
-use crate::NodeConfig;
+use crate::config::{ChainConfig, NodeConfig};
 use crate::keystore;
 use crate::validator::{PeerConfig, ValidatorConfig};
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
@@ -128,21 +129,26 @@ pub fn write(
         keystore::save_with_cost(&key_file, k, password, kdf_cost_kib, 1)
             .map_err(|e| io(&key_file, &e))?;
         let rpc_addr = loopback(ports.rpc_base, i)?;
-        let node = NodeConfig {
-            data_dir: PathBuf::from("data"),
-            genesis: PathBuf::from("../genesis.json"),
-            key_file: PathBuf::from("node-key.json"),
-            rpc_addr,
-            ..NodeConfig::default()
-        };
-        let path = node_dir.join("agora.toml");
-        write_file(&path, &toml::to_string(&node).map_err(|e| io(&path, &e))?)?;
         let validator = ValidatorConfig {
             listen: peers[i].endpoint,
             peers: peers.clone(),
             idle_block_ms: 1_000,
             leader_timeout_ms: 2_000,
         };
+        let node = NodeConfig {
+            chain: ChainConfig {
+                data_dir: PathBuf::from("data"),
+                genesis: PathBuf::from("../genesis.json"),
+                key_file: PathBuf::from("node-key.json"),
+                rpc_addr,
+                ..ChainConfig::default()
+            },
+            validator: validator.clone(),
+            ..NodeConfig::default()
+        };
+        let path = node_dir.join("agora.toml");
+        write_file(&path, &toml::to_string(&node).map_err(|e| io(&path, &e))?)?;
+        // Also on its own, for tools and configs that read it beside the node config.
         let path = node_dir.join("validator.toml");
         write_file(
             &path,
@@ -176,7 +182,7 @@ mod tests {
             assert_eq!(committee.len(), 4);
             let v = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
             assert_eq!(v.peers.len(), 4);
-            let key = keystore::load(&cfg.key_file, "pw").unwrap();
+            let key = keystore::load(&cfg.chain.key_file, "pw").unwrap();
             assert!(v.peers.iter().any(|p| p.address == key.public()));
             assert_eq!(
                 v.listen,

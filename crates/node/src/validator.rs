@@ -8,7 +8,8 @@
 //! address from the validator config) between validators.
 
 use crate::chain::Chain;
-use crate::{NodeConfig, Shared, config, rpc, store};
+use crate::config::ChainConfig;
+use crate::{Shared, config, rpc, store};
 use agora_consensus::gossip::{self, Verdict};
 use agora_consensus::{
     AppConfig, CommitError, EngineConfig, EpochStart, Host, LedgerApp, channel, engine,
@@ -123,33 +124,38 @@ impl Host for NodeHost {
 const EPOCH_KEY: &str = "consensus_epoch";
 
 /// One validator peer in the validator config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     pub address: Address,
     pub endpoint: SocketAddr,
 }
 
-/// The validator side of a node: where it listens for validators and who they are.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The validator side of a node (the `[validator]` section, or a `validator.toml`): where it
+/// listens for validators and who they are. No peers: a one-validator chain in-process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ValidatorConfig {
     /// Where this validator accepts connections from other validators.
     pub listen: SocketAddr,
     /// Every validator of the committee (this one included), with its p2p endpoint.
     pub peers: Vec<PeerConfig>,
     /// With an empty mempool, the proposer waits this long before proposing an empty block.
-    #[serde(default = "default_idle_ms")]
     pub idle_block_ms: u64,
-    #[serde(default = "default_leader_timeout_ms")]
+    /// A view without a proposal ends after this long (validator networks; the sole
+    /// validator of a one-validator chain waits `idle_block_ms` + 1 s).
     pub leader_timeout_ms: u64,
 }
 
-fn default_idle_ms() -> u64 {
-    1_000
-}
-fn default_leader_timeout_ms() -> u64 {
-    2_000
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        ValidatorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: Vec::new(),
+            idle_block_ms: 1_000,
+            leader_timeout_ms: 2_000,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +218,7 @@ const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 
 /// Runs a validator until the process is stopped: opens the store, serves the RPC, joins the
 /// validator network and drives the chain with simplex. Blocks the calling thread.
-pub fn run(cfg: NodeConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(), ValidatorError> {
+pub fn run(cfg: ChainConfig, vcfg: ValidatorConfig, key: SecretKey) -> Result<(), ValidatorError> {
     let (ready, _started) = tokio::sync::oneshot::channel();
     let (_stop, stopped) = tokio::sync::oneshot::channel();
     run_until(cfg, vcfg, key, ready, stopped)
@@ -242,7 +248,7 @@ impl RunningValidator {
 /// Starts a validator on its own thread and returns once its RPC is listening and consensus is
 /// starting (or with the error that stopped it from starting).
 pub async fn spawn(
-    cfg: NodeConfig,
+    cfg: ChainConfig,
     vcfg: ValidatorConfig,
     key: SecretKey,
 ) -> Result<RunningValidator, ValidatorError> {
@@ -273,7 +279,7 @@ type Ready = tokio::sync::oneshot::Sender<(SocketAddr, Arc<Shared>)>;
 /// Runs a validator until consensus stops or `stop` fires; reports the RPC address and shared
 /// chain state on `ready` once serving.
 fn run_until(
-    cfg: NodeConfig,
+    cfg: ChainConfig,
     vcfg: ValidatorConfig,
     key: SecretKey,
     ready: Ready,
@@ -468,6 +474,7 @@ const GOSSIP_SCAN: usize = 20_000;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NodeConfig;
     use crate::testnet::{TestnetPorts, write};
     use std::io::{Read, Write};
 
@@ -500,7 +507,7 @@ mod tests {
         let ports = TestnetPorts { rpc_base, p2p_base };
         let net = write(dir.path(), 4, ports, "pw", 8).unwrap();
         for node in &net.nodes[which] {
-            let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap();
+            let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap().chain;
             let mut vcfg = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
             vcfg.idle_block_ms = 100;
             let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
@@ -558,7 +565,7 @@ mod tests {
     fn oversized_and_malformed_messages_from_a_validator_peer_are_refused() {
         use commonware_p2p::{Recipients, Sender as _};
         let (_dir, net) = start_validators(38_745, 39_745, 0..3);
-        let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml"))).unwrap();
+        let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml"))).unwrap().chain;
         let vcfg = ValidatorConfig::load(&net.nodes[3].join("validator.toml")).unwrap();
         let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
         let (report, reached) = std::sync::mpsc::channel::<(&'static str, usize)>();

@@ -1,12 +1,14 @@
-//! `agora node --config FILE`: run a node from a config file. With a `validator.toml` next to
-//! the config (as `agora testnet` writes), the node joins the validator network and finalizes
-//! blocks with simplex BFT; without one, it runs a one-validator chain (the same simplex engine,
-//! quorum of one; the genesis must name this node as its only validator).
+//! `agora node --config FILE`: run a node from a config file (see config/agora.toml). With
+//! peers in its `[validator]` section (or a `validator.toml` beside it, as `agora testnet`
+//! writes), the node joins the validator network and finalizes blocks with simplex BFT;
+//! without, it runs a one-validator chain (the same simplex engine, quorum of one; the genesis
+//! must name this node as its only validator).
 //!
-//! `--provider` and `--gateway` add the market services (see `serve.rs`); with `--chain-rpc`
-//! they run without a local ledger node, against any node's RPC.
+//! `--provider` and `--gateway` add the market services; with `--chain-rpc` and no `--config`
+//! they run without a local ledger node, against any node's RPC. Assembly and the shutdown
+//! order are `agora_node::builder`'s.
 
-use agora_node::{NodeConfig, keystore};
+use agora_node::{NodeBuilder, NodeConfig, Role, keystore};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,95 +28,6 @@ pub struct NodeArgs {
     serve: super::serve::ServeArgs,
 }
 
-/// `agora node --provider/--gateway [--chain-rpc URL]`.
-fn run_services(args: NodeArgs) -> eyre::Result<()> {
-    let serve = &args.serve;
-    let cfg = match (&args.config, &serve.chain_rpc) {
-        (None, None) => eyre::bail!(
-            "--provider/--gateway need --chain-rpc URL or --config FILE (to run a local node)"
-        ),
-        (Some(_), _) => Some(NodeConfig::load(args.config.as_deref())?),
-        (None, Some(_)) => None,
-    };
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or_else(|| cfg.as_ref().map(|c| c.data_dir.clone()))
-        .unwrap_or_else(|| PathBuf::from("agora-data"));
-    let services_dir = super::serve::data_dir_for(&data_dir);
-    std::fs::create_dir_all(&services_dir)?;
-    let key_path = |explicit: &Option<PathBuf>| -> eyre::Result<PathBuf> {
-        explicit
-            .clone()
-            .or_else(|| cfg.as_ref().map(|c| c.key_file.clone()))
-            .ok_or_else(|| {
-                eyre::eyre!("name the account's key file with --provider-key / --gateway-key")
-            })
-    };
-    let provider_key = if serve.provider {
-        Some(super::serve::load_key(&key_path(&serve.provider_key)?)?)
-    } else {
-        None
-    };
-    let gateway_key = if serve.gateway {
-        Some(super::serve::load_key(&key_path(&serve.gateway_key)?)?)
-    } else {
-        None
-    };
-    if let (Some(p), Some(g)) = (&provider_key, &gateway_key)
-        && p.public() == g.public()
-    {
-        eyre::bail!(
-            "the provider and the gateway need different accounts (--provider-key, --gateway-key)"
-        );
-    }
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        let mut local = None;
-        if let Some(mut cfg) = cfg {
-            if let Some(a) = args.rpc_addr {
-                cfg.rpc_addr = a;
-            }
-            cfg.data_dir = data_dir.clone();
-            let password = std::env::var("AGORA_PASSWORD")
-                .or_else(|_| rpassword::prompt_password("Node key password: "))?;
-            let key = keystore::load(&cfg.key_file, &password)?;
-            local = Some(
-                agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?,
-            );
-        }
-        let chain_url = serve
-            .chain_rpc
-            .clone()
-            .or_else(|| local.as_ref().map(|n| n.rpc_url()))
-            .unwrap_or_default();
-        let services =
-            super::serve::start(serve, &chain_url, provider_key, gateway_key, &services_dir)
-                .await?;
-        if let Some(p) = &services.provider {
-            println!("provider {} serving on the overlay", p.sender.address());
-        }
-        if let Some(g) = &services.gateway {
-            println!("gateway {} at {}", g.payer.address(), g.base_url());
-        }
-        if let Some(a) = &services.p2p_addr {
-            println!("overlay address {a}");
-        }
-        wait_for_shutdown().await;
-        // The gateway first: a provider in this process is still up to acknowledge vouchers.
-        if let Some(g) = services.gateway {
-            g.shutdown().await;
-        }
-        if let Some(p) = services.provider {
-            p.shutdown().await;
-        }
-        if let Some(n) = local {
-            n.shutdown();
-        }
-        Ok(())
-    })
-}
-
 /// Ctrl-C or SIGTERM.
 pub async fn wait_for_shutdown() {
     #[cfg(unix)]
@@ -130,43 +43,75 @@ pub async fn wait_for_shutdown() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-pub fn run(args: NodeArgs) -> eyre::Result<()> {
-    if args.serve.provider || args.serve.gateway {
-        return run_services(args);
+/// The builder for these flags: a validator unless only services run against `--chain-rpc`.
+fn builder(args: &NodeArgs) -> eyre::Result<NodeBuilder> {
+    let serve = &args.serve;
+    let services = serve.provider || serve.gateway;
+    if services && args.config.is_none() && serve.chain_rpc.is_none() {
+        eyre::bail!(
+            "--provider/--gateway need --chain-rpc URL or --config FILE (to run a local node)"
+        );
     }
     let mut cfg = NodeConfig::load(args.config.as_deref())?;
     if let Some(a) = args.rpc_addr {
-        cfg.rpc_addr = a;
+        cfg.chain.rpc_addr = a;
     }
-    if let Some(d) = args.data_dir {
-        cfg.data_dir = d;
+    if let Some(d) = &args.data_dir {
+        cfg.chain.data_dir = d.clone();
     }
-    let password = std::env::var("AGORA_PASSWORD")
-        .or_else(|_| rpassword::prompt_password("Node key password: "))?;
-    let key = keystore::load(&cfg.key_file, &password)?;
-    let validator_toml = args
-        .config
-        .as_deref()
-        .and_then(|c| c.parent())
-        .map(|d| d.join("validator.toml"))
-        .filter(|p| p.exists());
-    if let Some(path) = validator_toml {
-        let vcfg = agora_node::validator::ValidatorConfig::load(&path)?;
-        println!(
-            "validator {} joining the network ({})",
-            key.public(),
-            path.display()
-        );
-        agora_node::validator::run(cfg, vcfg, key)?;
-        return Ok(());
+    serve.apply(&mut cfg);
+    if args.config.is_none()
+        && ((serve.provider && serve.provider_key.is_none())
+            || (serve.gateway && serve.gateway_key.is_none()))
+    {
+        eyre::bail!("name the account's key file with --provider-key / --gateway-key");
     }
+    let mut b = NodeBuilder::new(cfg);
+    if !services || args.config.is_some() {
+        b = b.with_validator();
+    }
+    if serve.provider {
+        b = b.with_provider();
+    }
+    if serve.gateway {
+        b = b.with_gateway();
+    }
+    Ok(b)
+}
+
+pub fn run(args: NodeArgs) -> eyre::Result<()> {
+    let mut b = builder(&args)?;
+    if b.needs_password() {
+        b = b.password(super::serve::password()?);
+    }
+    let validator = b
+        .has(Role::Validator)
+        .then(|| keystore::address(&b.key_file(Role::Validator)))
+        .transpose()?;
+    let network = !b.config().validator.peers.is_empty();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let node =
-            agora_node::start(&cfg, agora_types::SecretKey::from_bytes(key.to_bytes())).await?;
-        println!("node {} serving RPC at {}", key.public(), node.rpc_url());
-        tokio::signal::ctrl_c().await?;
-        node.shutdown();
+        let node = b.launch().await?;
+        if let (Some(me), Some(url)) = (validator, node.rpc_url()) {
+            if network {
+                println!("validator {me} joined the validator network, RPC at {url}");
+            } else {
+                println!("node {me} serving RPC at {url}");
+            }
+        }
+        if let Some(p) = &node.provider {
+            println!("provider {} serving on the overlay", p.sender.address());
+        }
+        if let Some(g) = &node.gateway {
+            println!("gateway {} at {}", g.payer.address(), g.base_url());
+        }
+        if node.gateway.is_some() || node.provider.is_some() {
+            if let Some(a) = &node.p2p_addr {
+                println!("overlay address {a}");
+            }
+        }
+        wait_for_shutdown().await;
+        node.shutdown().await;
         Ok(())
     })
 }

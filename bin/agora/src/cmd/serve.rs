@@ -1,22 +1,12 @@
-//! Provider and gateway services as `agora node --provider/--gateway` and `agora dev` start them.
+//! The provider and gateway flags that `agora node` and `agora dev` share: each one, when given,
+//! overrides its `[p2p]`, `[provider]` or `[gateway]` key (config/agora.toml has the defaults).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use agora_gateway::{Gateway, GatewayConfig};
-use agora_inference::SchedulerConfig;
-use agora_inference::backends::test_engine::{TestEngine, TestEngineConfig};
-use agora_inference::store::{self, ModelKind};
-use agora_p2p::{Multiaddr, NetConfig};
-use agora_provider::launch::{Launch, RunningProvider, launch, listen_addr};
-use agora_provider::register::ModelListing;
-use agora_provider::{ChainClient, ModelEngine, Price, ProviderSettings, ServedModel, TxSender};
-use agora_types::{Amount, Hash, SecretKey};
+use agora_node::NodeConfig;
+use agora_p2p::Multiaddr;
 use clap::Args;
-use eyre::{WrapErr, bail};
-
-use super::models::StoreArgs;
 
 /// Flags of the provider and gateway services.
 #[derive(Args, Debug, Clone)]
@@ -27,7 +17,7 @@ pub struct ServeArgs {
     /// Run the OpenAI-compatible gateway.
     #[arg(long)]
     pub gateway: bool,
-    /// The ledger RPC the services use (default: this node's own RPC).
+    /// The ledger RPC the services use (default: this node's own RPC) [chain.rpc_url].
     #[arg(long, env = "AGORA_CHAIN_RPC")]
     pub chain_rpc: Option<String>,
     /// Key file of the provider's account (default: the node key; password AGORA_PASSWORD).
@@ -36,321 +26,97 @@ pub struct ServeArgs {
     /// Key file of the gateway's paying account (default: the node key).
     #[arg(long)]
     pub gateway_key: Option<PathBuf>,
-    /// Overlay listen address of this process's first service.
-    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4100")]
-    pub p2p_listen: Multiaddr,
-    /// Overlay peers to bootstrap from (`/ip4/.../tcp/.../p2p/<peer id>`).
+    /// Overlay listen address of this process's first service [p2p.listen, default
+    /// /ip4/0.0.0.0/tcp/4100].
+    #[arg(long)]
+    pub p2p_listen: Option<Multiaddr>,
+    /// Overlay peers to bootstrap from (`/ip4/.../tcp/.../p2p/<peer id>`), repeatable.
     #[arg(long)]
     pub bootstrap: Vec<Multiaddr>,
-    /// Models to serve (known names or GGUF paths), repeatable.
-    #[arg(long = "serve-model", default_values_t = ["smollm2-135m-instruct".to_string(), "all-minilm-l6-v2".to_string()])]
+    /// Models to serve (known names or GGUF paths), repeatable [provider.models, default
+    /// smollm2-135m-instruct and all-minilm-l6-v2].
+    #[arg(long = "serve-model")]
     pub serve_models: Vec<String>,
     /// Serve the deterministic test engine instead of a model (tests and benchmarks only; it is
     /// not a language model). The value is its per-step delay in milliseconds.
     #[arg(long, value_name = "STEP_MS")]
     pub test_engine: Option<u64>,
-    /// Price per million prompt tokens, in AGR.
-    #[arg(long, default_value = "0.05")]
-    pub input_price: String,
-    /// Price per million generated tokens, in AGR.
-    #[arg(long, default_value = "0.1")]
-    pub output_price: String,
-    /// Self-bonded provider stake to hold, in AGR.
-    #[arg(long, default_value = "100")]
-    pub stake: String,
-    /// CPU threads per model.
-    #[arg(long, default_value_t = 2)]
-    pub threads: u32,
-    /// Concurrent sequences per model.
-    #[arg(long, default_value_t = 4)]
-    pub slots: u32,
-    /// Gateway HTTP listen address.
-    #[arg(long, default_value = "127.0.0.1:8646")]
-    pub gateway_listen: std::net::SocketAddr,
+    /// Price per million prompt tokens, in AGR [default 0.05].
+    #[arg(long)]
+    pub input_price: Option<String>,
+    /// Price per million generated tokens, in AGR [default 0.1].
+    #[arg(long)]
+    pub output_price: Option<String>,
+    /// Self-bonded provider stake to hold, in AGR [default 100].
+    #[arg(long)]
+    pub stake: Option<String>,
+    /// CPU threads per model [default 2].
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Concurrent sequences per model [default 4].
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Gateway HTTP listen address [default 127.0.0.1:8646].
+    #[arg(long)]
+    pub gateway_listen: Option<SocketAddr>,
     /// The gateway's API-key book (JSON; created if missing).
     #[arg(long)]
     pub api_keys: Option<PathBuf>,
-    /// How long the gateway waits for a provider's next frame before failing over, in ms.
-    #[arg(long, default_value_t = 10_000)]
-    pub stall_ms: u64,
-    #[command(flatten)]
-    pub store: StoreArgs,
+    /// How long the gateway waits for a provider's next frame before failing over, in ms
+    /// [default 10000].
+    #[arg(long)]
+    pub stall_ms: Option<u64>,
+    /// Model directory [provider.models_dir, default models].
+    #[arg(long, env = "AGORA_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
 }
 
-/// Services started in this process.
-pub struct Services {
-    pub provider: Option<RunningProvider>,
-    pub gateway: Option<Gateway>,
-    /// Overlay address others can bootstrap from.
-    pub p2p_addr: Option<Multiaddr>,
+/// `Some` flags over the config's values.
+fn set<T: Clone>(slot: &mut T, flag: &Option<T>) {
+    if let Some(v) = flag {
+        *slot = v.clone();
+    }
 }
 
-fn agr(s: &str) -> eyre::Result<Amount> {
-    Amount::parse_agr(s).map_err(|e| eyre::eyre!("bad AGR amount {s:?}: {e}"))
-}
-
-fn net_config(listen: &Multiaddr, bootstrap: &[Multiaddr]) -> NetConfig {
-    let loopback = listen.to_string().starts_with("/ip4/127.");
-    let mut cfg = NetConfig {
-        listen: vec![listen.clone()],
-        bootstrap: bootstrap.to_vec(),
-        ..if loopback {
-            NetConfig::local_test()
-        } else {
-            NetConfig::default()
+impl ServeArgs {
+    /// Applies the flags that were given over `cfg` (flags outrank file and environment).
+    pub fn apply(&self, cfg: &mut NodeConfig) {
+        if self.chain_rpc.is_some() {
+            cfg.chain.rpc_url = self.chain_rpc.clone();
         }
-    };
-    // Gateways send one stream per request and vouchers beside them: allow a busy gateway.
-    cfg.limits.requests_per_sec = 5_000.0;
-    cfg.limits.request_burst = 10_000.0;
-    cfg
-}
-
-/// The served models with their ledger listings.
-fn load_models(args: &ServeArgs, price: Price) -> eyre::Result<Vec<(ServedModel, ModelListing)>> {
-    let mut out = Vec::new();
-    if let Some(step_ms) = args.test_engine {
-        let scheduler = TestEngine::spawn(
-            TestEngineConfig {
-                step_delay: Duration::from_millis(step_ms),
-                n_seq: args.slots,
-                ..TestEngineConfig::default()
-            },
-            SchedulerConfig::default(),
-        )?;
-        let sha = Hash::of(agora_types::HashDomain::Request, b"agora test engine v1");
-        let name = "agora-test-engine-instruct".to_string();
-        out.push((
-            ServedModel {
-                sha256: sha,
-                name: name.clone(),
-                price,
-                engine: ModelEngine::Generate(Arc::new(scheduler)),
-            },
-            ModelListing {
-                sha256: sha,
-                name,
-                family: "test-engine".into(),
-                license: "Apache-2.0".into(),
-                royalty_bps: 0,
-                price,
-            },
-        ));
-        return Ok(out);
-    }
-    let store = args.store.store();
-    for name in &args.serve_models {
-        let known = store::known(name);
-        let path = store.resolve(name).filter(|p| p.exists()).ok_or_else(|| {
-            eyre::eyre!(
-                "model {name:?} is not in {}; run `agora models pull {name}`",
-                store.dir().display()
-            )
-        })?;
-        let pinned = known
-            .and_then(|k| k.files.first())
-            .map(|f| f.sha256.to_string());
-        let kind = known.map_or(ModelKind::Chat, |k| k.kind);
-        let licence = known.map_or("unknown", |k| k.licence).to_string();
-        match kind {
-            ModelKind::Embedding => {
-                let dir = if path.is_dir() {
-                    path.clone()
-                } else {
-                    path.parent().map(Path::to_path_buf).unwrap_or_default()
-                };
-                let embedder = agora_inference::backends::candle::BertEmbedder::load(&dir)?;
-                let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
-                    .map_err(|e| eyre::eyre!("{}: {e}", dir.join("tokenizer.json").display()))?;
-                let weights = dir.join("model.safetensors");
-                let sha = sha_of(&weights, None)?;
-                let count: Arc<dyn Fn(&str) -> usize + Send + Sync> = Arc::new(move |s: &str| {
-                    tokenizer
-                        .encode(s, true)
-                        .map_or(s.len() / 4 + 1, |e| e.len())
-                });
-                out.push((
-                    ServedModel {
-                        sha256: sha,
-                        name: name.clone(),
-                        price,
-                        engine: ModelEngine::Embed {
-                            embedder: Arc::new(embedder),
-                            count_tokens: count,
-                        },
-                    },
-                    listing(sha, name, "bert-embedding", &licence, price),
-                ));
-            }
-            ModelKind::Chat | ModelKind::Completion => {
-                let sha = sha_of(&path, pinned)?;
-                let scheduler = open_gguf(&path, name, args)?;
-                let family = if kind == ModelKind::Chat {
-                    "chat"
-                } else {
-                    "base"
-                };
-                out.push((
-                    ServedModel {
-                        sha256: sha,
-                        name: name.clone(),
-                        price,
-                        engine: ModelEngine::Generate(Arc::new(scheduler)),
-                    },
-                    listing(sha, name, family, &licence, price),
-                ));
-            }
+        let (p2p, provider, gateway) = (&mut cfg.p2p, &mut cfg.provider, &mut cfg.gateway);
+        set(&mut p2p.listen, &self.p2p_listen);
+        if !self.bootstrap.is_empty() {
+            p2p.bootstrap = self.bootstrap.clone();
         }
-    }
-    Ok(out)
-}
-
-#[cfg(feature = "llama-cpp")]
-fn open_gguf(
-    path: &Path,
-    name: &str,
-    args: &ServeArgs,
-) -> eyre::Result<agora_inference::Scheduler> {
-    use agora_inference::backends::llama_cpp::{self, LlamaConfig};
-    Ok(llama_cpp::serve(
-        path,
-        name,
-        LlamaConfig {
-            n_seq: args.slots,
-            threads: args.threads,
-            ..LlamaConfig::default()
-        },
-        SchedulerConfig::default(),
-    )?)
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn open_gguf(_: &Path, name: &str, _: &ServeArgs) -> eyre::Result<agora_inference::Scheduler> {
-    bail!("{name}: this binary was built without the llama-cpp feature")
-}
-
-fn listing(sha: Hash, name: &str, family: &str, licence: &str, price: Price) -> ModelListing {
-    ModelListing {
-        sha256: sha,
-        name: name.to_string(),
-        family: family.into(),
-        license: licence.into(),
-        royalty_bps: 0,
-        price,
-    }
-}
-
-/// The pinned sha256 (checked by `agora models verify`), or the file's own.
-fn sha_of(path: &Path, pinned: Option<String>) -> eyre::Result<Hash> {
-    let hex = match pinned {
-        Some(h) => h,
-        None => store::sha256_file(path, &mut store::NoProgress)
-            .wrap_err_with(|| format!("cannot hash {}", path.display()))?,
-    };
-    hex.parse()
-        .map_err(|e| eyre::eyre!("bad sha256 {hex}: {e}"))
-}
-
-/// Starts the requested services against the ledger at `chain_url`.
-pub async fn start(
-    args: &ServeArgs,
-    chain_url: &str,
-    provider_key: Option<SecretKey>,
-    gateway_key: Option<SecretKey>,
-    data_dir: &Path,
-) -> eyre::Result<Services> {
-    let chain = ChainClient::new(chain_url);
-    let mut services = Services {
-        provider: None,
-        gateway: None,
-        p2p_addr: None,
-    };
-    let mut bootstrap = args.bootstrap.clone();
-    let mut listen = args.p2p_listen.clone();
-    if let Some(key) = gateway_key {
-        let (net, _inbound) =
-            agora_p2p::spawn(key.to_bytes(), net_config(&listen, &bootstrap), None)
-                .await
-                .map_err(|e| eyre::eyre!("overlay: {e}"))?;
-        let addr = listen_addr(&net).await;
-        let sender = Arc::new(TxSender::new(key, chain.clone()).await?);
-        let gw = Gateway::start(
-            GatewayConfig {
-                listen: args.gateway_listen,
-                customers_path: Some(
-                    args.api_keys
-                        .clone()
-                        .unwrap_or_else(|| data_dir.join("api-keys.json")),
-                ),
-                relay: agora_gateway::RelaySettings {
-                    stall_timeout: Duration::from_millis(args.stall_ms),
-                    ..Default::default()
-                },
-                payer: agora_gateway::PayerSettings {
-                    journal: Some(data_dir.join("channels.json")),
-                    ..Default::default()
-                },
-                ..GatewayConfig::default()
-            },
-            net,
-            sender,
-        )
-        .await?;
-        // A provider in the same process joins through the gateway's overlay node.
-        if let Some(a) = &addr {
-            bootstrap.push(a.clone());
-            listen = with_port_zero(&listen);
+        if self.provider_key.is_some() {
+            provider.key = self.provider_key.clone();
         }
-        services.p2p_addr = addr;
-        services.gateway = Some(gw);
-    }
-    if let Some(key) = provider_key {
-        let price = Price {
-            input_per_million: agr(&args.input_price)?,
-            output_per_million: agr(&args.output_price)?,
-        };
-        let models = load_models(args, price)?;
-        if models.is_empty() {
-            bail!("no model to serve");
+        if !self.serve_models.is_empty() {
+            provider.models = self.serve_models.clone();
         }
-        let rp = launch(Launch {
-            key,
-            chain: chain.clone(),
-            net: net_config(&listen, &bootstrap),
-            models,
-            stake: agr(&args.stake)?,
-            settings: ProviderSettings::default(),
-            voucher_file: Some(data_dir.join("vouchers.json")),
-            slots: args.slots,
-        })
-        .await?;
-        if services.p2p_addr.is_none() {
-            services.p2p_addr = rp.p2p_addr().await;
+        if self.test_engine.is_some() {
+            provider.test_engine = self.test_engine;
         }
-        services.provider = Some(rp);
+        set(&mut provider.input_price, &self.input_price);
+        set(&mut provider.output_price, &self.output_price);
+        set(&mut provider.stake, &self.stake);
+        set(&mut provider.threads, &self.threads);
+        set(&mut provider.slots, &self.slots);
+        set(&mut provider.models_dir, &self.models_dir);
+        if self.gateway_key.is_some() {
+            gateway.key = self.gateway_key.clone();
+        }
+        set(&mut gateway.listen, &self.gateway_listen);
+        if self.api_keys.is_some() {
+            gateway.api_keys = self.api_keys.clone();
+        }
+        set(&mut gateway.stall_ms, &self.stall_ms);
     }
-    Ok(services)
 }
 
-fn with_port_zero(a: &Multiaddr) -> Multiaddr {
-    let s = a.to_string();
-    let mut parts: Vec<&str> = s.split('/').collect();
-    if let Some(i) = parts.iter().position(|p| *p == "tcp" || *p == "udp")
-        && i + 1 < parts.len()
-    {
-        parts[i + 1] = "0";
-    }
-    parts.join("/").parse().unwrap_or_else(|_| a.clone())
-}
-
-/// Loads a key file with AGORA_PASSWORD (or a prompt).
-pub fn load_key(path: &Path) -> eyre::Result<SecretKey> {
-    let password = std::env::var("AGORA_PASSWORD")
-        .or_else(|_| rpassword::prompt_password(format!("Password for {}: ", path.display())))?;
-    Ok(agora_node::keystore::load(path, &password)?)
-}
-
-/// Default place for service state next to a node's data.
-pub fn data_dir_for(base: &Path) -> PathBuf {
-    base.join("services")
+/// The key files' password: AGORA_PASSWORD, or a prompt.
+pub fn password() -> eyre::Result<String> {
+    Ok(std::env::var("AGORA_PASSWORD")
+        .or_else(|_| rpassword::prompt_password("Node key password: "))?)
 }

@@ -2,6 +2,7 @@
 //! a gateway, all talking over real loopback sockets (HTTP RPC, libp2p).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agora_gateway::{Customer, Gateway, GatewayConfig, HttpLimits, RelaySettings};
@@ -9,9 +10,10 @@ use agora_inference::SchedulerConfig;
 use agora_inference::backends::test_engine::{TestEngine, TestEngineConfig};
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::{Genesis, Params};
-use agora_node::{NodeConfig, NodeHandle};
-use agora_p2p::{Multiaddr, NetConfig};
-use agora_provider::launch::{Launch, RunningProvider, launch, listen_addr};
+use agora_node::config::ChainConfig;
+use agora_node::{NodeBuilder, NodeConfig, Role, RunningNode};
+use agora_p2p::Multiaddr;
+use agora_provider::launch::RunningProvider;
 use agora_provider::register::ModelListing;
 use agora_provider::{ChainClient, ModelEngine, Price, ProviderSettings, ServedModel, TxSender};
 use agora_types::tx::ModelInfo;
@@ -37,15 +39,16 @@ pub fn treasury() -> Address {
 }
 
 pub struct TestNet {
-    /// Kept so the ledger node lives as long as the network.
-    pub _node: NodeHandle,
+    /// The validator and the gateway's overlay node, kept as long as the network.
+    pub node: RunningNode,
     pub chain: ChainClient,
     pub gateway: Gateway,
     pub providers: Vec<Option<RunningProvider>>,
     pub provider_keys: Vec<SecretKey>,
     pub owner: SecretKey,
     pub boot: Multiaddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    started: AtomicUsize,
 }
 
 pub fn price(i: u128, o: u128) -> Price {
@@ -104,55 +107,54 @@ impl TestNet {
         };
         let genesis_path = dir.path().join("genesis.json");
         std::fs::write(&genesis_path, serde_json::to_vec(&genesis).unwrap()).unwrap();
-        let cfg = NodeConfig {
+        let mut cfg = NodeConfig::default();
+        cfg.chain = ChainConfig {
             data_dir: dir.path().join("data"),
             genesis: genesis_path,
             rpc_addr: "127.0.0.1:0".parse().unwrap(),
-            idle_block_ms: 200,
-            ..NodeConfig::default()
+            ..ChainConfig::default()
         };
-        let node = agora_node::start(&cfg, SecretKey::from_bytes(validator.to_bytes()))
+        cfg.validator.idle_block_ms = 200;
+        cfg.p2p = local_p2p(Vec::new());
+        let owner_key = owner.clone();
+        // One process: the validator, then the gateway; providers bootstrap from its overlay
+        // address.
+        let mut node = NodeBuilder::new(cfg)
+            .with_validator()
+            .with_gateway()
+            .key(Role::Validator, validator)
+            .key(Role::Gateway, gateway_key)
+            // The model's owner publishes it (royalties go to the owner on every redeem).
+            .on_chain_ready(move |chain| async move {
+                let owner_tx = TxSender::new(owner_key, chain).await?;
+                owner_tx
+                    .send(TxBody::RegisterModel(ModelInfo {
+                        sha256: model_sha(),
+                        name: MODEL.into(),
+                        family: "test".into(),
+                        license: "test".into(),
+                        royalty_bps: ROYALTY_BPS,
+                    }))
+                    .await?;
+                Ok(())
+            })
+            .gateway_settings(move |g| {
+                // In memory: no API-key book, no channel journal.
+                *g = GatewayConfig {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    relay,
+                    refresh_every: Duration::from_millis(200),
+                    deposits_every: Duration::from_millis(100),
+                    http,
+                    ..GatewayConfig::default()
+                };
+            })
+            .launch()
             .await
             .unwrap();
-        let chain = ChainClient::new(&node.rpc_url());
-        // The model's owner publishes it (royalties go to the owner on every redeem).
-        let owner_tx = TxSender::new(owner.clone(), chain.clone()).await.unwrap();
-        owner_tx
-            .send(TxBody::RegisterModel(ModelInfo {
-                sha256: model_sha(),
-                name: MODEL.into(),
-                family: "test".into(),
-                license: "test".into(),
-                royalty_bps: ROYALTY_BPS,
-            }))
-            .await
-            .unwrap();
-
-        // Gateway first: providers bootstrap from its overlay address.
-        let (gw_net, _inbound) =
-            agora_p2p::spawn(gateway_key.to_bytes(), NetConfig::local_test(), None)
-                .await
-                .unwrap();
-        let boot = listen_addr(&gw_net).await.unwrap();
-        let sender = Arc::new(
-            TxSender::new(gateway_key.clone(), chain.clone())
-                .await
-                .unwrap(),
-        );
-        let gateway = Gateway::start(
-            GatewayConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                relay,
-                refresh_every: Duration::from_millis(200),
-                deposits_every: Duration::from_millis(100),
-                http,
-                ..GatewayConfig::default()
-            },
-            gw_net,
-            sender,
-        )
-        .await
-        .unwrap();
+        let chain = node.chain.clone().unwrap();
+        let boot = node.p2p_addr.clone().unwrap();
+        let gateway: Gateway = node.gateway.take().unwrap();
         gateway.customers.insert(
             API_KEY,
             Customer {
@@ -163,14 +165,15 @@ impl TestNet {
             },
         );
         let mut net = TestNet {
-            _node: node,
+            node,
             chain,
             gateway,
             providers: Vec::new(),
             provider_keys: provider_keys.clone(),
             owner,
             boot,
-            _dir: dir,
+            dir,
+            started: AtomicUsize::new(0),
         };
         for (k, p) in provider_keys.iter().zip(prices) {
             let rp = net.start_provider(k.clone(), *p, step_delay).await;
@@ -218,27 +221,26 @@ impl TestNet {
         served: ServedModel,
         listing: ModelListing,
     ) -> RunningProvider {
-        let mut net_cfg = NetConfig {
-            bootstrap: vec![self.boot.clone()],
-            ..NetConfig::local_test()
-        };
-        net_cfg.limits.requests_per_sec = 10_000.0;
-        net_cfg.limits.request_burst = 10_000.0;
-        launch(Launch {
-            key,
-            chain: self.chain.clone(),
-            net: net_cfg,
-            models: vec![(served, listing)],
-            stake: Amount::from_agr(200),
-            settings: ProviderSettings {
+        // Each provider its own state directory, so none finds another's vouchers.
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let mut cfg = NodeConfig::default();
+        cfg.chain.rpc_url = self.node.rpc_url();
+        cfg.p2p = local_p2p(vec![self.boot.clone()]);
+        cfg.provider.stake = "200".into();
+        cfg.provider.slots = 8;
+        cfg.provider.state_dir = Some(self.dir.path().join(format!("provider-{n}")));
+        let mut node = NodeBuilder::new(cfg)
+            .with_provider()
+            .key(Role::Provider, key)
+            .provider_models(vec![(served, listing)])
+            .provider_settings(ProviderSettings {
                 redeem_every: Duration::from_secs(3600),
                 ..ProviderSettings::default()
-            },
-            voucher_file: None,
-            slots: 8,
-        })
-        .await
-        .unwrap()
+            })
+            .launch()
+            .await
+            .unwrap();
+        node.provider.take().unwrap()
     }
 
     /// Waits until the gateway's market lists `n` providers.
@@ -277,3 +279,14 @@ impl TestNet {
         (v.balance, v.nonce)
     }
 }
+
+/// The overlay on loopback, with room for a busy gateway's requests.
+fn local_p2p(bootstrap: Vec<Multiaddr>) -> agora_node::config::P2pConfig {
+    agora_node::config::P2pConfig {
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        bootstrap,
+        requests_per_sec: 10_000.0,
+        request_burst: 10_000.0,
+    }
+}
+

@@ -23,14 +23,12 @@ async fn node() -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
         serde_json::to_string(&genesis).unwrap(),
     )
     .unwrap();
-    let cfg = NodeConfig {
-        data_dir: dir.path().join("data"),
-        genesis: dir.path().join("genesis.json"),
-        rpc_addr: "127.0.0.1:0".parse().unwrap(),
-        // No empty blocks: the test counts heights.
-        idle_block_ms: 3_600_000,
-        ..NodeConfig::default()
-    };
+    let mut cfg = NodeConfig::default();
+    cfg.chain.data_dir = dir.path().join("data");
+    cfg.chain.genesis = dir.path().join("genesis.json");
+    cfg.chain.rpc_addr = "127.0.0.1:0".parse().unwrap();
+    // No empty blocks: the test counts heights.
+    cfg.validator.idle_block_ms = 3_600_000;
     let handle = agora_node::start(&cfg, SecretKey::from_test_seed("validator-0"))
         .await
         .unwrap();
