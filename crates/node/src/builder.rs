@@ -51,8 +51,9 @@ pub enum Role {
 
 /// What a launch hook may fail with.
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
-type Hook =
-    Box<dyn FnOnce(ChainClient) -> Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>> + Send>;
+type Hook = Box<
+    dyn FnOnce(ChainClient) -> Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>> + Send,
+>;
 type GatewayTweak = Box<dyn FnOnce(&mut agora_gateway::GatewayConfig) + Send>;
 
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +181,8 @@ impl NodeBuilder {
         F: FnOnce(ChainClient) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), HookError>> + Send + 'static,
     {
-        self.hooks.push(Box::new(move |chain| Box::pin(hook(chain))));
+        self.hooks
+            .push(Box::new(move |chain| Box::pin(hook(chain))));
         self
     }
 
@@ -306,10 +308,13 @@ impl NodeBuilder {
                 .clone()
                 .unwrap_or_else(|| cfg.chain.services_dir());
             create_dir(&state)?;
-            let (net, _inbound) =
-                agora_p2p::spawn(key.to_bytes(), net_config(&listen, &bootstrap, &cfg.p2p), None)
-                    .await
-                    .map_err(|e| LaunchError::Overlay(e.to_string()))?;
+            let (net, _inbound) = agora_p2p::spawn(
+                key.to_bytes(),
+                net_config(&listen, &bootstrap, &cfg.p2p),
+                None,
+            )
+            .await
+            .map_err(|e| LaunchError::Overlay(e.to_string()))?;
             node.overlays.push(net.clone());
             let addr = listen_addr(&net).await;
             let sender = Arc::new(TxSender::new(key, chain.clone()).await?);
@@ -400,8 +405,7 @@ async fn start_validator(cfg: &NodeConfig, key: SecretKey) -> Result<NodeHandle,
     if cfg.validator.peers.is_empty() {
         return crate::start(cfg, key).await;
     }
-    let running =
-        crate::validator::spawn(cfg.chain.clone(), cfg.validator.clone(), key).await?;
+    let running = crate::validator::spawn(cfg.chain.clone(), cfg.validator.clone(), key).await?;
     Ok(NodeHandle {
         rpc_addr: running.rpc_addr,
         shared: running.shared.clone(),

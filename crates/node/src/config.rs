@@ -238,9 +238,10 @@ fn env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Value, St
         Some(toml::Value::Float(_)) => {
             toml::Value::Float(raw.parse().map_err(|_| "expected a number".to_string())?)
         }
-        Some(toml::Value::Boolean(_)) => {
-            toml::Value::Boolean(raw.parse().map_err(|_| "expected true or false".to_string())?)
-        }
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(
+            raw.parse()
+                .map_err(|_| "expected true or false".to_string())?,
+        ),
         Some(toml::Value::Array(_) | toml::Value::Table(_)) => {
             as_toml().ok_or_else(|| "expected a TOML list or table".to_string())?
         }
@@ -292,12 +293,11 @@ impl NodeConfig {
                     .or_insert(v);
             }
         }
-        let defaults = toml::Table::try_from(NodeConfig::default()).map_err(|e| {
-            ConfigError::Parse {
+        let defaults =
+            toml::Table::try_from(NodeConfig::default()).map_err(|e| ConfigError::Parse {
                 path: "defaults".into(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         for (var, raw) in env {
             let Some(rest) = var.strip_prefix("AGORA__") else {
                 continue;

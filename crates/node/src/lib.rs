@@ -24,8 +24,8 @@ pub mod testnet;
 pub mod validator;
 
 use agora_types::{Address, SecretKey};
-use chain::Chain;
 pub use builder::{NodeBuilder, Role, RunningNode, Stopped};
+use chain::Chain;
 pub use config::NodeConfig;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -99,7 +99,10 @@ pub fn check_present(p: &ProviderConfig) -> Result<(), ModelError> {
 }
 
 /// Opens the served models with their ledger listings at `price`.
-pub fn load(p: &ProviderConfig, price: Price) -> Result<Vec<(ServedModel, ModelListing)>, ModelError> {
+pub fn load(
+    p: &ProviderConfig,
+    price: Price,
+) -> Result<Vec<(ServedModel, ModelListing)>, ModelError> {
     check_present(p)?;
     if let Some(step_ms) = p.test_engine {
         return Ok(vec![test_engine(step_ms, p.slots, price)?]);
@@ -124,7 +127,11 @@ fn open_error(name: &str) -> impl Fn(&dyn std::fmt::Display) -> ModelError + '_ 
     }
 }
 
-fn test_engine(step_ms: u64, slots: u32, price: Price) -> Result<(ServedModel, ModelListing), ModelError> {
+fn test_engine(
+    step_ms: u64,
+    slots: u32,
+    price: Price,
+) -> Result<(ServedModel, ModelListing), ModelError> {
     let scheduler = TestEngine::spawn(
         TestEngineConfig {
             step_delay: Duration::from_millis(step_ms),
@@ -237,7 +244,9 @@ fn open_gguf(
     name: &str,
     _: &ProviderConfig,
 ) -> Result<agora_inference::Scheduler, ModelError> {
-    Err(open_error(name)(&"this binary was built without the llama-cpp feature"))
+    Err(open_error(name)(
+        &"this binary was built without the llama-cpp feature",
+    ))
 }
 
 fn listing(sha: Hash, name: &str, family: &str, licence: &str, price: Price) -> ModelListing {

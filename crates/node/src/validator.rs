@@ -507,7 +507,9 @@ mod tests {
         let ports = TestnetPorts { rpc_base, p2p_base };
         let net = write(dir.path(), 4, ports, "pw", 8).unwrap();
         for node in &net.nodes[which] {
-            let cfg = NodeConfig::load(Some(&node.join("agora.toml"))).unwrap().chain;
+            let cfg = NodeConfig::load(Some(&node.join("agora.toml")))
+                .unwrap()
+                .chain;
             let mut vcfg = ValidatorConfig::load(&node.join("validator.toml")).unwrap();
             vcfg.idle_block_ms = 100;
             let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
@@ -565,7 +567,9 @@ mod tests {
     fn oversized_and_malformed_messages_from_a_validator_peer_are_refused() {
         use commonware_p2p::{Recipients, Sender as _};
         let (_dir, net) = start_validators(38_745, 39_745, 0..3);
-        let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml"))).unwrap().chain;
+        let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml")))
+            .unwrap()
+            .chain;
         let vcfg = ValidatorConfig::load(&net.nodes[3].join("validator.toml")).unwrap();
         let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
         let (report, reached) = std::sync::mpsc::channel::<(&'static str, usize)>();

@@ -60,7 +60,13 @@ fn write_genesis(dir: &Path, genesis_path: &Path) -> eyre::Result<()> {
     let validator = SecretKey::generate();
     let dev = SecretKey::generate();
     // Cheap key stretching: these keys guard play money on a local chain.
-    keystore::save_with_cost(&dir.join("keys/validator.json"), &validator, DEV_PASSWORD, 1024, 1)?;
+    keystore::save_with_cost(
+        &dir.join("keys/validator.json"),
+        &validator,
+        DEV_PASSWORD,
+        1024,
+        1,
+    )?;
     keystore::save_with_cost(&dir.join("keys/dev.json"), &dev, DEV_PASSWORD, 1024, 1)?;
     let genesis = Genesis {
         chain_id: "agora-dev".into(),
@@ -123,7 +129,9 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
     let dev_path = args.dir.join("keys/dev.json");
     let dev_address = keystore::address(&dev_path)?;
     let validator = keystore::address(&cfg.chain.key_file)?;
-    let mut builder = NodeBuilder::new(cfg).password(DEV_PASSWORD).with_validator();
+    let mut builder = NodeBuilder::new(cfg)
+        .password(DEV_PASSWORD)
+        .with_validator();
     if !args.chain_only {
         let provider = service_key(&args.dir.join("keys/provider.json"))?;
         let gateway = service_key(&args.dir.join("keys/gateway.json"))?;
@@ -151,7 +159,14 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
         // Ready means the gateway routes to every model the provider serves: otherwise a
         // request sent right after the banner could find no provider yet.
         node.wait_until_routable(Duration::from_secs(15)).await;
-        banner(&args, &node, dev_address, validator, &dev_path, api_key.as_deref());
+        banner(
+            &args,
+            &node,
+            dev_address,
+            validator,
+            &dev_path,
+            api_key.as_deref(),
+        );
         super::node::wait_for_shutdown().await;
         node.shutdown().await;
         Ok::<_, eyre::Report>(())
@@ -169,7 +184,10 @@ fn dev_api_key(dir: &Path, g: &agora_gateway::Gateway, dev: Address) -> eyre::Re
             k
         }
     };
-    if g.customers.get(&agora_gateway::customers::key_hash(&key)).is_none() {
+    if g.customers
+        .get(&agora_gateway::customers::key_hash(&key))
+        .is_none()
+    {
         g.customers.insert(
             &key,
             agora_gateway::Customer {

@@ -289,4 +289,3 @@ fn local_p2p(bootstrap: Vec<Multiaddr>) -> agora_node::config::P2pConfig {
         request_burst: 10_000.0,
     }
 }
-

@@ -131,7 +131,9 @@ async fn validator_provider_and_gateway_from_one_config_serve_and_stop_in_order(
     let state = store.load_or_init(&genesis).unwrap();
     assert_eq!(state.height(), height);
     // The gateway closed its channel; the provider redeemed all of it before the ledger stopped.
-    let c = state.channel(&channel).expect("the channel is on the ledger");
+    let c = state
+        .channel(&channel)
+        .expect("the channel is on the ledger");
     assert!(c.close_deadline.is_some(), "the channel was closed");
     assert_eq!(c.redeemed, Amount(charged), "the last voucher was redeemed");
     let after = state.account(&provider.public());

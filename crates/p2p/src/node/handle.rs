@@ -60,7 +60,8 @@ pub struct Inbound {
     pub rpc: mpsc::Receiver<RpcCall>,
 }
 
-/// What a [`Handle`] asks of the actor; each request carries the channel for its answer.
+/// What a [`Handle`] (or a task the node spawned: `Report`, `RpcRespond`) asks of the actor;
+/// each request carries the channel for its answer.
 pub(super) enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), DialError>>),
     Provide(ModelId, oneshot::Sender<Result<(), ProvideError>>),

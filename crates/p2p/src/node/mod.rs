@@ -1,4 +1,4 @@
-//! The overlay node: one actor owning the libp2p [`Swarm`], driven by typed commands from
+//! The overlay node: one actor owning the libp2p [`Swarm`](libp2p::Swarm), driven by typed commands from
 //! cloneable [`Handle`]s.
 //!
 //! ```text
@@ -14,7 +14,7 @@
 //! in [`TokenSink::send`]; a client that goes away makes `send` fail, which is the provider's
 //! cancellation signal.
 //!
-//! Rooms: [`handle`](Handle) (the mailbox callers hold, its commands, the inbound queues),
+//! Rooms: `handle` (the mailbox callers hold, its commands, the inbound queues),
 //! `actor` (the task that owns the swarm), `swarm` (transports, behaviours, their config),
 //! `streams` (inference streams, both sides), plus the types it reports (`status`, `event`) and
 //! one error per operation (`error`).
