@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::config::NetConfig;
 use crate::identity::{KeyError, keypair_from_seed};
 use crate::metrics::Metrics;
-use crate::offer::{ModelId, Offer, OfferError, SignedOffer, now_ms};
+use crate::offer::{GossipedOffer, ModelId, OfferError, OfferSigner, OfferStamp, now_ms};
 use crate::offers::{Insert, OffersTable};
 use crate::peer_source::{PeerSource, split_peer_addr};
 use crate::scoring::{Offence, PeerBook, Verdict};
@@ -283,17 +283,11 @@ pub enum NetEvent {
     },
 }
 
-/// Terms a provider advertises; the node signs and re-gossips them until replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a provider advertises: the node stamps (sequence, validity, addresses), has the signer
+/// build the offer's bytes, and re-gossips a fresh one every third of the TTL until replaced.
+#[derive(Debug, Clone)]
 pub struct OfferTerms {
-    /// Models served.
-    pub models: Vec<ModelId>,
-    /// Price in base units per million tokens.
-    pub price_per_mtok: u128,
-    /// Load in permille.
-    pub load_permille: u16,
-    /// Free request slots.
-    pub free_slots: u32,
+    pub signer: OfferSigner,
     /// Validity of each signed offer; re-published every third of it.
     pub ttl: Duration,
 }
@@ -304,7 +298,7 @@ pub struct ProviderEntry {
     /// The provider.
     pub peer: PeerId,
     /// Its live offer, if we heard one.
-    pub offer: Option<SignedOffer>,
+    pub offer: Option<GossipedOffer>,
     /// Whether the DHT lists it.
     pub in_dht: bool,
 }
@@ -515,7 +509,7 @@ enum Command {
         oneshot::Sender<Result<(), PublishError>>,
     ),
     PublishBeacon(Vec<u8>, oneshot::Sender<Result<(), PublishError>>),
-    Offers(oneshot::Sender<Vec<(PeerId, SignedOffer)>>),
+    Offers(oneshot::Sender<Vec<(PeerId, GossipedOffer)>>),
     Rpc(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, RpcError>>),
     RpcRespond(request_response::ResponseChannel<Vec<u8>>, Vec<u8>),
     Status(oneshot::Sender<NetStatus>),
@@ -577,7 +571,7 @@ impl Handle {
         let now = now_ms();
         let mut out: Vec<ProviderEntry> = Vec::new();
         for (peer, offer) in offers {
-            if offer.offer.expires_at_ms > now && offer.offer.serves(&model) {
+            if offer.header.expires_at_ms > now && offer.header.serves(&model) {
                 out.push(ProviderEntry {
                     peer,
                     offer: Some(offer),
@@ -610,7 +604,7 @@ impl Handle {
     }
 
     /// Live offers held.
-    pub async fn offers(&self) -> Result<Vec<(PeerId, SignedOffer)>, NodeStopped> {
+    pub async fn offers(&self) -> Result<Vec<(PeerId, GossipedOffer)>, NodeStopped> {
         ask(&self.cmd, Command::Offers).await
     }
 
@@ -857,7 +851,6 @@ pub async fn spawn(
         limits: config.limits.clone(),
     };
     let mut actor = Actor {
-        key,
         swarm,
         config,
         cmd_tx,
@@ -1199,7 +1192,6 @@ async fn serve_stream(
 type PendingRpc = (PeerId, oneshot::Sender<Result<Vec<u8>, RpcError>>);
 
 struct Actor {
-    key: Keypair,
     swarm: Swarm<Behaviour>,
     config: NetConfig,
     cmd_tx: mpsc::Sender<Command>,
@@ -1412,7 +1404,7 @@ impl Actor {
                     .offers
                     .all()
                     .into_iter()
-                    .filter(|(_, o)| o.offer.expires_at_ms > now)
+                    .filter(|(_, o)| o.header.expires_at_ms > now)
                     .collect();
                 let _ = reply.send(live);
             }
@@ -1457,12 +1449,6 @@ impl Actor {
         // Strictly increasing across restarts too: start from the clock.
         self.offer_seq = (self.offer_seq + 1).max(now);
         let ttl_ms = terms.ttl.as_millis() as u64;
-        let provider = self
-            .key
-            .public()
-            .try_into_ed25519()
-            .map_err(|e| PublishError::Sign(e.to_string()))?
-            .to_bytes();
         let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
         addrs.extend(
             self.swarm
@@ -1471,20 +1457,22 @@ impl Actor {
                 .cloned(),
         );
         addrs.truncate(crate::offer::MAX_OFFER_ADDRS);
-        let signed = Offer {
-            provider,
+        let stamp = OfferStamp {
             seq: self.offer_seq,
             issued_at_ms: now,
             expires_at_ms: now + ttl_ms,
-            price_per_mtok: terms.price_per_mtok,
-            load_permille: terms.load_permille,
-            free_slots: terms.free_slots,
-            models: terms.models.clone(),
             addrs,
-        }
-        .sign(&self.key)
-        .map_err(|e| PublishError::Sign(e.to_string()))?;
+        };
+        let bytes = terms.signer.sign(&stamp).map_err(PublishError::Sign)?;
+        // Our own offer goes through the same check as everyone else's.
+        let signed = match &self.config.offer_validator {
+            Some(v) => v.check(&bytes).map_err(|e| PublishError::Sign(e.to_string()))?,
+            None => return Err(PublishError::Sign(OfferError::NoValidator.to_string())),
+        };
         let me = *self.swarm.local_peer_id();
+        if signed.header.provider_peer() != Some(me) {
+            return Err(PublishError::Sign("the offer names another provider".into()));
+        }
         self.offers.insert(me, signed.clone());
         self.metrics.offers.set(self.offers.len() as i64);
         self.next_offer_at = Instant::now() + terms.ttl / 3;
@@ -1493,7 +1481,7 @@ impl Actor {
             .swarm
             .behaviour_mut()
             .gossip
-            .publish(topic, signed.encode())
+            .publish(topic, signed.bytes)
         {
             Ok(_) => Ok(()),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
@@ -1950,14 +1938,17 @@ impl Actor {
 
     fn validate_offer(&mut self, msg: &gossipsub::Message) -> gossipsub::MessageAcceptance {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
-        let signed = match SignedOffer::decode(&msg.data) {
+        let Some(validator) = &self.config.offer_validator else {
+            return Ignore;
+        };
+        let signed = match validator.check(&msg.data) {
             Ok(s) => s,
             Err(e) => {
                 debug!(target: "agora_p2p::offers", error = %e, "invalid offer");
                 return Reject;
             }
         };
-        let Some(provider) = signed.offer.provider_peer() else {
+        let Some(provider) = signed.header.provider_peer() else {
             return Reject;
         };
         // Providers announce themselves; a third party re-publishing offers is refused.
@@ -1966,7 +1957,7 @@ impl Actor {
         }
         let now = now_ms();
         let skew = self.config.max_offer_skew_secs * 1000;
-        match signed.check_time(now, skew, self.config.max_offer_ttl_secs * 1000) {
+        match signed.header.check_time(now, skew, self.config.max_offer_ttl_secs * 1000) {
             Ok(()) => {}
             // Just expired in flight: drop quietly. Long dead: someone replays it.
             Err(OfferError::Expired { expires_at_ms, .. }) if expires_at_ms + skew > now => {

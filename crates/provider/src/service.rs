@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agora_inference::backends::candle::Embedder;
@@ -17,7 +18,7 @@ use futures::FutureExt;
 use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
-    Frame, Job, Price, Receipt, RpcReply, RpcRequest, Sampling, Tok, Usage, Work, output_hash,
+    Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Sampling, Tok, Usage, Work, output_hash,
 };
 
 /// How a served model runs.
@@ -69,6 +70,8 @@ pub struct Provider {
     models: BTreeMap<[u8; 32], ServedModel>,
     payments: Arc<Payments>,
     settings: ProviderSettings,
+    /// Jobs running now (the load our offer reports).
+    active: AtomicU32,
 }
 
 /// A job-level failure, reported to the gateway as `Frame::Failed`.
@@ -122,7 +125,13 @@ impl Provider {
             models: models.into_iter().map(|m| (m.sha256.0, m)).collect(),
             payments,
             settings,
+            active: AtomicU32::new(0),
         }
+    }
+
+    /// Jobs being served right now.
+    pub fn active_jobs(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
     }
 
     pub fn payments(&self) -> &Arc<Payments> {
@@ -148,7 +157,11 @@ impl Provider {
         });
         while let Some(call) = inference.recv().await {
             let me = self.clone();
-            tokio::spawn(async move { me.handle_job(call).await });
+            tokio::spawn(async move {
+                me.active.fetch_add(1, Ordering::Relaxed);
+                me.handle_job(call).await;
+                me.active.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         rpcs.abort();
     }
@@ -429,7 +442,7 @@ impl Provider {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Receipt {
+        InferenceReceipt {
             request_id: job.request_id,
             provider: self.key.public(),
             payer: job.payer,

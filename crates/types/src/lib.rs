@@ -5,17 +5,19 @@
 
 pub mod amount;
 pub mod block;
+pub mod chat;
 pub mod codec;
 pub mod hash;
 pub mod keys;
 pub mod tx;
 
 pub use amount::Amount;
+pub use chat::ChatMessage;
 pub use block::{Block, BlockHeader, Outcome, Receipt};
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
 pub use tx::{
-    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelInfo, ModelPrice, ProviderInfo,
+    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelRegistration, ModelKind, ModelPrice, ProviderInfo,
     SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
 };

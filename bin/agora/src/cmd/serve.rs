@@ -103,6 +103,7 @@ fn net_config(listen: &Multiaddr, bootstrap: &[Multiaddr]) -> NetConfig {
     // Gateways send one stream per request and vouchers beside them: allow a busy gateway.
     cfg.limits.requests_per_sec = 5_000.0;
     cfg.limits.request_burst = 10_000.0;
+    cfg.offer_validator = Some(agora_gateway::market::offer_validator());
     cfg
 }
 
@@ -131,6 +132,7 @@ fn load_models(args: &ServeArgs, price: Price) -> eyre::Result<Vec<(ServedModel,
                 sha256: sha,
                 name,
                 family: "test-engine".into(),
+                kind: ModelKind::Chat,
                 license: "Apache-2.0".into(),
                 royalty_bps: 0,
                 price,
@@ -179,7 +181,7 @@ fn load_models(args: &ServeArgs, price: Price) -> eyre::Result<Vec<(ServedModel,
                             count_tokens: count,
                         },
                     },
-                    listing(sha, name, "bert-embedding", &licence, price),
+                    listing(sha, name, "bert-embedding", kind, &licence, price),
                 ));
             }
             ModelKind::Chat | ModelKind::Completion => {
@@ -197,7 +199,7 @@ fn load_models(args: &ServeArgs, price: Price) -> eyre::Result<Vec<(ServedModel,
                         price,
                         engine: ModelEngine::Generate(Arc::new(scheduler)),
                     },
-                    listing(sha, name, family, &licence, price),
+                    listing(sha, name, family, kind, &licence, price),
                 ));
             }
         }
@@ -229,11 +231,19 @@ fn open_gguf(_: &Path, name: &str, _: &ServeArgs) -> eyre::Result<agora_inferenc
     bail!("{name}: this binary was built without the llama-cpp feature")
 }
 
-fn listing(sha: Hash, name: &str, family: &str, licence: &str, price: Price) -> ModelListing {
+fn listing(
+    sha: Hash,
+    name: &str,
+    family: &str,
+    kind: ModelKind,
+    licence: &str,
+    price: Price,
+) -> ModelListing {
     ModelListing {
         sha256: sha,
         name: name.to_string(),
         family: family.into(),
+        kind,
         license: licence.into(),
         royalty_bps: 0,
         price,

@@ -2,7 +2,7 @@
 
 use agora_node::keystore;
 use agora_types::{
-    Address, Amount, Encode, HardwareSummary, Hash, ModelInfo, ModelPrice, ProviderInfo, SecretKey,
+    Address, Amount, Encode, HardwareSummary, Hash, ModelRegistration, ModelPrice, ProviderInfo, SecretKey,
     Tx, TxBody,
 };
 use clap::{Args, Subcommand};
@@ -132,6 +132,9 @@ pub enum TxCommand {
         name: String,
         #[arg(long)]
         family: String,
+        /// What the model is for: chat, completion or embedding.
+        #[arg(long, default_value = "chat")]
+        kind: agora_types::ModelKind,
         #[arg(long)]
         license: String,
         #[arg(long, default_value_t = 0)]
@@ -328,12 +331,14 @@ pub fn run_tx(args: TxArgs) -> eyre::Result<()> {
             sha256,
             name,
             family,
+            kind,
             license,
             royalty_bps,
-        } => TxBody::RegisterModel(ModelInfo {
+        } => TxBody::RegisterModel(ModelRegistration {
             sha256,
             name,
             family,
+            kind,
             license,
             royalty_bps,
         }),

@@ -14,7 +14,7 @@ use agora_p2p::{Multiaddr, NetConfig};
 use agora_provider::launch::{Launch, RunningProvider, launch, listen_addr};
 use agora_provider::register::ModelListing;
 use agora_provider::{ChainClient, ModelEngine, Price, ProviderSettings, ServedModel, TxSender};
-use agora_types::tx::ModelInfo;
+use agora_types::tx::ModelRegistration;
 use agora_types::{Address, Amount, Hash, HashDomain, SecretKey, TxBody};
 
 pub const API_KEY: &str = "sk-agora-test";
@@ -118,10 +118,11 @@ impl TestNet {
         // The model's owner publishes it (royalties go to the owner on every redeem).
         let owner_tx = TxSender::new(owner.clone(), chain.clone()).await.unwrap();
         owner_tx
-            .send(TxBody::RegisterModel(ModelInfo {
+            .send(TxBody::RegisterModel(ModelRegistration {
                 sha256: model_sha(),
                 name: MODEL.into(),
                 family: "test".into(),
+                kind: agora_types::ModelKind::Chat,
                 license: "test".into(),
                 royalty_bps: ROYALTY_BPS,
             }))
@@ -130,7 +131,14 @@ impl TestNet {
 
         // Gateway first: providers bootstrap from its overlay address.
         let (gw_net, _inbound) =
-            agora_p2p::spawn(gateway_key.to_bytes(), NetConfig::local_test(), None)
+            agora_p2p::spawn(
+                gateway_key.to_bytes(),
+                NetConfig {
+                    offer_validator: Some(agora_gateway::market::offer_validator()),
+                    ..NetConfig::local_test()
+                },
+                None,
+            )
                 .await
                 .unwrap();
         let boot = listen_addr(&gw_net).await.unwrap();
@@ -204,6 +212,7 @@ impl TestNet {
             sha256: model_sha(),
             name: MODEL.into(),
             family: "test".into(),
+            kind: agora_types::ModelKind::Chat,
             license: "test".into(),
             royalty_bps: ROYALTY_BPS,
             price,
