@@ -26,5 +26,8 @@ fi
 # Test-only crates never reach the shipped binary.
 check agora proptest agora-testkit
 
+# ARCHITECTURE.md's crate map and dependency picture match the workspace.
+python3 scripts/deps-picture.py --check || fail=1
+
 if [ "$fail" -ne 0 ]; then exit 1; fi
 echo "check-deps: ok"

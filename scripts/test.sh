@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The test command: fetch the pinned model files, run every default-profile test and the doc
-# tests, then drive a network started by `agora dev` with the official OpenAI Python SDK.
+# The test command: check the system prerequisites, fetch the pinned model files, run every
+# default-profile test and the doc tests, then drive a network started by `agora dev` with the
+# official OpenAI Python SDK.
 # `.ci/run` calls exactly this after its lint steps.
 #   scripts/test.sh [extra nextest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# What the build and the tests need from the system, before any build starts.
+bash scripts/prereqs.sh test
 
 export AGORA_MODELS_DIR="${AGORA_MODELS_DIR:-$PWD/models}"
 bash scripts/fetch-models.sh "$AGORA_MODELS_DIR"
