@@ -266,9 +266,7 @@ impl Market {
             let better = match &best {
                 None => true,
                 // Providers not cooling down first, then by score, then the less loaded.
-                Some((bc, bs, bl, _)) => {
-                    (cooling, score, p.load_permille) < (*bc, *bs, *bl)
-                }
+                Some((bc, bs, bl, _)) => (cooling, score, p.load_permille) < (*bc, *bs, *bl),
             };
             if better {
                 best = Some((

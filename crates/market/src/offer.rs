@@ -121,7 +121,10 @@ impl Offer {
 
     /// The offered price of `model`.
     pub fn price_of(&self, model: &Hash) -> Option<Price> {
-        self.models.iter().find(|m| m.model == *model).map(|m| m.price)
+        self.models
+            .iter()
+            .find(|m| m.model == *model)
+            .map(|m| m.price)
     }
 
     fn check_bounds(&self) -> Result<(), SignOfferError> {

@@ -1466,12 +1466,16 @@ impl Actor {
         let bytes = terms.signer.sign(&stamp).map_err(PublishError::Sign)?;
         // Our own offer goes through the same check as everyone else's.
         let signed = match &self.config.offer_validator {
-            Some(v) => v.check(&bytes).map_err(|e| PublishError::Sign(e.to_string()))?,
+            Some(v) => v
+                .check(&bytes)
+                .map_err(|e| PublishError::Sign(e.to_string()))?,
             None => return Err(PublishError::Sign(OfferError::NoValidator.to_string())),
         };
         let me = *self.swarm.local_peer_id();
         if signed.header.provider_peer() != Some(me) {
-            return Err(PublishError::Sign("the offer names another provider".into()));
+            return Err(PublishError::Sign(
+                "the offer names another provider".into(),
+            ));
         }
         self.offers.insert(me, signed.clone());
         self.metrics.offers.set(self.offers.len() as i64);
@@ -1957,7 +1961,10 @@ impl Actor {
         }
         let now = now_ms();
         let skew = self.config.max_offer_skew_secs * 1000;
-        match signed.header.check_time(now, skew, self.config.max_offer_ttl_secs * 1000) {
+        match signed
+            .header
+            .check_time(now, skew, self.config.max_offer_ttl_secs * 1000)
+        {
             Ok(()) => {}
             // Just expired in flight: drop quietly. Long dead: someone replays it.
             Err(OfferError::Expired { expires_at_ms, .. }) if expires_at_ms + skew > now => {

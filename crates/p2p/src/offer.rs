@@ -234,10 +234,7 @@ mod tests {
         assert!(!ok.header.serves(&[3u8; 32]));
         let key = keypair_from_seed([9u8; 32]).unwrap();
         assert_eq!(ok.header.provider_peer(), Some(key.public().to_peer_id()));
-        assert!(matches!(
-            v.check(b"bad"),
-            Err(OfferError::Malformed { .. })
-        ));
+        assert!(matches!(v.check(b"bad"), Err(OfferError::Malformed { .. })));
         // Too long is refused before the validator runs.
         let never = OfferValidator::new(|_: &[u8]| -> Result<OfferHeader, String> {
             panic!("validator called on oversized bytes")

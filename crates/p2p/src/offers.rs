@@ -94,12 +94,7 @@ mod tests {
     use crate::identity::keypair_from_seed;
     use crate::offer::OfferHeader;
 
-    fn offer(
-        seed: u8,
-        seq: u64,
-        expires: u64,
-        models: Vec<ModelId>,
-    ) -> (PeerId, GossipedOffer) {
+    fn offer(seed: u8, seq: u64, expires: u64, models: Vec<ModelId>) -> (PeerId, GossipedOffer) {
         let key = keypair_from_seed([seed; 32]).unwrap();
         let header = OfferHeader {
             provider: key.public().try_into_ed25519().unwrap().to_bytes(),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_market::offer::{Load, MAX_ADDR_BYTES, ModelOffer, Offer, SignedOffer};
-use agora_p2p::{Handle, Multiaddr, NetConfig, OfferHeader, OfferSigner, OfferTerms, OfferValidator};
+use agora_p2p::{
+    Handle, Multiaddr, NetConfig, OfferHeader, OfferSigner, OfferTerms, OfferValidator,
+};
 use agora_types::tx::HardwareSummary;
 use agora_types::{Amount, SecretKey};
 
@@ -90,7 +92,9 @@ pub async fn listen_addr(net: &Handle) -> Option<Multiaddr> {
 pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
     let sender = Arc::new(TxSender::new(l.key.clone(), l.chain.clone()).await?);
     let mut net_config = l.net.clone();
-    net_config.offer_validator.get_or_insert_with(offer_validator);
+    net_config
+        .offer_validator
+        .get_or_insert_with(offer_validator);
     let (net, inbound) = agora_p2p::spawn(l.key.to_bytes(), net_config, None)
         .await
         .map_err(|e| LaunchError::Net(e.to_string()))?;

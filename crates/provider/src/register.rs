@@ -2,7 +2,7 @@
 //! first), its self-bonded stake and its price list. Idempotent: running it again changes only
 //! what differs.
 
-use agora_types::tx::{HardwareSummary, ModelRegistration, ModelKind, ModelPrice, ProviderInfo};
+use agora_types::tx::{HardwareSummary, ModelKind, ModelPrice, ModelRegistration, ProviderInfo};
 use agora_types::{Amount, Hash, TxBody};
 
 use crate::chain::{ChainError, TxSender};

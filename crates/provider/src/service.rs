@@ -18,7 +18,8 @@ use futures::FutureExt;
 use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
-    Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Sampling, Tok, Usage, Work, output_hash,
+    Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Sampling, Tok, Usage, Work,
+    output_hash,
 };
 
 /// How a served model runs.

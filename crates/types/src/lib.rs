@@ -12,12 +12,12 @@ pub mod keys;
 pub mod tx;
 
 pub use amount::Amount;
-pub use chat::ChatMessage;
 pub use block::{Block, BlockHeader, Outcome, Receipt};
+pub use chat::ChatMessage;
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
 pub use tx::{
-    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelRegistration, ModelKind, ModelPrice, ProviderInfo,
-    SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
+    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelKind, ModelPrice,
+    ModelRegistration, ProviderInfo, SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
 };

@@ -2,8 +2,8 @@
 
 use agora_node::keystore;
 use agora_types::{
-    Address, Amount, Encode, HardwareSummary, Hash, ModelRegistration, ModelPrice, ProviderInfo, SecretKey,
-    Tx, TxBody,
+    Address, Amount, Encode, HardwareSummary, Hash, ModelPrice, ModelRegistration, ProviderInfo,
+    SecretKey, Tx, TxBody,
 };
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, bail, eyre};

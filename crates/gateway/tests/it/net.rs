@@ -130,17 +130,16 @@ impl TestNet {
             .unwrap();
 
         // Gateway first: providers bootstrap from its overlay address.
-        let (gw_net, _inbound) =
-            agora_p2p::spawn(
-                gateway_key.to_bytes(),
-                NetConfig {
-                    offer_validator: Some(agora_gateway::market::offer_validator()),
-                    ..NetConfig::local_test()
-                },
-                None,
-            )
-                .await
-                .unwrap();
+        let (gw_net, _inbound) = agora_p2p::spawn(
+            gateway_key.to_bytes(),
+            NetConfig {
+                offer_validator: Some(agora_gateway::market::offer_validator()),
+                ..NetConfig::local_test()
+            },
+            None,
+        )
+        .await
+        .unwrap();
         let boot = listen_addr(&gw_net).await.unwrap();
         let sender = Arc::new(
             TxSender::new(gateway_key.clone(), chain.clone())

@@ -6,8 +6,8 @@ use agora_ledger::{Params, State};
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Address, Amount, Evidence, HardwareSummary, Hash, ModelRegistration, ModelPrice, Outcome, ProviderInfo,
-    SecretKey, SignDomain, TxBody, Voucher,
+    Address, Amount, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome,
+    ProviderInfo, SecretKey, SignDomain, TxBody, Voucher,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};

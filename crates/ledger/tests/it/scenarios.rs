@@ -4,7 +4,7 @@ use agora_ledger::channels::channel_id;
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Amount, Evidence, HardwareSummary, Hash, ModelRegistration, ModelPrice, Outcome, ProviderInfo,
+    Amount, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome, ProviderInfo,
     SignDomain, TxBody, Voucher,
 };
 

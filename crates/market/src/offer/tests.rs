@@ -62,7 +62,11 @@ fn offers_are_signed_under_the_offer_domain() {
     );
     // The same bytes signed for another purpose are not an offer, and an offer's signature is
     // valid for nothing else.
-    for other in [SignDomain::Receipt, SignDomain::Transaction, SignDomain::Voucher] {
+    for other in [
+        SignDomain::Receipt,
+        SignDomain::Transaction,
+        SignDomain::Voucher,
+    ] {
         let forged = SignedOffer {
             offer: offer.clone(),
             signature: key.sign(other, &msg),

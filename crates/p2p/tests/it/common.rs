@@ -19,12 +19,13 @@ pub async fn start(cfg: NetConfig) -> (Handle, Inbound, Multiaddr) {
 /// [`start`] with a chosen key seed (a provider signs its offers with it).
 pub async fn start_seeded(seed: [u8; 32], cfg: NetConfig) -> (Handle, Inbound, Multiaddr) {
     let cfg = NetConfig {
-        offer_validator: cfg.offer_validator.clone().or_else(|| Some(test_offers::validator())),
+        offer_validator: cfg
+            .offer_validator
+            .clone()
+            .or_else(|| Some(test_offers::validator())),
         ..cfg
     };
-    let (h, inbound) = spawn(seed, cfg, None)
-        .await
-        .expect("node starts");
+    let (h, inbound) = spawn(seed, cfg, None).await.expect("node starts");
     assert!(
         wait_until(&h, Duration::from_secs(5), |s| !s.listen_addrs.is_empty()).await,
         "node did not listen"
@@ -80,7 +81,9 @@ pub mod test_offers {
         if !pk.verify(&[DOMAIN, body].concat(), sig) {
             return Err("bad signature".into());
         }
-        let u = |i: usize| u64::from_be_bytes(body[32 + 8 * i..40 + 8 * i].try_into().unwrap_or([0; 8]));
+        let u = |i: usize| {
+            u64::from_be_bytes(body[32 + 8 * i..40 + 8 * i].try_into().unwrap_or([0; 8]))
+        };
         let models = body[fixed..]
             .chunks_exact(32)
             .map(|c| c.try_into().unwrap_or([0; 32]))

@@ -14,7 +14,6 @@ const PROVIDERS: usize = 6;
 const GATEWAYS: usize = 13; // + 1 bootstrap node = 20
 const FIND_BOUND: Duration = Duration::from_secs(45);
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_every_gateway_finds_every_provider_and_dead_offers_expire() {
     tokio::time::timeout(Duration::from_secs(90), async {
