@@ -207,6 +207,7 @@ async fn e2e_tokens_per_sec(net: &TestNet, client: &reqwest::Client) {
                 sha256: sha,
                 name: "smollm2-135m-instruct".into(),
                 family: "chat".into(),
+                kind: agora_types::ModelKind::Chat,
                 license: "Apache-2.0".into(),
                 royalty_bps: 0,
                 price: p,

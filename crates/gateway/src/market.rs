@@ -3,25 +3,22 @@
 //! this gateway, and the choice of a provider for one request.
 //!
 //! Routing score (lower is better), per candidate that passes the request's filters:
-//! `expected cost x (1 + in-flight/4) x (1 + ttft/1s) x (1 + 4 x recent failure rate)`.
-//! A provider that failed in the last `cooldown` is skipped while any other candidate exists.
+//! `expected cost x (1 + in-flight/4) x (1 + ttft/1s) x (1 + 4 x recent failure rate)`, the cost
+//! at the price the provider's signed offer names for the model. A provider that failed in the
+//! last `cooldown` is skipped while any other candidate exists; between equal scores the less
+//! loaded provider (by its offer) wins.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use agora_market::offer::SignedOffer;
 use agora_market::{ChainClient, Price};
-use agora_p2p::{Handle, PeerId};
-use agora_types::{Address, Amount, Hash, PublicKey};
+use agora_p2p::{Handle, OfferHeader, OfferValidator, PeerId};
+use agora_types::{Address, Amount, Hash};
 
-/// What a model can be used for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelKind {
-    Chat,
-    /// A base model: completions only.
-    Completion,
-    Embedding,
-}
+/// What a model can be used for, as its ledger registration records it.
+pub use agora_types::ModelKind;
 
 /// A model on the network.
 #[derive(Debug, Clone)]
@@ -40,8 +37,10 @@ pub struct ModelView {
 pub struct ProviderView {
     pub peer: PeerId,
     pub address: Address,
+    /// The offer's price of each model it serves that the ledger also lists for it.
     pub prices: BTreeMap<Hash, Price>,
     pub stake: Amount,
+    /// The offer's load (0 idle, 1000 saturated).
     pub load_permille: u16,
     pub free_slots: u32,
 }
@@ -78,17 +77,19 @@ pub struct Candidate {
     pub price: Price,
 }
 
-/// Classifies a model from its ledger record: families naming an embedding architecture are
-/// embedding models; names/families saying "instruct"/"chat" are chat models; others are base.
-pub fn kind_of(name: &str, family: &str) -> ModelKind {
-    let (n, f) = (name.to_ascii_lowercase(), family.to_ascii_lowercase());
-    if f.contains("bert") || f.contains("embed") || n.contains("minilm") || n.contains("embed") {
-        ModelKind::Embedding
-    } else if n.contains("instruct") || n.contains("chat") || f.contains("chat") {
-        ModelKind::Chat
-    } else {
-        ModelKind::Completion
-    }
+/// How the overlay reads gossiped offers: the market's decoder and signature check. A gateway's
+/// overlay node needs it in its config (`NetConfig::offer_validator`) to hear offers at all.
+pub fn offer_validator() -> OfferValidator {
+    OfferValidator::new(|bytes| {
+        let o = SignedOffer::decode(bytes).map_err(|e| e.to_string())?.offer;
+        Ok(OfferHeader {
+            provider: o.provider.0,
+            seq: o.seq,
+            issued_at_ms: o.issued_at_ms,
+            expires_at_ms: o.expires_at_ms,
+            models: o.models.iter().map(|m| m.model.0).collect(),
+        })
+    })
 }
 
 /// Offers, registry and statistics.
@@ -122,26 +123,24 @@ impl Market {
         };
         let now = agora_p2p::offer::now_ms();
         let mut providers = Vec::new();
-        for (peer, signed) in offers {
-            let o = &signed.offer;
-            if o.expires_at_ms <= now {
+        for (peer, gossiped) in offers {
+            if gossiped.header.expires_at_ms <= now {
                 continue;
             }
-            let address = PublicKey(o.provider);
+            // The overlay checked it already; decode it again for the market's fields.
+            let Ok(signed) = SignedOffer::decode(&gossiped.bytes) else {
+                continue;
+            };
+            let o = &signed.offer;
+            let address = o.provider;
             let Ok(Some(record)) = self.chain.provider(&address).await else {
                 continue;
             };
             let mut prices = BTreeMap::new();
             for mp in &record.record.info.models {
-                // Only models the signed offer names are served now.
-                if o.models.contains(&mp.model.0) {
-                    prices.insert(
-                        mp.model,
-                        Price {
-                            input_per_million: mp.input_per_million,
-                            output_per_million: mp.output_per_million,
-                        },
-                    );
+                // Only models the signed offer names are served now, at the offer's price.
+                if let Some(price) = o.price_of(&mp.model) {
+                    prices.insert(mp.model, price);
                     self.learn_model(&mp.model).await;
                 }
             }
@@ -150,8 +149,8 @@ impl Market {
                 address,
                 prices,
                 stake: record.stake,
-                load_permille: o.load_permille,
-                free_slots: o.free_slots,
+                load_permille: o.load.permille(),
+                free_slots: o.load.free_slots(),
             });
         }
         *self.providers.write().unwrap_or_else(|e| e.into_inner()) = providers;
@@ -169,7 +168,7 @@ impl Market {
         if let Ok(Some(m)) = self.chain.model(sha).await {
             let view = ModelView {
                 sha256: *sha,
-                kind: kind_of(&m.info.name, &m.info.family),
+                kind: m.info.kind,
                 name: m.info.name,
                 family: m.info.family,
                 license: m.info.license,
@@ -236,7 +235,7 @@ impl Market {
     pub fn pick(&self, model: &Hash, c: &Constraints, exclude: &[PeerId]) -> Option<Candidate> {
         let providers = self.providers.read().unwrap_or_else(|e| e.into_inner());
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        let mut best: Option<(bool, f64, Candidate)> = None;
+        let mut best: Option<(bool, f64, u16, Candidate)> = None;
         for p in providers.iter() {
             if exclude.contains(&p.peer) {
                 continue;
@@ -266,13 +265,14 @@ impl Market {
                 * (1.0 + 4.0 * s.failure_rate);
             let better = match &best {
                 None => true,
-                // Providers not cooling down first, then by score.
-                Some((bc, bs, _)) => (cooling, score) < (*bc, *bs),
+                // Providers not cooling down first, then by score, then the less loaded.
+                Some((bc, bs, bl, _)) => (cooling, score, p.load_permille) < (*bc, *bs, *bl),
             };
             if better {
                 best = Some((
                     cooling,
                     score,
+                    p.load_permille,
                     Candidate {
                         provider: p.clone(),
                         price,
@@ -280,7 +280,7 @@ impl Market {
                 ));
             }
         }
-        best.map(|(_, _, c)| c)
+        best.map(|(_, _, _, c)| c)
     }
 
     fn with_stats(&self, peer: PeerId, f: impl FnOnce(&mut ProviderStats)) {

@@ -60,22 +60,8 @@ pub enum EngineError {
     BatchTooLarge { len: usize, max: usize },
 }
 
-/// A chat message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    /// A message with the given role.
-    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
+/// A chat message (the one the gateway-provider protocol carries, from `agora-types`).
+pub use agora_types::ChatMessage;
 
 /// Why a chat prompt could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

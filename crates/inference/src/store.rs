@@ -14,17 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::gguf;
 
-/// What kind of model a store entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// A GGUF chat model (has a chat template).
-    Chat,
-    /// A GGUF base model: completions only.
-    Completion,
-    /// A sentence-embedding model directory (safetensors + tokenizer.json).
-    Embedding,
-}
+/// What kind of model a store entry is: a GGUF chat model (has a chat template), a GGUF base
+/// model (completions only) or a sentence-embedding directory (safetensors + tokenizer.json).
+/// The ledger's kind, so a provider registers exactly what its store says.
+pub use agora_types::ModelKind;
 
 /// One file of a known model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use crate::error::RegisterError;
 use crate::events::Event;
 use crate::state::{DatasetRecord, ModelRecord, ProviderRecord, State, ValidatorRecord};
-use agora_types::{Address, DatasetInfo, ModelInfo, ProviderInfo};
+use agora_types::{Address, DatasetInfo, ModelRegistration, ProviderInfo};
 
 pub(crate) fn register_validator(
     state: &mut State,
@@ -85,7 +85,7 @@ pub(crate) fn register_model(
     state: &mut State,
     height: u64,
     owner: &Address,
-    info: ModelInfo,
+    info: ModelRegistration,
 ) -> Result<Vec<Event>, RegisterError> {
     if state.model(&info.sha256).is_some() {
         return Err(RegisterError::AlreadyRegistered);

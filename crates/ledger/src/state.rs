@@ -14,7 +14,7 @@
 use crate::params::Params;
 use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use agora_types::hash::{Hash, HashDomain, merkle_root};
-use agora_types::{Address, Amount, DatasetInfo, ModelInfo, ProviderInfo};
+use agora_types::{Address, Amount, DatasetInfo, ModelRegistration, ProviderInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,7 +39,7 @@ pub struct ProviderRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRecord {
-    pub info: ModelInfo,
+    pub info: ModelRegistration,
     pub owner: Address,
     pub registered_at: u64,
 }

@@ -1,7 +1,7 @@
 //! What a gateway and a provider say to each other over the overlay.
 //!
 //! A [`Job`] travels as the payload of one `/agora/infer/1` stream; the provider answers with
-//! [`Frame`]s, one per chunk, ending with `Done` (carrying a signed [`Receipt`]) or `Failed`.
+//! [`Frame`]s, one per chunk, ending with `Done` (carrying a signed [`InferenceReceipt`]) or `Failed`.
 //! Vouchers travel beside the stream on `/agora/rpc/1` as [`RpcRequest::Voucher`]. Everything is
 //! JSON: small, debuggable, and bounded by the overlay's frame limits before it is parsed.
 
@@ -39,12 +39,8 @@ impl Price {
     }
 }
 
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
+/// One chat message (the engine's own type: the job carries it as the engine renders it).
+pub use agora_types::ChatMessage;
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,7 +280,7 @@ impl Frame {
 /// What a provider signs for every response: enough to audit it (replay with the same model,
 /// prompt, parameters and seed) and to prove what was billed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
+pub struct InferenceReceipt {
     pub request_id: Hash,
     pub provider: Address,
     pub payer: Address,
@@ -306,7 +302,7 @@ pub struct Receipt {
     pub time_ms: u64,
 }
 
-impl Receipt {
+impl InferenceReceipt {
     fn signing_bytes(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(320);
         v.extend_from_slice(&self.request_id.0);
@@ -339,7 +335,7 @@ impl Receipt {
 /// A receipt with the provider's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReceipt {
-    pub receipt: Receipt,
+    pub receipt: InferenceReceipt,
     pub signature: Signature,
 }
 
@@ -414,7 +410,7 @@ mod tests {
     #[test]
     fn receipts_verify_and_tampering_is_caught() {
         let key = SecretKey::from_test_seed("provider");
-        let r = Receipt {
+        let r = InferenceReceipt {
             request_id: Hash([1; 32]),
             provider: key.public(),
             payer: SecretKey::from_test_seed("payer").public(),

@@ -427,6 +427,8 @@ fn net_config(listen: &Multiaddr, bootstrap: &[Multiaddr], p2p: &P2pConfig) -> N
     };
     cfg.limits.requests_per_sec = p2p.requests_per_sec;
     cfg.limits.request_burst = p2p.request_burst;
+    // Offers are the market's type: the overlay checks them with the market's decoder.
+    cfg.offer_validator = Some(agora_gateway::market::offer_validator());
     cfg
 }
 

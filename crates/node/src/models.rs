@@ -149,7 +149,7 @@ fn test_engine(
             price,
             engine: ModelEngine::Generate(Arc::new(scheduler)),
         },
-        listing(sha, TEST_ENGINE_MODEL, "test-engine", "Apache-2.0", price),
+        listing(sha, TEST_ENGINE_MODEL, "test-engine", ModelKind::Chat, "Apache-2.0", price),
     ))
 }
 
@@ -194,7 +194,7 @@ fn open(
                         count_tokens: count,
                     },
                 },
-                listing(sha, name, "bert-embedding", licence, price),
+                listing(sha, name, "bert-embedding", kind, licence, price),
             ))
         }
         ModelKind::Chat | ModelKind::Completion => {
@@ -212,7 +212,7 @@ fn open(
                     price,
                     engine: ModelEngine::Generate(Arc::new(scheduler)),
                 },
-                listing(sha, name, family, licence, price),
+                listing(sha, name, family, kind, licence, price),
             ))
         }
     }
@@ -249,11 +249,19 @@ fn open_gguf(
     ))
 }
 
-fn listing(sha: Hash, name: &str, family: &str, licence: &str, price: Price) -> ModelListing {
+fn listing(
+    sha: Hash,
+    name: &str,
+    family: &str,
+    kind: ModelKind,
+    licence: &str,
+    price: Price,
+) -> ModelListing {
     ModelListing {
         sha256: sha,
         name: name.to_string(),
         family: family.into(),
+        kind,
         license: licence.into(),
         royalty_bps: 0,
         price,

@@ -138,6 +138,9 @@ pub struct NetConfig {
     pub max_offer_ttl_secs: u64,
     /// Clock skew tolerated on an offer's issue time.
     pub max_offer_skew_secs: u64,
+    /// Reads gossiped offers (their format is the market's); without one, offers are ignored.
+    #[serde(skip)]
+    pub offer_validator: Option<crate::offer::OfferValidator>,
     /// Kademlia provider record TTL.
     pub provider_record_ttl_secs: u64,
     /// How often to poll the peer source (on-chain registry) and re-bootstrap Kademlia.
@@ -167,6 +170,7 @@ impl Default for NetConfig {
             relayed_close_grace_ms: 5_000,
             max_offer_ttl_secs: 600,
             max_offer_skew_secs: 30,
+            offer_validator: None,
             provider_record_ttl_secs: 3600,
             rediscover_secs: 60,
             gossip_heartbeat_ms: 1_000,

@@ -30,6 +30,6 @@ pub use node::{
     ConnectionInfo, Handle, Inbound, InferError, InferenceCall, NatStatus, NetEvent, NetStatus,
     OfferTerms, Path, ProviderEntry, RpcCall, TokenSink, TokenStream, spawn,
 };
-pub use offer::{ModelId, Offer, SignedOffer};
+pub use offer::{GossipedOffer, ModelId, OfferHeader, OfferSigner, OfferStamp, OfferValidator};
 pub use peer_source::{PeerSource, StaticPeers};
 pub use wire::{Chunk, InferenceRequest};

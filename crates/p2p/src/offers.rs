@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use libp2p::PeerId;
 
-use crate::offer::{ModelId, SignedOffer};
+use crate::offer::{GossipedOffer, ModelId};
 
 /// What happened when an offer was inserted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +20,14 @@ pub enum Insert {
 /// Live offers keyed by provider peer id. Offers must be verified before insertion.
 #[derive(Debug, Default, Clone)]
 pub struct OffersTable {
-    by_provider: BTreeMap<PeerId, SignedOffer>,
+    by_provider: BTreeMap<PeerId, GossipedOffer>,
 }
 
 impl OffersTable {
     /// Inserts a verified offer from `provider`.
-    pub fn insert(&mut self, provider: PeerId, offer: SignedOffer) -> Insert {
+    pub fn insert(&mut self, provider: PeerId, offer: GossipedOffer) -> Insert {
         match self.by_provider.get(&provider) {
-            Some(old) if old.offer.seq >= offer.offer.seq => Insert::Stale,
+            Some(old) if old.header.seq >= offer.header.seq => Insert::Stale,
             Some(_) => {
                 self.by_provider.insert(provider, offer);
                 Insert::Updated
@@ -44,7 +44,7 @@ impl OffersTable {
         let dead: Vec<PeerId> = self
             .by_provider
             .iter()
-            .filter(|(_, o)| o.offer.expires_at_ms <= now_ms)
+            .filter(|(_, o)| o.header.expires_at_ms <= now_ms)
             .map(|(p, _)| *p)
             .collect();
         for p in &dead {
@@ -53,23 +53,20 @@ impl OffersTable {
         dead
     }
 
-    /// Live offers for `model` at `now_ms`, cheapest first.
-    pub fn providers_of(&self, model: &ModelId, now_ms: u64) -> Vec<(PeerId, SignedOffer)> {
-        let mut v: Vec<(PeerId, SignedOffer)> = self
-            .by_provider
+    /// Live offers for `model` at `now_ms`, by provider (prices and load are the market's to read).
+    pub fn providers_of(&self, model: &ModelId, now_ms: u64) -> Vec<(PeerId, GossipedOffer)> {
+        self.by_provider
             .iter()
-            .filter(|(_, o)| o.offer.expires_at_ms > now_ms && o.offer.serves(model))
+            .filter(|(_, o)| o.header.expires_at_ms > now_ms && o.header.serves(model))
             .map(|(p, o)| (*p, o.clone()))
-            .collect();
-        v.sort_by_key(|(_, o)| (o.offer.price_per_mtok, o.offer.load_permille));
-        v
+            .collect()
     }
 
     /// The offer of one provider, if live.
-    pub fn get(&self, provider: &PeerId, now_ms: u64) -> Option<&SignedOffer> {
+    pub fn get(&self, provider: &PeerId, now_ms: u64) -> Option<&GossipedOffer> {
         self.by_provider
             .get(provider)
-            .filter(|o| o.offer.expires_at_ms > now_ms)
+            .filter(|o| o.header.expires_at_ms > now_ms)
     }
 
     /// Number of offers held (including any not yet pruned).
@@ -83,7 +80,7 @@ impl OffersTable {
     }
 
     /// All offers held.
-    pub fn all(&self) -> Vec<(PeerId, SignedOffer)> {
+    pub fn all(&self) -> Vec<(PeerId, GossipedOffer)> {
         self.by_provider
             .iter()
             .map(|(p, o)| (*p, o.clone()))
@@ -95,53 +92,46 @@ impl OffersTable {
 mod tests {
     use super::*;
     use crate::identity::keypair_from_seed;
-    use crate::offer::Offer;
+    use crate::offer::OfferHeader;
 
-    fn offer(
-        seed: u8,
-        seq: u64,
-        expires: u64,
-        price: u128,
-        models: Vec<ModelId>,
-    ) -> (PeerId, SignedOffer) {
+    fn offer(seed: u8, seq: u64, expires: u64, models: Vec<ModelId>) -> (PeerId, GossipedOffer) {
         let key = keypair_from_seed([seed; 32]).unwrap();
-        let o = Offer {
+        let header = OfferHeader {
             provider: key.public().try_into_ed25519().unwrap().to_bytes(),
             seq,
             issued_at_ms: 0,
             expires_at_ms: expires,
-            price_per_mtok: price,
-            load_permille: 0,
-            free_slots: 1,
             models,
-            addrs: vec![],
         };
-        (key.public().to_peer_id(), o.sign(&key).unwrap())
+        let bytes = vec![seed; 8];
+        (key.public().to_peer_id(), GossipedOffer { header, bytes })
     }
 
     #[test]
     fn newer_seq_replaces_and_older_is_stale() {
         let mut t = OffersTable::default();
-        let (p, o1) = offer(1, 1, 100, 5, vec![[1; 32]]);
-        let (_, o2) = offer(1, 2, 200, 5, vec![[1; 32]]);
+        let (p, o1) = offer(1, 1, 100, vec![[1; 32]]);
+        let (_, o2) = offer(1, 2, 200, vec![[1; 32]]);
         assert_eq!(t.insert(p, o1.clone()), Insert::New);
         assert_eq!(t.insert(p, o2.clone()), Insert::Updated);
         assert_eq!(t.insert(p, o1), Insert::Stale);
-        assert_eq!(t.get(&p, 0).unwrap().offer.seq, 2);
+        assert_eq!(t.get(&p, 0).unwrap().header.seq, 2);
     }
 
     #[test]
     fn expired_offers_vanish_and_queries_filter_by_model_and_price() {
         let mut t = OffersTable::default();
-        let (a, oa) = offer(1, 1, 100, 9, vec![[1; 32]]);
-        let (b, ob) = offer(2, 1, 300, 3, vec![[1; 32], [2; 32]]);
+        let (a, oa) = offer(1, 1, 100, vec![[1; 32]]);
+        let (b, ob) = offer(2, 1, 300, vec![[1; 32], [2; 32]]);
         t.insert(a, oa);
         t.insert(b, ob);
+        // Ordering by price is the market's (the gateway's pick); the overlay only filters.
         let found = t.providers_of(&[1; 32], 50);
-        assert_eq!(
-            found.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            vec![b, a]
-        );
+        let mut peers: Vec<PeerId> = found.iter().map(|(p, _)| *p).collect();
+        peers.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(peers, want);
         assert_eq!(t.providers_of(&[2; 32], 50).len(), 1);
         // a expired at 100: not returned even before pruning, and pruned after.
         assert_eq!(t.providers_of(&[1; 32], 100).len(), 1);

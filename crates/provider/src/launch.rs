@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_p2p::{Handle, Multiaddr, NetConfig, OfferTerms};
+use agora_market::offer::{Load, MAX_ADDR_BYTES, ModelOffer, Offer, SignedOffer};
+use agora_p2p::{
+    Handle, Multiaddr, NetConfig, OfferHeader, OfferSigner, OfferTerms, OfferValidator,
+};
 use agora_types::tx::HardwareSummary;
 use agora_types::{Amount, SecretKey};
 
@@ -88,7 +91,11 @@ pub async fn listen_addr(net: &Handle) -> Option<Multiaddr> {
 /// Registers on the ledger, starts the overlay node and serves until the returned handle is shut down.
 pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
     let sender = Arc::new(TxSender::new(l.key.clone(), l.chain.clone()).await?);
-    let (net, inbound) = agora_p2p::spawn(l.key.to_bytes(), l.net.clone(), None)
+    let mut net_config = l.net.clone();
+    net_config
+        .offer_validator
+        .get_or_insert_with(offer_validator);
+    let (net, inbound) = agora_p2p::spawn(l.key.to_bytes(), net_config, None)
         .await
         .map_err(|e| LaunchError::Net(e.to_string()))?;
     let addr = listen_addr(&net).await;
@@ -118,19 +125,19 @@ pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
     ));
     let models: Vec<ServedModel> = l.models.into_iter().map(|(m, _)| m).collect();
     let ids: Vec<[u8; 32]> = models.iter().map(|m| m.sha256.0).collect();
-    let top_price = models
+    let offered: Vec<ModelOffer> = models
         .iter()
-        .map(|m| m.price.output_per_million.0)
-        .max()
-        .unwrap_or(0);
+        .map(|m| ModelOffer {
+            model: m.sha256,
+            price: m.price,
+        })
+        .collect();
+    let key = l.key.clone();
     let provider = Arc::new(Provider::new(l.key, models, payments, l.settings));
     let mut tasks = vec![tokio::spawn(provider.clone().serve(inbound))];
     tasks.push(tokio::spawn(provider.clone().redeem_loop(sender.clone())));
     net.set_offer(Some(OfferTerms {
-        models: ids.clone(),
-        price_per_mtok: top_price,
-        load_permille: 0,
-        free_slots: l.slots,
+        signer: offer_signer(key, offered, provider.clone(), l.slots),
         ttl: Duration::from_secs(60),
     }))
     .await
@@ -144,5 +151,51 @@ pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
         provider,
         sender,
         tasks,
+    })
+}
+
+/// Signs our offer for each re-publication: every served model at its price, and the load at
+/// that moment (jobs running against the advertised slots).
+fn offer_signer(
+    key: agora_types::SecretKey,
+    models: Vec<ModelOffer>,
+    provider: Arc<Provider>,
+    slots: u32,
+) -> OfferSigner {
+    OfferSigner::new(move |stamp| {
+        Offer {
+            provider: key.public(),
+            seq: stamp.seq,
+            issued_at_ms: stamp.issued_at_ms,
+            expires_at_ms: stamp.expires_at_ms,
+            load: Load {
+                active: provider.active_jobs(),
+                slots,
+            },
+            models: models.clone(),
+            addrs: stamp
+                .addrs
+                .iter()
+                .map(|a| a.to_vec())
+                .filter(|a| a.len() <= MAX_ADDR_BYTES)
+                .collect(),
+        }
+        .sign(&key)
+        .map(|s| s.to_bytes())
+        .map_err(|e| e.to_string())
+    })
+}
+
+/// How the overlay reads gossiped offers: the market's decoder and signature check.
+pub fn offer_validator() -> OfferValidator {
+    OfferValidator::new(|bytes| {
+        let o = SignedOffer::decode(bytes).map_err(|e| e.to_string())?.offer;
+        Ok(OfferHeader {
+            provider: o.provider.0,
+            seq: o.seq,
+            issued_at_ms: o.issued_at_ms,
+            expires_at_ms: o.expires_at_ms,
+            models: o.models.iter().map(|m| m.model.0).collect(),
+        })
     })
 }

@@ -2,7 +2,7 @@
 //! first), its self-bonded stake and its price list. Idempotent: running it again changes only
 //! what differs.
 
-use agora_types::tx::{HardwareSummary, ModelInfo, ModelPrice, ProviderInfo};
+use agora_types::tx::{HardwareSummary, ModelKind, ModelPrice, ModelRegistration, ProviderInfo};
 use agora_types::{Amount, Hash, TxBody};
 
 use crate::chain::{ChainError, TxSender};
@@ -13,7 +13,10 @@ use crate::protocol::Price;
 pub struct ModelListing {
     pub sha256: Hash,
     pub name: String,
+    /// Free-text architecture family (informational).
     pub family: String,
+    /// What the model is for; gateways route by it.
+    pub kind: ModelKind,
     pub license: String,
     /// Royalty asked if this provider is the first to register the model.
     pub royalty_bps: u16,
@@ -44,10 +47,11 @@ pub async fn ensure_registered(
     for l in listings {
         if chain.model(&l.sha256).await?.is_none() {
             sender
-                .send(TxBody::RegisterModel(ModelInfo {
+                .send(TxBody::RegisterModel(ModelRegistration {
                     sha256: l.sha256,
                     name: l.name.clone(),
                     family: l.family.clone(),
+                    kind: l.kind,
                     license: l.license.clone(),
                     royalty_bps: l.royalty_bps,
                 }))

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agora_inference::backends::candle::Embedder;
@@ -18,7 +19,8 @@ use futures::FutureExt;
 use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
-    FailureCode, Frame, Job, Price, Receipt, RpcReply, RpcRequest, Sampling, Tok, Usage, Work,
+    FailureCode, Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Sampling, Tok, Usage,
+    Work,
     output_hash,
 };
 
@@ -71,6 +73,8 @@ pub struct Provider {
     models: BTreeMap<[u8; 32], ServedModel>,
     payments: Arc<Payments>,
     settings: ProviderSettings,
+    /// Jobs running now (the load our offer reports).
+    active: AtomicU32,
 }
 
 /// Why a job ended early.
@@ -126,7 +130,13 @@ impl Provider {
             models: models.into_iter().map(|m| (m.sha256.0, m)).collect(),
             payments,
             settings,
+            active: AtomicU32::new(0),
         }
+    }
+
+    /// Jobs being served right now.
+    pub fn active_jobs(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
     }
 
     pub fn payments(&self) -> &Arc<Payments> {
@@ -152,7 +162,11 @@ impl Provider {
         });
         while let Some(call) = inference.recv().await {
             let me = self.clone();
-            tokio::spawn(async move { me.handle_job(call).await });
+            tokio::spawn(async move {
+                me.active.fetch_add(1, Ordering::Relaxed);
+                me.handle_job(call).await;
+                me.active.fetch_sub(1, Ordering::Relaxed);
+            });
         }
         rpcs.abort();
     }
@@ -426,7 +440,7 @@ impl Provider {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Receipt {
+        InferenceReceipt {
             request_id: job.request_id,
             provider: self.key.public(),
             payer: job.payer,

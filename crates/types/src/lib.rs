@@ -5,6 +5,7 @@
 
 pub mod amount;
 pub mod block;
+pub mod chat;
 pub mod codec;
 pub mod hash;
 pub mod keys;
@@ -12,10 +13,11 @@ pub mod tx;
 
 pub use amount::Amount;
 pub use block::{Block, BlockHeader, Outcome, Receipt};
+pub use chat::ChatMessage;
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
 pub use tx::{
-    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelInfo, ModelPrice, ProviderInfo,
-    SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
+    ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelKind, ModelPrice,
+    ModelRegistration, ProviderInfo, SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
 };

@@ -64,7 +64,7 @@ pub enum TxBody {
     Withdraw,
     RegisterValidator,
     RegisterProvider(ProviderInfo),
-    RegisterModel(ModelInfo),
+    RegisterModel(ModelRegistration),
     RegisterDataset(DatasetInfo),
     OpenChannel {
         provider: Address,
@@ -115,12 +115,65 @@ pub struct ModelPrice {
     pub output_per_million: Amount,
 }
 
+/// What a model can be used for. Recorded by whoever registers the model, so a gateway reads it
+/// from the ledger instead of guessing it from the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// An instruction-tuned model with a chat template: chat and plain completions.
+    Chat,
+    /// A base model: plain completions only.
+    Completion,
+    /// A sentence-embedding model.
+    Embedding,
+}
+
+impl ModelKind {
+    /// Every kind, in tag order.
+    pub const ALL: [ModelKind; 3] = [ModelKind::Chat, ModelKind::Completion, ModelKind::Embedding];
+
+    /// The lower-case name used in JSON, on the command line and in `/v1/models`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Completion => "completion",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A model kind name that is not `chat`, `completion` or `embedding`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown model kind {0:?} (expected chat, completion or embedding)")]
+pub struct ParseModelKindError(pub String);
+
+impl std::str::FromStr for ModelKind {
+    type Err = ParseModelKindError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ParseModelKindError(s.to_string()))
+    }
+}
+
+/// What a model's owner puts on the ledger about it (the engine's facts about a loaded model
+/// are `agora-inference`'s `ModelInfo`, a different thing).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelInfo {
+pub struct ModelRegistration {
     /// SHA-256 of the GGUF (or other weights) file: the model's identity.
     pub sha256: Hash,
     pub name: String,
+    /// Free-text architecture family (informational; `kind` says what the model is for).
     pub family: String,
+    pub kind: ModelKind,
     pub license: String,
     /// Share of every payment for this model that goes to its owner, in basis points.
     pub royalty_bps: u16,
@@ -502,25 +555,51 @@ impl Decode for ModelPrice {
     }
 }
 
-impl Encode for ModelInfo {
+impl Encode for ModelRegistration {
     fn encode_to(&self, out: &mut Vec<u8>) {
         self.sha256.encode_to(out);
         out.put_bytes(self.name.as_bytes());
         out.put_bytes(self.family.as_bytes());
+        self.kind.encode_to(out);
         out.put_bytes(self.license.as_bytes());
         out.put_u16(self.royalty_bps);
     }
 }
 
-impl Decode for ModelInfo {
+impl Decode for ModelRegistration {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(ModelInfo {
+        Ok(ModelRegistration {
             sha256: Decode::decode_from(r)?,
             name: r.string("model name", MAX_NAME)?,
             family: r.string("model family", MAX_NAME)?,
+            kind: Decode::decode_from(r)?,
             license: r.string("model license", MAX_LICENSE)?,
             royalty_bps: r.u16()?,
         })
+    }
+}
+
+impl Encode for ModelKind {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.put_u8(match self {
+            ModelKind::Chat => 0,
+            ModelKind::Completion => 1,
+            ModelKind::Embedding => 2,
+        });
+    }
+}
+
+impl Decode for ModelKind {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(ModelKind::Chat),
+            1 => Ok(ModelKind::Completion),
+            2 => Ok(ModelKind::Embedding),
+            tag => Err(DecodeError::InvalidTag {
+                what: "model kind",
+                tag,
+            }),
+        }
     }
 }
 

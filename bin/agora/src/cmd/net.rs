@@ -96,6 +96,7 @@ async fn status(a: StatusArgs) -> eyre::Result<()> {
         relay_server: a.relay_server.then(RelayServerConfig::default),
         autonat_server: a.public,
         upnp: a.upnp,
+        offer_validator: Some(agora_gateway::market::offer_validator()),
         ..NetConfig::default()
     };
     let (h, _inbound) = agora_p2p::spawn(seed, cfg, None).await?;

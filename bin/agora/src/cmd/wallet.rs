@@ -3,7 +3,7 @@
 use agora_node::keystore;
 use agora_rpc::{ChainClient, ChainError, TxView};
 use agora_types::{
-    Address, Amount, HardwareSummary, Hash, ModelInfo, ModelPrice, Outcome, ProviderInfo,
+    Address, Amount, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome, ProviderInfo,
     SecretKey, Tx, TxBody,
 };
 use clap::{Args, Subcommand};
@@ -136,6 +136,9 @@ pub enum TxCommand {
         name: String,
         #[arg(long)]
         family: String,
+        /// What the model is for: chat, completion or embedding.
+        #[arg(long, default_value = "chat")]
+        kind: agora_types::ModelKind,
         #[arg(long)]
         license: String,
         #[arg(long, default_value_t = 0)]
@@ -355,12 +358,14 @@ async fn tx(args: TxArgs) -> eyre::Result<()> {
             sha256,
             name,
             family,
+            kind,
             license,
             royalty_bps,
-        } => TxBody::RegisterModel(ModelInfo {
+        } => TxBody::RegisterModel(ModelRegistration {
             sha256,
             name,
             family,
+            kind,
             license,
             royalty_bps,
         }),

@@ -16,7 +16,7 @@ use agora_p2p::Multiaddr;
 use agora_provider::launch::RunningProvider;
 use agora_provider::register::ModelListing;
 use agora_provider::{ChainClient, ModelEngine, Price, ProviderSettings, ServedModel, TxSender};
-use agora_types::tx::ModelInfo;
+use agora_types::tx::ModelRegistration;
 use agora_types::{Address, Amount, Hash, HashDomain, SecretKey, TxBody};
 
 pub const API_KEY: &str = "sk-agora-test";
@@ -128,10 +128,11 @@ impl TestNet {
             .on_chain_ready(move |chain| async move {
                 let owner_tx = TxSender::new(owner_key, chain).await?;
                 owner_tx
-                    .send(TxBody::RegisterModel(ModelInfo {
+                    .send(TxBody::RegisterModel(ModelRegistration {
                         sha256: model_sha(),
                         name: MODEL.into(),
                         family: "test".into(),
+                        kind: agora_types::ModelKind::Chat,
                         license: "test".into(),
                         royalty_bps: ROYALTY_BPS,
                     }))
@@ -207,6 +208,7 @@ impl TestNet {
             sha256: model_sha(),
             name: MODEL.into(),
             family: "test".into(),
+            kind: agora_types::ModelKind::Chat,
             license: "test".into(),
             royalty_bps: ROYALTY_BPS,
             price,

@@ -6,8 +6,8 @@ use agora_ledger::{Params, State};
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Address, Amount, Evidence, HardwareSummary, Hash, ModelInfo, ModelPrice, Outcome, ProviderInfo,
-    SecretKey, SignDomain, TxBody, Voucher,
+    Address, Amount, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome,
+    ProviderInfo, SecretKey, SignDomain, TxBody, Voucher,
 };
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -262,10 +262,11 @@ fn setup() -> (World, Chain, TxFactory, Model) {
     let genesis = test_genesis(&all, Amount(START), params());
     let mut chain = Chain::new(&genesis);
     let mut f = TxFactory::new(TEST_CHAIN, Amount(FEE));
-    let model_info = ModelInfo {
+    let model_info = ModelRegistration {
         sha256: Hash([7; 32]),
         name: "test-model".into(),
         family: "llama".into(),
+        kind: agora_types::ModelKind::Chat,
         license: "apache-2.0".into(),
         royalty_bps: 500,
     };
@@ -579,10 +580,11 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
         ),
         Op::RegisterModel { from, id, royalty } => (
             &w.users[*from],
-            TxBody::RegisterModel(ModelInfo {
+            TxBody::RegisterModel(ModelRegistration {
                 sha256: Hash([100 + id; 32]),
                 name: "model".into(),
                 family: "llama".into(),
+                kind: agora_types::ModelKind::Chat,
                 license: "apache-2.0".into(),
                 royalty_bps: *royalty,
             }),

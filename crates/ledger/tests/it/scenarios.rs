@@ -4,7 +4,7 @@ use agora_ledger::channels::channel_id;
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Amount, Evidence, HardwareSummary, Hash, ModelInfo, ModelPrice, Outcome, ProviderInfo,
+    Amount, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome, ProviderInfo,
     SignDomain, TxBody, Voucher,
 };
 
@@ -29,10 +29,11 @@ fn vouchers_replayed_forged_over_deposit_or_after_settle_are_rejected() {
     let b = chain.produce(vec![
         f.sign(
             owner,
-            TxBody::RegisterModel(ModelInfo {
+            TxBody::RegisterModel(ModelRegistration {
                 sha256: model,
                 name: "m".into(),
                 family: "llama".into(),
+                kind: agora_types::ModelKind::Chat,
                 license: "apache-2.0".into(),
                 royalty_bps: 1_000,
             }),

@@ -18,7 +18,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity::Keypair, kad, request_response,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, kad, request_response,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -48,7 +48,6 @@ pub(super) struct Links {
 
 /// Starts the actor task: it dials the bootstrap peers, then serves `cmds` until shutdown.
 pub(super) fn spawn(
-    key: Keypair,
     swarm: Swarm<Behaviour>,
     config: NetConfig,
     topics: Topics,
@@ -64,7 +63,6 @@ pub(super) fn spawn(
         rpc_tx,
     } = links;
     let mut actor = Actor {
-        key,
         swarm,
         config,
         cmd_tx,
@@ -98,7 +96,6 @@ pub(super) fn spawn(
 type PendingRpc = (PeerId, oneshot::Sender<Result<Vec<u8>, RpcError>>);
 
 struct Actor {
-    key: Keypair,
     swarm: Swarm<Behaviour>,
     config: NetConfig,
     cmd_tx: mpsc::Sender<Command>,
@@ -231,7 +228,7 @@ impl Actor {
                     .offers
                     .all()
                     .into_iter()
-                    .filter(|(_, o)| o.offer.expires_at_ms > now)
+                    .filter(|(_, o)| o.header.expires_at_ms > now)
                     .collect();
                 let _ = reply.send(live);
             }

@@ -12,21 +12,15 @@ use super::streams::{self, InferenceCall, TokenStream};
 use super::{NetEvent, NetStatus};
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::offer::{ModelId, SignedOffer, now_ms};
+use crate::offer::{GossipedOffer, ModelId, OfferSigner, now_ms};
 use crate::scoring::Offence;
 use crate::wire::InferenceRequest;
 
-/// Terms a provider advertises; the node signs and re-gossips them until replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a provider advertises: the node stamps (sequence, validity, addresses), has the signer
+/// build the offer's bytes, and re-gossips a fresh one every third of the TTL until replaced.
+#[derive(Debug, Clone)]
 pub struct OfferTerms {
-    /// Models served.
-    pub models: Vec<ModelId>,
-    /// Price in base units per million tokens.
-    pub price_per_mtok: u128,
-    /// Load in permille.
-    pub load_permille: u16,
-    /// Free request slots.
-    pub free_slots: u32,
+    pub signer: OfferSigner,
     /// Validity of each signed offer; re-published every third of it.
     pub ttl: Duration,
 }
@@ -37,7 +31,7 @@ pub struct ProviderEntry {
     /// The provider.
     pub peer: PeerId,
     /// Its live offer, if we heard one.
-    pub offer: Option<SignedOffer>,
+    pub offer: Option<GossipedOffer>,
     /// Whether the DHT lists it.
     pub in_dht: bool,
 }
@@ -71,7 +65,7 @@ pub(super) enum Command {
         oneshot::Sender<Result<(), PublishError>>,
     ),
     PublishBeacon(Vec<u8>, oneshot::Sender<Result<(), PublishError>>),
-    Offers(oneshot::Sender<Vec<(PeerId, SignedOffer)>>),
+    Offers(oneshot::Sender<Vec<(PeerId, GossipedOffer)>>),
     Rpc(PeerId, Vec<u8>, oneshot::Sender<Result<Vec<u8>, RpcError>>),
     RpcRespond(request_response::ResponseChannel<Vec<u8>>, Vec<u8>),
     Status(oneshot::Sender<NetStatus>),
@@ -151,7 +145,7 @@ impl Handle {
         let now = now_ms();
         let mut out: Vec<ProviderEntry> = Vec::new();
         for (peer, offer) in offers {
-            if offer.offer.expires_at_ms > now && offer.offer.serves(&model) {
+            if offer.header.expires_at_ms > now && offer.header.serves(&model) {
                 out.push(ProviderEntry {
                     peer,
                     offer: Some(offer),
@@ -184,7 +178,7 @@ impl Handle {
     }
 
     /// Live offers held.
-    pub async fn offers(&self) -> Result<Vec<(PeerId, SignedOffer)>, NodeStopped> {
+    pub async fn offers(&self) -> Result<Vec<(PeerId, GossipedOffer)>, NodeStopped> {
         ask(&self.cmd, Command::Offers).await
     }
 

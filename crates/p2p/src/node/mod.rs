@@ -103,7 +103,7 @@ pub async fn spawn(
         book,
         rpc_tx,
     };
-    actor::spawn(key, swarm, config, topics, links, peer_source, cmd_rx);
+    actor::spawn(swarm, config, topics, links, peer_source, cmd_rx);
     Ok((
         handle,
         Inbound {

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use agora_p2p::bench::{serve_synthetic, synthetic_request};
 use agora_p2p::node::{NetEvent, OFFERS_TOPIC};
-use agora_p2p::{Handle, Multiaddr, NetConfig, Offer, PeerId};
+use agora_p2p::{Handle, Multiaddr, NetConfig, OfferHeader, PeerId};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Swarm, gossipsub, identity::Keypair, noise, tcp, yamux};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::common::start;
+use crate::common::{start, test_offers};
 
 #[derive(NetworkBehaviour)]
 struct Raw {
@@ -243,17 +243,13 @@ async fn saw_penalty(
     .unwrap_or(false)
 }
 
-fn offer_by(key: &Keypair, expires_at_ms: u64, issued_at_ms: u64) -> Offer {
-    Offer {
-        provider: key.public().try_into_ed25519().expect("ed25519").to_bytes(),
+fn offer_by(key: &Keypair, expires_at_ms: u64, issued_at_ms: u64) -> OfferHeader {
+    OfferHeader {
+        provider: test_offers::provider_key(key),
         seq: 1,
         issued_at_ms,
         expires_at_ms,
-        price_per_mtok: 1,
-        load_permille: 0,
-        free_slots: 1,
         models: vec![[5; 32]],
-        addrs: vec![],
     }
 }
 
@@ -310,11 +306,8 @@ async fn offer_with_a_bad_signature_is_rejected() {
     tokio::time::timeout(
         Duration::from_secs(30),
         invalid_offer_is_rejected(|key, now| {
-            let mut forged = offer_by(key, now + 60_000, now)
-                .sign(key)
-                .expect("sign")
-                .encode();
-            forged[4 + 1 + 32 + 24 + 15] ^= 1; // the price
+            let mut forged = test_offers::encode(key, &offer_by(key, now + 60_000, now));
+            forged[32 + 24 + 1] ^= 1; // the model
             forged
         }),
     )
@@ -327,10 +320,7 @@ async fn long_expired_offer_is_rejected() {
     tokio::time::timeout(
         Duration::from_secs(30),
         invalid_offer_is_rejected(|key, now| {
-            offer_by(key, now - 3_600_000, now - 3_700_000)
-                .sign(key)
-                .expect("sign")
-                .encode()
+            test_offers::encode(key, &offer_by(key, now - 3_600_000, now - 3_700_000))
         }),
     )
     .await
@@ -343,10 +333,7 @@ async fn offer_republished_by_a_third_party_is_rejected() {
         Duration::from_secs(30),
         invalid_offer_is_rejected(|_, now| {
             let other = Keypair::generate_ed25519();
-            offer_by(&other, now + 60_000, now)
-                .sign(&other)
-                .expect("sign")
-                .encode()
+            test_offers::encode(&other, &offer_by(&other, now + 60_000, now))
         }),
     )
     .await

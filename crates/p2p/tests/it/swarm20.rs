@@ -5,35 +5,28 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use agora_p2p::node::NetEvent;
-use agora_p2p::{Handle, NetConfig, OfferTerms, PeerId};
+use agora_p2p::{Handle, NetConfig, PeerId, generate_seed};
 
-use crate::common::{cfg_with_boot, start};
+use crate::common::{cfg_with_boot, start, start_seeded, test_offers};
 
 const MODEL: [u8; 32] = [0xab; 32];
 const PROVIDERS: usize = 6;
 const GATEWAYS: usize = 13; // + 1 bootstrap node = 20
 const FIND_BOUND: Duration = Duration::from_secs(45);
 
-fn terms(ttl: Duration) -> OfferTerms {
-    OfferTerms {
-        models: vec![MODEL],
-        price_per_mtok: 1_000,
-        load_permille: 100,
-        free_slots: 4,
-        ttl,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_every_gateway_finds_every_provider_and_dead_offers_expire() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let (boot, _bin, boot_addr) = start(NetConfig::local_test()).await;
         let mut providers: Vec<Handle> = Vec::new();
+        let mut seeds = Vec::new();
         let mut keep = Vec::new();
         for _ in 0..PROVIDERS {
-            let (h, inbound, _) = start(cfg_with_boot(&boot_addr)).await;
+            let seed = generate_seed();
+            let (h, inbound, _) = start_seeded(seed, cfg_with_boot(&boot_addr)).await;
             keep.push(inbound);
             providers.push(h);
+            seeds.push(seed);
         }
         let mut gateways: Vec<Handle> = Vec::new();
         for _ in 0..GATEWAYS {
@@ -46,9 +39,9 @@ async fn twenty_nodes_every_gateway_finds_every_provider_and_dead_offers_expire(
         // Providers announce the model in the DHT (retrying until the announcement reaches
         // peers) and gossip an offer; the last one with a short TTL, to go offline later.
         let t0 = Instant::now();
-        for (i, p) in providers.iter().enumerate() {
+        for (i, (p, seed)) in providers.iter().zip(&seeds).enumerate() {
             let ttl = if i == PROVIDERS - 1 { Duration::from_secs(2) } else { Duration::from_secs(60) };
-            p.set_offer(Some(terms(ttl))).await.expect("offer");
+            p.set_offer(Some(test_offers::terms(*seed, vec![MODEL], ttl))).await.expect("offer");
         }
         let want: HashSet<PeerId> = providers.iter().map(|p| p.peer_id()).collect();
         for p in &providers {

@@ -48,10 +48,11 @@ fn samples() -> Vec<Vec<u8>> {
                 output_per_million: Amount(2),
             }],
         })),
-        tx(TxBody::RegisterModel(ModelInfo {
+        tx(TxBody::RegisterModel(ModelRegistration {
             sha256: Hash([3; 32]),
             name: "smollm2".into(),
             family: "llama".into(),
+            kind: ModelKind::Chat,
             license: "apache-2.0".into(),
             royalty_bps: 100,
         })),

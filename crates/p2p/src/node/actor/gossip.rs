@@ -11,7 +11,7 @@ use super::Actor;
 use crate::node::NetEvent;
 use crate::node::error::PublishError;
 use crate::node::swarm::MAX_BEACON_BYTES;
-use crate::offer::{Offer, OfferError, SignedOffer, now_ms};
+use crate::offer::{OfferError, OfferStamp, now_ms};
 use crate::offers::Insert;
 use crate::scoring::Offence;
 
@@ -24,12 +24,6 @@ impl Actor {
         // Strictly increasing across restarts too: start from the clock.
         self.offer_seq = (self.offer_seq + 1).max(now);
         let ttl_ms = terms.ttl.as_millis() as u64;
-        let provider = self
-            .key
-            .public()
-            .try_into_ed25519()
-            .map_err(|e| PublishError::Sign(e.to_string()))?
-            .to_bytes();
         let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
         addrs.extend(
             self.swarm
@@ -38,20 +32,26 @@ impl Actor {
                 .cloned(),
         );
         addrs.truncate(crate::offer::MAX_OFFER_ADDRS);
-        let signed = Offer {
-            provider,
+        let stamp = OfferStamp {
             seq: self.offer_seq,
             issued_at_ms: now,
             expires_at_ms: now + ttl_ms,
-            price_per_mtok: terms.price_per_mtok,
-            load_permille: terms.load_permille,
-            free_slots: terms.free_slots,
-            models: terms.models.clone(),
             addrs,
-        }
-        .sign(&self.key)
-        .map_err(|e| PublishError::Sign(e.to_string()))?;
+        };
+        let bytes = terms.signer.sign(&stamp).map_err(PublishError::Sign)?;
+        // Our own offer goes through the same check as everyone else's.
+        let signed = match &self.config.offer_validator {
+            Some(v) => v
+                .check(&bytes)
+                .map_err(|e| PublishError::Sign(e.to_string()))?,
+            None => return Err(PublishError::Sign(OfferError::NoValidator.to_string())),
+        };
         let me = *self.swarm.local_peer_id();
+        if signed.header.provider_peer() != Some(me) {
+            return Err(PublishError::Sign(
+                "the offer names another provider".into(),
+            ));
+        }
         self.offers.insert(me, signed.clone());
         self.metrics.offers.set(self.offers.len() as i64);
         self.next_offer_at = Instant::now() + terms.ttl / 3;
@@ -60,7 +60,7 @@ impl Actor {
             .swarm
             .behaviour_mut()
             .gossip
-            .publish(topic, signed.encode())
+            .publish(topic, signed.bytes)
         {
             Ok(_) => Ok(()),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
@@ -121,14 +121,17 @@ impl Actor {
 
     fn validate_offer(&mut self, msg: &gossipsub::Message) -> gossipsub::MessageAcceptance {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
-        let signed = match SignedOffer::decode(&msg.data) {
+        let Some(validator) = &self.config.offer_validator else {
+            return Ignore;
+        };
+        let signed = match validator.check(&msg.data) {
             Ok(s) => s,
             Err(e) => {
                 debug!(target: "agora_p2p::offers", error = %e, "invalid offer");
                 return Reject;
             }
         };
-        let Some(provider) = signed.offer.provider_peer() else {
+        let Some(provider) = signed.header.provider_peer() else {
             return Reject;
         };
         // Providers announce themselves; a third party re-publishing offers is refused.
@@ -137,7 +140,10 @@ impl Actor {
         }
         let now = now_ms();
         let skew = self.config.max_offer_skew_secs * 1000;
-        match signed.check_time(now, skew, self.config.max_offer_ttl_secs * 1000) {
+        match signed
+            .header
+            .check_time(now, skew, self.config.max_offer_ttl_secs * 1000)
+        {
             Ok(()) => {}
             // Just expired in flight: drop quietly. Long dead: someone replays it.
             Err(OfferError::Expired { expires_at_ms, .. }) if expires_at_ms + skew > now => {
