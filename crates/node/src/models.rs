@@ -149,7 +149,14 @@ fn test_engine(
             price,
             engine: ModelEngine::Generate(Arc::new(scheduler)),
         },
-        listing(sha, TEST_ENGINE_MODEL, "test-engine", ModelKind::Chat, "Apache-2.0", price),
+        listing(
+            sha,
+            TEST_ENGINE_MODEL,
+            "test-engine",
+            ModelKind::Chat,
+            "Apache-2.0",
+            price,
+        ),
     ))
 }
 

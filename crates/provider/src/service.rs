@@ -20,8 +20,7 @@ use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
     FailureCode, Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Sampling, Tok, Usage,
-    Work,
-    output_hash,
+    Work, output_hash,
 };
 
 /// How a served model runs.

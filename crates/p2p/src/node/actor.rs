@@ -17,9 +17,7 @@ use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, kad, request_response,
-};
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, request_response};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
