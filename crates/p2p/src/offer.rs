@@ -47,7 +47,10 @@ pub struct GossipedOffer {
 /// Decodes and checks offer bytes (format and signature), returning the header; the error is a
 /// reason for the logs. Supplied by whoever owns the format.
 #[derive(Clone)]
-pub struct OfferValidator(Arc<dyn Fn(&[u8]) -> Result<OfferHeader, String> + Send + Sync>);
+pub struct OfferValidator(Arc<CheckFn>);
+
+/// Decodes and checks an offer's bytes; the error says why they were refused.
+type CheckFn = dyn Fn(&[u8]) -> Result<OfferHeader, String> + Send + Sync;
 
 impl OfferValidator {
     pub fn new(f: impl Fn(&[u8]) -> Result<OfferHeader, String> + Send + Sync + 'static) -> Self {
@@ -97,7 +100,10 @@ pub struct OfferStamp {
 /// Builds and signs the bytes of our offer for a stamp (called at every re-publication, so the
 /// offer carries the provider's load at that moment).
 #[derive(Clone)]
-pub struct OfferSigner(Arc<dyn Fn(&OfferStamp) -> Result<Vec<u8>, String> + Send + Sync>);
+pub struct OfferSigner(Arc<SignFn>);
+
+/// Builds and signs an offer's bytes for one stamp.
+type SignFn = dyn Fn(&OfferStamp) -> Result<Vec<u8>, String> + Send + Sync;
 
 impl OfferSigner {
     pub fn new(f: impl Fn(&OfferStamp) -> Result<Vec<u8>, String> + Send + Sync + 'static) -> Self {

@@ -105,10 +105,10 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
         if let Some(g) = &node.gateway {
             println!("gateway {} at {}", g.payer.address(), g.base_url());
         }
-        if node.gateway.is_some() || node.provider.is_some() {
-            if let Some(a) = &node.p2p_addr {
-                println!("overlay address {a}");
-            }
+        if (node.gateway.is_some() || node.provider.is_some())
+            && let Some(a) = &node.p2p_addr
+        {
+            println!("overlay address {a}");
         }
         wait_for_shutdown().await;
         node.shutdown().await;

@@ -107,15 +107,17 @@ impl TestNet {
         };
         let genesis_path = dir.path().join("genesis.json");
         std::fs::write(&genesis_path, serde_json::to_vec(&genesis).unwrap()).unwrap();
-        let mut cfg = NodeConfig::default();
-        cfg.chain = ChainConfig {
-            data_dir: dir.path().join("data"),
-            genesis: genesis_path,
-            rpc_addr: "127.0.0.1:0".parse().unwrap(),
-            ..ChainConfig::default()
+        let mut cfg = NodeConfig {
+            chain: ChainConfig {
+                data_dir: dir.path().join("data"),
+                genesis: genesis_path,
+                rpc_addr: "127.0.0.1:0".parse().unwrap(),
+                ..ChainConfig::default()
+            },
+            p2p: local_p2p(Vec::new()),
+            ..NodeConfig::default()
         };
         cfg.validator.idle_block_ms = 200;
-        cfg.p2p = local_p2p(Vec::new());
         let owner_key = owner.clone();
         // One process: the validator, then the gateway; providers bootstrap from its overlay
         // address.
