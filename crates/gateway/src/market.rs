@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use agora_market::offer::SignedOffer;
 use agora_market::{ChainClient, Price};
-use agora_p2p::{Handle, OfferHeader, OfferValidator, PeerId};
+use agora_p2p::{Handle, PeerId};
 use agora_types::{Address, Amount, Hash};
 
 /// What a model can be used for, as its ledger registration records it.
@@ -77,20 +77,9 @@ pub struct Candidate {
     pub price: Price,
 }
 
-/// How the overlay reads gossiped offers: the market's decoder and signature check. A gateway's
-/// overlay node needs it in its config (`NetConfig::offer_validator`) to hear offers at all.
-pub fn offer_validator() -> OfferValidator {
-    OfferValidator::new(|bytes| {
-        let o = SignedOffer::decode(bytes).map_err(|e| e.to_string())?.offer;
-        Ok(OfferHeader {
-            provider: o.provider.0,
-            seq: o.seq,
-            issued_at_ms: o.issued_at_ms,
-            expires_at_ms: o.expires_at_ms,
-            models: o.models.iter().map(|m| m.model.0).collect(),
-        })
-    })
-}
+/// A gateway's overlay node needs it in its config (`NetConfig::offer_validator`) to hear
+/// offers at all.
+pub use agora_market::offer::offer_validator;
 
 /// Offers, registry and statistics.
 pub struct Market {

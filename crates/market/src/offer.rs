@@ -18,6 +18,7 @@ use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use agora_types::{Amount, Hash, PublicKey, SecretKey, SignDomain, Signature};
 
 use crate::protocol::Price;
+use agora_p2p::{OfferHeader, OfferValidator};
 
 /// Most models one offer may list.
 pub const MAX_OFFER_MODELS: usize = 32;
@@ -268,6 +269,21 @@ impl Decode for SignedOffer {
             signature: Signature::decode_from(r)?,
         })
     }
+}
+
+/// How the overlay reads gossiped offers: this module's decoder and signature check, reduced to
+/// the header the overlay routes and times by (agora-p2p carries offers as opaque bytes).
+pub fn offer_validator() -> OfferValidator {
+    OfferValidator::new(|bytes| {
+        let o = SignedOffer::decode(bytes).map_err(|e| e.to_string())?.offer;
+        Ok(OfferHeader {
+            provider: o.provider.0,
+            seq: o.seq,
+            issued_at_ms: o.issued_at_ms,
+            expires_at_ms: o.expires_at_ms,
+            models: o.models.iter().map(|m| m.model.0).collect(),
+        })
+    })
 }
 
 #[cfg(test)]

@@ -4,10 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_market::offer::{Load, MAX_ADDR_BYTES, ModelOffer, Offer, SignedOffer};
-use agora_p2p::{
-    Handle, Multiaddr, NetConfig, OfferHeader, OfferSigner, OfferTerms, OfferValidator,
-};
+use agora_market::offer::{Load, MAX_ADDR_BYTES, ModelOffer, Offer, offer_validator};
+use agora_p2p::{Handle, Multiaddr, NetConfig, OfferSigner, OfferTerms};
 use agora_types::tx::HardwareSummary;
 use agora_types::{Amount, SecretKey};
 
@@ -183,19 +181,5 @@ fn offer_signer(
         .sign(&key)
         .map(|s| s.to_bytes())
         .map_err(|e| e.to_string())
-    })
-}
-
-/// How the overlay reads gossiped offers: the market's decoder and signature check.
-pub fn offer_validator() -> OfferValidator {
-    OfferValidator::new(|bytes| {
-        let o = SignedOffer::decode(bytes).map_err(|e| e.to_string())?.offer;
-        Ok(OfferHeader {
-            provider: o.provider.0,
-            seq: o.seq,
-            issued_at_ms: o.issued_at_ms,
-            expires_at_ms: o.expires_at_ms,
-            models: o.models.iter().map(|m| m.model.0).collect(),
-        })
     })
 }
