@@ -7,7 +7,8 @@
 //!  payer ── CloseChannel ──► challenge period ──► SettleChannel: unspent deposit → payer
 //! ```
 //! A voucher is cumulative, so only the latest one matters and replaying an old one pays nothing
-//! (it is rejected as not increasing). It can never pay more than the deposit. Whether a voucher
+//! (it is rejected as not increasing). It can never pay more than the deposit, and its per-model
+//! split must name every unit of the increase, so no payment skips its royalty. Whether a voucher
 //! would be paid is one pure function, [`check_voucher`], that providers call too.
 
 use crate::accounts::{credit, debit};
@@ -123,9 +124,11 @@ pub struct VoucherCheck {
     pub model_increases: Vec<(Hash, Amount)>,
 }
 
-/// The one rule for a voucher: would the ledger pay it on `channel` to `redeemer`? Called by the
-/// ledger's redeem (with the channel in state) and by a provider before it accepts a voucher
-/// (with the channel as read from a node, so a voucher it holds is one the ledger will pay).
+/// The one rule for a voucher: would the ledger pay it on `channel` to `redeemer`? Among the
+/// rules, the per-model increases must add up to exactly the whole increase, so every payment
+/// carries its royalty. Called by the ledger's redeem (with the channel in state) and by a
+/// provider before it accepts a voucher (with the channel as read from a node, so a voucher it
+/// holds is one the ledger will pay).
 /// Pure: `is_registered` answers whether a model is in the ledger's registry.
 pub fn check_voucher(
     channel: &Channel,
@@ -179,8 +182,13 @@ pub fn check_voucher(
             .ok_or(RedeemError::Overflow)?;
         model_increases.push((*model, inc));
     }
-    if model_increase_sum > increase {
-        return Err(RedeemError::ModelAmountsExceedIncrease);
+    // Royalties are not voluntary: every unit of the increase is attributed to a model, so a
+    // payer cannot leave the split empty (or short) and pay no royalty.
+    if model_increase_sum != increase {
+        return Err(RedeemError::ModelAmountsDoNotMatchIncrease {
+            models: model_increase_sum,
+            increase,
+        });
     }
     Ok(VoucherCheck {
         increase,
@@ -205,7 +213,8 @@ pub(crate) fn redeem(
     })?;
 
     // Royalties on each model's increase. Each royalty is at most its increase, and the
-    // increases' sum was checked, so the royalties' sum cannot overflow; checked anyway.
+    // increases sum to exactly the whole increase, so the royalties' sum cannot overflow;
+    // checked anyway.
     let mut royalties: Vec<(Address, Amount)> = Vec::with_capacity(model_increases.len());
     let mut royalty_sum = Amount::ZERO;
     for (model, inc) in &model_increases {

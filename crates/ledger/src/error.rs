@@ -51,6 +51,10 @@ pub enum UnbondError {
     ZeroAmount,
     #[error("bonded {bonded} is less than {requested}")]
     InsufficientStake { bonded: Amount, requested: Amount },
+    #[error(
+        "a registered provider's self-bonded stake would drop to {left}, below the provider minimum {min}"
+    )]
+    BelowProviderMinimum { left: Amount, min: Amount },
     #[error("amount would overflow")]
     Overflow,
 }
@@ -132,14 +136,18 @@ pub enum RedeemError {
     UnknownModel(Hash),
     #[error("per-model amount for {0} went down")]
     ModelAmountDecreased(Hash),
-    #[error("per-model increases exceed the voucher's increase")]
-    ModelAmountsExceedIncrease,
+    #[error(
+        "per-model increases sum to {models}; they must sum to exactly the voucher's increase {increase}"
+    )]
+    ModelAmountsDoNotMatchIncrease { models: Amount, increase: Amount },
     #[error("amount would overflow")]
     Overflow,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SlashError {
+    #[error("the offender may not report itself")]
+    ReporterIsOffender,
     #[error("the two claims or votes do not conflict")]
     NoConflict,
     #[error("the offender is not a registered validator")]

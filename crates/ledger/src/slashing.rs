@@ -1,5 +1,6 @@
 //! Slashing: checked evidence burns a fraction of the offender's stake (bonded and unbonding,
-//! own and delegated), pays a share to the reporter and jails the offender.
+//! own and delegated), pays a share to the reporter and jails the offender. The reporter may
+//! not be the offender ([`check_report`]).
 //!
 //! Two kinds of evidence, both equivocation that needs nothing but two signatures to check:
 //!
@@ -149,13 +150,28 @@ pub fn check_evidence(state: &State, evidence: &Evidence) -> Result<(), SlashErr
     }
 }
 
+/// Checks a `Slash` by `reporter` without changing `state`: [`check_evidence`], and the reporter
+/// is not the offender. An offender reporting itself would take the reporter's share of its own
+/// slash (and use up the evidence before an honest reporter could), so it is refused and the
+/// evidence stays usable by anyone else.
+pub fn check_report(
+    state: &State,
+    reporter: &Address,
+    evidence: &Evidence,
+) -> Result<(), SlashError> {
+    if *reporter == evidence.offender() {
+        return Err(SlashError::ReporterIsOffender);
+    }
+    check_evidence(state, evidence)
+}
+
 pub(crate) fn slash(
     state: &mut State,
     height: u64,
     reporter: &Address,
     evidence: &Evidence,
 ) -> Result<Vec<Event>, SlashError> {
-    check_evidence(state, evidence)?;
+    check_report(state, reporter, evidence)?;
     let offender = &evidence.offender();
     let id = evidence.id();
     let fraction = state.params().slash_fraction_bps;

@@ -1,5 +1,6 @@
 //! Bond, unbond (with an unbonding period in blocks) and withdraw; delegation of stake to a
-//! validator or provider. Stake, bonded or unbonding, is what slashing takes from.
+//! validator or provider. Stake, bonded or unbonding, is what slashing takes from. A registered
+//! provider cannot unbond its own stake below `Params::min_provider_stake`.
 
 use crate::accounts::{credit, debit};
 use crate::error::{BondError, UnbondError, WithdrawError};
@@ -68,6 +69,17 @@ pub(crate) fn unbond(
             bonded,
             requested: amount,
         })?;
+    // A registered provider keeps at least the provider minimum self-bonded: otherwise it would
+    // go on taking channels and payments with nothing left to slash. There is no deregistration
+    // yet, so a provider's minimum stays bonded; only the surplus can be unbonded. (Validators
+    // need no such floor here: `epochs::active_set` leaves out a validator whose total stake
+    // is below `min_validator_stake` at the next epoch boundary, and that is how one leaves.)
+    if delegator == target && state.provider(target).is_some() {
+        let min = state.params().min_provider_stake;
+        if left < min {
+            return Err(UnbondError::BelowProviderMinimum { left, min });
+        }
+    }
     let release_height = height.saturating_add(state.params().unbonding_period_blocks);
     let key = (*delegator, *target, release_height);
     let pending = state.unbonding.get(&key).copied().unwrap_or_default();

@@ -4,3 +4,4 @@ mod consensus_evidence;
 mod golden;
 mod model;
 mod scenarios;
+mod strangers;

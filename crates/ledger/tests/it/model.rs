@@ -62,6 +62,11 @@ enum Op {
         provider: Option<usize>,
         amount: u128,
     },
+    /// A registered provider unbonding its own stake (refused below the provider minimum).
+    ProviderUnbond {
+        provider: usize,
+        amount: u128,
+    },
     Withdraw {
         from: usize,
     },
@@ -78,7 +83,10 @@ enum Op {
     Redeem {
         channel: usize,
         delta: u128,
+        /// With `wrong_split`, the model's part of the increase (which may then be less or
+        /// more than `delta`, and the voucher refused); otherwise the split names all of it.
         model_part: u128,
+        wrong_split: bool,
         forge: bool,
     },
     ReplayVoucher {
@@ -95,6 +103,8 @@ enum Op {
         offender: usize,
         reporter: usize,
         repeat: bool,
+        /// The offender signs the report itself (refused).
+        self_report: bool,
     },
     BadSignature {
         from: usize,
@@ -126,6 +136,8 @@ fn op() -> impl Strategy<Value = Op> {
                 amount
             }
         ),
+        (p.clone(), prop_oneof![0u128..10, 1u128..2_000_000])
+            .prop_map(|(provider, amount)| Op::ProviderUnbond { provider, amount }),
         u.clone().prop_map(|from| Op::Withdraw { from }),
         (u.clone(), p.clone(), amt.clone(), 0u64..12).prop_map(
             |(payer, provider, deposit, expiry)| Op::Open {
@@ -140,27 +152,36 @@ fn op() -> impl Strategy<Value = Op> {
             0usize..6,
             0u128..3_000_000,
             0u128..1_000_000,
+            proptest::bool::weighted(0.2),
             proptest::bool::weighted(0.1)
         )
-            .prop_map(|(channel, delta, model_part, forge)| Op::Redeem {
-                channel,
-                delta,
-                model_part,
-                forge
-            }),
+            .prop_map(
+                |(channel, delta, model_part, wrong_split, forge)| Op::Redeem {
+                    channel,
+                    delta,
+                    model_part,
+                    wrong_split,
+                    forge
+                }
+            ),
         (0usize..6).prop_map(|channel| Op::ReplayVoucher { channel }),
         (0usize..6, any::<bool>()).prop_map(|(channel, by_provider)| Op::Close {
             channel,
             by_provider
         }),
         (0usize..6).prop_map(|channel| Op::Settle { channel }),
-        (p.clone(), u.clone(), proptest::bool::weighted(0.2)).prop_map(
-            |(offender, reporter, repeat)| Op::Slash {
+        (
+            p.clone(),
+            u.clone(),
+            proptest::bool::weighted(0.2),
+            proptest::bool::weighted(0.2)
+        )
+            .prop_map(|(offender, reporter, repeat, self_report)| Op::Slash {
                 offender,
                 reporter,
-                repeat
-            }
-        ),
+                repeat,
+                self_report
+            }),
         u.clone().prop_map(|from| Op::BadSignature { from }),
         u.clone().prop_map(|from| Op::WrongNonce { from }),
         u.clone().prop_map(|from| Op::RegisterValidator { from }),
@@ -436,6 +457,13 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
                 amount: Amount(*amount),
             },
         ),
+        Op::ProviderUnbond { provider, amount } => (
+            &w.providers[*provider],
+            TxBody::Unbond {
+                target: w.providers[*provider].public(),
+                amount: Amount(*amount),
+            },
+        ),
         Op::Withdraw { from } => (&w.users[*from], TxBody::Withdraw),
         Op::Open {
             payer,
@@ -470,6 +498,7 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
             channel,
             delta,
             model_part,
+            wrong_split,
             forge,
         } => match chan(*channel) {
             Some(c) => {
@@ -479,7 +508,8 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
                     .find(|p| p.public() == c.provider)
                     .expect("provider");
                 let cumulative = c.redeemed + delta;
-                let model_amount = c.redeemed_model + (*model_part).min(*delta);
+                let model_amount =
+                    c.redeemed_model + if *wrong_split { *model_part } else { *delta };
                 let v = Voucher {
                     chain_id: TEST_CHAIN.into(),
                     channel: c.id,
@@ -542,6 +572,7 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
             offender,
             reporter,
             repeat,
+            self_report,
         } => {
             let evidence = match (&m.last_evidence, repeat) {
                 (Some(e), true) => e.clone(),
@@ -559,7 +590,15 @@ fn body_for<'a>(w: &'a World, m: &Model, op: &Op) -> (&'a SecretKey, TxBody) {
                     }
                 }
             };
-            (&w.users[*reporter], TxBody::Slash(evidence))
+            let reporter = if *self_report {
+                w.providers
+                    .iter()
+                    .find(|k| k.public() == evidence.offender())
+                    .expect("offender is a provider")
+            } else {
+                &w.users[*reporter]
+            };
+            (reporter, TxBody::Slash(evidence))
         }
         Op::RegisterValidator { from } => (&w.users[*from], TxBody::RegisterValidator),
         Op::RegisterDataset {
@@ -635,6 +674,11 @@ fn model_apply(
             let amount = amount.0;
             let bonded = m.stake.get(&(*target, *a)).copied().unwrap_or(0);
             if amount == 0 || bonded < amount {
+                return false;
+            }
+            // Every provider is registered: its own stake keeps the provider minimum.
+            let is_provider = w.providers.iter().any(|k| k.public() == *a);
+            if target == a && is_provider && bonded - amount < p.min_provider_stake.0 {
                 return false;
             }
             if bonded == amount {
@@ -731,10 +775,11 @@ fn model_apply(
             if model_amount < c.redeemed_model {
                 return false;
             }
-            let model_inc = model_amount - c.redeemed_model;
-            if model_inc > increase {
+            // Every unit of the increase is attributed to a model: no payment skips its royalty.
+            if model_amount - c.redeemed_model != increase {
                 return false;
             }
+            let model_inc = increase;
             let royalty = model_inc * 500 / 10_000;
             let fee = increase * u128::from(p.protocol_fee_bps) / 10_000;
             m.add(&c.provider, increase - royalty - fee);
@@ -791,10 +836,10 @@ fn model_apply(
         (TxBody::Slash(e), _) => {
             let id = e.id();
             m.last_evidence = Some(e.clone());
-            if m.evidence.contains(&id) {
+            let off = e.offender();
+            if m.evidence.contains(&id) || off == *a {
                 return false;
             }
-            let off = e.offender();
             let keys: Vec<_> = m.stake.keys().filter(|(t, _)| *t == off).copied().collect();
             let ukeys: Vec<_> = m
                 .unbonding
