@@ -17,7 +17,7 @@
 //! timestamp comes from the runtime clock of the proposer (the deterministic clock in tests).
 
 use crate::block::{ChainBlock, Digest, digest_of};
-use agora_ledger::slashing::check_evidence;
+use agora_ledger::slashing::check_report;
 use agora_ledger::{Applied, BlockContext, State, TxError};
 use agora_types::{Address, Block, Evidence, Hash, SecretKey, SignedTx, Tx, TxBody};
 use commonware_actor::Feedback;
@@ -284,7 +284,9 @@ impl<H: Host> LedgerApp<H> {
         let mut usable = Vec::new();
         let mut dead = Vec::new();
         for (id, evidence) in &book.pending {
-            match check_evidence(state, evidence) {
+            // Evidence against ourselves is for others to report (the ledger refuses a
+            // self-report), so it is dropped here rather than paid for in every block.
+            match check_report(state, &key.public(), evidence) {
                 Ok(()) if usable.len() < MAX_SLASHES_PER_BLOCK => usable.push(evidence.clone()),
                 Ok(()) | Err(agora_ledger::error::SlashError::AlreadySlashed) => {}
                 Err(error) => {

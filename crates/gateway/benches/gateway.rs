@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_gateway::RelaySettings;
-use agora_market::protocol::{ChatMessage, Frame, Job, Sampling, Work};
+use agora_market::protocol::{ChatMessage, Frame, Job, SamplingParams, Work};
 use agora_p2p::InferenceRequest;
 use agora_types::{Amount, Hash};
 use net::{API_KEY, MODEL, TestNet, model_sha, price};
@@ -35,9 +35,9 @@ async fn direct_once(net: &TestNet, channel: Hash, peer: agora_p2p::PeerId) -> D
                 content: "hello".into(),
             }],
         },
-        sampling: Sampling {
+        sampling: SamplingParams {
             max_tokens: 1,
-            ..Sampling::default()
+            ..SamplingParams::default()
         },
         continuation: vec![],
         payer: net.gateway.payer.address(),

@@ -53,8 +53,15 @@ pub enum AuthError {
 }
 
 /// All customers of this gateway.
+///
+/// Credit is held before a completion's work is bought (the most it can cost at the chosen
+/// provider's price) and settled to the exact charge when the attempt ends, so a key never
+/// spends more than it has, however many completions it runs at once. Holds live in memory
+/// only: after a crash nothing is held and nothing was charged for the interrupted work.
 pub struct Customers {
     by_key: Mutex<BTreeMap<KeyHash, Customer>>,
+    /// Credit held by running completions, per key. Locked only with `by_key` locked.
+    held: Mutex<BTreeMap<KeyHash, Amount>>,
     /// Read and written only with `by_key` locked.
     scanned: Mutex<Option<u64>>,
     path: Option<PathBuf>,
@@ -82,6 +89,7 @@ impl Customers {
         }
         Ok(Customers {
             by_key: Mutex::new(by_key),
+            held: Mutex::new(BTreeMap::new()),
             scanned: Mutex::new(scanned),
             path,
             dirty: false.into(),
@@ -113,28 +121,66 @@ impl Customers {
         key
     }
 
-    /// The customer behind a bearer token, if it may spend.
+    fn holds(&self) -> std::sync::MutexGuard<'_, BTreeMap<KeyHash, Amount>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The customer behind a bearer token, if it may spend (has credit that is neither spent nor
+    /// held).
     pub fn authorize(&self, key: Option<&str>) -> Result<(KeyHash, Customer), AuthError> {
         let key = key.ok_or(AuthError::Missing)?;
         let h = key_hash(key);
-        let c = self.map().get(&h).cloned().ok_or(AuthError::Unknown)?;
-        if c.remaining().is_zero() {
-            return Err(AuthError::NoCredit {
-                remaining: c.remaining(),
-            });
+        let map = self.map();
+        let c = map.get(&h).cloned().ok_or(AuthError::Unknown)?;
+        let held = self.holds().get(&h).copied().unwrap_or_default();
+        let free = c.remaining().saturating_sub(held);
+        if free.is_zero() {
+            return Err(AuthError::NoCredit { remaining: free });
         }
         Ok((h, c))
     }
 
-    /// Charges a completion's cost.
-    pub fn charge(&self, key: &KeyHash, amount: Amount) {
-        if amount.is_zero() {
+    /// Holds `amount` of the key's free credit for a completion, or refuses when less is free.
+    pub fn hold(&self, key: &KeyHash, amount: Amount) -> Result<(), AuthError> {
+        let map = self.map();
+        let c = map.get(key).ok_or(AuthError::Unknown)?;
+        let mut holds = self.holds();
+        let held = holds.get(key).copied().unwrap_or_default();
+        let free = c.remaining().saturating_sub(held);
+        if amount > free {
+            return Err(AuthError::NoCredit { remaining: free });
+        }
+        holds.insert(*key, held.checked_add(amount).unwrap_or(Amount(u128::MAX)));
+        Ok(())
+    }
+
+    /// Ends a hold of `held`, charging `charged` of it (a charge above the hold is capped at it:
+    /// the relay never pays more than it held).
+    pub fn settle(&self, key: &KeyHash, held: Amount, charged: Amount) {
+        let mut map = self.map();
+        {
+            let mut holds = self.holds();
+            if let Some(h) = holds.get_mut(key) {
+                *h = h.saturating_sub(held);
+                if h.is_zero() {
+                    holds.remove(key);
+                }
+            }
+        }
+        let charged = charged.min(held);
+        if charged.is_zero() {
             return;
         }
-        if let Some(c) = self.map().get_mut(key) {
-            c.spent = c.spent.checked_add(amount).unwrap_or(c.spent);
+        if let Some(c) = map.get_mut(key) {
+            c.spent = c.spent.checked_add(charged).unwrap_or(c.spent);
         }
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Credit held by running completions of `key`.
+    pub fn held(&self, key: &KeyHash) -> Amount {
+        let _map = self.map();
+        self.holds().get(key).copied().unwrap_or_default()
     }
 
     /// The last block scanned for deposits (`None` before the first scan).

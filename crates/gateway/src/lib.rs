@@ -21,6 +21,7 @@ pub mod http;
 pub mod market;
 pub mod metrics;
 pub mod payer;
+pub mod receipts;
 pub mod relay;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct GatewayConfig {
     pub refresh_every: Duration,
     /// Where the API-key book lives (`None`: in memory only).
     pub customers_path: Option<PathBuf>,
+    /// Where providers' receipts are kept (`None`: in memory only).
+    pub receipts_path: Option<PathBuf>,
     /// How often closing payment channels are checked for settlement.
     pub settle_every: Duration,
     /// Limits on HTTP clients (slow or many).
@@ -62,6 +65,7 @@ impl Default for GatewayConfig {
             relay: RelaySettings::default(),
             refresh_every: Duration::from_secs(1),
             customers_path: None,
+            receipts_path: None,
             settle_every: Duration::from_secs(5),
             http: HttpLimits::default(),
             deposits_every: Duration::from_secs(2),
@@ -82,6 +86,8 @@ pub enum GatewayError {
     Customers(std::io::Error),
     #[error("channel journal: {0}")]
     Journal(std::io::Error),
+    #[error("receipt store: {0}")]
+    Receipts(std::io::Error),
 }
 
 /// A running gateway.
@@ -120,11 +126,16 @@ impl Gateway {
         let customers = Arc::new(
             Customers::open(config.customers_path.clone()).map_err(GatewayError::Customers)?,
         );
+        let receipts = Arc::new(
+            receipts::ReceiptStore::open(config.receipts_path.clone())
+                .map_err(GatewayError::Receipts)?,
+        );
         let relay = Arc::new(Relay {
             market: market.clone(),
             payer: payer.clone(),
             net,
             customers: customers.clone(),
+            receipts,
             settings: config.relay.clone(),
         });
         let listener = tokio::net::TcpListener::bind(config.listen)

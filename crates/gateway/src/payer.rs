@@ -147,6 +147,11 @@ impl Payer {
         self.sender.address()
     }
 
+    /// The chain this payer's channels live on.
+    pub fn chain_id(&self) -> &str {
+        self.sender.chain_id()
+    }
+
     /// Every channel opened by this gateway run.
     pub async fn channels(&self) -> Vec<Arc<OpenChannel>> {
         self.channels.lock().await.values().cloned().collect()

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_market::Meter;
-use agora_market::protocol::{FailureCode, Frame, Job, Sampling, Tok, Work};
+use agora_market::bounds::{completion_token_bound, max_cost, prompt_token_bound};
+use agora_market::protocol::{
+    FailureCode, Frame, InferenceReceipt, Job, SamplingParams, SignedReceipt, Tok, Work,
+    token_hash, work_hash,
+};
 use agora_p2p::{InferenceRequest, PeerId};
 use agora_types::{Amount, Hash, HashDomain};
 use tokio::sync::mpsc;
@@ -16,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::customers::{Customers, KeyHash};
 use crate::market::{Constraints, Market};
 use crate::payer::Payer;
+use crate::receipts::ReceiptStore;
 
 /// Failover and patience.
 #[derive(Debug, Clone)]
@@ -58,6 +63,7 @@ pub enum RelayEvent {
 /// The end of a completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    pub request_id: Hash,
     pub finish_reason: String,
     /// Prompt tokens billed: the prompt once per provider that prefilled it (a failover re-reads
     /// the prompt and the delivered tokens).
@@ -78,6 +84,19 @@ pub struct Segment {
     pub charged: Amount,
     /// The provider's signed receipt matched what was received.
     pub receipt_ok: bool,
+    /// The provider's signed receipt, as received (also in the gateway's receipt store).
+    pub receipt: Option<SignedReceipt>,
+}
+
+/// Whose fault a failed completion is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request itself (HTTP 400).
+    Client,
+    /// The key's free credit cannot cover what the request may cost (HTTP 429).
+    Quota,
+    /// The network: no provider, or every provider tried failed (HTTP 503).
+    Network,
 }
 
 /// Why a completion failed.
@@ -86,8 +105,7 @@ pub struct RelayError {
     /// OpenAI-style code: `invalid_request`, `context_length_exceeded`, `no_provider`, ...
     pub code: String,
     pub message: String,
-    /// True when the request itself is at fault (HTTP 400), false for network trouble (5xx).
-    pub client_error: bool,
+    pub fault: Fault,
 }
 
 impl RelayError {
@@ -95,23 +113,67 @@ impl RelayError {
     /// false), passed on to the client as the provider named it.
     fn from_provider(code: FailureCode, message: String) -> RelayError {
         RelayError {
-            client_error: code.is_client_fault(),
+            fault: if code.is_client_fault() {
+                Fault::Client
+            } else {
+                Fault::Network
+            },
             code: code.to_string(),
             message,
         }
     }
 }
 
+/// A fresh request id: every provider that serves part of the completion signs a receipt for it.
+pub fn new_request_id() -> Hash {
+    Hash::of_parts(
+        HashDomain::Request,
+        &[b"gateway", &rand::random::<[u8; 32]>()],
+    )
+}
+
 /// A whole completion request, as the API layer built it.
 #[derive(Debug, Clone)]
 pub struct CompletionJob {
+    /// [`new_request_id`]; the key of its receipts in the gateway's store.
+    pub request_id: Hash,
     pub model: Hash,
     pub work: Work,
-    pub sampling: Sampling,
+    pub sampling: SamplingParams,
     pub constraints: Constraints,
     /// Who pays: charged exactly `Summary::charged` whether the completion ends, fails or the
     /// client leaves.
     pub customer: KeyHash,
+}
+
+/// The receipt a provider must sign for one attempt, built from what this gateway sent and
+/// received.
+struct Expected {
+    base: InferenceReceipt,
+    /// Where this attempt's tokens start in the completion's delivered tokens.
+    from: usize,
+    /// An embedding job: its output is the vectors, not tokens.
+    embed: bool,
+    /// The embedding vectors received, as the provider hashes them.
+    embedding_bytes: Vec<u8>,
+}
+
+impl Expected {
+    fn of(&self, meter: &Meter, delivered: &[u32], complete: bool) -> InferenceReceipt {
+        let output_hash = if self.embed {
+            Hash::of_parts(HashDomain::Request, &[b"embeddings", &self.embedding_bytes])
+        } else {
+            token_hash(delivered.get(self.from..).unwrap_or_default())
+        };
+        InferenceReceipt {
+            prompt_tokens: meter.prompt_tokens(),
+            completion_tokens: meter.completion_tokens(),
+            charged: meter.owed(),
+            output_hash,
+            complete,
+            ..self.base.clone()
+        }
+    }
 }
 
 /// Runs completions.
@@ -120,7 +182,38 @@ pub struct Relay {
     pub payer: Arc<Payer>,
     pub net: agora_p2p::Handle,
     pub customers: Arc<Customers>,
+    pub receipts: Arc<ReceiptStore>,
     pub settings: RelaySettings,
+}
+
+/// Embedding vectors longer than this are refused (the largest open models use 4,096).
+const MAX_EMBEDDING_DIMS: usize = 16_384;
+/// Loose text (text belonging to no single token) allowed per generated token the request allows.
+const TEXT_BYTES_PER_TOKEN: usize = 64;
+
+/// What one attempt's frames may claim, computed from what this gateway sent.
+struct FrameLimits {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    text_bytes: usize,
+    embeddings: usize,
+}
+
+impl FrameLimits {
+    fn new(job: &CompletionJob, delivered: usize) -> FrameLimits {
+        let completion_tokens = completion_token_bound(&job.work, &job.sampling, delivered);
+        FrameLimits {
+            prompt_tokens: prompt_token_bound(&job.work, delivered),
+            completion_tokens,
+            text_bytes: (completion_tokens as usize)
+                .saturating_add(1)
+                .saturating_mul(TEXT_BYTES_PER_TOKEN),
+            embeddings: match &job.work {
+                Work::Embed { inputs } => inputs.len(),
+                _ => 0,
+            },
+        }
+    }
 }
 
 enum Attempt {
@@ -135,6 +228,22 @@ enum Attempt {
 }
 
 impl Relay {
+    /// Checks a provider's receipt against the one this gateway expects; logs the first
+    /// mismatching field.
+    fn check_receipt(&self, got: &SignedReceipt, expected: &InferenceReceipt) -> bool {
+        if !got.verify() {
+            tracing::warn!(target: "agora::gateway", provider = %expected.provider, "receipt signature does not verify");
+            return false;
+        }
+        match got.receipt.mismatch(expected) {
+            None => true,
+            Some(field) => {
+                tracing::warn!(target: "agora::gateway", provider = %expected.provider, field, "receipt does not match what was sent and received");
+                false
+            }
+        }
+    }
+
     /// Hands an event to the client's side; false when the client left or stopped reading for
     /// longer than `client_stall_timeout`.
     async fn deliver(&self, tx: &mpsc::Sender<RelayEvent>, event: RelayEvent) -> bool {
@@ -158,15 +267,16 @@ impl Relay {
 
     async fn run(&self, job: CompletionJob, tx: mpsc::Sender<RelayEvent>) {
         let mut summary = Summary {
+            request_id: job.request_id,
             finish_reason: String::new(),
             prompt_tokens: 0,
             completion_tokens: 0,
             charged: Amount::ZERO,
             segments: Vec::new(),
         };
+        // Each attempt holds the customer's credit and settles it to what its provider was paid,
+        // on every way out: what the providers delivered is what the customer pays.
         let last = self.attempts(&job, &mut summary, &tx).await;
-        // Charge on every way out: what the providers delivered is what the customer pays.
-        self.customers.charge(&job.customer, summary.charged);
         let event = match last {
             Some(Ok(())) => RelayEvent::Done(summary),
             Some(Err(e)) => RelayEvent::Error(e),
@@ -182,10 +292,7 @@ impl Relay {
         summary: &mut Summary,
         tx: &mpsc::Sender<RelayEvent>,
     ) -> Option<Result<(), RelayError>> {
-        let request_id = Hash::of_parts(
-            HashDomain::Request,
-            &[b"gateway", &rand::random::<[u8; 32]>()],
-        );
+        let request_id = job.request_id;
         let mut delivered: Vec<u32> = Vec::new();
         let mut tried: Vec<PeerId> = Vec::new();
         let mut last_reason = String::from("no provider serves this model");
@@ -221,7 +328,7 @@ impl Relay {
             } else {
                 format!("{} provider(s) failed; last: {last_reason}", tried.len())
             },
-            client_error: false,
+            fault: Fault::Network,
         }))
     }
 
@@ -234,10 +341,49 @@ impl Relay {
         summary: &mut Summary,
         tx: &mpsc::Sender<RelayEvent>,
     ) -> Attempt {
+        // The most this attempt can cost at this provider's price, held before any work is bought.
+        let hold = max_cost(&cand.price, &job.work, &job.sampling, delivered.len())
+            .unwrap_or(Amount(u128::MAX));
+        if let Err(e) = self.customers.hold(&job.customer, hold) {
+            let free = match e {
+                crate::customers::AuthError::NoCredit { remaining } => remaining,
+                _ => Amount::ZERO,
+            };
+            return Attempt::Fatal(RelayError {
+                code: "insufficient_quota".into(),
+                message: format!(
+                    "this request may cost up to {} base units at the provider's price; the key has {} free",
+                    hold.0, free.0
+                ),
+                fault: Fault::Quota,
+            });
+        }
+        let (result, charged) = self
+            .attempt_held(job, request_id, cand, delivered, summary, tx)
+            .await;
+        self.customers.settle(&job.customer, hold, charged);
+        result
+    }
+
+    /// One provider's attempt, the customer's credit already held; returns what it was paid.
+    async fn attempt_held(
+        &self,
+        job: &CompletionJob,
+        request_id: Hash,
+        cand: &crate::market::Candidate,
+        delivered: &mut Vec<u32>,
+        summary: &mut Summary,
+        tx: &mpsc::Sender<RelayEvent>,
+    ) -> (Attempt, Amount) {
         let peer = cand.provider.peer;
         let channel = match self.payer.channel_to(cand.provider.address, peer).await {
             Ok(c) => c,
-            Err(e) => return Attempt::Retry(format!("cannot open a channel: {e}")),
+            Err(e) => {
+                return (
+                    Attempt::Retry(format!("cannot open a channel: {e}")),
+                    Amount::ZERO,
+                );
+            }
         };
         let wire = Job {
             request_id,
@@ -266,19 +412,51 @@ impl Relay {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 self.market.finished(peer, false, None);
-                return Attempt::Retry(format!("cannot reach the provider: {e}"));
+                let why = format!("cannot reach the provider: {e}");
+                return (Attempt::Retry(why), Amount::ZERO);
             }
             Err(_) => {
                 self.market.finished(peer, false, None);
-                return Attempt::Retry(format!(
-                    "no frame for {:?}",
-                    self.settings.first_frame_timeout
-                ));
+                let why = format!("no frame for {:?}", self.settings.first_frame_timeout);
+                return (Attempt::Retry(why), Amount::ZERO);
             }
         };
-        // What this provider is owed for what arrived: the provider meters the same frames.
+        // What this provider is owed for what arrived: the provider meters the same frames. It is
+        // paid only inside what this request can cost, computed from what we sent.
         let mut meter = Meter::new(cand.price);
+        let limits = FrameLimits::new(job, delivered.len());
+        let mut started = false;
+        let mut text_bytes = 0usize;
         let mut receipt_ok = false;
+        let mut receipt_kept = None;
+        let expect = Expected {
+            base: InferenceReceipt {
+                chain_id: self.payer.chain_id().to_string(),
+                request_id,
+                provider: cand.provider.address,
+                payer: self.payer.address(),
+                channel: channel.id,
+                model: job.model,
+                seed: job.sampling.seed,
+                params_hash: job.sampling.hash(),
+                work_hash: work_hash(&job.work),
+                continuation_hash: token_hash(&wire.continuation),
+                prompt_hash: Hash::ZERO,
+                engine: String::new(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                continuation_tokens: u32::try_from(wire.continuation.len()).unwrap_or(u32::MAX),
+                price: cand.price,
+                charged: Amount::ZERO,
+                output_hash: Hash::ZERO,
+                time_ms: 0,
+                complete: true,
+            },
+            from: wire.continuation.len(),
+            embed: matches!(job.work, Work::Embed { .. }),
+            embedding_bytes: Vec::new(),
+        };
+        let mut expect = expect;
         let mut first = true;
         let result = loop {
             let wait = if first {
@@ -303,9 +481,25 @@ impl Relay {
             // Pay for exactly what arrived, before passing it on.
             match frame {
                 Frame::Started { prompt_tokens, .. } => {
+                    if std::mem::replace(&mut started, true) {
+                        break Attempt::Retry("sent a second Started frame".into());
+                    }
+                    if prompt_tokens > limits.prompt_tokens {
+                        break Attempt::Retry(format!(
+                            "billed {prompt_tokens} prompt tokens; this request has at most {}",
+                            limits.prompt_tokens
+                        ));
+                    }
                     channel.add(job.model, meter.prompt(prompt_tokens));
                 }
                 Frame::Tokens { tokens } => {
+                    let total = u64::from(meter.completion_tokens()) + tokens.len() as u64;
+                    if total > u64::from(limits.completion_tokens) {
+                        break Attempt::Retry(format!(
+                            "sent {total} tokens; the request allows {}",
+                            limits.completion_tokens
+                        ));
+                    }
                     channel.add(job.model, meter.generated(tokens.len()));
                     let mut gone = false;
                     for t in tokens {
@@ -320,6 +514,13 @@ impl Relay {
                     }
                 }
                 Frame::Text { text } => {
+                    text_bytes = text_bytes.saturating_add(text.len());
+                    if text_bytes > limits.text_bytes {
+                        break Attempt::Retry(format!(
+                            "sent {text_bytes} bytes of loose text; the request allows {}",
+                            limits.text_bytes
+                        ));
+                    }
                     if !self.deliver(tx, RelayEvent::Text(text)).await {
                         break Attempt::Gone;
                     }
@@ -328,6 +529,21 @@ impl Relay {
                     first_index,
                     vectors,
                 } => {
+                    let end = u64::from(first_index) + vectors.len() as u64;
+                    if end > limits.embeddings as u64
+                        || vectors.iter().any(|v| v.len() > MAX_EMBEDDING_DIMS)
+                    {
+                        break Attempt::Retry(format!(
+                            "sent embeddings up to index {end} (dimensions up to {}); the request has {} inputs",
+                            vectors.iter().map(Vec::len).max().unwrap_or(0),
+                            limits.embeddings
+                        ));
+                    }
+                    for v in &vectors {
+                        expect
+                            .embedding_bytes
+                            .extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                    }
                     if tx
                         .send(RelayEvent::Embeddings {
                             first_index,
@@ -344,21 +560,23 @@ impl Relay {
                     usage,
                     receipt,
                 } => {
-                    let r = &receipt.receipt;
-                    receipt_ok = receipt.verify()
-                        && r.provider == cand.provider.address
-                        && r.request_id == request_id
-                        && r.channel == channel.id
-                        && usage.prompt_tokens == meter.prompt_tokens()
-                        && usage.completion_tokens == meter.completion_tokens()
-                        && r.charged == meter.owed();
-                    if !receipt_ok {
-                        tracing::warn!(target: "agora::gateway", provider = %cand.provider.address, "receipt does not match what was received");
-                    }
+                    let counts_ok = usage.prompt_tokens == meter.prompt_tokens()
+                        && usage.completion_tokens == meter.completion_tokens();
+                    receipt_ok = counts_ok
+                        && self.check_receipt(&receipt, &expect.of(&meter, delivered, true));
+                    receipt_kept = Some(*receipt);
                     summary.finish_reason = finish_reason;
                     break Attempt::Done;
                 }
-                Frame::Failed { code, message } => {
+                Frame::Failed {
+                    code,
+                    message,
+                    receipt,
+                } => {
+                    if let Some(r) = receipt {
+                        receipt_ok = self.check_receipt(&r, &expect.of(&meter, delivered, false));
+                        receipt_kept = Some(*r);
+                    }
                     if code.fails_over() {
                         break Attempt::Retry(format!("{code}: {message}"));
                     }
@@ -366,14 +584,21 @@ impl Relay {
                 }
             }
         };
+        if let Some(r) = &receipt_kept {
+            self.receipts.record(r).await;
+        }
         let seg = Segment {
             provider: cand.provider.address,
             prompt_tokens: meter.prompt_tokens(),
             completion_tokens: meter.completion_tokens(),
             charged: meter.owed(),
             receipt_ok,
+            receipt: receipt_kept,
         };
-        let ok = matches!(result, Attempt::Done | Attempt::Fatal(_) | Attempt::Gone);
+        // A receipt that does not match what arrived counts against the provider's score.
+        let receipt_fine = receipt_ok || !matches!(result, Attempt::Done);
+        let ok =
+            receipt_fine && matches!(result, Attempt::Done | Attempt::Fatal(_) | Attempt::Gone);
         let secs = start.elapsed().as_secs_f64();
         let tps = (seg.completion_tokens > 0 && secs > 0.0)
             .then(|| f64::from(seg.completion_tokens) / secs);
@@ -384,9 +609,10 @@ impl Relay {
             .charged
             .checked_add(seg.charged)
             .unwrap_or(summary.charged);
+        let charged = seg.charged;
         if seg.prompt_tokens > 0 || seg.completion_tokens > 0 {
             summary.segments.push(seg);
         }
-        result
+        (result, charged)
     }
 }

@@ -107,7 +107,7 @@ fn ours(
         seed: 1,
         max_tokens: n_gen as u32 + 1,
         ignore_eos: true,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     let mut req = Request::generate(Prompt::Tokens(prompt.to_vec()), params);
     req.reuse_prefix = false;
@@ -156,7 +156,7 @@ fn aggregate(
             seed: i as u64,
             max_tokens: n_gen as u32,
             ignore_eos: true,
-            ..SamplingParams::default()
+            ..SamplingParams::greedy(256)
         };
         let mut r = Request::generate(Prompt::Tokens(p.clone()), params);
         r.reuse_prefix = false;

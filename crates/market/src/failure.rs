@@ -21,6 +21,9 @@ pub enum FailureCode {
     PriceTooLow,
     /// No voucher arrived in time for work already delivered (or the channel is not the payer's).
     PaymentRequired,
+    /// The job names a payer other than the overlay peer that sent it: a stranger may not bill
+    /// someone else's channel.
+    NotThePayer,
     /// The channel's deposit cannot cover more work.
     ChannelExhausted,
     /// The provider could not read the channel from the ledger.
@@ -53,7 +56,10 @@ impl FailureCode {
     pub fn is_payment(&self) -> bool {
         matches!(
             self,
-            FailureCode::PriceTooLow | FailureCode::PaymentRequired | FailureCode::ChannelExhausted
+            FailureCode::PriceTooLow
+                | FailureCode::PaymentRequired
+                | FailureCode::NotThePayer
+                | FailureCode::ChannelExhausted
         )
     }
 }
@@ -73,7 +79,7 @@ mod tests {
     use super::*;
     use crate::protocol::Frame;
 
-    const KNOWN: [FailureCode; 9] = [
+    const KNOWN: [FailureCode; 10] = [
         FailureCode::InvalidRequest,
         FailureCode::ContextLengthExceeded,
         FailureCode::ModelNotFound,
@@ -83,6 +89,7 @@ mod tests {
         FailureCode::LedgerUnavailable,
         FailureCode::Overloaded,
         FailureCode::EngineError,
+        FailureCode::NotThePayer,
     ];
 
     #[test]
@@ -97,6 +104,7 @@ mod tests {
             "ledger_unavailable",
             "overloaded",
             "engine_error",
+            "not_the_payer",
         ];
         for (code, name) in KNOWN.iter().zip(before) {
             assert_eq!(serde_json::to_value(code).unwrap(), name);
@@ -110,12 +118,14 @@ mod tests {
             Frame::decode(old).unwrap(),
             Frame::Failed {
                 code: FailureCode::ContextLengthExceeded,
-                message: "too long".into()
+                message: "too long".into(),
+                receipt: None,
             }
         );
         let f = Frame::Failed {
             code: FailureCode::Overloaded,
             message: "busy".into(),
+            receipt: None,
         };
         assert_eq!(
             f.encode(),

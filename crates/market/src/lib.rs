@@ -3,10 +3,12 @@
 //!
 //! Kept apart from `agora-provider` so a gateway links no inference engine: [`protocol`] is what
 //! travels over the overlay, [`offer`] is what a provider gossips about itself, [`meter`] is what
-//! a job owes (one computation for both sides), [`failure`] is why a job failed and whose fault
+//! a job owes (one computation for both sides), [`bounds`] the most it can owe (the payer's own
+//! figure), [`failure`] is why a job failed and whose fault
 //! it is, [`chain`] re-exports how either side reads the ledger and submits transactions through
 //! a node's RPC (`agora-rpc`).
 
+pub mod bounds;
 pub mod chain;
 pub mod failure;
 pub mod meter;

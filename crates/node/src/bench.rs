@@ -184,7 +184,7 @@ pub fn run_ledger_bench(args: &LedgerBenchConfig) -> Result<LedgerBenchReport, B
                 chain_id: "agora-bench".into(),
                 channel: Hash([1; 32]),
                 cumulative: Amount(i as u128 + 1),
-                per_model: vec![(Hash([2; 32]), Amount(i as u128))],
+                per_model: vec![(Hash([2; 32]), Amount(i as u128 + 1))],
             };
             let sig = payer.sign(SignDomain::Voucher, &v.encode());
             (v.encode(), sig)

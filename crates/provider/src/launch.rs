@@ -118,6 +118,7 @@ pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
         sender.chain_id().to_string(),
         l.chain.clone(),
         l.settings.credit_limit,
+        l.settings.payer_limit,
         l.settings.voucher_wait,
         l.voucher_file.clone(),
     ));
@@ -133,9 +134,10 @@ pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
     let key = l.key.clone();
     let provider = Arc::new(Provider::new(l.key, models, payments, l.settings));
     let mut tasks = vec![tokio::spawn(provider.clone().serve(inbound))];
+    let p = provider.clone();
     tasks.push(tokio::spawn(provider.clone().redeem_loop(sender.clone())));
     net.set_offer(Some(OfferTerms {
-        signer: offer_signer(key, offered, provider.clone(), l.slots),
+        signer: offer_signer(key, offered, Arc::new(move || p.active_jobs()), l.slots),
         ttl: Duration::from_secs(60),
     }))
     .await
@@ -153,11 +155,11 @@ pub async fn launch(l: Launch) -> Result<RunningProvider, LaunchError> {
 }
 
 /// Signs our offer for each re-publication: every served model at its price, and the load at
-/// that moment (jobs running against the advertised slots).
-fn offer_signer(
+/// that moment (`active()` jobs running against the advertised slots).
+pub fn offer_signer(
     key: agora_types::SecretKey,
     models: Vec<ModelOffer>,
-    provider: Arc<Provider>,
+    active: Arc<dyn Fn() -> u32 + Send + Sync>,
     slots: u32,
 ) -> OfferSigner {
     OfferSigner::new(move |stamp| {
@@ -167,7 +169,7 @@ fn offer_signer(
             issued_at_ms: stamp.issued_at_ms,
             expires_at_ms: stamp.expires_at_ms,
             load: Load {
-                active: provider.active_jobs(),
+                active: active(),
                 slots,
             },
             models: models.clone(),

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agora_ledger::channels::check_voucher;
@@ -36,8 +37,23 @@ pub enum PaymentError {
     WrongParty { channel: Hash, what: &'static str },
     #[error("channel {0} is closing or settled")]
     Closed(Hash),
+    #[error(
+        "channel {channel} expires at height {expiry_height}, too soon for more work (the ledger is at {height}, the challenge period is {challenge} blocks)"
+    )]
+    Expiring {
+        channel: Hash,
+        expiry_height: u64,
+        height: u64,
+        challenge: u64,
+    },
     #[error("channel {channel} has {unspent} left, not enough for more work")]
     Exhausted { channel: Hash, unspent: Amount },
+    #[error("payer {payer} leaves {unpaid} unpaid across its channels; the limit is {limit}")]
+    PayerOwes {
+        payer: Address,
+        unpaid: Amount,
+        limit: Amount,
+    },
     #[error("no voucher arrived within {0:?} for the work already delivered")]
     Unpaid(Duration),
     #[error("voucher refused: {0}")]
@@ -60,6 +76,19 @@ pub struct ChannelBook {
     /// The ledger's per-model figures of `redeemed`, as last read.
     #[serde(default)]
     pub redeemed_per_model: BTreeMap<Hash, Amount>,
+    /// The channel's expiry height on the ledger (0: not read yet).
+    #[serde(default)]
+    pub expiry_height: u64,
+    /// The ledger shows the channel closing or settled: no more work, redeem at once.
+    #[serde(default)]
+    pub closed: bool,
+    /// The ledger shows it settled: nothing more can be redeemed (the payer stays recorded, so
+    /// what it left unpaid still counts against it).
+    #[serde(default)]
+    pub settled: bool,
+    /// The cumulative of a voucher the ledger refused to redeem: it is never sent again.
+    #[serde(default)]
+    pub refused: Option<Amount>,
 }
 
 /// What a voucher that the ledger would pay is worth to the provider.
@@ -108,7 +137,10 @@ impl ChannelBook {
         sv: &SignedVoucher,
         is_registered: impl Fn(&Hash) -> bool,
     ) -> Result<Verdict, PaymentError> {
-        let payer = self.payer.ok_or(PaymentError::Closed(id))?;
+        let payer = self
+            .payer
+            .filter(|_| !self.settled)
+            .ok_or(PaymentError::Closed(id))?;
         let channel = self.as_redeemed(me, payer);
         match check_voucher(&channel, me, chain_id, sv, is_registered) {
             Ok(_) => Ok(Verdict::Better),
@@ -129,11 +161,16 @@ pub struct Payments {
     chain_id: String,
     chain: ChainClient,
     credit_limit: Amount,
+    /// Unpaid work one payer may run up across all its channels, settled ones included.
+    payer_limit: Amount,
     voucher_wait: Duration,
     books: Mutex<BTreeMap<Hash, ChannelBook>>,
     /// Models known to be in the ledger's registry (a registration is never withdrawn).
     registered: Mutex<BTreeSet<Hash>>,
     paid: Notify,
+    /// The ledger's height and challenge period as last read by [`Payments::follow`] (0 before).
+    tip: AtomicU64,
+    challenge_blocks: AtomicU64,
     state_path: Option<PathBuf>,
     /// Serialises disk writes (the books lock is never held across IO).
     disk: tokio::sync::Mutex<()>,
@@ -145,6 +182,7 @@ impl Payments {
         chain_id: String,
         chain: ChainClient,
         credit_limit: Amount,
+        payer_limit: Amount,
         voucher_wait: Duration,
         state_path: Option<PathBuf>,
     ) -> Payments {
@@ -166,13 +204,21 @@ impl Payments {
             chain_id,
             chain,
             credit_limit,
+            payer_limit,
             voucher_wait,
             books: Mutex::new(books),
             registered: Mutex::new(BTreeSet::new()),
             paid: Notify::new(),
+            tip: AtomicU64::new(0),
+            challenge_blocks: AtomicU64::new(0),
             state_path,
             disk: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The chain this provider's channels live on.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
     }
 
     fn books(&self) -> std::sync::MutexGuard<'_, BTreeMap<Hash, ChannelBook>> {
@@ -201,14 +247,37 @@ impl Payments {
                 .ok_or(PaymentError::UnknownChannel(*channel))?;
             self.refresh(channel, &c);
         }
+        self.admissible(channel, payer)?;
+        self.wait_payer(payer).await
+    }
+
+    /// The channel's own checks for new work: open, the payer's, not near expiry, not spent.
+    fn admissible(&self, channel: &Hash, payer: &Address) -> Result<(), PaymentError> {
         let books = self.books();
         let b = books
             .get(channel)
             .ok_or(PaymentError::UnknownChannel(*channel))?;
+        if b.closed {
+            return Err(PaymentError::Closed(*channel));
+        }
         if b.payer != Some(*payer) {
             return Err(PaymentError::WrongParty {
                 channel: *channel,
                 what: "payer",
+            });
+        }
+        // Work must be redeemable: a channel near expiry can be settled by the payer before the
+        // provider's voucher lands.
+        let (height, challenge) = (
+            self.tip.load(Ordering::Relaxed),
+            self.challenge_blocks.load(Ordering::Relaxed),
+        );
+        if height.saturating_add(challenge) >= b.expiry_height {
+            return Err(PaymentError::Expiring {
+                channel: *channel,
+                expiry_height: b.expiry_height,
+                height,
+                challenge,
             });
         }
         if b.owed >= b.deposit {
@@ -220,17 +289,44 @@ impl Payments {
         Ok(())
     }
 
-    fn refresh(&self, id: &Hash, c: &Channel) {
+    /// Waits (up to `voucher_wait`) until what `payer` leaves unpaid across all its channels is
+    /// within the per-payer limit: a payer that abandons debt on one channel gets no work on the
+    /// next, and an honest payer's vouchers in flight are waited for rather than refused.
+    async fn wait_payer(&self, payer: &Address) -> Result<(), PaymentError> {
+        let deadline = tokio::time::Instant::now() + self.voucher_wait;
+        loop {
+            let notified = self.paid.notified();
+            let unpaid = unpaid_of(&self.books(), payer);
+            if unpaid <= self.payer_limit {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(PaymentError::PayerOwes {
+                    payer: *payer,
+                    unpaid,
+                    limit: self.payer_limit,
+                });
+            }
+        }
+    }
+
+    /// Takes the channel's state as read from the ledger; true when this read found it newly
+    /// closing or settled.
+    fn refresh(&self, id: &Hash, c: &Channel) -> bool {
         let mut books = self.books();
         let b = books.entry(*id).or_default();
         if c.provider != self.me {
             b.payer = None;
-            return;
+            return false;
         }
-        if c.settled || c.close_deadline.is_some() {
-            b.payer = None;
+        let was_closed = b.closed;
+        b.closed = c.settled || c.close_deadline.is_some();
+        b.expiry_height = c.expiry_height;
+        if c.settled {
+            b.settled = true;
+            b.payer.get_or_insert(c.payer);
             b.deposit = Amount::ZERO;
-            return;
+            return !was_closed;
         }
         b.payer = Some(c.payer);
         b.deposit = c.deposit;
@@ -244,6 +340,65 @@ impl Payments {
             let held = b.redeemed_per_model.entry(*m).or_default();
             *held = (*held).max(*a);
         }
+        b.closed && !was_closed
+    }
+
+    /// Re-reads every channel still taking work (a block watcher: run once per block or so).
+    /// Returns the channels whose held voucher must be redeemed now: newly closing (the payer
+    /// can settle once the challenge period ends) or about to expire.
+    pub async fn follow(&self) -> Result<Vec<Hash>, PaymentError> {
+        let info = self
+            .chain
+            .info()
+            .await
+            .map_err(|e| PaymentError::Ledger(e.to_string()))?;
+        self.tip.store(info.height, Ordering::Relaxed);
+        self.challenge_blocks
+            .store(info.channel_challenge_blocks, Ordering::Relaxed);
+        let watched: Vec<Hash> = self
+            .books()
+            .iter()
+            .filter(|(_, b)| b.payer.is_some() && !b.closed)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut urgent: Vec<Hash> = Vec::new();
+        for id in watched {
+            match self.chain.channel(&id).await {
+                Ok(Some(c)) => {
+                    if self.refresh(&id, &c) {
+                        urgent.push(id);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return Err(PaymentError::Ledger(e.to_string())),
+            }
+        }
+        let horizon = info
+            .height
+            .saturating_add(info.channel_challenge_blocks.saturating_mul(2));
+        let expiring: Vec<Hash> = self
+            .books()
+            .iter()
+            .filter(|(id, b)| {
+                !urgent.contains(id) && b.expiry_height != 0 && horizon >= b.expiry_height
+            })
+            .filter(|(_, b)| b.paid() > b.redeemed)
+            .map(|(id, _)| *id)
+            .collect();
+        urgent.extend(expiring);
+        Ok(urgent)
+    }
+
+    /// The ledger refused to redeem the voucher for `cumulative` on `channel`: never send it
+    /// again (each try costs a fee and the ledger's state only moves on).
+    pub async fn refused(&self, channel: &Hash, cumulative: Amount) {
+        {
+            let mut books = self.books();
+            if let Some(b) = books.get_mut(channel) {
+                b.refused = Some(b.refused.map_or(cumulative, |r| r.max(cumulative)));
+            }
+        }
+        self.persist().await;
     }
 
     /// Adds `amount` of work about to be delivered; refused if the deposit can't cover it.
@@ -274,7 +429,10 @@ impl Payments {
                 let b = books
                     .get(channel)
                     .ok_or(PaymentError::UnknownChannel(*channel))?;
-                if b.owed.saturating_sub(b.paid()) <= self.credit_limit {
+                let payer_ok = b
+                    .payer
+                    .is_none_or(|p| unpaid_of(&books, &p) <= self.payer_limit);
+                if b.owed.saturating_sub(b.paid()) <= self.credit_limit && payer_ok {
                     return Ok(());
                 }
             }
@@ -391,11 +549,12 @@ impl Payments {
         }
     }
 
-    /// Vouchers worth redeeming: better than what the ledger paid.
+    /// Vouchers worth redeeming: better than what the ledger paid and not refused by it.
     pub fn redeemable(&self) -> Vec<SignedVoucher> {
         self.books()
             .values()
             .filter(|b| b.paid() > b.redeemed)
+            .filter(|b| b.refused.is_none_or(|r| b.paid() > r))
             .filter_map(|b| b.best.clone())
             .collect()
     }
@@ -412,6 +571,17 @@ impl Payments {
         }
         self.persist().await;
     }
+}
+
+/// What `payer` owes and has not covered with a voucher, over all its channels.
+fn unpaid_of(books: &BTreeMap<Hash, ChannelBook>, payer: &Address) -> Amount {
+    books
+        .values()
+        .filter(|b| b.payer.as_ref() == Some(payer))
+        .map(|b| b.owed.saturating_sub(b.paid()))
+        .fold(Amount::ZERO, |a, x| {
+            a.checked_add(x).unwrap_or(Amount(u128::MAX))
+        })
 }
 
 fn load(path: &Path) -> Vec<SignedVoucher> {
@@ -456,6 +626,10 @@ mod tests {
             best: Some(voucher(payer, 100, &[(A, 100)])),
             redeemed: Amount::ZERO,
             redeemed_per_model: BTreeMap::new(),
+            expiry_height: 1_000,
+            closed: false,
+            settled: false,
+            refused: None,
         }
     }
 

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agora_inference::backends::candle::Embedder;
-use agora_inference::{
-    ChatMessage, Event, GenerateError, Prompt, Request, SamplingParams, Scheduler, SubmitError,
-};
+use agora_inference::{ChatMessage, Event, GenerateError, Prompt, Request, Scheduler, SubmitError};
 use agora_market::Meter;
 use agora_p2p::{Inbound, InferenceCall, RpcCall, TokenSink};
 use agora_types::{Amount, Hash, SecretKey, TxBody};
@@ -19,9 +17,12 @@ use futures::FutureExt;
 use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
-    FailureCode, Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Sampling, Tok, Usage,
-    Work, output_hash,
+    FailureCode, Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Tok, Usage, Work,
+    token_hash, work_hash,
 };
+
+/// Longest wait for a submitted redeem to be final before the next round tries again.
+const REDEEM_WAIT: Duration = Duration::from_secs(60);
 
 /// How a served model runs.
 pub enum ModelEngine {
@@ -47,10 +48,16 @@ pub struct ServedModel {
 pub struct ProviderSettings {
     /// Unpaid work a channel may run up before streaming pauses for a voucher.
     pub credit_limit: Amount,
+    /// Unpaid work one payer may run up across all its channels (abandoned ones included)
+    /// before its jobs are refused: what a payer can take for free, whatever it opens.
+    pub payer_limit: Amount,
     /// How long streaming waits for a voucher before giving up on the job.
     pub voucher_wait: Duration,
     /// How often held vouchers are redeemed on the ledger.
     pub redeem_every: Duration,
+    /// How often the channels taking work are re-read from the ledger (a close or a coming
+    /// expiry triggers an immediate redeem).
+    pub watch_every: Duration,
     /// Most tokens packed into one frame (tokens already generated are sent together).
     pub max_tokens_per_frame: usize,
 }
@@ -58,9 +65,11 @@ pub struct ProviderSettings {
 impl Default for ProviderSettings {
     fn default() -> Self {
         Self {
-            credit_limit: Amount(100_000), // 0.0001 AGR
+            credit_limit: Amount(100_000),  // 0.0001 AGR
+            payer_limit: Amount(1_000_000), // 0.001 AGR
             voucher_wait: Duration::from_secs(10),
             redeem_every: Duration::from_secs(5),
+            watch_every: Duration::from_secs(1),
             max_tokens_per_frame: 16,
         }
     }
@@ -74,6 +83,44 @@ pub struct Provider {
     settings: ProviderSettings,
     /// Jobs running now (the load our offer reports).
     active: AtomicU32,
+}
+
+/// What a job has delivered so far: its bill and its output.
+struct Delivered {
+    meter: Meter,
+    tokens: Vec<u32>,
+    /// The hash of the embedding vectors, once sent.
+    embeddings: Option<Hash>,
+}
+
+impl Delivered {
+    fn new(job: &Job) -> Delivered {
+        Delivered {
+            meter: Meter::new(job.price),
+            tokens: Vec::new(),
+            embeddings: None,
+        }
+    }
+
+    /// Anything billed yet.
+    fn any(&self) -> bool {
+        !self.meter.owed().is_zero() || self.meter.prompt_tokens() > 0
+    }
+
+    fn output_hash(&self) -> Hash {
+        self.embeddings.unwrap_or_else(|| token_hash(&self.tokens))
+    }
+}
+
+/// The engine and build a receipt names for `model`.
+fn engine_name(model: &ServedModel) -> String {
+    let backend = match &model.engine {
+        ModelEngine::Generate(s) => s.info().architecture.clone(),
+        ModelEngine::Embed { .. } => "candle embedding".into(),
+    };
+    let mut name = format!("agora {} {backend}", env!("CARGO_PKG_VERSION"));
+    name.truncate(crate::protocol::MAX_ENGINE_BYTES);
+    name
 }
 
 /// Why a job ended early.
@@ -189,7 +236,9 @@ impl Provider {
 
     async fn handle_job(&self, call: InferenceCall) {
         let InferenceCall {
-            request, tokens, ..
+            peer,
+            request,
+            tokens,
         } = call;
         let sink = tokens;
         let job = match Job::decode(&request.payload) {
@@ -202,6 +251,18 @@ impl Provider {
                 .await;
             }
         };
+        // The payer's account key is its overlay identity: a job billed to anyone but the peer
+        // that sent it is a stranger spending someone else's channel.
+        if agora_p2p::peer_id_from_account_pubkey(job.payer.0) != Some(peer) {
+            let f = Failure::new(
+                FailureCode::NotThePayer,
+                format!(
+                    "the job names payer {} but was sent by peer {peer}",
+                    job.payer
+                ),
+            );
+            return fail(sink, f).await;
+        }
         let Some(model) = self.models.get(&request.model) else {
             let f = Failure::new(
                 FailureCode::ModelNotFound,
@@ -228,19 +289,36 @@ impl Provider {
         if let Err(e) = self.payments.admit(&job.channel, &job.payer).await {
             return fail(sink, e.into()).await;
         }
+        let mut delivered = Delivered::new(&job);
         let result = match &model.engine {
-            ModelEngine::Generate(s) => self.run_generate(s, model, &job, &sink).await,
+            ModelEngine::Generate(s) => {
+                self.run_generate(s, model, &job, &sink, &mut delivered)
+                    .await
+            }
             ModelEngine::Embed {
                 embedder,
                 count_tokens,
             } => {
-                self.run_embed(embedder.clone(), count_tokens.clone(), model, &job, &sink)
+                let (e, c) = (embedder.clone(), count_tokens.clone());
+                self.run_embed(e, c, model, &job, &sink, &mut delivered)
                     .await
             }
         };
         match result {
             Ok(()) => {
                 let _ = sink.finish().await;
+            }
+            // Work was delivered before the failure: the payer gets a signed receipt for it.
+            Err(Failure::Job { code, message }) if delivered.any() => {
+                let receipt = self.receipt(&job, model, &delivered, None, false);
+                let frame = Frame::Failed {
+                    code,
+                    message,
+                    receipt: Some(receipt),
+                };
+                if sink.send(frame.encode()).await.is_ok() {
+                    let _ = sink.finish().await;
+                }
             }
             Err(f) => fail(sink, f).await,
         }
@@ -259,6 +337,7 @@ impl Provider {
         model: &ServedModel,
         job: &Job,
         sink: &TokenSink,
+        delivered: &mut Delivered,
     ) -> Result<(), Failure> {
         let prompt = match &job.work {
             Work::Chat { messages } => Prompt::Chat(
@@ -278,16 +357,15 @@ impl Provider {
                 ));
             }
         };
-        let mut request = Request::generate(prompt, engine_params(&job.sampling));
+        let mut request = Request::generate(prompt, job.sampling.clone());
         request.continuation = job.continuation.clone();
         let mut stream = scheduler.submit(request).map_err(|e| match e {
             SubmitError::Overloaded { .. } => Failure::new(FailureCode::Overloaded, e.to_string()),
             SubmitError::Shutdown => Failure::new(FailureCode::EngineError, e.to_string()),
         })?;
         // Returning early drops `stream`, which frees the engine's slot at its next step.
-        // What the job owes, frame by frame: the gateway meters the same frames.
-        let mut meter = Meter::new(job.price);
-        let mut generated: Vec<u32> = Vec::new();
+        // What the job owes, frame by frame (`delivered.meter`): the gateway meters the same
+        // frames.
         let mut pending: Option<Event> = None;
         loop {
             let ev = match pending.take() {
@@ -304,7 +382,7 @@ impl Provider {
                     prompt_tokens: p,
                     cached_tokens,
                 } => {
-                    self.pay_gate(job, meter.prompt(p)).await?;
+                    self.pay_gate(job, delivered.meter.prompt(p)).await?;
                     send(
                         sink,
                         &Frame::Started {
@@ -327,8 +405,9 @@ impl Provider {
                             _ => break,
                         }
                     }
-                    generated.extend(toks.iter().map(|t| t.id));
-                    self.pay_gate(job, meter.generated(toks.len())).await?;
+                    self.pay_gate(job, delivered.meter.generated(toks.len()))
+                        .await?;
+                    delivered.tokens.extend(toks.iter().map(|t| t.id));
                     send(sink, &Frame::Tokens { tokens: toks }).await?;
                 }
                 Event::Text(text) => {
@@ -337,16 +416,16 @@ impl Provider {
                 Event::Error(e) => return Err(generate_failure(&e)),
                 Event::Done(c) => {
                     let usage = Usage {
-                        prompt_tokens: meter.prompt_tokens(),
-                        completion_tokens: meter.completion_tokens(),
+                        prompt_tokens: delivered.meter.prompt_tokens(),
+                        completion_tokens: delivered.meter.completion_tokens(),
+                        cached_tokens: c.usage.cached_tokens,
                     };
                     let finish_reason = match c.finish_reason {
                         agora_inference::FinishReason::Stop => "stop",
                         agora_inference::FinishReason::Length => "length",
                         agora_inference::FinishReason::Cancelled => "cancelled",
                     };
-                    let receipt =
-                        self.receipt(job, model, usage, meter.owed(), output_hash(&generated));
+                    let receipt = self.receipt(job, model, delivered, Some(&c.prompt), true);
                     return send(
                         sink,
                         &Frame::Done {
@@ -368,6 +447,7 @@ impl Provider {
         model: &ServedModel,
         job: &Job,
         sink: &TokenSink,
+        delivered: &mut Delivered,
     ) -> Result<(), Failure> {
         let Work::Embed { inputs } = &job.work else {
             return Err(Failure::new(
@@ -377,9 +457,9 @@ impl Provider {
         };
         let prompt_tokens: usize = inputs.iter().map(|s| count_tokens(s)).sum();
         let prompt_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
-        let mut meter = Meter::new(job.price);
         // Embeddings are delivered in one go, so the whole cost is gated like one frame.
-        self.pay_gate(job, meter.prompt(prompt_tokens)).await?;
+        self.pay_gate(job, delivered.meter.prompt(prompt_tokens))
+            .await?;
         send(
             sink,
             &Frame::Started {
@@ -413,10 +493,13 @@ impl Provider {
         let usage = Usage {
             prompt_tokens,
             completion_tokens: 0,
+            cached_tokens: 0,
         };
-        let out =
-            agora_types::Hash::of_parts(agora_types::HashDomain::Request, &[b"embeddings", &bytes]);
-        let receipt = self.receipt(job, model, usage, meter.owed(), out);
+        delivered.embeddings = Some(agora_types::Hash::of_parts(
+            agora_types::HashDomain::Request,
+            &[b"embeddings", &bytes],
+        ));
+        let receipt = self.receipt(job, model, delivered, None, true);
         send(
             sink,
             &Frame::Done {
@@ -428,18 +511,27 @@ impl Provider {
         .await
     }
 
+    /// The signed receipt for what `delivered` holds; `prompt` is the engine's prefilled token
+    /// ids when it reported them.
     fn receipt(
         &self,
         job: &Job,
         model: &ServedModel,
-        usage: Usage,
-        charged: Amount,
-        output_hash: Hash,
+        delivered: &Delivered,
+        prompt: Option<&[u32]>,
+        complete: bool,
     ) -> Box<crate::protocol::SignedReceipt> {
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let meter = &delivered.meter;
         InferenceReceipt {
+            chain_id: self.payments.chain_id().to_string(),
+            work_hash: work_hash(&job.work),
+            continuation_hash: token_hash(&job.continuation),
+            prompt_hash: prompt.map_or(Hash::ZERO, token_hash),
+            engine: engine_name(model),
+            complete,
             request_id: job.request_id,
             provider: self.key.public(),
             payer: job.payer,
@@ -447,48 +539,79 @@ impl Provider {
             model: model.sha256,
             seed: job.sampling.seed,
             params_hash: job.sampling.hash(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
+            prompt_tokens: meter.prompt_tokens(),
+            completion_tokens: meter.completion_tokens(),
             continuation_tokens: job.continuation.len() as u32,
             price: job.price,
-            charged,
-            output_hash,
+            charged: meter.owed(),
+            output_hash: delivered.output_hash(),
             time_ms,
         }
         .sign(&self.key)
         .into()
     }
 
-    /// Redeems every voucher better than what the ledger paid; returns how many were redeemed.
+    /// Redeems every voucher better than what the ledger paid, as one batch (all submitted, then
+    /// all awaited, so they land in the same block or so); returns how many were redeemed. A
+    /// voucher the ledger refused is never sent again.
     pub async fn redeem_now(&self, sender: &TxSender) -> usize {
-        let mut done = 0;
+        let mut submitted = Vec::new();
         for v in self.payments.redeemable() {
             let channel = v.voucher.channel;
             let cumulative = v.voucher.cumulative;
-            match sender.send(TxBody::RedeemVoucher(v)).await {
-                Ok(_) => {
+            match sender.submit(TxBody::RedeemVoucher(v)).await {
+                Ok((id, _)) => submitted.push((channel, cumulative, id)),
+                Err(e) => {
+                    tracing::warn!(target: "agora::provider", %channel, error = %e, "redeem not submitted");
+                }
+            }
+        }
+        let mut done = 0;
+        for (channel, cumulative, id) in submitted {
+            match sender.chain().wait_final(&id, REDEEM_WAIT).await {
+                Ok(r) if matches!(r.outcome, agora_types::Outcome::Success) => {
                     self.payments.redeemed(&channel, cumulative).await;
                     done += 1;
                 }
-                Err(e) => {
-                    tracing::warn!(target: "agora::provider", %channel, error = %e, "redeem failed");
+                Ok(r) => {
+                    tracing::warn!(target: "agora::provider", %channel, outcome = ?r.outcome, "the ledger refused the redeem; not retrying this voucher");
                     // Already redeemed (e.g. before a restart): learn the ledger's figure.
                     if let Ok(Some(c)) = sender.chain().channel(&channel).await {
                         self.payments.redeemed(&channel, c.redeemed).await;
                     }
+                    self.payments.refused(&channel, cumulative).await;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "agora::provider", %channel, error = %e, "redeem not final yet; next round");
                 }
             }
         }
         done
     }
 
-    /// Redeems held vouchers every `redeem_every` until the task is dropped.
+    /// Follows the channels on the ledger every `watch_every` and redeems held vouchers every
+    /// `redeem_every`, or at once when a channel starts closing or nears expiry; until the task
+    /// is dropped.
     pub async fn redeem_loop(self: Arc<Self>, sender: Arc<TxSender>) {
-        let mut tick = tokio::time::interval(self.settings.redeem_every);
+        let mut tick = tokio::time::interval(self.settings.watch_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            self.redeem_now(&sender).await;
+            let urgent = match self.payments.follow().await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(target: "agora::provider", error = %e, "cannot follow channels");
+                    Vec::new()
+                }
+            };
+            if !urgent.is_empty() {
+                tracing::info!(target: "agora::provider", channels = urgent.len(), "channels closing or expiring; redeeming now");
+            }
+            if !urgent.is_empty() || last.elapsed() >= self.settings.redeem_every {
+                self.redeem_now(&sender).await;
+                last = tokio::time::Instant::now();
+            }
         }
     }
 }
@@ -514,29 +637,12 @@ async fn fail(sink: TokenSink, f: Failure) {
         return;
     };
     tracing::debug!(target: "agora::provider", %code, %message, "job failed");
-    let frame = Frame::Failed { code, message };
+    let frame = Frame::Failed {
+        code,
+        message,
+        receipt: None,
+    };
     if sink.send(frame.encode()).await.is_ok() {
         let _ = sink.finish().await;
-    }
-}
-
-/// The engine's parameters for a job's wire sampling parameters.
-fn engine_params(s: &Sampling) -> SamplingParams {
-    SamplingParams {
-        temperature: s.temperature,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        min_p: s.min_p,
-        repetition_penalty: s.repetition_penalty,
-        frequency_penalty: s.frequency_penalty,
-        presence_penalty: s.presence_penalty,
-        logit_bias: s.logit_bias.clone(),
-        stop: s.stop.clone(),
-        max_tokens: s.max_tokens,
-        seed: s.seed,
-        logprobs: s.logprobs,
-        json: s.json,
-        json_schema: s.json_schema.clone(),
-        ..SamplingParams::default()
     }
 }

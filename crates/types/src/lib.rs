@@ -9,7 +9,9 @@ pub mod chat;
 pub mod codec;
 pub mod hash;
 pub mod keys;
+pub mod sampling;
 pub mod tx;
+pub mod usage;
 
 pub use amount::Amount;
 pub use block::{Block, BlockHeader, Outcome, Receipt};
@@ -17,7 +19,9 @@ pub use chat::ChatMessage;
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
+pub use sampling::SamplingParams;
 pub use tx::{
     ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelKind, ModelPrice,
     ModelRegistration, ProviderInfo, SignedTx, SignedVoucher, Tx, TxBody, VoteKind, Voucher,
 };
+pub use usage::Usage;

@@ -188,7 +188,8 @@ pub struct DatasetInfo {
 
 /// A payer's promise: "the provider of `channel` may take `cumulative` in total from it".
 /// `per_model` says how much of that total was for which registered model, so royalties reach
-/// the right owners; the rest carries no royalty.
+/// the right owners; the ledger requires it to account for the whole increase of each redeem,
+/// so every unit paid carries its model's royalty.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Voucher {
     pub chain_id: ChainId,

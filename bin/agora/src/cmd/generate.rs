@@ -78,24 +78,31 @@ impl ModelArgs {
     }
 }
 
-/// Sampling flags shared by `generate` and `chat`.
+/// Sampling flags shared by `generate` and `chat`. A flag left out takes the value of
+/// `SamplingParams::default()`, the same defaults as the gateway's API.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 0)]
-    pub top_k: u32,
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    #[arg(long, default_value_t = 1.1)]
-    pub repetition_penalty: f32,
-    #[arg(long, default_value_t = 256)]
-    pub max_tokens: u32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// 0 = greedy [default: 1].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// 0 disables [default: 0].
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// 1 disables [default: 1].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// 0 disables [default: 0].
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// 1 disables [default: 1].
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// [default: 256]
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Stop sequence (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
@@ -103,16 +110,17 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn params(&self) -> SamplingParams {
+        let d = SamplingParams::default();
         SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-            max_tokens: self.max_tokens,
-            seed: self.seed,
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
+            max_tokens: self.max_tokens.unwrap_or(d.max_tokens),
+            seed: self.seed.unwrap_or(d.seed),
             stop: self.stop.clone(),
-            ..SamplingParams::default()
+            ..d
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `POST /v1/embeddings`: strings in, an embedding list (floats or base64) out.
 
-use agora_market::protocol::{Sampling, Work};
+use agora_market::protocol::{SamplingParams, Work};
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -95,9 +95,10 @@ async fn embeddings_inner(
     }
     let count = inputs.len();
     let job = CompletionJob {
+        request_id: crate::relay::new_request_id(),
         model: model.sha256,
         work: Work::Embed { inputs },
-        sampling: Sampling::default(),
+        sampling: SamplingParams::default(),
         constraints: constraints(req.agora, headers)?,
         customer,
     };

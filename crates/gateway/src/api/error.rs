@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::MAX_BODY_BYTES;
 use super::wire::{ErrorBody, ErrorDetail};
 use crate::customers::AuthError;
-use crate::relay::RelayError;
+use crate::relay::{Fault, RelayError};
 
 /// An error in OpenAI's shape.
 #[derive(Debug, Clone)]
@@ -93,6 +93,18 @@ impl ApiError {
         e
     }
 
+    /// 404: the gateway keeps no receipt for this request id.
+    pub fn receipts_not_found(request_id: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "receipts_not_found",
+            format!("This gateway keeps no receipt for request `{request_id}`."),
+        );
+        e.param = Some("request_id".into());
+        e
+    }
+
     /// 408: the request body stopped arriving.
     pub fn body_timeout() -> Self {
         Self::new(
@@ -123,14 +135,22 @@ impl ApiError {
         )
     }
 
-    /// 400 with the relay's code when the request is at fault, 503 for network trouble.
+    /// 400 with the relay's code when the request is at fault, 429 when the key's free credit
+    /// cannot cover it, 503 for network trouble.
     pub fn from_relay(e: RelayError) -> Self {
-        if e.client_error {
-            let mut out = Self::invalid(e.message, None);
-            out.code = Some(e.code);
-            out
-        } else {
-            Self::upstream(&e.code, e.message)
+        match e.fault {
+            Fault::Client => {
+                let mut out = Self::invalid(e.message, None);
+                out.code = Some(e.code);
+                out
+            }
+            Fault::Quota => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                &e.code,
+                e.message,
+            ),
+            Fault::Network => Self::upstream(&e.code, e.message),
         }
     }
 

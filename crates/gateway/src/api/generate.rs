@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use agora_market::protocol::{Sampling, Tok, Work};
+use agora_market::protocol::{SamplingParams, Tok, Work};
 use axum::Json;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use super::wire::{
 use super::{ApiError, Shared, now_secs};
 use crate::customers::KeyHash;
 use crate::market::{Constraints, ModelView};
-use crate::relay::{CompletionJob, RelayEvent, Summary};
+use crate::relay::{CompletionJob, RelayEvent, Summary, new_request_id};
 
 /// Who asks for how many choices, under which routing constraints.
 pub(super) struct NChoices {
@@ -35,7 +35,7 @@ pub(super) async fn respond(
     s: &Shared,
     model: &ModelView,
     work: Work,
-    sampling: Sampling,
+    sampling: SamplingParams,
     choices: NChoices,
     shape: Shape,
     stream: bool,
@@ -43,9 +43,10 @@ pub(super) async fn respond(
 ) -> Result<Response, ApiError> {
     let jobs = (0..choices.n)
         .map(|i| CompletionJob {
+            request_id: new_request_id(),
             model: model.sha256,
             work: work.clone(),
-            sampling: Sampling {
+            sampling: SamplingParams {
                 seed: sampling.seed.wrapping_add(u64::from(i)),
                 ..sampling.clone()
             },
@@ -70,7 +71,7 @@ pub(super) struct Shape {
 }
 
 impl Shape {
-    pub(super) fn new(model: &ModelView, chat: bool, sampling: &Sampling) -> Self {
+    pub(super) fn new(model: &ModelView, chat: bool, sampling: &SamplingParams) -> Self {
         let prefix = if chat { "chatcmpl" } else { "cmpl" };
         Self {
             id: format!("{prefix}-{}", hex::encode(rand::random::<[u8; 12]>())),
@@ -120,6 +121,7 @@ fn token_logprob(t: &Tok) -> TokenLogprob {
 fn agora_summary(sm: &Summary) -> AgoraSummary {
     AgoraSummary {
         charged: sm.charged,
+        request_id: hex::encode(sm.request_id.0),
         segments: sm
             .segments
             .iter()
@@ -128,6 +130,7 @@ fn agora_summary(sm: &Summary) -> AgoraSummary {
                 completion_tokens: g.completion_tokens,
                 prompt_tokens: g.prompt_tokens,
                 provider: g.provider.to_string(),
+                receipt: g.receipt.clone(),
                 receipt_ok: g.receipt_ok,
             })
             .collect(),
@@ -338,6 +341,13 @@ fn stream_response(
 ) -> Response {
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     let n = jobs.len();
+    // The receipts' key is known before the first token: a client that reads headers can ask
+    // for them whatever happens to the stream.
+    let request_ids = jobs
+        .iter()
+        .map(|j| hex::encode(j.request_id.0))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut merged = {
         let (mtx, mrx) = mpsc::channel::<(usize, RelayEvent)>(64);
         for (i, j) in jobs.into_iter().enumerate() {
@@ -406,10 +416,18 @@ fn stream_response(
         }
         let _ = tx.send(SseEvent::default().data("[DONE]")).await;
     });
-    Sse::new(ReceiverStream(rx))
+    let mut response = Sse::new(ReceiverStream(rx))
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_ids) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
 }
+
+/// The response header naming a streamed completion's request ids (one per choice, comma
+/// separated), the keys of `GET /v1/receipts/{request_id}`.
+pub const REQUEST_ID_HEADER: &str = "x-agora-request-id";
 
 struct ReceiverStream(mpsc::Receiver<SseEvent>);
 

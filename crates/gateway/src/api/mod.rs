@@ -18,6 +18,7 @@ pub mod error;
 mod generate;
 mod models;
 mod ops;
+mod receipts;
 mod request;
 pub mod upstream;
 pub mod wire;
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings::handle))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .route("/v1/receipts/{request_id}", get(receipts::get))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::unknown_url() })

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use agora_market::protocol::Sampling;
+use agora_market::protocol::SamplingParams;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use serde::Deserialize;
@@ -134,7 +134,7 @@ pub(super) struct SamplingFields {
 }
 
 impl SamplingFields {
-    pub(super) fn to_sampling(&self, default_max: u32) -> Result<(Sampling, u32), ApiError> {
+    pub(super) fn to_sampling(&self, default_max: u32) -> Result<(SamplingParams, u32), ApiError> {
         let max_tokens = self
             .max_completion_tokens
             .or(self.max_tokens)
@@ -230,7 +230,7 @@ impl SamplingFields {
         // Without a client seed the gateway picks one, so a failover continues the same text.
         let seed = self.seed.map_or_else(rand::random::<u64>, |s| s as u64);
         Ok((
-            Sampling {
+            SamplingParams {
                 temperature,
                 top_p,
                 frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
@@ -239,7 +239,7 @@ impl SamplingFields {
                 max_tokens,
                 seed,
                 logit_bias,
-                ..Sampling::default()
+                ..SamplingParams::default()
             },
             n,
         ))

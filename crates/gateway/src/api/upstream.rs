@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use agora_market::Price;
+use agora_market::protocol::SignedReceipt;
+use agora_types::Hash;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
@@ -21,6 +23,8 @@ pub trait Upstream: Send + Sync + 'static {
     fn models(&self) -> Vec<(ModelView, Vec<Price>)>;
     /// Re-reads the offers now (the list is empty until the first refresh).
     fn refresh(&self) -> BoxFuture<'_, ()>;
+    /// The providers' receipts for a request id, as kept by the gateway.
+    fn receipts(&self, request_id: &Hash) -> Vec<SignedReceipt>;
 }
 
 /// The network: the relay and its market.
@@ -38,5 +42,8 @@ impl Upstream for RelayUpstream {
     }
     fn refresh(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.0.market.refresh())
+    }
+    fn receipts(&self, request_id: &Hash) -> Vec<SignedReceipt> {
+        self.0.receipts.get(request_id)
     }
 }

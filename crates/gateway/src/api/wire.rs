@@ -47,7 +47,17 @@ impl Usage {
 #[derive(Serialize, Debug, Clone)]
 pub struct AgoraSummary {
     pub charged: Amount,
+    /// The key of this completion's receipts (`GET /v1/receipts/{request_id}`).
+    pub request_id: String,
     pub segments: Vec<AgoraSegment>,
+}
+
+/// `GET /v1/receipts/{request_id}`.
+#[derive(Serialize, Debug, Clone)]
+pub struct ReceiptList {
+    pub data: Vec<agora_market::protocol::SignedReceipt>,
+    pub object: &'static str,
+    pub request_id: String,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -56,6 +66,9 @@ pub struct AgoraSegment {
     pub completion_tokens: u32,
     pub prompt_tokens: u32,
     pub provider: String,
+    /// The provider's signed receipt, when it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<agora_market::protocol::SignedReceipt>,
     pub receipt_ok: bool,
 }
 

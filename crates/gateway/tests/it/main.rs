@@ -1,6 +1,7 @@
 //! Gateway integration tests on an in-process network (ledger node, providers on the test engine,
 //! gateway), over real loopback sockets.
 
+mod hostile;
 mod net;
 
 use std::time::Duration;

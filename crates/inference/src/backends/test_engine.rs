@@ -488,7 +488,7 @@ mod tests {
             temperature: 1.0,
             seed: 5,
             max_tokens: 1500,
-            ..SamplingParams::default()
+            ..SamplingParams::greedy(256)
         };
         let out = s
             .generate_blocking(Request::generate(Prompt::Text("x".into()), params))

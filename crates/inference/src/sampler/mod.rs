@@ -30,7 +30,7 @@ mod tests;
 
 pub use noise::{gumbel, portable_exp, portable_ln, prf, uniform};
 use noise::{gumbel_keyed, prf_key, uniform_keyed};
-pub use params::{InvalidParams, SamplingParams};
+pub use params::{InvalidParams, SamplingParams, validate};
 
 /// A token with its model log-probability.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

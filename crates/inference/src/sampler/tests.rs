@@ -61,7 +61,7 @@ fn fast_path_equals_exhaustive_gumbel_max() {
             let p = SamplingParams {
                 temperature: temp,
                 seed,
-                ..SamplingParams::default()
+                ..SamplingParams::greedy(256)
             };
             let s = Sampler::new(p, &[]);
             for pos in 0..5u64 {
@@ -89,7 +89,7 @@ fn sampling_follows_the_distribution() {
             SamplingParams {
                 temperature: 1.0,
                 seed,
-                ..SamplingParams::default()
+                ..SamplingParams::greedy(256)
             },
             &[],
         );
@@ -122,7 +122,7 @@ fn filtered_set_equals_the_full_sort_reference() {
             top_k: [0, 0, 5, 1000][(case / 4) % 4],
             min_p: [0.0, 0.0, 0.05][case % 3],
             top_p: [0.5, 0.9, 0.95, 0.999, 1.0][case % 5],
-            ..SamplingParams::default()
+            ..SamplingParams::greedy(256)
         };
         let s = Sampler::new(params.clone(), &[]);
         let Some(mut got) = s.filtered(&l) else {
@@ -183,7 +183,7 @@ fn filters_restrict_the_choice() {
                 temperature: 5.0,
                 top_k: 3,
                 seed,
-                ..SamplingParams::default()
+                ..SamplingParams::greedy(256)
             },
             &[],
         );
@@ -194,7 +194,7 @@ fn filters_restrict_the_choice() {
                 temperature: 1.0,
                 top_p: 1e-6,
                 seed,
-                ..SamplingParams::default()
+                ..SamplingParams::greedy(256)
             },
             &[],
         );
@@ -204,7 +204,7 @@ fn filters_restrict_the_choice() {
                 temperature: 1.0,
                 min_p: 0.999,
                 seed,
-                ..SamplingParams::default()
+                ..SamplingParams::greedy(256)
             },
             &[],
         );
@@ -248,7 +248,7 @@ fn constrained_pick_is_gumbel_max_over_the_allowed_set() {
     let p = SamplingParams {
         temperature: 1.0,
         seed: 9,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     let s = Sampler::new(p, &[]);
     let mut allow_even = |t: u32| t.is_multiple_of(2);
@@ -279,8 +279,8 @@ fn logprobs_are_normalised() {
 
 #[test]
 fn validation_rejects_bad_values() {
-    let ok = SamplingParams::default();
-    assert!(ok.validate(10).is_ok());
+    let ok = SamplingParams::greedy(256);
+    assert!(validate(&ok, 10).is_ok());
     let bad = [
         SamplingParams {
             temperature: -1.0,
@@ -322,8 +322,12 @@ fn validation_rejects_bad_values() {
             logprobs: Some(21),
             ..ok.clone()
         },
+        SamplingParams {
+            penalty_last_n: 1 << 20,
+            ..ok.clone()
+        },
     ];
     for b in bad {
-        assert!(b.validate(10).is_err(), "{b:?}");
+        assert!(validate(&b, 10).is_err(), "{b:?}");
     }
 }

@@ -102,14 +102,8 @@ pub enum FinishReason {
     Cancelled,
 }
 
-/// Token accounting of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Usage {
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
-    /// Prompt tokens whose KV cache was reused rather than computed.
-    pub cached_tokens: u32,
-}
+/// Token accounting of one request (one definition, shared with the wire's final frame).
+pub use agora_types::Usage;
 
 /// One generated token.
 #[derive(Debug, Clone, PartialEq)]

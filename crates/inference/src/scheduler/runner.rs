@@ -124,7 +124,7 @@ impl<E: Engine> Runner<E> {
         }
         let max_tokens = match &request.task {
             Task::Generate(p) => {
-                p.validate(info.n_vocab as usize)?;
+                crate::sampler::validate(p, info.n_vocab as usize)?;
                 p.max_tokens
             }
             Task::Score => 0,

@@ -493,7 +493,7 @@ fn resuming_from_any_prefix_continues_exactly_with_penalties_partial_utf8_and_he
         stop: vec!["e zq".into()],
         logprobs: Some(2),
         max_tokens: 40,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     let full = check_resume_from_every_prefix(&s, &prompt, &params, true);
     assert_eq!(full.completion.finish_reason, FinishReason::Length);
@@ -534,7 +534,7 @@ fn json_schema_generation_resumes_exactly_and_validates() {
             seed,
             json_schema: Some(text.into()),
             max_tokens: 200,
-            ..SamplingParams::default()
+            ..SamplingParams::greedy(256)
         };
         let full = check_resume_from_every_prefix(&s, &prompt, &params, true);
         assert_eq!(
@@ -549,7 +549,7 @@ fn json_schema_generation_resumes_exactly_and_validates() {
     // A schema the engine refuses before any work.
     let bad = SamplingParams {
         json_schema: Some(r#"{"type":"string","format":"email"}"#.into()),
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     let err = s
         .generate_blocking(Request::generate(prompt, bad))
@@ -574,7 +574,7 @@ fn resuming_in_json_mode_and_after_eos() {
             (BYTE0 + u32::from(b'}'), 10.5),
         ],
         max_tokens: 60,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     let full = check_resume_from_every_prefix(&s, &prompt, &json, true);
     assert_eq!(
@@ -595,7 +595,7 @@ fn resuming_in_json_mode_and_after_eos() {
         seed: 9,
         logit_bias: vec![(EOS, 2.0)],
         max_tokens: 60,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     let full = check_resume_from_every_prefix(&s, &prompt, &eos, false);
     assert_eq!(full.completion.finish_reason, FinishReason::Stop);
@@ -678,7 +678,7 @@ fn resuming_on_the_fake_engine_from_every_prefix() {
         seed: 1,
         stop: vec!["t4".into()],
         max_tokens: 12,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     };
     check_resume_from_every_prefix(&s, &Prompt::Text("abc".into()), &params, true);
 }

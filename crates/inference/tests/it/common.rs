@@ -61,6 +61,6 @@ pub fn sampled(seed: u64, max_tokens: u32) -> SamplingParams {
         top_p: 0.95,
         seed,
         max_tokens,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     }
 }

@@ -48,7 +48,7 @@ fn sample(seed: u64) -> SamplingParams {
         top_p: 0.95,
         seed,
         max_tokens: 64,
-        ..SamplingParams::default()
+        ..SamplingParams::greedy(256)
     }
 }
 

@@ -25,7 +25,7 @@ fn samples() -> Vec<Vec<u8>> {
         chain_id: "agora-fuzz".into(),
         channel: Hash([1; 32]),
         cumulative: Amount(99),
-        per_model: vec![(Hash([2; 32]), Amount(50))],
+        per_model: vec![(Hash([2; 32]), Amount(99))],
     }
     .sign(&k);
     let subject = Hash([4; 32]);

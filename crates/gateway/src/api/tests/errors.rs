@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::fake::{BASE, CHAT, EMBED, Fake, Script};
 use super::*;
 use crate::api::MAX_BODY_BYTES;
-use crate::relay::RelayError;
+use crate::relay::{Fault, RelayError};
 
 const CHAT_URL: &str = "/v1/chat/completions";
 
@@ -26,7 +26,11 @@ fn relay_error(code: &str, client_error: bool) -> RelayError {
     RelayError {
         code: code.into(),
         message: format!("{code} happened"),
-        client_error,
+        fault: if client_error {
+            Fault::Client
+        } else {
+            Fault::Network
+        },
     }
 }
 

@@ -96,6 +96,7 @@ fn tok(i: usize, text: &str) -> RelayEvent {
 
 fn done(prompt_tokens: u32, completion_tokens: u32) -> RelayEvent {
     RelayEvent::Done(Summary {
+        request_id: agora_types::Hash([7; 32]),
         finish_reason: "stop".into(),
         prompt_tokens,
         completion_tokens,
@@ -106,6 +107,7 @@ fn done(prompt_tokens: u32, completion_tokens: u32) -> RelayEvent {
             completion_tokens,
             charged: Amount(42),
             receipt_ok: true,
+            receipt: None,
         }],
     })
 }
@@ -189,5 +191,8 @@ impl Upstream for Fake {
         Box::pin(async {
             *self.refreshes.lock().unwrap() += 1;
         })
+    }
+    fn receipts(&self, _request_id: &Hash) -> Vec<agora_market::protocol::SignedReceipt> {
+        Vec::new()
     }
 }

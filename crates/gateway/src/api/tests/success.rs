@@ -8,7 +8,7 @@ use super::*;
 use agora_market::protocol::Work;
 
 fn agora_summary() -> Value {
-    json!({"charged": "42", "segments": [{"charged": "42", "completion_tokens": 2,
+    json!({"charged": "42", "request_id": "07".repeat(32), "segments": [{"charged": "42", "completion_tokens": 2,
         "prompt_tokens": 3, "provider": agora_types::PublicKey([9; 32]).to_string(), "receipt_ok": true}]})
 }
 
@@ -120,7 +120,7 @@ async fn chat_completion_streamed_with_usage() {
     assert_eq!(
         choice(&chunks[3]),
         json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop",
-            "agora": {"charged": "42", "segments": [{"charged": "42", "completion_tokens": 3,
+            "agora": {"charged": "42", "request_id": "07".repeat(32), "segments": [{"charged": "42", "completion_tokens": 3,
                 "prompt_tokens": 3, "provider": agora_types::PublicKey([9; 32]).to_string(), "receipt_ok": true}]}})
     );
     for c in &chunks[..4] {

@@ -1,0 +1,115 @@
+//! The most a job can cost, computed by the payer from what it sent, never from what the
+//! provider reports.
+//!
+//! A provider's `Started { prompt_tokens }` and its token frames are claims. The gateway pays for
+//! them only inside these bounds; a frame beyond them is refused, unpaid, and the provider counts
+//! as failed. The bounds hold for every tokenizer we serve:
+//! - a token of a byte-level BPE or a SentencePiece model with byte fallback covers at least one
+//!   byte of its text, so a text of `b` bytes is at most `b` tokens;
+//! - the chat template adds its markers and possibly a default system prompt: at most
+//!   [`TEMPLATE_TOKENS`] per request plus [`TOKENS_PER_MESSAGE`] per message (generous: a
+//!   template that injects a long default system prompt needs a larger allowance);
+//! - a continuation is counted exactly: the payer sent those token ids;
+//! - an embedding input adds at most [`TOKENS_PER_INPUT`] special tokens (`[CLS]`, `[SEP]`).
+
+use agora_types::{Amount, SamplingParams};
+
+use crate::protocol::{Price, Work};
+
+/// Template tokens a chat request may add once (markers, BOS, a default system prompt).
+pub const TEMPLATE_TOKENS: u64 = 256;
+/// Template tokens a chat request may add per message (role markers, separators).
+pub const TOKENS_PER_MESSAGE: u64 = 16;
+/// Special tokens a plain prompt or an embedding input may add (BOS, `[CLS]`, `[SEP]`).
+pub const TOKENS_PER_INPUT: u64 = 4;
+
+/// The most prompt tokens a provider may bill for `work` plus `continuation` tokens: the bytes
+/// the payer sent plus the template's overhead (see the module's notes). Saturates at
+/// `u32::MAX`, which no honest count reaches.
+pub fn prompt_token_bound(work: &Work, continuation: usize) -> u32 {
+    let text: u64 = match work {
+        Work::Chat { messages } => messages
+            .iter()
+            .map(|m| {
+                (m.role.len() as u64)
+                    .saturating_add(m.content.len() as u64)
+                    .saturating_add(TOKENS_PER_MESSAGE)
+            })
+            .fold(TEMPLATE_TOKENS, u64::saturating_add),
+        Work::Text { prompt } => (prompt.len() as u64).saturating_add(TOKENS_PER_INPUT),
+        Work::Embed { inputs } => inputs
+            .iter()
+            .map(|s| (s.len() as u64).saturating_add(TOKENS_PER_INPUT))
+            .fold(0, u64::saturating_add),
+    };
+    let total = text.saturating_add(continuation as u64);
+    u32::try_from(total).unwrap_or(u32::MAX)
+}
+
+/// The most generated tokens a job may bill: `max_tokens` minus what earlier providers already
+/// delivered (a failover continues the same completion); none for embeddings.
+pub fn completion_token_bound(work: &Work, sampling: &SamplingParams, delivered: usize) -> u32 {
+    match work {
+        Work::Embed { .. } => 0,
+        _ => sampling
+            .max_tokens
+            .saturating_sub(u32::try_from(delivered).unwrap_or(u32::MAX)),
+    }
+}
+
+/// The most a job can cost at `price`: both bounds at once. `None` when even that overflows.
+pub fn max_cost(
+    price: &Price,
+    work: &Work,
+    sampling: &SamplingParams,
+    continuation: usize,
+) -> Option<Amount> {
+    price.cost(
+        u64::from(prompt_token_bound(work, continuation)),
+        u64::from(completion_token_bound(work, sampling, continuation)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ChatMessage;
+
+    #[test]
+    fn the_bound_grows_with_what_was_sent_and_nothing_else() {
+        let hi = Work::Chat {
+            messages: vec![ChatMessage::new("user", "hi")],
+        };
+        // "user" + "hi" + one message's and one request's template allowance.
+        assert_eq!(prompt_token_bound(&hi, 0), 4 + 2 + 16 + 256);
+        assert_eq!(prompt_token_bound(&hi, 10), 4 + 2 + 16 + 256 + 10);
+        let text = Work::Text {
+            prompt: "é".into()
+        };
+        assert_eq!(prompt_token_bound(&text, 0), 2 + 4);
+        let embed = Work::Embed {
+            inputs: vec!["a".into(), "bc".into()],
+        };
+        assert_eq!(prompt_token_bound(&embed, 0), 1 + 4 + 2 + 4);
+        assert_eq!(
+            completion_token_bound(&embed, &SamplingParams::default(), 0),
+            0
+        );
+        let s = SamplingParams::greedy(10);
+        assert_eq!(completion_token_bound(&hi, &s, 3), 7);
+        assert_eq!(completion_token_bound(&hi, &s, 30), 0);
+    }
+
+    #[test]
+    fn max_cost_is_the_price_of_both_bounds() {
+        let price = Price {
+            input_per_million: Amount(1_000_000),
+            output_per_million: Amount(2_000_000),
+        };
+        let work = Work::Text {
+            prompt: "abcd".into(),
+        };
+        let s = SamplingParams::greedy(5);
+        assert_eq!(max_cost(&price, &work, &s, 0), Some(Amount(8 + 2 * 5)));
+    }
+}
