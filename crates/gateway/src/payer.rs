@@ -113,11 +113,31 @@ pub struct ClosingChannel {
     pub signed: Amount,
 }
 
+/// An `OpenChannel` journaled before it was sent and not yet seen final.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOpen {
+    pub id: Hash,
+    pub provider: Address,
+    /// After this height it can no longer matter (the channel, if it landed, has expired).
+    pub expiry_height: u64,
+}
+
 /// What the journal file holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Journal {
     open: Vec<ClosingChannel>,
     closing: Vec<ClosingChannel>,
+    #[serde(default)]
+    pending: Vec<PendingOpen>,
+}
+
+/// One provider's place in the payer. Its own lock serialises that provider's open (one pending
+/// open per provider), so no request waits behind another provider's open.
+#[derive(Default)]
+struct Slot {
+    channel: tokio::sync::Mutex<Option<Arc<OpenChannel>>>,
+    /// A background top-up is under way.
+    topping_up: std::sync::atomic::AtomicBool,
 }
 
 /// Opens, funds and pays channels.
@@ -125,7 +145,11 @@ pub struct Payer {
     sender: Arc<TxSender>,
     net: Handle,
     settings: PayerSettings,
+    slots: Mutex<BTreeMap<Address, Arc<Slot>>>,
+    /// Every open channel, by provider (read by `channels`, the journal and `close_all`).
     channels: tokio::sync::Mutex<BTreeMap<Address, Arc<OpenChannel>>>,
+    /// Opens sent, or about to be, whose outcome this run has not seen.
+    pending: Mutex<BTreeMap<Hash, PendingOpen>>,
     closing: tokio::sync::Mutex<BTreeMap<Hash, ClosingChannel>>,
     /// Serialises journal writes.
     disk: tokio::sync::Mutex<()>,
@@ -137,7 +161,9 @@ impl Payer {
             sender,
             net,
             settings,
+            slots: Mutex::new(BTreeMap::new()),
             channels: tokio::sync::Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
             closing: tokio::sync::Mutex::new(BTreeMap::new()),
             disk: tokio::sync::Mutex::new(()),
         })
@@ -157,39 +183,120 @@ impl Payer {
         self.channels.lock().await.values().cloned().collect()
     }
 
-    /// The channel to `provider`, opened or topped up first if needed.
+    fn slot(&self, provider: &Address) -> Arc<Slot> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(*provider)
+            .or_default()
+            .clone()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<Hash, PendingOpen>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The channel to `provider`. A request waits only when there is none yet (behind at most
+    /// that provider's one pending open) or when the channel has nothing left; below the
+    /// low-water mark it is topped up in the background, ahead of need.
     pub async fn channel_to(
         self: &Arc<Self>,
         provider: Address,
         peer: PeerId,
     ) -> Result<Arc<OpenChannel>, ChainError> {
-        let mut map = self.channels.lock().await;
-        if let Some(c) = map.get(&provider) {
-            if c.unspent() < self.settings.low_water {
-                self.sender
-                    .send(TxBody::TopUpChannel {
-                        channel: c.id,
-                        amount: self.settings.deposit,
-                    })
-                    .await?;
-                let mut s = c.inner.lock().unwrap_or_else(|e| e.into_inner());
-                s.deposit = s
-                    .deposit
-                    .checked_add(self.settings.deposit)
-                    .unwrap_or(s.deposit);
+        let slot = self.slot(&provider);
+        let mut held = slot.channel.lock().await;
+        if let Some(c) = held.as_ref() {
+            let c = c.clone();
+            if c.unspent().is_zero() {
+                self.top_up(&c).await?;
+            } else if c.unspent() < self.settings.low_water
+                && !slot
+                    .topping_up
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let (me, slot, ch) = (self.clone(), slot.clone(), c.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = me.top_up(&ch).await {
+                        tracing::warn!(target: "agora::gateway", channel = %ch.id, error = %e, "top-up failed");
+                    }
+                    slot.topping_up
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
             }
-            return Ok(c.clone());
+            return Ok(c);
         }
-        let height = self.sender.chain().info().await?.height;
-        let (_, nonce) = self
-            .sender
-            .send(TxBody::OpenChannel {
-                provider,
-                deposit: self.settings.deposit,
-                expiry_height: height + self.settings.expiry_blocks,
+        let c = self.open(provider, peer).await?;
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn top_up(&self, c: &OpenChannel) -> Result<(), ChainError> {
+        self.sender
+            .send(TxBody::TopUpChannel {
+                channel: c.id,
+                amount: self.settings.deposit,
             })
             .await?;
-        let id = agora_ledger::channels::channel_id(&self.sender.address(), &provider, nonce);
+        let mut s = c.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.deposit = s
+            .deposit
+            .checked_add(self.settings.deposit)
+            .unwrap_or(s.deposit);
+        Ok(())
+    }
+
+    /// Opens a channel to `provider`, journaled as pending before the transaction is sent, so
+    /// one that lands after we stopped waiting (or after a crash) is found and closed.
+    async fn open(
+        self: &Arc<Self>,
+        provider: Address,
+        peer: PeerId,
+    ) -> Result<Arc<OpenChannel>, ChainError> {
+        let height = self.sender.chain().info().await?.height;
+        let expiry_height = height + self.settings.expiry_blocks;
+        let me = self.sender.address();
+        let journal = self.clone();
+        let recorded: Arc<Mutex<Option<Hash>>> = Arc::default();
+        let recorded_in = recorded.clone();
+        let sent = self
+            .sender
+            .send_after(
+                TxBody::OpenChannel {
+                    provider,
+                    deposit: self.settings.deposit,
+                    expiry_height,
+                },
+                |nonce| async move {
+                    let id = agora_ledger::channels::channel_id(&me, &provider, nonce);
+                    *recorded_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+                    journal.pending().insert(
+                        id,
+                        PendingOpen {
+                            id,
+                            provider,
+                            expiry_height,
+                        },
+                    );
+                    journal.write_journal().await.map_err(|e| e.to_string())
+                },
+            )
+            .await;
+        let nonce = match sent {
+            Ok((_, nonce)) => nonce,
+            // Not final yet: it may still land; the pending entry stays for `settle_due`.
+            Err(e @ ChainError::NotFinal(..)) => return Err(e),
+            Err(e) => {
+                // Not sent, refused, or failed on the ledger: it created nothing.
+                let id = *recorded.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(id) = id {
+                    self.pending().remove(&id);
+                    let _ = self.write_journal().await;
+                }
+                return Err(e);
+            }
+        };
+        let id = agora_ledger::channels::channel_id(&me, &provider, nonce);
         let c = Arc::new(OpenChannel {
             id,
             provider,
@@ -200,15 +307,21 @@ impl Payer {
             }),
             dirty: Notify::new(),
         });
-        map.insert(provider, c.clone());
-        drop(map);
-        // Journaled before first use: a crash from here on leaves a channel the next run closes.
+        self.channels.lock().await.insert(provider, c.clone());
+        self.pending().remove(&id);
+        // Journaled as open before first use: a crash from here on leaves a channel the next
+        // run closes.
         if let Err(e) = self.write_journal().await {
             tracing::error!(target: "agora::gateway", channel = %id, error = %e, "cannot write the channel journal");
         }
         tokio::spawn(self.clone().voucher_pump(c.clone()));
         tracing::info!(target: "agora::gateway", channel = %id, %provider, "channel opened");
         Ok(c)
+    }
+
+    /// Opens journaled but not seen final.
+    pub fn pending_opens(&self) -> Vec<PendingOpen> {
+        self.pending().values().cloned().collect()
     }
 
     /// Channels asked to close and not yet settled.
@@ -222,6 +335,7 @@ impl Payer {
         let open: Vec<Arc<OpenChannel>> = std::mem::take(&mut *self.channels.lock().await)
             .into_values()
             .collect();
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let until = Instant::now() + ack_wait;
         while Instant::now() < until && open.iter().any(|c| c.acked() < c.cumulative()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -262,7 +376,11 @@ impl Payer {
             return Ok(0);
         };
         let j: Journal = crate::durable::read_json_or_default(path)?;
-        let n = j.open.len() + j.closing.len();
+        let n = j.open.len() + j.closing.len() + j.pending.len();
+        // Opens an earlier run sent without seeing them final: `settle_due` closes any that
+        // landed.
+        self.pending()
+            .extend(j.pending.into_iter().map(|p| (p.id, p)));
         {
             let mut closing = self.closing.lock().await;
             for c in j.closing {
@@ -289,6 +407,7 @@ impl Payer {
         let Ok(info) = chain.info().await else {
             return Vec::new();
         };
+        self.close_landed_opens(&chain, info.height).await;
         let pending: Vec<ClosingChannel> = self.closing.lock().await.values().cloned().collect();
         let mut settled = Vec::new();
         for c in pending {
@@ -346,6 +465,49 @@ impl Payer {
         settled
     }
 
+    /// Pending opens that landed after all are closed (their deposit would otherwise sit until
+    /// expiry); ones past their expiry are forgotten.
+    async fn close_landed_opens(&self, chain: &agora_market::ChainClient, height: u64) {
+        let pending = self.pending_opens();
+        if pending.is_empty() {
+            return;
+        }
+        let mut changed = false;
+        for p in pending {
+            match chain.channel(&p.id).await {
+                Ok(Some(_)) => {
+                    if let Err(e) = self
+                        .sender
+                        .send(TxBody::CloseChannel { channel: p.id })
+                        .await
+                    {
+                        tracing::warn!(target: "agora::gateway", channel = %p.id, error = %e, "close of a late open failed; retrying later");
+                        continue;
+                    }
+                    tracing::info!(target: "agora::gateway", channel = %p.id, "an open that landed late is closing");
+                    self.closing.lock().await.insert(
+                        p.id,
+                        ClosingChannel {
+                            id: p.id,
+                            provider: p.provider,
+                            signed: Amount::ZERO,
+                        },
+                    );
+                    self.pending().remove(&p.id);
+                    changed = true;
+                }
+                Ok(None) if height > p.expiry_height => {
+                    self.pending().remove(&p.id);
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        if changed && let Err(e) = self.write_journal().await {
+            tracing::error!(target: "agora::gateway", error = %e, "cannot write the channel journal");
+        }
+    }
+
     async fn write_journal(&self) -> std::io::Result<()> {
         let Some(path) = &self.settings.journal else {
             return Ok(());
@@ -363,8 +525,13 @@ impl Payer {
             })
             .collect();
         let closing = self.closing.lock().await.values().cloned().collect();
-        let bytes =
-            serde_json::to_vec_pretty(&Journal { open, closing }).map_err(std::io::Error::other)?;
+        let pending = self.pending_opens();
+        let bytes = serde_json::to_vec_pretty(&Journal {
+            open,
+            closing,
+            pending,
+        })
+        .map_err(std::io::Error::other)?;
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent() {

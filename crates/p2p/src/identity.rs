@@ -60,6 +60,19 @@ pub fn peer_id_from_account_pubkey(pubkey: [u8; 32]) -> Option<PeerId> {
     Some(PeerId::from_public_key(&PublicKey::from(pk)))
 }
 
+/// Whether `peer` is the overlay identity of the account whose public key is `pubkey`, without
+/// decompressing the key (a comparison of bytes: it runs on every inference job). An ed25519 peer
+/// id is the identity multihash of the key's protobuf encoding, `08 01 12 20 || key`.
+pub fn is_account_peer(peer: &PeerId, pubkey: &[u8; 32]) -> bool {
+    const ED25519_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+    let mh = peer.as_ref();
+    let digest = mh.digest();
+    mh.code() == 0x00
+        && digest.len() == 36
+        && digest[..4] == ED25519_PROTOBUF_PREFIX
+        && digest[4..] == pubkey[..]
+}
+
 /// The 32-byte ed25519 account public key embedded in a peer id.
 pub fn account_pubkey_from_peer_id(peer: &PeerId) -> Result<[u8; 32], PeerIdError> {
     let mh = peer.as_ref();
@@ -78,6 +91,20 @@ pub fn account_pubkey_from_peer_id(peer: &PeerId) -> Result<[u8; 32], PeerIdErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_account_peer_agrees_with_the_decoded_peer_id() {
+        for _ in 0..32 {
+            let a = keypair_from_seed(generate_seed()).unwrap();
+            let b = keypair_from_seed(generate_seed()).unwrap();
+            let a_key = a.public().try_into_ed25519().unwrap().to_bytes();
+            let b_key = b.public().try_into_ed25519().unwrap().to_bytes();
+            let a_peer = PeerId::from_public_key(&a.public());
+            assert_eq!(peer_id_from_account_pubkey(a_key), Some(a_peer));
+            assert!(is_account_peer(&a_peer, &a_key));
+            assert!(!is_account_peer(&a_peer, &b_key));
+        }
+    }
 
     #[test]
     fn seed_peer_id_and_account_key_round_trip() {

@@ -23,7 +23,8 @@ pub mod wire;
 
 pub use config::{Limits, NetConfig, RelayServerConfig};
 pub use identity::{
-    account_pubkey_from_peer_id, generate_seed, keypair_from_seed, peer_id_from_account_pubkey,
+    account_pubkey_from_peer_id, generate_seed, is_account_peer, keypair_from_seed,
+    peer_id_from_account_pubkey,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{

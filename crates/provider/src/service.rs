@@ -83,6 +83,8 @@ pub struct Provider {
     settings: ProviderSettings,
     /// Jobs running now (the load our offer reports).
     active: AtomicU32,
+    /// Held by a redeem round.
+    redeeming: tokio::sync::Mutex<()>,
 }
 
 /// What a job has delivered so far: its bill and its output.
@@ -177,6 +179,7 @@ impl Provider {
             payments,
             settings,
             active: AtomicU32::new(0),
+            redeeming: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -253,7 +256,7 @@ impl Provider {
         };
         // The payer's account key is its overlay identity: a job billed to anyone but the peer
         // that sent it is a stranger spending someone else's channel.
-        if agora_p2p::peer_id_from_account_pubkey(job.payer.0) != Some(peer) {
+        if !agora_p2p::is_account_peer(&peer, &job.payer.0) {
             let f = Failure::new(
                 FailureCode::NotThePayer,
                 format!(
@@ -555,6 +558,9 @@ impl Provider {
     /// all awaited, so they land in the same block or so); returns how many were redeemed. A
     /// voucher the ledger refused is never sent again.
     pub async fn redeem_now(&self, sender: &TxSender) -> usize {
+        // One round at a time (the watcher's, the periodic one, the final one at shutdown):
+        // two rounds would send the same voucher twice and pay a fee for the refusal.
+        let _round = self.redeeming.lock().await;
         let mut submitted = Vec::new();
         for v in self.payments.redeemable() {
             let channel = v.voucher.channel;

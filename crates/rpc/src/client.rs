@@ -44,6 +44,8 @@ pub enum ChainError {
     },
     #[error("transaction {0} was not final after {1:?}")]
     NotFinal(Hash, Duration),
+    #[error("the transaction was not sent: recording it first failed: {0}")]
+    NotRecorded(String),
 }
 
 /// Chain facts every signer needs.

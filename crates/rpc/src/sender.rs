@@ -46,6 +46,21 @@ impl TxSender {
 
     /// Signs `body` with the next nonce and submits it; returns the tx id and the nonce used.
     pub async fn submit(&self, body: TxBody) -> Result<(Hash, u64), ChainError> {
+        self.submit_after(body, |_| async { Ok(()) }).await
+    }
+
+    /// Like [`TxSender::submit`], but first runs `record(nonce)` (e.g. journals what the
+    /// transaction will create, which its nonce determines) and sends nothing if that fails: a
+    /// transaction that lands after its sender gave up waiting is still on record.
+    pub async fn submit_after<F, Fut>(
+        &self,
+        body: TxBody,
+        record: F,
+    ) -> Result<(Hash, u64), ChainError>
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         let mut guard = self.next_nonce.lock().await;
         let nonce = match *guard {
             Some(n) => n,
@@ -59,6 +74,7 @@ impl TxSender {
             body,
         }
         .sign(&self.key);
+        record(nonce).await.map_err(ChainError::NotRecorded)?;
         match self.chain.submit(&tx).await {
             Ok(id) => {
                 *guard = Some(nonce + 1);
@@ -74,7 +90,20 @@ impl TxSender {
 
     /// Submits and waits until final; a failed outcome is an error.
     pub async fn send(&self, body: TxBody) -> Result<(Hash, u64), ChainError> {
-        let (id, nonce) = self.submit(body).await?;
+        self.send_after(body, |_| async { Ok(()) }).await
+    }
+
+    /// [`TxSender::submit_after`], then waits until final; a failed outcome is an error.
+    pub async fn send_after<F, Fut>(
+        &self,
+        body: TxBody,
+        record: F,
+    ) -> Result<(Hash, u64), ChainError>
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let (id, nonce) = self.submit_after(body, record).await?;
         let receipt = self.chain.wait_final(&id, Duration::from_secs(60)).await?;
         match receipt.outcome {
             Outcome::Success => Ok((id, nonce)),
