@@ -15,6 +15,7 @@ use agora_market::protocol::{
 };
 use agora_p2p::{InferenceRequest, PeerId};
 use agora_types::{Amount, Hash, HashDomain};
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::customers::{Customers, KeyHash};
@@ -584,6 +585,20 @@ impl Relay {
                 }
             }
         };
+        if matches!(result, Attempt::Gone) {
+            // The client left: pay for the token frames that already arrived and sit unread
+            // (the provider delivered them), within the same bounds, without waiting for more.
+            while let Some(Some(Ok(bytes))) = stream.next().now_or_never() {
+                let Ok(Frame::Tokens { tokens }) = Frame::decode(&bytes) else {
+                    continue;
+                };
+                let total = u64::from(meter.completion_tokens()) + tokens.len() as u64;
+                if total > u64::from(limits.completion_tokens) {
+                    break;
+                }
+                channel.add(job.model, meter.generated(tokens.len()));
+            }
+        }
         if let Some(r) = &receipt_kept {
             self.receipts.record(r).await;
         }

@@ -183,8 +183,11 @@ fn open(
             let embedder =
                 agora_inference::backends::candle::BertEmbedder::load(&dir).map_err(|e| err(&e))?;
             let tokenizer_path = dir.join("tokenizer.json");
-            let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
+            let mut tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
                 .map_err(|e| err(&format!("{}: {e}", tokenizer_path.display())))?;
+            // Billed tokens are the ones the model reads: the tokenizer file pads every input
+            // to 128, and padding is not work (a gateway refuses a count above the input's bytes).
+            tokenizer.with_padding(None);
             let sha = sha_of(name, &dir.join("model.safetensors"), None)?;
             let count: Arc<dyn Fn(&str) -> usize + Send + Sync> = Arc::new(move |s: &str| {
                 tokenizer

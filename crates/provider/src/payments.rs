@@ -89,6 +89,10 @@ pub struct ChannelBook {
     /// The cumulative of a voucher the ledger refused to redeem: it is never sent again.
     #[serde(default)]
     pub refused: Option<Amount>,
+    /// Work charged but forgiven after cancelled streams (frames in flight when the requester
+    /// left, which it never received and so never paid for).
+    #[serde(default)]
+    pub forgiven: Amount,
 }
 
 /// What a voucher that the ledger would pay is worth to the provider.
@@ -389,6 +393,38 @@ impl Payments {
         Ok(urgent)
     }
 
+    /// A job on `channel` that had charged `job_owed` ended because its requester left: the
+    /// frames in flight then were never received, so never paid. After [`CANCEL_GRACE`] for the
+    /// payer's vouchers to catch up, what is still unpaid on the channel, up to the job's
+    /// charge, is forgiven, so cancellations do not lock the channel; what a payer is forgiven
+    /// beyond [`FORGIVEN_ALLOWANCE_BPS`] of what it paid still counts against it. Returns the
+    /// amount forgiven.
+    pub async fn requester_left(&self, channel: &Hash, job_owed: Amount) -> Amount {
+        let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
+        loop {
+            let notified = self.paid.notified();
+            let caught_up = self.books().get(channel).is_none_or(|b| b.paid() >= b.owed);
+            if caught_up || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let forgiven = {
+            let mut books = self.books();
+            let Some(b) = books.get_mut(channel) else {
+                return Amount::ZERO;
+            };
+            let amount = b.owed.saturating_sub(b.paid()).min(job_owed);
+            b.owed = b.owed.saturating_sub(amount);
+            b.forgiven = b.forgiven.checked_add(amount).unwrap_or(b.forgiven);
+            amount
+        };
+        if !forgiven.is_zero() {
+            tracing::debug!(target: "agora::provider", %channel, %forgiven, "forgave the frames of a cancelled stream");
+            self.paid.notify_waiters();
+        }
+        forgiven
+    }
+
     /// The ledger refused to redeem the voucher for `cumulative` on `channel`: never send it
     /// again (each try costs a fee and the ledger's state only moves on).
     pub async fn refused(&self, channel: &Hash, cumulative: Amount) {
@@ -573,15 +609,27 @@ impl Payments {
     }
 }
 
-/// What `payer` owes and has not covered with a voucher, over all its channels.
+/// Share of what a payer has paid that may be forgiven after cancelled streams before the rest
+/// counts as its debt (basis points).
+pub const FORGIVEN_ALLOWANCE_BPS: u16 = 500;
+/// How long a cancelled job waits for the payer's vouchers to catch up before the rest of it is
+/// forgiven.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
+
+/// What `payer` owes and has not covered with a voucher, over all its channels, plus what was
+/// forgiven it beyond its allowance.
 fn unpaid_of(books: &BTreeMap<Hash, ChannelBook>, payer: &Address) -> Amount {
-    books
-        .values()
-        .filter(|b| b.payer.as_ref() == Some(payer))
+    let add = |a: Amount, x: Amount| a.checked_add(x).unwrap_or(Amount(u128::MAX));
+    let mine = || books.values().filter(|b| b.payer.as_ref() == Some(payer));
+    let unpaid = mine()
         .map(|b| b.owed.saturating_sub(b.paid()))
-        .fold(Amount::ZERO, |a, x| {
-            a.checked_add(x).unwrap_or(Amount(u128::MAX))
-        })
+        .fold(Amount::ZERO, add);
+    let paid = mine().map(ChannelBook::paid).fold(Amount::ZERO, add);
+    let forgiven = mine().map(|b| b.forgiven).fold(Amount::ZERO, add);
+    add(
+        unpaid,
+        forgiven.saturating_sub(paid.mul_bps(FORGIVEN_ALLOWANCE_BPS)),
+    )
 }
 
 fn load(path: &Path) -> Vec<SignedVoucher> {
@@ -630,6 +678,7 @@ mod tests {
             closed: false,
             settled: false,
             refused: None,
+            forgiven: Amount::ZERO,
         }
     }
 
@@ -714,6 +763,64 @@ mod tests {
         assert!(matches!(
             judge(&closed, &me, &voucher(&payer, 200, &[(A, 200)])),
             Err(PaymentError::Closed(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+    use agora_types::{SecretKey, Voucher};
+
+    /// A payer that never pays cannot farm forgiveness: what it is forgiven beyond 5% of what it
+    /// paid counts against it, and an honest payer's lost frames fit in the allowance.
+    #[tokio::test]
+    async fn forgiveness_for_cancelled_streams_is_bounded_by_what_the_payer_paid() {
+        let payer = SecretKey::from_test_seed("payer");
+        let me = SecretKey::from_test_seed("provider").public();
+        let p = Payments::new(
+            me,
+            "agora-test".into(),
+            ChainClient::new("http://127.0.0.1:9"),
+            Amount(100),
+            Amount(400),
+            Duration::from_secs(1),
+            None,
+        );
+        let ch = Hash([7; 32]);
+        let paid = Voucher {
+            chain_id: "agora-test".into(),
+            channel: ch,
+            cumulative: Amount(10_000),
+            per_model: vec![(Hash([1; 32]), Amount(10_000))],
+        }
+        .sign(&payer);
+        p.books().insert(
+            ch,
+            ChannelBook {
+                payer: Some(payer.public()),
+                deposit: Amount(1_000_000),
+                owed: Amount(10_000),
+                best: Some(paid),
+                expiry_height: u64::MAX,
+                ..ChannelBook::default()
+            },
+        );
+        // An honest payer: 300 in flight when its client left, within 5% of 10,000 paid.
+        p.charge(&ch, Amount(300)).unwrap();
+        assert_eq!(p.requester_left(&ch, Amount(300)).await, Amount(300));
+        assert_eq!(unpaid_of(&p.books(), &payer.public()), Amount::ZERO);
+        assert!(p.wait_payer(&payer.public()).await.is_ok());
+        // A payer that takes 1,000 a job and walks away each time: forgiven, but beyond the
+        // allowance (500) it is debt, and past the limit (400) its jobs are refused.
+        for _ in 0..2 {
+            p.charge(&ch, Amount(1_000)).unwrap();
+            p.requester_left(&ch, Amount(1_000)).await;
+        }
+        assert_eq!(unpaid_of(&p.books(), &payer.public()), Amount(2_300 - 500));
+        assert!(matches!(
+            p.wait_payer(&payer.public()).await,
+            Err(PaymentError::PayerOwes { .. })
         ));
     }
 }

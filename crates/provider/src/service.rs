@@ -323,6 +323,12 @@ impl Provider {
                     let _ = sink.finish().await;
                 }
             }
+            Err(Failure::RequesterGone) => {
+                // Off the job's slot: the grace for the payer's last vouchers runs on its own.
+                let (payments, channel, owed) =
+                    (self.payments.clone(), job.channel, delivered.meter.owed());
+                tokio::spawn(async move { payments.requester_left(&channel, owed).await });
+            }
             Err(f) => fail(sink, f).await,
         }
     }

@@ -96,3 +96,59 @@ async fn an_open_journaled_but_never_seen_final_is_closed_once_it_lands() {
     let text = std::fs::read_to_string(&journal).unwrap();
     assert!(text.contains(&id.to_string()), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_cancel_mid_stream_do_not_lock_the_channel() {
+    // 2,000 base units a token: the tokens in flight when a client leaves are worth more than
+    // rounding, and a few dozen of them exceed the provider's credit limit (100,000).
+    let net = TestNet::start(
+        &[price(2_000_000_000, 2_000_000_000)],
+        Duration::from_millis(5),
+        Default::default(),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"model": crate::net::MODEL,
+        "messages": [{"role": "user", "content": "a long story please"}],
+        "max_tokens": 200, "stream": true});
+    for _ in 0..40 {
+        let mut resp = client
+            .post(net.url("/v1/chat/completions"))
+            .bearer_auth(crate::net::API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            resp.chunk().await.unwrap();
+        }
+        drop(resp);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let channel = net.gateway.payer.channels().await[0].id;
+    let book = net.providers[0]
+        .as_ref()
+        .unwrap()
+        .provider
+        .payments()
+        .book(&channel)
+        .unwrap();
+    let unpaid = book.owed.saturating_sub(book.paid());
+    eprintln!("after 40 cancelled streams the channel has {unpaid:?} unpaid");
+    let (status, v) = {
+        let r = client
+            .post(net.url("/v1/chat/completions"))
+            .bearer_auth(crate::net::API_KEY)
+            .json(&serde_json::json!({"model": crate::net::MODEL,
+                "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        unpaid <= Amount(100_000),
+        "cancelled streams left {unpaid:?} unpaid on the channel"
+    );
+}
