@@ -150,6 +150,8 @@ pub struct Payer {
     channels: tokio::sync::Mutex<BTreeMap<Address, Arc<OpenChannel>>>,
     /// Opens sent, or about to be, whose outcome this run has not seen.
     pending: Mutex<BTreeMap<Hash, PendingOpen>>,
+    /// Channels this run closed, for the streams still paying on them.
+    draining: Mutex<BTreeMap<Hash, Arc<OpenChannel>>>,
     closing: tokio::sync::Mutex<BTreeMap<Hash, ClosingChannel>>,
     /// Serialises journal writes.
     disk: tokio::sync::Mutex<()>,
@@ -164,6 +166,7 @@ impl Payer {
             slots: Mutex::new(BTreeMap::new()),
             channels: tokio::sync::Mutex::new(BTreeMap::new()),
             pending: Mutex::new(BTreeMap::new()),
+            draining: Mutex::new(BTreeMap::new()),
             closing: tokio::sync::Mutex::new(BTreeMap::new()),
             disk: tokio::sync::Mutex::new(()),
         })
@@ -326,7 +329,25 @@ impl Payer {
 
     /// Channels asked to close and not yet settled.
     pub async fn closing(&self) -> Vec<ClosingChannel> {
-        self.closing.lock().await.values().cloned().collect()
+        let live = self
+            .draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.closing
+            .lock()
+            .await
+            .values()
+            .map(|c| {
+                // A stream still in flight when the close was sent keeps paying on the
+                // channel: what was signed is its latest total.
+                let mut c = c.clone();
+                if let Some(open) = live.get(&c.id) {
+                    c.signed = c.signed.max(open.cumulative());
+                }
+                c
+            })
+            .collect()
     }
 
     /// Waits up to `ack_wait` for the providers to acknowledge the last vouchers, then asks the
@@ -362,6 +383,10 @@ impl Payer {
                 }
             }
             self.closing.lock().await.insert(c.id, entry);
+            self.draining
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.id, c.clone());
         }
         if let Err(e) = self.write_journal().await {
             tracing::error!(target: "agora::gateway", error = %e, "cannot write the channel journal");
@@ -408,7 +433,7 @@ impl Payer {
             return Vec::new();
         };
         self.close_landed_opens(&chain, info.height).await;
-        let pending: Vec<ClosingChannel> = self.closing.lock().await.values().cloned().collect();
+        let pending: Vec<ClosingChannel> = self.closing().await;
         let mut settled = Vec::new();
         for c in pending {
             let view = match chain.channel(&c.id).await {
@@ -455,6 +480,10 @@ impl Payer {
             };
             if done {
                 self.closing.lock().await.remove(&c.id);
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&c.id);
             }
         }
         if !settled.is_empty()
@@ -524,7 +553,7 @@ impl Payer {
                 signed: c.cumulative(),
             })
             .collect();
-        let closing = self.closing.lock().await.values().cloned().collect();
+        let closing = self.closing().await;
         let pending = self.pending_opens();
         let bytes = serde_json::to_vec_pretty(&Journal {
             open,

@@ -3,6 +3,7 @@
 
 mod channels;
 mod hostile;
+mod money;
 mod net;
 
 use std::time::Duration;
