@@ -422,3 +422,46 @@ async fn an_error_after_the_stream_started_is_its_last_event() {
         );
     }
 }
+
+#[tokio::test]
+async fn credit_that_cannot_cover_the_request_is_429_insufficient_quota() {
+    let quota = RelayError {
+        code: "insufficient_quota".into(),
+        message: "this request may cost up to 310 base units at the provider's price; the key has 10 free".into(),
+        fault: Fault::Quota,
+    };
+    let (app, _) = setup(Script::FailAfter(vec![], quota));
+    let (status, text) = send(&app, post(CHAT_URL, Some(KEY), chat_body().to_string())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let msg = assert_error(
+        &json_exact(&text),
+        "insufficient_quota",
+        Some("insufficient_quota"),
+        None,
+    );
+    assert!(msg.contains("may cost up to 310"), "{msg}");
+}
+
+#[tokio::test]
+async fn receipts_of_an_unknown_or_malformed_request_id_are_404_and_400() {
+    let (app, _) = setup(Script::Tokens(vec!["a"]));
+    let unknown = format!("/v1/receipts/{}", "ab".repeat(32));
+    let (status, text) = send(&app, get(&unknown, Some(KEY))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_error(
+        &json_exact(&text),
+        "invalid_request_error",
+        Some("receipts_not_found"),
+        Some("request_id"),
+    );
+    let (status, text) = send(&app, get("/v1/receipts/not-hex", Some(KEY))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(
+        &json_exact(&text),
+        "invalid_request_error",
+        None,
+        Some("request_id"),
+    );
+    let (status, _) = send(&app, get(&unknown, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
