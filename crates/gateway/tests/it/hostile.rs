@@ -26,8 +26,8 @@ pub type Script = Arc<dyn Fn(&Job, &SecretKey) -> Vec<Frame> + Send + Sync>;
 
 /// A provider that says whatever its script says.
 pub struct Liar {
-    /// Its overlay node (kept so the liar stays on the network).
-    _net: Handle,
+    /// Its overlay node.
+    net: Handle,
     /// The cumulative amount of every voucher the gateway sent, in order.
     pub vouchers: Arc<Mutex<Vec<Amount>>>,
     /// Jobs received.
@@ -35,6 +35,11 @@ pub struct Liar {
 }
 
 impl Liar {
+    /// Leaves the network at once, as a crash would.
+    pub async fn crash(&self) {
+        self.net.shutdown().await;
+    }
+
     /// The most any voucher it received promised it.
     pub fn paid(&self) -> Amount {
         self.vouchers
@@ -190,7 +195,7 @@ impl TestNet {
             }
         });
         Liar {
-            _net: net,
+            net,
             vouchers,
             jobs,
         }
@@ -442,7 +447,7 @@ async fn a_key_cannot_spend_credit_it_lacks_by_running_completions_at_once() {
 
 /// A payer that talks to a provider itself (its own channel, its own overlay node), to play the
 /// payer's lies the gateway would never tell.
-struct DirectPayer {
+pub(crate) struct DirectPayer {
     key: SecretKey,
     sender: TxSender,
     net: Handle,
@@ -451,7 +456,7 @@ struct DirectPayer {
 }
 
 impl DirectPayer {
-    async fn start(net: &TestNet, key: SecretKey, price: Price) -> DirectPayer {
+    pub(crate) async fn start(net: &TestNet, key: SecretKey, price: Price) -> DirectPayer {
         let sender = TxSender::new(key.clone(), net.chain.clone()).await.unwrap();
         let cfg = NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
@@ -467,7 +472,7 @@ impl DirectPayer {
         }
     }
 
-    async fn open(&self, provider: agora_types::Address, deposit: Amount) -> Hash {
+    pub(crate) async fn open(&self, provider: agora_types::Address, deposit: Amount) -> Hash {
         let height = self.sender.chain().info().await.unwrap().height;
         let (_, nonce) = self
             .sender
@@ -547,6 +552,19 @@ impl DirectPayer {
             per_model: vec![(model_sha(), cumulative)],
         }
         .sign(&self.key);
+        self.send_voucher(provider, voucher).await
+    }
+
+    /// Sends any signed voucher, as a payer that lies about it would.
+    pub(crate) async fn send_voucher(
+        &self,
+        provider: &agora_provider::launch::RunningProvider,
+        voucher: agora_types::SignedVoucher,
+    ) -> RpcReply {
+        self.net
+            .dial(provider.p2p_addr().await.unwrap())
+            .await
+            .unwrap();
         let bytes = serde_json::to_vec(&RpcRequest::Voucher { voucher }).unwrap();
         let reply = self.net.rpc(provider.net.peer_id(), bytes).await.unwrap();
         serde_json::from_slice(&reply).unwrap()

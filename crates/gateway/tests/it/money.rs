@@ -8,7 +8,11 @@
 //! - the lying provider was paid no more than the bounds of the jobs it was sent;
 //! - the honest provider's unpaid work is within its per-payer limit;
 //! - the ledger's supply is conserved to the base unit, and no channel paid out more than the
-//!   gateway signed on it (no voucher redeemed twice).
+//!   gateway signed on it (no voucher redeemed twice);
+//! - a voucher the ledger would refuse (empty royalty split, over the deposit, forged, another
+//!   chain) is refused by the honest provider and never held.
+//!
+//! Actions also include the gateway settling what is due and the lying provider crashing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,8 +25,9 @@ use agora_types::{Amount, SecretKey};
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::hostile::{Script, done, toks};
+use crate::hostile::{DirectPayer, Script, done, toks};
 use crate::net::{API_KEY, MODEL, TestNet, price, spare_keys};
+use agora_market::protocol::RpcReply;
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -36,6 +41,14 @@ enum Action {
     Lie(u8),
     /// The gateway closes every channel (new ones open on the next request).
     CloseAll,
+    /// The gateway settles what is due.
+    Settle,
+    /// The lying provider crashes (gone for the rest of the run).
+    CrashLiar,
+    /// A payer with its own channel to the honest provider sends a voucher the ledger would
+    /// refuse: 0 an empty royalty split, 1 over the deposit, 2 signed by another key, 3 for
+    /// another chain.
+    BadVoucher(u8),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -45,6 +58,9 @@ fn action() -> impl Strategy<Value = Action> {
         2 => (2usize..5).prop_map(|k| Action::Race { k }),
         2 => (0u8..5).prop_map(Action::Lie),
         1 => Just(Action::CloseAll),
+        1 => Just(Action::Settle),
+        1 => Just(Action::CrashLiar),
+        2 => (0u8..4).prop_map(Action::BadVoucher),
     ]
 }
 
@@ -119,6 +135,8 @@ async fn run_case(actions: Vec<Action>) {
     )
     .await;
     let mode = Arc::new(AtomicU8::new(0));
+    let direct_key = spare_keys()[1].clone();
+    let stranger = SecretKey::from_test_seed("money-stranger");
     // The liar is cheaper, so it is picked whenever it has not just failed.
     let liar = net
         .start_liar(
@@ -137,6 +155,12 @@ async fn run_case(actions: Vec<Action>) {
             spent: Amount::ZERO,
         },
     );
+    let honest = net.providers[0].as_ref().unwrap();
+    let direct =
+        DirectPayer::start(&net, spare_keys()[1].clone(), price(3_000_000, 3_000_000)).await;
+    let direct_channel = direct
+        .open(honest.sender.address(), Amount::from_agr(1))
+        .await;
     for a in &actions {
         match a {
             Action::Ask { max_tokens, stream } => ask(&net, API_KEY, *max_tokens, *stream).await,
@@ -162,12 +186,71 @@ async fn run_case(actions: Vec<Action>) {
             Action::CloseAll => {
                 net.gateway.payer.close_all(Duration::from_secs(3)).await;
             }
+            Action::Settle => {
+                net.gateway.payer.settle_due().await;
+            }
+            Action::CrashLiar => liar.crash().await,
+            Action::BadVoucher(kind) => {
+                let (key, chain_id, cumulative, per_model) = match kind {
+                    0 => (&direct_key, "agora-gateway-test", 10, vec![]),
+                    1 => (
+                        &direct_key,
+                        "agora-gateway-test",
+                        2_000_000_000,
+                        vec![(crate::net::model_sha(), Amount(2_000_000_000))],
+                    ),
+                    2 => (
+                        &stranger,
+                        "agora-gateway-test",
+                        10,
+                        vec![(crate::net::model_sha(), Amount(10))],
+                    ),
+                    _ => (
+                        &direct_key,
+                        "another-chain",
+                        10,
+                        vec![(crate::net::model_sha(), Amount(10))],
+                    ),
+                };
+                let voucher = agora_types::Voucher {
+                    chain_id: chain_id.into(),
+                    channel: direct_channel,
+                    cumulative: Amount(cumulative),
+                    per_model,
+                }
+                .sign(key);
+                let reply = direct.send_voucher(honest, voucher).await;
+                assert!(
+                    matches!(reply, RpcReply::Rejected { .. }),
+                    "bad voucher {kind} was {reply:?}"
+                );
+            }
         }
     }
+    // No bad voucher is held.
+    assert!(
+        honest
+            .provider
+            .payments()
+            .book(&direct_channel)
+            .is_none_or(|b| b.best.is_none())
+    );
     // Let cancelled jobs' graces run out and the last vouchers arrive.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    net.settle_vouchers().await;
-    let honest = net.providers[0].as_ref().unwrap();
+    // Every voucher to a provider still on the network is acknowledged (a crashed liar cannot).
+    let liar_address = spare_keys()[0].public();
+    let crashed = actions.iter().any(|a| matches!(a, Action::CrashLiar));
+    for _ in 0..200 {
+        let chans = net.gateway.payer.channels().await;
+        if chans
+            .iter()
+            .filter(|c| !(crashed && c.provider == liar_address))
+            .all(|c| c.acked() >= c.cumulative())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     honest.provider.redeem_now(&honest.sender).await;
 
     // What the gateway signed, per channel, open or closing.
