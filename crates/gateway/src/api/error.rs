@@ -75,7 +75,7 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             INVALID_REQUEST,
             "unknown_url",
-            "Unknown request URL. See docs/gateway.md for the endpoints.",
+            "Unknown request URL. See docs/design/gateway.md for the endpoints.",
         )
     }
 
