@@ -497,7 +497,9 @@ mod tests {
     }
 
     /// Writes a 4-validator testnet (RPC ports from `rpc_base`, p2p from `p2p_base`) in a
-    /// temporary directory and starts validators `which` of it in this process.
+    /// temporary directory and starts validators `which` of it in this process. The bases stay
+    /// below Linux's ephemeral range (32768-60999): a port there can be taken by any outgoing
+    /// connection of a test running in parallel (seen once: one validator never started).
     fn start_validators(
         rpc_base: u16,
         p2p_base: u16,
@@ -514,7 +516,9 @@ mod tests {
             vcfg.idle_block_ms = 100;
             let key = crate::keystore::load(&cfg.key_file, "pw").unwrap();
             std::thread::spawn(move || {
-                let _ = run(cfg, vcfg, key);
+                if let Err(e) = run(cfg, vcfg, key) {
+                    eprintln!("validator stopped: {e}");
+                }
             });
         }
         (dir, net)
@@ -555,7 +559,7 @@ mod tests {
     /// process, each on its own commonware tokio runtime: they finalize the same blocks.
     #[test]
     fn four_node_validators_on_loopback_finalize_the_same_chain() {
-        let (_dir, net) = start_validators(38_645, 39_645, 0..4);
+        let (_dir, net) = start_validators(27_645, 27_745, 0..4);
         same_block_at(&net.rpc, 3);
     }
 
@@ -566,7 +570,7 @@ mod tests {
     #[test]
     fn oversized_and_malformed_messages_from_a_validator_peer_are_refused() {
         use commonware_p2p::{Recipients, Sender as _};
-        let (_dir, net) = start_validators(38_745, 39_745, 0..3);
+        let (_dir, net) = start_validators(27_845, 27_945, 0..3);
         let cfg = NodeConfig::load(Some(&net.nodes[3].join("agora.toml")))
             .unwrap()
             .chain;
