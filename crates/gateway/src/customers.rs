@@ -132,8 +132,7 @@ impl Customers {
         let h = key_hash(key);
         let map = self.map();
         let c = map.get(&h).cloned().ok_or(AuthError::Unknown)?;
-        let held = self.holds().get(&h).copied().unwrap_or_default();
-        let free = c.remaining().saturating_sub(held);
+        let free = c.remaining().saturating_sub(self.held_locked(&h));
         if free.is_zero() {
             return Err(AuthError::NoCredit { remaining: free });
         }
@@ -144,9 +143,9 @@ impl Customers {
     pub fn hold(&self, key: &KeyHash, amount: Amount) -> Result<(), AuthError> {
         let map = self.map();
         let c = map.get(key).ok_or(AuthError::Unknown)?;
-        let mut holds = self.holds();
-        let held = holds.get(key).copied().unwrap_or_default();
+        let held = self.held_locked(key);
         let free = c.remaining().saturating_sub(held);
+        let mut holds = self.holds();
         if amount > free {
             return Err(AuthError::NoCredit { remaining: free });
         }
@@ -180,6 +179,11 @@ impl Customers {
     /// Credit held by running completions of `key`.
     pub fn held(&self, key: &KeyHash) -> Amount {
         let _map = self.map();
+        self.held_locked(key)
+    }
+
+    /// Credit held for `key`; call with `by_key` locked (holds change only under it).
+    fn held_locked(&self, key: &KeyHash) -> Amount {
         self.holds().get(key).copied().unwrap_or_default()
     }
 

@@ -159,6 +159,9 @@ struct Persisted {
     vouchers: Vec<SignedVoucher>,
 }
 
+/// Every channel's book, by channel id.
+type Books = BTreeMap<Hash, ChannelBook>;
+
 /// Every channel this provider serves.
 pub struct Payments {
     me: Address,
@@ -225,7 +228,7 @@ impl Payments {
         &self.chain_id
     }
 
-    fn books(&self) -> std::sync::MutexGuard<'_, BTreeMap<Hash, ChannelBook>> {
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -297,19 +300,33 @@ impl Payments {
     /// within the per-payer limit: a payer that abandons debt on one channel gets no work on the
     /// next, and an honest payer's vouchers in flight are waited for rather than refused.
     async fn wait_payer(&self, payer: &Address) -> Result<(), PaymentError> {
-        let deadline = tokio::time::Instant::now() + self.voucher_wait;
+        let ready = |books: &Books| Ok(unpaid_of(books, payer) <= self.payer_limit);
+        if self.wait_for(self.voucher_wait, ready).await? {
+            return Ok(());
+        }
+        Err(PaymentError::PayerOwes {
+            payer: *payer,
+            unpaid: unpaid_of(&self.books(), payer),
+            limit: self.payer_limit,
+        })
+    }
+
+    /// Waits up to `wait` until `ready` holds on the books, re-checking whenever a voucher is
+    /// taken or work forgiven; false when the time ran out.
+    async fn wait_for(
+        &self,
+        wait: Duration,
+        mut ready: impl FnMut(&Books) -> Result<bool, PaymentError>,
+    ) -> Result<bool, PaymentError> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.paid.notified();
-            let unpaid = unpaid_of(&self.books(), payer);
-            if unpaid <= self.payer_limit {
-                return Ok(());
+            let ok = ready(&self.books())?;
+            if ok {
+                return Ok(true);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(PaymentError::PayerOwes {
-                    payer: *payer,
-                    unpaid,
-                    limit: self.payer_limit,
-                });
+                return Ok(false);
             }
         }
     }
@@ -400,14 +417,9 @@ impl Payments {
     /// beyond [`FORGIVEN_ALLOWANCE_BPS`] of what it paid still counts against it. Returns the
     /// amount forgiven.
     pub async fn requester_left(&self, channel: &Hash, job_owed: Amount) -> Amount {
-        let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
-        loop {
-            let notified = self.paid.notified();
-            let caught_up = self.books().get(channel).is_none_or(|b| b.paid() >= b.owed);
-            if caught_up || tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
-            }
-        }
+        let caught_up = |books: &Books| Ok(books.get(channel).is_none_or(|b| b.paid() >= b.owed));
+        // Caught up or not, the grace is over (the check never fails).
+        let _ = self.wait_for(CANCEL_GRACE, caught_up).await;
         let forgiven = {
             let mut books = self.books();
             let Some(b) = books.get_mut(channel) else {
@@ -457,24 +469,19 @@ impl Payments {
 
     /// Waits until the channel's unpaid work is within the credit limit.
     pub async fn wait_paid(&self, channel: &Hash) -> Result<(), PaymentError> {
-        let deadline = tokio::time::Instant::now() + self.voucher_wait;
-        loop {
-            let notified = self.paid.notified();
-            {
-                let books = self.books();
-                let b = books
-                    .get(channel)
-                    .ok_or(PaymentError::UnknownChannel(*channel))?;
-                let payer_ok = b
-                    .payer
-                    .is_none_or(|p| unpaid_of(&books, &p) <= self.payer_limit);
-                if b.owed.saturating_sub(b.paid()) <= self.credit_limit && payer_ok {
-                    return Ok(());
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(PaymentError::Unpaid(self.voucher_wait));
-            }
+        let ready = |books: &Books| {
+            let b = books
+                .get(channel)
+                .ok_or(PaymentError::UnknownChannel(*channel))?;
+            let payer_ok = b
+                .payer
+                .is_none_or(|p| unpaid_of(books, &p) <= self.payer_limit);
+            Ok(b.owed.saturating_sub(b.paid()) <= self.credit_limit && payer_ok)
+        };
+        if self.wait_for(self.voucher_wait, ready).await? {
+            Ok(())
+        } else {
+            Err(PaymentError::Unpaid(self.voucher_wait))
         }
     }
 
