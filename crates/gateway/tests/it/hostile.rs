@@ -3,6 +3,7 @@
 //! peer that sends jobs in someone else's name. Each test plays one attack and checks what the
 //! liar got: vouchers, work, money.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +106,15 @@ pub fn toks(n: usize) -> Vec<Tok> {
 }
 
 impl TestNet {
+    /// Overlay settings for a node of one's own on this net, as any stranger can run.
+    pub(crate) fn stranger_config(&self) -> NetConfig {
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap: vec![self.boot.clone()],
+            ..NetConfig::local_test()
+        }
+    }
+
     /// Registers `key` as a provider of the test model at `price` (staked like an honest one),
     /// offers it on the overlay and answers every job with `script`, every voucher with
     /// "accepted".
@@ -112,11 +122,7 @@ impl TestNet {
         let sender = TxSender::new(key.clone(), self.chain.clone())
             .await
             .unwrap();
-        let mut cfg = NetConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![self.boot.clone()],
-            ..NetConfig::local_test()
-        };
+        let mut cfg = self.stranger_config();
         cfg.offer_validator = Some(offer_validator());
         let (net, inbound) = agora_p2p::spawn(key.to_bytes(), cfg, None).await.unwrap();
         let addr = listen_addr(&net).await;
@@ -339,12 +345,7 @@ async fn a_stranger_cannot_bill_a_job_to_someone_elses_channel() {
     // A stranger on the overlay names the gateway as payer and the gateway's channel (both are
     // public on the ledger's RPC).
     let stranger = SecretKey::from_test_seed("stranger");
-    let cfg = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![net.boot.clone()],
-        ..NetConfig::local_test()
-    };
-    let (snet, _inbound) = agora_p2p::spawn(stranger.to_bytes(), cfg, None)
+    let (snet, _inbound) = agora_p2p::spawn(stranger.to_bytes(), net.stranger_config(), None)
         .await
         .unwrap();
     let paddr = provider.p2p_addr().await.unwrap();
@@ -453,23 +454,37 @@ pub(crate) struct DirectPayer {
     net: Handle,
     /// What its jobs offer to pay.
     price: Price,
+    /// Providers already dialled: a dial per message would open a connection each time, and
+    /// the provider refuses a peer's fifth.
+    dialled: Mutex<HashSet<agora_p2p::PeerId>>,
 }
 
 impl DirectPayer {
     pub(crate) async fn start(net: &TestNet, key: SecretKey, price: Price) -> DirectPayer {
         let sender = TxSender::new(key.clone(), net.chain.clone()).await.unwrap();
-        let cfg = NetConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap: vec![net.boot.clone()],
-            ..NetConfig::local_test()
-        };
-        let (pnet, _inbound) = agora_p2p::spawn(key.to_bytes(), cfg, None).await.unwrap();
+        let (pnet, _inbound) = agora_p2p::spawn(key.to_bytes(), net.stranger_config(), None)
+            .await
+            .unwrap();
         DirectPayer {
             key,
             sender,
             net: pnet,
             price,
+            dialled: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Connects to `provider` unless already connected.
+    async fn reach(&self, provider: &agora_provider::launch::RunningProvider) {
+        let peer = provider.net.peer_id();
+        if self.dialled.lock().unwrap().contains(&peer) {
+            return;
+        }
+        self.net
+            .dial(provider.p2p_addr().await.unwrap())
+            .await
+            .unwrap();
+        self.dialled.lock().unwrap().insert(peer);
     }
 
     pub(crate) async fn open(&self, provider: agora_types::Address, deposit: Amount) -> Hash {
@@ -502,10 +517,7 @@ impl DirectPayer {
         channel: Hash,
         keep: usize,
     ) -> Vec<Frame> {
-        self.net
-            .dial(provider.p2p_addr().await.unwrap())
-            .await
-            .unwrap();
+        self.reach(provider).await;
         let job = Job {
             request_id: Hash(rand::random()),
             work: Work::Chat {
@@ -561,10 +573,7 @@ impl DirectPayer {
         provider: &agora_provider::launch::RunningProvider,
         voucher: agora_types::SignedVoucher,
     ) -> RpcReply {
-        self.net
-            .dial(provider.p2p_addr().await.unwrap())
-            .await
-            .unwrap();
+        self.reach(provider).await;
         let bytes = serde_json::to_vec(&RpcRequest::Voucher { voucher }).unwrap();
         let reply = self.net.rpc(provider.net.peer_id(), bytes).await.unwrap();
         serde_json::from_slice(&reply).unwrap()
