@@ -321,6 +321,19 @@ async fn run_case(actions: Vec<Action>) {
     );
 }
 
+/// Found by CI: five bad vouchers in one case once made the payer's fifth connection to the
+/// provider be refused ("Dial error"), failing the case for a reason that is not the money path.
+#[test]
+fn many_bad_vouchers_in_a_row_are_each_refused() {
+    let actions = (0..8).map(|i| Action::BadVoucher(i % 4)).collect();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run_case(actions));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
 
