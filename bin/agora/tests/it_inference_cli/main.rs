@@ -6,11 +6,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The package's directory as the test runner gives it when the test runs (cargo and nextest set
+/// it), not as it was when the binary was built: a warm build cache may hold a binary built in
+/// another checkout.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
+
 const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn models_dir() -> PathBuf {
     std::env::var_os("AGORA_MODELS_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        || PathBuf::from(manifest_dir()).join("../../models"),
         PathBuf::from,
     )
 }

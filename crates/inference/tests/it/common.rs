@@ -5,6 +5,13 @@ use std::path::PathBuf;
 use agora_inference::backends::llama_cpp::{self, LlamaConfig};
 use agora_inference::{Output, Prompt, Request, SamplingParams, Scheduler, SchedulerConfig};
 
+/// The package's directory as the test runner gives it when the test runs (cargo and nextest set
+/// it), not as it was when the binary was built: a warm build cache may hold a binary built in
+/// another checkout.
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
+
 pub const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const MINILM: &str = "all-minilm-l6-v2";
@@ -12,7 +19,7 @@ pub const MINILM: &str = "all-minilm-l6-v2";
 /// The model directory: `$AGORA_MODELS_DIR`, else `<workspace>/models`.
 pub fn models_dir() -> PathBuf {
     std::env::var_os("AGORA_MODELS_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        || PathBuf::from(manifest_dir()).join("../../models"),
         PathBuf::from,
     )
 }

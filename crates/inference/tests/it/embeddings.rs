@@ -13,7 +13,7 @@ fn golden_vector_matches_within_1e_4() {
     let v = &e.embed(&[GOLDEN_SENTENCE]).unwrap()[0];
     let path = format!(
         "{}/tests/data/minilm_golden.json",
-        env!("CARGO_MANIFEST_DIR")
+        crate::common::manifest_dir()
     );
     let golden: Vec<f32> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(golden.len(), 384);

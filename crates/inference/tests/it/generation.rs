@@ -6,7 +6,7 @@ use agora_inference::{ChatMessage, FinishReason, Prompt, SamplingParams};
 use crate::common::*;
 
 fn golden(name: &str) -> Vec<u32> {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/data/{name}", crate::common::manifest_dir());
     let s = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&s).unwrap()
 }

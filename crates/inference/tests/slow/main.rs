@@ -9,9 +9,16 @@ use agora_inference::backends::candle::cosine;
 use agora_inference::backends::llama_cpp::{self, LlamaConfig};
 use agora_inference::{Prompt, Request, SamplingParams, Scheduler, SchedulerConfig};
 
+/// The package's directory as the test runner gives it when the test runs (cargo and nextest set
+/// it), not as it was when the binary was built: a warm build cache may hold a binary built in
+/// another checkout.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
+
 fn model(name: &str) -> PathBuf {
     let dir = std::env::var_os("AGORA_MODELS_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        || PathBuf::from(manifest_dir()).join("../../models"),
         PathBuf::from,
     );
     let p = dir.join(name);

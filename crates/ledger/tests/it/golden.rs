@@ -7,7 +7,13 @@ use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
 use agora_types::{Amount, Encode, Hash, TxBody};
 use std::collections::BTreeMap;
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/fixtures.json");
+/// The fixtures' path, from the package directory the test runner gives at run time (a warm build
+/// cache may hold a binary built in another checkout).
+fn fixtures_path() -> String {
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    format!("{dir}/tests/golden/fixtures.json")
+}
 
 fn seeded_sequence() -> (BTreeMap<String, String>, Chain) {
     let keys = test_keys(8);
@@ -76,14 +82,15 @@ fn golden_encodings_and_roots_are_unchanged() {
     let (computed, _) = seeded_sequence();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(
-            PATH,
+            fixtures_path(),
             serde_json::to_string_pretty(&computed).unwrap() + "\n",
         )
         .unwrap();
     }
-    let committed: BTreeMap<String, String> =
-        serde_json::from_str(&std::fs::read_to_string(PATH).expect("golden file is committed"))
-            .expect("golden file is valid JSON");
+    let committed: BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_path()).expect("golden file is committed"),
+    )
+    .expect("golden file is valid JSON");
     assert_eq!(
         committed, computed,
         "consensus bytes changed; see the module docs"
