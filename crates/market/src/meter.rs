@@ -10,7 +10,7 @@
 //!  Done{receipt}          ──  receipt.charged == meter.owed()
 //! ```
 //!
-//! Rounding: a job costs `ceil((prompt x input_per_million + completion x output_per_million) /
+//! Rounding (`agora_types::Price::cost`): a job costs `ceil((prompt x input_per_million + completion x output_per_million) /
 //! 10^6)` base units, computed on the running totals (never summed per frame), so the rounding is
 //! paid once per job and the total is monotone in both counts. Arithmetic is checked u128; a
 //! total that would overflow is `Amount(u128::MAX)`, which no deposit covers.
@@ -18,18 +18,6 @@
 use agora_types::Amount;
 
 use crate::protocol::Price;
-
-impl Price {
-    /// What `prompt` prompt tokens and `completion` generated tokens cost, rounded up to the base
-    /// unit; `None` on overflow. Monotone in both counts, so a running total never goes down as
-    /// tokens stream.
-    pub fn cost(&self, prompt: u64, completion: u64) -> Option<Amount> {
-        let p = u128::from(prompt).checked_mul(self.input_per_million.0)?;
-        let c = u128::from(completion).checked_mul(self.output_per_million.0)?;
-        let total = p.checked_add(c)?;
-        Some(Amount(total.div_ceil(1_000_000)))
-    }
-}
 
 /// The running bill of one job at one price.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 //! ```
 
 use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
-use agora_types::{Amount, Hash, PublicKey, SecretKey, SignDomain, Signature};
+use agora_types::{Hash, PublicKey, SecretKey, SignDomain, Signature};
 
 use crate::protocol::Price;
 use agora_p2p::{OfferHeader, OfferValidator};
@@ -178,22 +178,6 @@ impl SignedOffer {
 }
 
 // ---- canonical encoding -------------------------------------------------------------------
-
-impl Encode for Price {
-    fn encode_to(&self, out: &mut Vec<u8>) {
-        self.input_per_million.encode_to(out);
-        self.output_per_million.encode_to(out);
-    }
-}
-
-impl Decode for Price {
-    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Price {
-            input_per_million: Amount::decode_from(r)?,
-            output_per_million: Amount::decode_from(r)?,
-        })
-    }
-}
 
 impl Encode for ModelOffer {
     fn encode_to(&self, out: &mut Vec<u8>) {

@@ -9,6 +9,8 @@ pub mod chat;
 pub mod codec;
 pub mod hash;
 pub mod keys;
+pub mod price;
+pub mod receipt;
 pub mod sampling;
 pub mod tx;
 pub mod usage;
@@ -19,6 +21,7 @@ pub use chat::ChatMessage;
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
+pub use price::Price;
 pub use sampling::SamplingParams;
 pub use tx::{
     ConsensusVote, DatasetInfo, Evidence, HardwareSummary, ModelKind, ModelPrice,

@@ -1,4 +1,5 @@
 use super::*;
+use agora_types::Amount;
 
 fn price(i: u128, o: u128) -> Price {
     Price {
