@@ -20,6 +20,7 @@ check() { # crate, forbidden dependency...
 pure_forbidden=(tokio libp2p candle-core axum hyper redb llama-cpp-2 reqwest commonware-runtime)
 check agora-types "${pure_forbidden[@]}"
 check agora-ledger "${pure_forbidden[@]}"
+check agora-verify "${pure_forbidden[@]}"
 if cargo metadata --no-deps --format-version 1 | grep -q '"name":"agora-gateway"'; then
     check agora-gateway candle-core llama-cpp-2
 fi

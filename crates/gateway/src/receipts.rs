@@ -10,8 +10,20 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use agora_market::protocol::SignedReceipt;
+use agora_market::protocol::{ProofBytes, SignedReceipt};
 use agora_types::Hash;
+use serde::{Deserialize, Serialize};
+
+/// A provider's signed receipt and the proof of inference that came with it (the receipt's
+/// `proof_hash` binds it). On disk and on the API it is the receipt's JSON object with a `proof`
+/// field (hex) beside its fields; lines written before proofs existed read back without one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptReceipt {
+    #[serde(flatten)]
+    pub signed: SignedReceipt,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<ProofBytes>,
+}
 
 /// Request ids whose receipts are kept in memory.
 pub const MAX_KEPT: usize = 100_000;
@@ -20,13 +32,13 @@ const MAX_PER_REQUEST: usize = 16;
 
 #[derive(Default)]
 struct Index {
-    by_request: BTreeMap<Hash, Vec<SignedReceipt>>,
+    by_request: BTreeMap<Hash, Vec<KeptReceipt>>,
     order: VecDeque<Hash>,
 }
 
 impl Index {
-    fn insert(&mut self, r: SignedReceipt) {
-        let id = r.receipt.request_id;
+    fn insert(&mut self, r: KeptReceipt) {
+        let id = r.signed.receipt.request_id;
         let list = self.by_request.entry(id).or_insert_with(|| {
             self.order.push_back(id);
             Vec::new()
@@ -59,7 +71,7 @@ impl ReceiptStore {
                 Ok(f) => {
                     for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
                         let line = line?;
-                        match serde_json::from_str::<SignedReceipt>(&line) {
+                        match serde_json::from_str::<KeptReceipt>(&line) {
                             Ok(r) => index.insert(r),
                             Err(e) => {
                                 tracing::warn!(target: "agora::gateway", path = %p.display(), line = n + 1, error = %e, "skipping an unreadable receipt line");
@@ -83,7 +95,7 @@ impl ReceiptStore {
     }
 
     /// Keeps `r`: appended to the file (fsynced) and indexed by its request id.
-    pub async fn record(&self, r: &SignedReceipt) {
+    pub async fn record(&self, r: &KeptReceipt) {
         self.index().insert(r.clone());
         let Some(path) = self.path.clone() else {
             return;
@@ -111,7 +123,7 @@ impl ReceiptStore {
     }
 
     /// The receipts of one request, in the order they arrived.
-    pub fn get(&self, request_id: &Hash) -> Vec<SignedReceipt> {
+    pub fn get(&self, request_id: &Hash) -> Vec<KeptReceipt> {
         self.index()
             .by_request
             .get(request_id)
@@ -126,9 +138,9 @@ mod tests {
     use agora_market::protocol::{InferenceReceipt, Price};
     use agora_types::{Amount, SecretKey};
 
-    fn receipt(request: u8, provider: &str) -> SignedReceipt {
+    fn receipt(request: u8, provider: &str) -> KeptReceipt {
         let key = SecretKey::from_test_seed(provider);
-        InferenceReceipt {
+        let signed = InferenceReceipt {
             chain_id: "test".into(),
             request_id: Hash([request; 32]),
             provider: key.public(),
@@ -140,6 +152,7 @@ mod tests {
             work_hash: Hash::ZERO,
             continuation_hash: Hash::ZERO,
             prompt_hash: Hash::ZERO,
+            proof_hash: Hash::ZERO,
             engine: "test".into(),
             prompt_tokens: 1,
             completion_tokens: 2,
@@ -153,7 +166,11 @@ mod tests {
             time_ms: 0,
             complete: true,
         }
-        .sign(&key)
+        .sign(&key);
+        KeptReceipt {
+            signed,
+            proof: Some(ProofBytes(vec![request, 7])),
+        }
     }
 
     #[tokio::test]
@@ -174,8 +191,26 @@ mod tests {
         let store = ReceiptStore::open(Some(path)).unwrap();
         let one = store.get(&Hash([1; 32]));
         assert_eq!(one.len(), 2);
-        assert!(one.iter().all(SignedReceipt::verify));
+        assert!(one.iter().all(|k| k.signed.verify()));
+        assert_eq!(
+            one[0],
+            receipt(1, "a"),
+            "the proof is kept beside the receipt"
+        );
         assert_eq!(store.get(&Hash([2; 32])).len(), 1);
         assert!(store.get(&Hash([3; 32])).is_empty());
+    }
+
+    #[test]
+    fn a_line_written_before_proofs_reads_back_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.jsonl");
+        let old = serde_json::to_string(&receipt(4, "a").signed).unwrap();
+        std::fs::write(&path, format!("{old}\n")).unwrap();
+        let store = ReceiptStore::open(Some(path)).unwrap();
+        let got = store.get(&Hash([4; 32]));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].proof, None);
+        assert!(got[0].signed.verify());
     }
 }

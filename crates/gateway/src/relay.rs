@@ -10,18 +10,19 @@ use std::time::{Duration, Instant};
 use agora_market::Meter;
 use agora_market::bounds::{completion_token_bound, max_cost, prompt_token_bound};
 use agora_market::protocol::{
-    FailureCode, Frame, InferenceReceipt, Job, SamplingParams, SignedReceipt, Tok, Work,
-    token_hash, work_hash,
+    FailureCode, Frame, InferenceReceipt, Job, ProofBytes, SamplingParams, SignedReceipt, Tok,
+    Work, token_hash, work_hash,
 };
 use agora_p2p::{InferenceRequest, PeerId};
 use agora_types::{Amount, Hash, HashDomain};
+use agora_verify::toploc::Proof;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::customers::{Customers, KeyHash};
 use crate::market::{Constraints, Market};
 use crate::payer::Payer;
-use crate::receipts::ReceiptStore;
+use crate::receipts::{KeptReceipt, ReceiptStore};
 
 /// Failover and patience.
 #[derive(Debug, Clone)]
@@ -85,8 +86,9 @@ pub struct Segment {
     pub charged: Amount,
     /// The provider's signed receipt matched what was received.
     pub receipt_ok: bool,
-    /// The provider's signed receipt, as received (also in the gateway's receipt store).
-    pub receipt: Option<SignedReceipt>,
+    /// The provider's signed receipt and proof of inference, as received (also in the gateway's
+    /// receipt store).
+    pub receipt: Option<KeptReceipt>,
 }
 
 /// Whose fault a failed completion is.
@@ -173,6 +175,33 @@ impl Expected {
             output_hash,
             complete,
             ..self.base.clone()
+        }
+    }
+}
+
+/// The proof hash a complete response's receipt must carry: that of the proof that came with it,
+/// decoded within the request's bounds. A generated response must bring a proof (what an auditor
+/// checks the provider against); embeddings and an attempt that generated nothing bring none.
+fn expected_proof_hash(
+    proof: Option<&ProofBytes>,
+    want: &InferenceReceipt,
+    job: &CompletionJob,
+) -> Result<Hash, &'static str> {
+    let generated = want.completion_tokens > 0 && !matches!(job.work, Work::Embed { .. });
+    match (proof, generated) {
+        (None, false) => Ok(Hash::ZERO),
+        (Some(_), false) => Err("a proof where nothing was generated"),
+        (None, true) => Err("no proof with a generated response"),
+        (Some(bytes), true) => {
+            let max_chunks = Proof::max_decode_chunks(job.sampling.max_tokens);
+            let proof =
+                Proof::decode(&bytes.0, max_chunks).map_err(|_| "a proof that does not decode")?;
+            // One decode chunk per 32 rows after the first: a proof for fewer or more tokens
+            // than were delivered is not this response's.
+            if proof.decode.len() != Proof::max_decode_chunks(want.completion_tokens) {
+                return Err("a proof for another number of tokens");
+            }
+            Ok(proof.hash())
         }
     }
 }
@@ -430,6 +459,7 @@ impl Relay {
         let mut text_bytes = 0usize;
         let mut receipt_ok = false;
         let mut receipt_kept = None;
+        let mut proof_kept = None;
         let expect = Expected {
             base: InferenceReceipt {
                 chain_id: self.payer.chain_id().to_string(),
@@ -452,6 +482,7 @@ impl Relay {
                 output_hash: Hash::ZERO,
                 time_ms: 0,
                 complete: true,
+                proof_hash: Hash::ZERO,
             },
             from: wire.continuation.len(),
             embed: matches!(job.work, Work::Embed { .. }),
@@ -560,12 +591,24 @@ impl Relay {
                     finish_reason,
                     usage,
                     receipt,
+                    proof,
                 } => {
                     let counts_ok = usage.prompt_tokens == meter.prompt_tokens()
                         && usage.completion_tokens == meter.completion_tokens();
-                    receipt_ok = counts_ok
-                        && self.check_receipt(&receipt, &expect.of(&meter, delivered, true));
+                    let mut want = expect.of(&meter, delivered, true);
+                    let proof_ok = match expected_proof_hash(proof.as_ref(), &want, job) {
+                        Ok(h) => {
+                            want.proof_hash = h;
+                            true
+                        }
+                        Err(why) => {
+                            tracing::warn!(target: "agora::gateway", provider = %want.provider, why, "unusable proof of inference");
+                            false
+                        }
+                    };
+                    receipt_ok = counts_ok && proof_ok && self.check_receipt(&receipt, &want);
                     receipt_kept = Some(*receipt);
+                    proof_kept = proof;
                     summary.finish_reason = finish_reason;
                     break Attempt::Done;
                 }
@@ -599,7 +642,11 @@ impl Relay {
                 channel.add(job.model, meter.generated(tokens.len()));
             }
         }
-        if let Some(r) = &receipt_kept {
+        let kept = receipt_kept.map(|signed| KeptReceipt {
+            signed,
+            proof: proof_kept,
+        });
+        if let Some(r) = &kept {
             self.receipts.record(r).await;
         }
         let seg = Segment {
@@ -608,7 +655,7 @@ impl Relay {
             completion_tokens: meter.completion_tokens(),
             charged: meter.owed(),
             receipt_ok,
-            receipt: receipt_kept,
+            receipt: kept,
         };
         // A receipt that does not match what arrived counts against the provider's score.
         let receipt_fine = receipt_ok || !matches!(result, Attempt::Done);

@@ -76,6 +76,8 @@ fn prompt_tokens(sched: &Scheduler, n: usize) -> Result<Vec<TokenId>, BenchError
         prompt: Prompt::Text(text),
         task: Task::Score,
         capture_hidden: false,
+        capture_sampled: false,
+        score_logits_from: None,
         reuse_prefix: false,
         continuation: Vec::new(),
     });

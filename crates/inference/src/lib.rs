@@ -23,13 +23,16 @@ pub mod backends;
 pub mod bench;
 pub mod engine;
 pub mod gguf;
-pub mod sampler;
+#[cfg(feature = "llama-cpp")]
+pub mod proof_bench;
 pub mod scheduler;
 pub mod store;
 pub mod text;
 
 /// JSON mode and JSON-schema constraints (the `agora-json` crate).
 pub use agora_json as json;
+/// The replayable sampler (it lives in `agora-verify`, so an auditor replays the very same code).
+pub use agora_verify::sampler;
 pub use engine::{ChatMessage, Engine, ModelInfo, TokenId};
 pub use sampler::SamplingParams;
 pub use scheduler::{

@@ -188,6 +188,10 @@ pub enum Frame {
         finish_reason: String,
         usage: Usage,
         receipt: Box<SignedReceipt>,
+        /// The proof of inference (`agora_verify::toploc::Proof`'s encoding) of a generated
+        /// response, bound by `receipt.proof_hash`; absent for embeddings.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<ProofBytes>,
     },
     /// The job failed; [`FailureCode`] says whose fault it is (the client's: no failover).
     /// When work was delivered first, the receipt covers it (`complete: false`).
@@ -197,6 +201,25 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         receipt: Option<Box<SignedReceipt>>,
     },
+}
+
+/// Opaque bytes that travel as hex in a JSON frame (a proof of inference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProofBytes(pub Vec<u8>);
+
+impl Serialize for ProofBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProofBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(&s)
+            .map(ProofBytes)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Frame {

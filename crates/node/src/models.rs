@@ -241,6 +241,8 @@ fn open_gguf(
         LlamaConfig {
             n_seq: p.slots,
             threads: p.threads,
+            // Every generated response carries a proof over the sampled positions' hidden states.
+            hidden_states: true,
             ..LlamaConfig::default()
         },
         SchedulerConfig::default(),

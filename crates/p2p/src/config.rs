@@ -85,7 +85,9 @@ impl Default for Limits {
             rpc_max_request_bytes: 64 << 10,
             rpc_max_response_bytes: 1 << 20,
             infer_max_request_bytes: 1 << 20,
-            infer_max_chunk_bytes: 64 << 10,
+            // A final frame carries the proof of inference: 262 bytes per 32 tokens, hex in JSON,
+            // about 68 KiB at 4,096 tokens.
+            infer_max_chunk_bytes: 256 << 10,
             gossip_max_bytes: 16 << 10,
             requests_per_sec: 20.0,
             request_burst: 40.0,

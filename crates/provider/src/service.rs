@@ -11,14 +11,15 @@ use agora_inference::backends::candle::Embedder;
 use agora_inference::{ChatMessage, Event, GenerateError, Prompt, Request, Scheduler, SubmitError};
 use agora_market::Meter;
 use agora_p2p::{Inbound, InferenceCall, RpcCall, TokenSink};
-use agora_types::{Amount, Hash, SecretKey, TxBody};
+use agora_types::{Amount, Encode, Hash, SecretKey, TxBody};
+use agora_verify::toploc::{self, Proof};
 use futures::FutureExt;
 
 use crate::chain::TxSender;
 use crate::payments::{PaymentError, Payments};
 use crate::protocol::{
-    FailureCode, Frame, InferenceReceipt, Job, Price, RpcReply, RpcRequest, Tok, Usage, Work,
-    token_hash, work_hash,
+    FailureCode, Frame, InferenceReceipt, Job, Price, ProofBytes, RpcReply, RpcRequest, Tok, Usage,
+    Work, token_hash, work_hash,
 };
 
 /// Longest wait for a submitted redeem to be final before the next round tries again.
@@ -93,6 +94,32 @@ struct Delivered {
     tokens: Vec<u32>,
     /// The hash of the embedding vectors, once sent.
     embeddings: Option<Hash>,
+    /// The hash of the proof of inference sent with the final frame.
+    proof: Option<Hash>,
+}
+
+/// The TOPLOC proof of one response: `rows` are the engine's hidden states of the sampled
+/// positions (`Request::capture_sampled`), one per sampled token, of which the first `tokens` were
+/// delivered (an end-of-generation token is sampled but not delivered, so its row is left out).
+/// The first row, the last prefilled position's, is the proof's prompt chunk. `None` when nothing
+/// was generated or the rows do not fit a proof (logged: the response goes out without one).
+fn proof_of(rows: &[Vec<f32>], tokens: usize) -> Option<Proof> {
+    let rows = rows.get(..tokens).filter(|r| !r.is_empty())?;
+    let built = agora_verify::flatten(rows).and_then(|(flat, width)| {
+        let rows = agora_verify::Rows::new(&flat, width)?;
+        Ok(toploc::prove(rows, 1))
+    });
+    match built {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            tracing::warn!(target: "agora::provider", error = %e, "no proof for this response");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(target: "agora::provider", error = %e, "no proof for this response");
+            None
+        }
+    }
 }
 
 impl Delivered {
@@ -101,6 +128,7 @@ impl Delivered {
             meter: Meter::new(job.price),
             tokens: Vec::new(),
             embeddings: None,
+            proof: None,
         }
     }
 
@@ -368,6 +396,9 @@ impl Provider {
         };
         let mut request = Request::generate(prompt, job.sampling.clone());
         request.continuation = job.continuation.clone();
+        // The rows a proof commits to cost nothing extra to keep; an engine built without
+        // hidden states answers without a proof.
+        request.capture_sampled = scheduler.info().hidden_states;
         let mut stream = scheduler.submit(request).map_err(|e| match e {
             SubmitError::Overloaded { .. } => Failure::new(FailureCode::Overloaded, e.to_string()),
             SubmitError::Shutdown => Failure::new(FailureCode::EngineError, e.to_string()),
@@ -434,6 +465,11 @@ impl Provider {
                         agora_inference::FinishReason::Length => "length",
                         agora_inference::FinishReason::Cancelled => "cancelled",
                     };
+                    let proof = c
+                        .hidden
+                        .as_deref()
+                        .and_then(|rows| proof_of(rows, c.tokens.len()));
+                    delivered.proof = proof.as_ref().map(Proof::hash);
                     let receipt = self.receipt(job, model, delivered, Some(&c.prompt), true);
                     return send(
                         sink,
@@ -441,6 +477,7 @@ impl Provider {
                             finish_reason: finish_reason.into(),
                             usage,
                             receipt,
+                            proof: proof.map(|p| ProofBytes(p.encode())),
                         },
                     )
                     .await;
@@ -515,6 +552,7 @@ impl Provider {
                 finish_reason: "stop".into(),
                 usage,
                 receipt,
+                proof: None,
             },
         )
         .await
@@ -555,6 +593,7 @@ impl Provider {
             charged: meter.owed(),
             output_hash: delivered.output_hash(),
             time_ms,
+            proof_hash: delivered.proof.unwrap_or(Hash::ZERO),
         }
         .sign(&self.key)
         .into()

@@ -52,6 +52,12 @@ pub struct InferenceReceipt {
     /// False when the job failed or was cut off: the receipt covers what was delivered.
     #[serde(default = "yes")]
     pub complete: bool,
+    /// Hash of the proof of inference that came with the response (`agora_verify::toploc`,
+    /// over the hidden states of the sampled positions), so the signature binds the proof;
+    /// zero when there is none (embeddings, a job cut off before its end, an engine without
+    /// hidden states).
+    #[serde(default)]
+    pub proof_hash: Hash,
 }
 
 fn yes() -> bool {
@@ -85,6 +91,7 @@ impl InferenceReceipt {
         v.extend_from_slice(&self.output_hash.0);
         v.extend_from_slice(&self.time_ms.to_le_bytes());
         v.put_bool(self.complete);
+        v.extend_from_slice(&self.proof_hash.0);
         v
     }
 
@@ -130,6 +137,7 @@ impl InferenceReceipt {
             ("charged", a.charged == e.charged),
             ("output_hash", a.output_hash == e.output_hash),
             ("complete", a.complete == e.complete),
+            ("proof_hash", a.proof_hash == e.proof_hash),
         ];
         fields.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
     }
@@ -184,6 +192,7 @@ mod tests {
             prompt_hash: token_hash(&[1, 9, 9]),
             engine: "agora test".into(),
             complete: true,
+            proof_hash: Hash([5; 32]),
             request_id: Hash([1; 32]),
             provider: key.public(),
             payer: SecretKey::from_test_seed("payer").public(),
@@ -202,7 +211,8 @@ mod tests {
         let signed = r.clone().sign(&key);
         assert!(signed.verify());
         // Every field is under the signature.
-        let tampered: [fn(&mut InferenceReceipt); 9] = [
+        let tampered: [fn(&mut InferenceReceipt); 10] = [
+            |r| r.proof_hash = Hash([9; 32]),
             |r| r.completion_tokens = 6,
             |r| r.chain_id = "other".into(),
             |r| r.work_hash = Hash([9; 32]),

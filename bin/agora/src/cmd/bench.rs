@@ -9,6 +9,9 @@ pub enum BenchCommand {
     #[cfg(feature = "llama-cpp")]
     /// Our inference path vs llama.cpp's raw API (and candle) on the same GGUF file.
     Inference(super::bench_inference::BenchInferenceArgs),
+    #[cfg(feature = "llama-cpp")]
+    /// What proofs of inference cost a provider and an auditor, beside the same work without.
+    Proofs(super::bench_proofs::BenchProofsArgs),
 }
 
 pub fn run(command: BenchCommand) -> eyre::Result<()> {
@@ -16,5 +19,7 @@ pub fn run(command: BenchCommand) -> eyre::Result<()> {
         BenchCommand::Ledger(args) => super::bench_ledger::run(args),
         #[cfg(feature = "llama-cpp")]
         BenchCommand::Inference(args) => super::bench_inference::run(args),
+        #[cfg(feature = "llama-cpp")]
+        BenchCommand::Proofs(args) => super::bench_proofs::run(args),
     }
 }

@@ -5,6 +5,8 @@ pub mod bench;
 pub mod bench_inference;
 pub mod bench_ledger;
 #[cfg(feature = "llama-cpp")]
+pub mod bench_proofs;
+#[cfg(feature = "llama-cpp")]
 pub mod chat;
 #[cfg(feature = "llama-cpp")]
 pub mod chat_remote;

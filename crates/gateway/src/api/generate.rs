@@ -130,7 +130,8 @@ fn agora_summary(sm: &Summary) -> AgoraSummary {
                 completion_tokens: g.completion_tokens,
                 prompt_tokens: g.prompt_tokens,
                 provider: g.provider.to_string(),
-                receipt: g.receipt.clone(),
+                receipt: g.receipt.as_ref().map(|k| k.signed.clone()),
+                proof: g.receipt.as_ref().and_then(|k| k.proof.clone()),
                 receipt_ok: g.receipt_ok,
             })
             .collect(),

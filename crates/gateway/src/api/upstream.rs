@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use agora_market::Price;
-use agora_market::protocol::SignedReceipt;
 use agora_types::Hash;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::market::ModelView;
+use crate::receipts::KeptReceipt;
 use crate::relay::{CompletionJob, Relay, RelayEvent};
 
 /// Runs completions and knows the models on offer.
@@ -24,7 +24,7 @@ pub trait Upstream: Send + Sync + 'static {
     /// Re-reads the offers now (the list is empty until the first refresh).
     fn refresh(&self) -> BoxFuture<'_, ()>;
     /// The providers' receipts for a request id, as kept by the gateway.
-    fn receipts(&self, request_id: &Hash) -> Vec<SignedReceipt>;
+    fn receipts(&self, request_id: &Hash) -> Vec<KeptReceipt>;
 }
 
 /// The network: the relay and its market.
@@ -43,7 +43,7 @@ impl Upstream for RelayUpstream {
     fn refresh(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.0.market.refresh())
     }
-    fn receipts(&self, request_id: &Hash) -> Vec<SignedReceipt> {
+    fn receipts(&self, request_id: &Hash) -> Vec<KeptReceipt> {
         self.0.receipts.get(request_id)
     }
 }

@@ -55,7 +55,7 @@ pub struct AgoraSummary {
 /// `GET /v1/receipts/{request_id}`.
 #[derive(Serialize, Debug, Clone)]
 pub struct ReceiptList {
-    pub data: Vec<agora_market::protocol::SignedReceipt>,
+    pub data: Vec<crate::receipts::KeptReceipt>,
     pub object: &'static str,
     pub request_id: String,
 }
@@ -69,6 +69,9 @@ pub struct AgoraSegment {
     /// The provider's signed receipt, when it sent one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<agora_market::protocol::SignedReceipt>,
+    /// The proof of inference the receipt's `proof_hash` binds (hex), when one came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<agora_market::protocol::ProofBytes>,
     pub receipt_ok: bool,
 }
 

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use agora_market::offer::{ModelOffer, offer_validator};
 use agora_market::protocol::{
-    ChatMessage, Frame, InferenceReceipt, Job, RpcReply, RpcRequest, SamplingParams, Tok, Usage,
-    Work, token_hash, work_hash,
+    ChatMessage, Frame, InferenceReceipt, Job, ProofBytes, RpcReply, RpcRequest, SamplingParams,
+    Tok, Usage, Work, token_hash, work_hash,
 };
 use agora_p2p::{Handle, InferenceRequest, NetConfig, OfferTerms};
 use agora_provider::launch::{listen_addr, offer_signer};
 use agora_provider::register::{ModelListing, ensure_registered};
 use agora_provider::{Price, TxSender};
 use agora_types::tx::HardwareSummary;
-use agora_types::{Amount, Hash, SecretKey};
+use agora_types::{Amount, Encode, Hash, SecretKey};
 use serde_json::json;
 
 use crate::net::{API_KEY, MODEL, ROYALTY_BPS, TestNet, model_sha, price, spare_keys};
@@ -62,6 +62,7 @@ pub fn done(job: &Job, key: &SecretKey, usage: Usage, tokens: &[u32]) -> Frame {
             u64::from(usage.completion_tokens),
         )
         .unwrap_or(Amount::ZERO);
+    let proof = proof_for(usage.completion_tokens);
     let receipt = InferenceReceipt {
         chain_id: "agora-gateway-test".into(),
         work_hash: work_hash(&job.work),
@@ -70,6 +71,7 @@ pub fn done(job: &Job, key: &SecretKey, usage: Usage, tokens: &[u32]) -> Frame {
         engine: "liar".into(),
         complete: true,
         request_id: job.request_id,
+        proof_hash: proof.as_ref().map_or(Hash::ZERO, |p| p.hash()),
         provider: key.public(),
         payer: job.payer,
         channel: job.channel,
@@ -89,7 +91,16 @@ pub fn done(job: &Job, key: &SecretKey, usage: Usage, tokens: &[u32]) -> Frame {
         finish_reason: "stop".into(),
         usage,
         receipt: Box::new(receipt),
+        proof: proof.map(|p| ProofBytes(p.encode())),
     }
+}
+
+/// A well-formed proof for `tokens` generated tokens, over made-up rows: what the gateway can
+/// check without the model (the shape), not what an auditor checks.
+pub fn proof_for(tokens: u32) -> Option<agora_verify::toploc::Proof> {
+    let rows: Vec<f32> = (0..tokens * 8).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let rows = agora_verify::Rows::new(&rows, 8).ok()?;
+    (tokens > 0).then(|| agora_verify::toploc::prove(rows, 1).unwrap())
 }
 
 /// `n` tokens of the word "ok".

@@ -5,6 +5,7 @@ mod channels;
 mod hostile;
 mod money;
 mod net;
+mod proofs;
 
 use std::time::Duration;
 

@@ -40,11 +40,22 @@ pub struct Request {
     pub task: Task,
     /// Return the final-norm hidden state of every position fed to the model.
     pub capture_hidden: bool,
+    /// Return the final-norm hidden state of every position whose logits were sampled: the last
+    /// prefilled position, then each generated token fed back. These are the rows a proof of
+    /// inference commits to, and they cost nothing extra (no position becomes an output that
+    /// was not one already), so prefix reuse stays on. Ignored when `capture_hidden` is set.
+    pub capture_sampled: bool,
+    /// For [`Task::Score`]: keep the raw logits of every position from this one on (the rows an
+    /// auditor replays the sampler over), in [`Completion::score_logits`]. Each row is the
+    /// vocabulary wide, so ask only for the positions needed.
+    pub score_logits_from: Option<usize>,
     /// Reuse the KV cache of a finished request that shares a prompt prefix.
     pub reuse_prefix: bool,
     /// Resume an interrupted generation (gateway failover): tokens that an earlier run of the
     /// *same* request (same prompt, same [`SamplingParams`], seed included) already generated and
-    /// delivered, in order. Empty for a fresh request; only allowed with [`Task::Generate`].
+    /// delivered, in order. Empty for a fresh request. With [`Task::Score`], tokens scored after
+    /// the rendered prompt (an auditor scores a chat prompt followed by a response's tokens;
+    /// [`Completion::prompt`] is then the rendered prompt alone).
     ///
     /// The scheduler prefills prompt + continuation and replays each continuation token through
     /// all per-sequence state exactly as if it had just been sampled (penalty history, the
@@ -74,6 +85,8 @@ impl Request {
             prompt,
             task: Task::Generate(params),
             capture_hidden: false,
+            capture_sampled: false,
+            score_logits_from: None,
             reuse_prefix: true,
             continuation: Vec::new(),
         }
@@ -84,6 +97,8 @@ impl Request {
             prompt: Prompt::Tokens(tokens),
             task: Task::Score,
             capture_hidden,
+            capture_sampled: false,
+            score_logits_from: None,
             reuse_prefix: false,
             continuation: Vec::new(),
         }
@@ -129,7 +144,11 @@ pub struct Completion {
     pub tokens: Vec<TokenId>,
     /// For [`Task::Score`]: log-probability of `prompt[i + 1]` after `prompt[..=i]`.
     pub score_logprobs: Vec<f32>,
-    /// Hidden states, one row per position fed to the model, when requested.
+    /// For [`Task::Score`] with [`Request::score_logits_from`]: the raw logits of each position
+    /// from there on, one row per position.
+    pub score_logits: Vec<Vec<f32>>,
+    /// Hidden states when requested: one row per position fed to the model
+    /// ([`Request::capture_hidden`]), or one per sampled position ([`Request::capture_sampled`]).
     pub hidden: Option<Vec<Vec<f32>>>,
     /// Seconds from admission to the first sampled token (prefill).
     pub prefill_secs: f64,

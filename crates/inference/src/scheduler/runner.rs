@@ -16,7 +16,12 @@ use crate::engine::{BatchToken, Engine, EngineError, TokenId, chat_tokens, compl
 
 enum Kind {
     Generate(Box<Gen>),
-    Score { logprobs: Vec<f32> },
+    Score {
+        logprobs: Vec<f32>,
+        /// Raw logits of each position from `logits_from` on.
+        logits: Vec<Vec<f32>>,
+        logits_from: Option<usize>,
+    },
 }
 
 struct Active {
@@ -32,6 +37,8 @@ struct Active {
     cached: usize,
     kind: Kind,
     hidden: Option<Vec<Vec<f32>>>,
+    /// Every fed position is an output (hidden capture of all rows, or scoring).
+    all_outputs: bool,
     admitted: Instant,
     first_token: Option<Instant>,
 }
@@ -127,17 +134,13 @@ impl<E: Engine> Runner<E> {
                 crate::sampler::validate(p, info.n_vocab as usize)?;
                 p.max_tokens
             }
-            Task::Score => 0,
+            // Scoring's continuation is scored after the prompt, so it counts against the
+            // context like generated tokens would.
+            Task::Score => u32::try_from(request.continuation.len()).unwrap_or(u32::MAX),
         };
         let cont = &request.continuation;
         if !cont.is_empty() {
-            if matches!(request.task, Task::Score) {
-                return Err(GenerateError::BadContinuation {
-                    index: 0,
-                    why: "a scoring request has nothing to resume".into(),
-                });
-            }
-            if cont.len() > max_tokens as usize {
+            if matches!(request.task, Task::Generate(_)) && cont.len() > max_tokens as usize {
                 return Err(GenerateError::BadContinuation {
                     index: max_tokens as usize,
                     why: format!("max_tokens is {max_tokens}"),
@@ -157,7 +160,7 @@ impl<E: Engine> Runner<E> {
                 n_ctx: info.n_ctx_seq,
             });
         }
-        if request.capture_hidden && !info.hidden_states {
+        if (request.capture_hidden || request.capture_sampled) && !info.hidden_states {
             return Err(GenerateError::Engine(EngineError::NoHiddenStates));
         }
         Ok(tokens)
@@ -172,6 +175,7 @@ impl<E: Engine> Runner<E> {
             }
         };
         let n_prompt = prompt.len();
+        let wants_rows = job.request.capture_hidden || job.request.capture_sampled;
         let mut all = prompt;
         let continuation = std::mem::take(&mut job.request.continuation);
         let kind = match &job.request.task {
@@ -204,7 +208,8 @@ impl<E: Engine> Runner<E> {
                             prompt: all[..n_prompt].to_vec(),
                             tokens: Vec::new(),
                             score_logprobs: Vec::new(),
-                            hidden: job.request.capture_hidden.then(Vec::new),
+                            score_logits: Vec::new(),
+                            hidden: wants_rows.then(Vec::new),
                             prefill_secs: 0.0,
                             decode_secs: 0.0,
                         }));
@@ -213,9 +218,14 @@ impl<E: Engine> Runner<E> {
                     Ok(None) => Kind::Generate(Box::new(g)),
                 }
             }
-            Task::Score => Kind::Score {
-                logprobs: Vec::with_capacity(all.len()),
-            },
+            Task::Score => {
+                all.extend_from_slice(&continuation);
+                Kind::Score {
+                    logprobs: Vec::with_capacity(all.len()),
+                    logits: Vec::new(),
+                    logits_from: job.request.score_logits_from,
+                }
+            }
         };
         let reuse = job.request.reuse_prefix
             && !job.request.capture_hidden
@@ -257,6 +267,7 @@ impl<E: Engine> Runner<E> {
             cached_tokens: keep as u32,
         });
         tracing::debug!(target: "agora_inference::scheduler", seq = slot.seq, prompt = n_prompt, continuation = continuation.len(), cached = keep, "admitted");
+        let all_outputs = job.request.capture_hidden || matches!(kind, Kind::Score { .. });
         slot.active = Some(Active {
             events: job.events,
             cancel: job.cancel,
@@ -266,7 +277,8 @@ impl<E: Engine> Runner<E> {
             n_fed: keep,
             cached: keep,
             kind,
-            hidden: job.request.capture_hidden.then(Vec::new),
+            hidden: wants_rows.then(Vec::new),
+            all_outputs,
             admitted: Instant::now(),
             first_token: None,
         });
@@ -278,15 +290,21 @@ impl<E: Engine> Runner<E> {
             return;
         };
         slot.cached = a.all[..a.n_fed].to_vec();
-        let (tokens, score_logprobs) = match &mut a.kind {
+        let (tokens, score_logprobs, score_logits) = match &mut a.kind {
             Kind::Generate(g) => {
                 let tail = g.finish_text();
                 if !tail.is_empty() && reason != FinishReason::Cancelled {
                     let _ = a.events.send(Event::Text(tail));
                 }
-                (a.all[a.n_prompt + a.n_cont..].to_vec(), Vec::new())
+                (
+                    a.all[a.n_prompt + a.n_cont..].to_vec(),
+                    Vec::new(),
+                    Vec::new(),
+                )
             }
-            Kind::Score { logprobs } => (Vec::new(), std::mem::take(logprobs)),
+            Kind::Score {
+                logprobs, logits, ..
+            } => (Vec::new(), std::mem::take(logprobs), std::mem::take(logits)),
         };
         let now = Instant::now();
         let first = a.first_token.unwrap_or(now);
@@ -300,6 +318,7 @@ impl<E: Engine> Runner<E> {
             prompt: a.all[..a.n_prompt].to_vec(),
             tokens,
             score_logprobs,
+            score_logits,
             hidden: a.hidden.take(),
             prefill_secs: (first - a.admitted).as_secs_f64(),
             decode_secs: (now - first).as_secs_f64(),
@@ -350,7 +369,7 @@ impl<E: Engine> Runner<E> {
             let Some(a) = &slot.active else { continue };
             let pending = a.all.len() - a.n_fed;
             let n = pending.min(room);
-            let all_outputs = a.hidden.is_some() || matches!(a.kind, Kind::Score { .. });
+            let all_outputs = a.all_outputs;
             let start = batch.len();
             for k in 0..n {
                 let p = a.n_fed + k;
@@ -399,11 +418,20 @@ impl<E: Engine> Runner<E> {
             if let Some(h) = &mut a.hidden {
                 h.push(engine.hidden(k)?.to_vec());
             }
-            if let Kind::Score { logprobs } = &mut a.kind {
+            if let Kind::Score {
+                logprobs,
+                logits,
+                logits_from,
+            } = &mut a.kind
+            {
                 let p = bt.pos as usize;
+                let row = engine.logits(k)?;
                 if p + 1 < a.all.len() {
-                    let (lp, _) = crate::sampler::logprobs(engine.logits(k)?, a.all[p + 1], 0);
+                    let (lp, _) = crate::sampler::logprobs(row, a.all[p + 1], 0);
                     logprobs.push(lp);
+                }
+                if logits_from.is_some_and(|from| p >= from) {
+                    logits.push(row.to_vec());
                 }
             }
         }

@@ -335,6 +335,54 @@ fn long_prompts_are_prefilled_in_chunks_and_hidden_rows_align() {
     let hs = scored.completion.hidden.unwrap();
     assert_eq!(&hs[..42], &h[..]);
     assert_eq!(scored.completion.score_logprobs.len(), all.len() - 1);
+    assert!(scored.completion.score_logits.is_empty(), "not asked for");
+    // The logits an auditor replays the sampler over: from the last prompt position on, one row
+    // per position, and the greedy run's tokens are their argmax.
+    let mut r = Request::score(all.clone(), false);
+    r.score_logits_from = Some(39);
+    let rows = s.generate_blocking(r).unwrap().completion.score_logits;
+    assert_eq!(rows.len(), all.len() - 39);
+    for (row, &t) in rows.iter().zip(&out.completion.tokens) {
+        let best = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)));
+        assert_eq!(best, Some(t as usize));
+    }
+}
+
+#[test]
+fn sampled_rows_are_one_per_sampling_step_and_match_the_full_capture() {
+    let s = spawn(1, 2, 0);
+    // A prompt longer than one batch, so it is prefilled in chunks; and a second request with a
+    // shared prefix, so prefix reuse (which stays on) serves part of the prompt from the cache.
+    for prompt in ["q".repeat(40), format!("{}r", "q".repeat(40))] {
+        let mut sampled = req(&prompt, 5);
+        sampled.capture_sampled = true;
+        let out = s.generate_blocking(sampled).unwrap();
+        let rows = out.completion.hidden.unwrap();
+        let n_prompt = out.completion.prompt.len();
+        let n_steps = out.completion.tokens.len();
+        assert_eq!(rows.len(), n_steps, "one row per sampled token");
+        let mut full = req(&prompt, 5);
+        full.capture_hidden = true;
+        let all = s
+            .generate_blocking(full)
+            .unwrap()
+            .completion
+            .hidden
+            .unwrap();
+        // The full capture's rows from the last prompt position on are the sampled positions.
+        assert_eq!(&all[n_prompt - 1..], &rows[..]);
+    }
+    // An engine without hidden states refuses the capture instead of returning nothing.
+    let plain = Scheduler::spawn(SchedulerConfig { queue_capacity: 2 }, move |serve| {
+        let mut engine = Fake::new(1, 64, 0);
+        engine.info.hidden_states = false;
+        serve.run(engine);
+        Ok(())
+    })
+    .unwrap();
+    let mut r = req("q", 2);
+    r.capture_sampled = true;
+    assert!(plain.generate_blocking(r).is_err());
 }
 
 #[test]
@@ -652,9 +700,15 @@ fn impossible_continuations_are_clear_errors() {
         with(vec![a], json),
         GenerateError::BadContinuation { index: 0, .. }
     ));
-    // Scoring has nothing to resume.
+    // Scoring scores the continuation after the prompt (an auditor's prompt ++ response), and
+    // refuses ids outside the vocabulary as generation does.
     let mut r = Request::score(vec![5, 6], false);
     r.continuation = vec![7];
+    let scored = s.generate_blocking(r).unwrap().completion;
+    assert_eq!(scored.prompt, vec![5, 6]);
+    assert_eq!(scored.score_logprobs.len(), 2, "6 after 5, 7 after 5 6");
+    let mut r = Request::score(vec![5, 6], false);
+    r.continuation = vec![u32::MAX];
     assert!(matches!(
         s.generate_blocking(r),
         Err(GenerateError::BadContinuation { .. })

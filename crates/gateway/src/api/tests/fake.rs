@@ -192,7 +192,7 @@ impl Upstream for Fake {
             *self.refreshes.lock().unwrap() += 1;
         })
     }
-    fn receipts(&self, _request_id: &Hash) -> Vec<agora_market::protocol::SignedReceipt> {
+    fn receipts(&self, _request_id: &Hash) -> Vec<crate::receipts::KeptReceipt> {
         Vec::new()
     }
 }

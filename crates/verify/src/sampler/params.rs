@@ -30,7 +30,7 @@ pub enum InvalidParams {
     #[error("logit_bias names token {token}, but the vocabulary has {n_vocab} tokens")]
     UnknownToken { token: u32, n_vocab: usize },
     #[error(transparent)]
-    Schema(#[from] crate::json::SchemaError),
+    Schema(#[from] agora_json::SchemaError),
 }
 
 fn range(
@@ -113,7 +113,7 @@ pub fn validate(p: &SamplingParams, n_vocab: usize) -> Result<(), InvalidParams>
         }
     }
     if let Some(schema) = &p.json_schema {
-        crate::json::Schema::parse(schema)?;
+        agora_json::Schema::parse(schema)?;
     }
     Ok(())
 }

@@ -19,15 +19,19 @@
 //! is what a verifier compares, not of the filtered sampling distribution.
 //!
 //! The parameters and their validation are in `params`, the keyed noise and portable math in
-//! `noise`; this file holds the sampler itself.
+//! `noise`, the auditor's replay of one choice ([`Sampler::margin`]) in `margin`; this file holds
+//! the sampler itself. The sampler lives in `agora-verify` so that the auditor runs the very code
+//! the provider samples with; `agora_inference::sampler` re-exports it.
 
 use std::collections::HashMap;
 
+mod margin;
 mod noise;
 mod params;
 #[cfg(test)]
 mod tests;
 
+pub use margin::Margin;
 pub use noise::{gumbel, portable_exp, portable_ln, prf, uniform};
 use noise::{gumbel_keyed, prf_key, uniform_keyed};
 pub use params::{InvalidParams, SamplingParams, validate};
@@ -130,6 +134,21 @@ impl Sampler {
         out
     }
 
+    /// The logits after bias and penalties: borrowed when nothing changes, so the hot loops run
+    /// over a plain slice.
+    fn adjusted<'a>(&self, logits: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        let changes = self.penalised(logits);
+        if changes.is_empty() {
+            std::borrow::Cow::Borrowed(logits)
+        } else {
+            let mut v = logits.to_vec();
+            for (t, x) in changes {
+                v[t as usize] = x;
+            }
+            std::borrow::Cow::Owned(v)
+        }
+    }
+
     /// Choose the token at absolute sequence `position` from raw `logits`. `allowed`, when given,
     /// restricts the choice (JSON mode); it is called on candidates in decreasing score order, so the
     /// result is the Gumbel-max over the allowed set. Returns `None` only if nothing is allowed.
@@ -139,18 +158,7 @@ impl Sampler {
         position: u64,
         allowed: Option<&mut dyn FnMut(u32) -> bool>,
     ) -> Option<Sampled> {
-        // The logits after bias and penalties: borrowed when nothing changes, so the hot loops
-        // below run over a plain slice.
-        let changes = self.penalised(logits);
-        let adjusted: std::borrow::Cow<'_, [f32]> = if changes.is_empty() {
-            std::borrow::Cow::Borrowed(logits)
-        } else {
-            let mut v = logits.to_vec();
-            for (t, x) in changes {
-                v[t as usize] = x;
-            }
-            std::borrow::Cow::Owned(v)
-        };
+        let adjusted = self.adjusted(logits);
         let value: &[f32] = &adjusted;
         let token = match allowed {
             None => self.pick(value, position)?,
