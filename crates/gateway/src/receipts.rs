@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use agora_market::protocol::{ProofBytes, SignedReceipt};
+use agora_market::protocol::{ProofBytes, Replay, SignedReceipt};
 use agora_types::Hash;
 use serde::{Deserialize, Serialize};
 
-/// A provider's signed receipt and the proof of inference that came with it (the receipt's
-/// `proof_hash` binds it). On disk and on the API it is the receipt's JSON object with a `proof`
+/// A provider's signed receipt, the proof of inference that came with it (the receipt's
+/// `proof_hash` binds it) and what an auditor needs to replay the response. On disk and on the API it is the receipt's JSON object with a `proof`
 /// field (hex) beside its fields; lines written before proofs existed read back without one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeptReceipt {
@@ -23,6 +23,9 @@ pub struct KeptReceipt {
     pub signed: SignedReceipt,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<ProofBytes>,
+    /// The job and the delivered tokens, for an auditor (generated responses only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
 }
 
 /// Request ids whose receipts are kept in memory.
@@ -170,6 +173,7 @@ mod tests {
         KeptReceipt {
             signed,
             proof: Some(ProofBytes(vec![request, 7])),
+            replay: None,
         }
     }
 

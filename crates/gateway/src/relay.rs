@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use agora_market::Meter;
 use agora_market::bounds::{completion_token_bound, max_cost, prompt_token_bound};
 use agora_market::protocol::{
-    FailureCode, Frame, InferenceReceipt, Job, ProofBytes, SamplingParams, SignedReceipt, Tok,
-    Work, token_hash, work_hash,
+    FailureCode, Frame, InferenceReceipt, Job, ProofBytes, Replay, SamplingParams, SignedReceipt,
+    Tok, Work, token_hash, work_hash,
 };
 use agora_p2p::{InferenceRequest, PeerId};
 use agora_types::{Amount, Hash, HashDomain};
@@ -642,9 +642,16 @@ impl Relay {
                 channel.add(job.model, meter.generated(tokens.len()));
             }
         }
+        let replay = (!expect.embed).then(|| Replay {
+            work: job.work.clone(),
+            sampling: job.sampling.clone(),
+            continuation: wire.continuation.clone(),
+            output: delivered.get(expect.from..).unwrap_or_default().to_vec(),
+        });
         let kept = receipt_kept.map(|signed| KeptReceipt {
             signed,
             proof: proof_kept,
+            replay,
         });
         if let Some(r) = &kept {
             self.receipts.record(r).await;

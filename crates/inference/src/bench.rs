@@ -77,7 +77,7 @@ fn prompt_tokens(sched: &Scheduler, n: usize) -> Result<Vec<TokenId>, BenchError
         task: Task::Score,
         capture_hidden: false,
         capture_sampled: false,
-        score_logits_from: None,
+        score_last_logits: 0,
         reuse_prefix: false,
         continuation: Vec::new(),
     });

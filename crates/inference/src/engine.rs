@@ -33,6 +33,9 @@ pub struct ModelInfo {
     pub has_chat_template: bool,
     /// Whether hidden states can be read (the context was built with them enabled).
     pub hidden_states: bool,
+    /// The end-of-generation tokens ([`Engine::is_eog`] as a list: what an auditor replays the
+    /// stop rule with).
+    pub eog_tokens: Vec<TokenId>,
 }
 
 /// One token of a batch.

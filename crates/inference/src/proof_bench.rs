@@ -66,12 +66,16 @@ fn params(n: u32) -> SamplingParams {
 
 const PROMPT: &str = "Write a long story about a lighthouse keeper and the ships she saw.";
 
-/// One response: (seconds, prompt tokens, generated tokens, sampled rows if asked).
-fn respond(
-    sched: &Scheduler,
-    n: u32,
-    rows: bool,
-) -> Result<(f64, Vec<TokenId>, Vec<TokenId>, Option<Vec<Vec<f32>>>), BenchError> {
+/// One timed response.
+struct Response {
+    secs: f64,
+    prompt: Vec<TokenId>,
+    tokens: Vec<TokenId>,
+    /// The sampled positions' rows, when asked.
+    rows: Option<Vec<Vec<f32>>>,
+}
+
+fn respond(sched: &Scheduler, n: u32, rows: bool) -> Result<Response, BenchError> {
     let mut req = Request::generate(Prompt::Text(PROMPT.into()), params(n));
     req.reuse_prefix = false;
     req.capture_sampled = rows;
@@ -79,7 +83,12 @@ fn respond(
     let out = sched.generate_blocking(req)?;
     let secs = t0.elapsed().as_secs_f64();
     let c = out.completion;
-    Ok((secs, c.prompt, c.tokens, c.hidden))
+    Ok(Response {
+        secs,
+        prompt: c.prompt,
+        tokens: c.tokens,
+        rows: c.hidden,
+    })
 }
 
 fn prove(rows: &[Vec<f32>]) -> Result<Proof, BenchError> {
@@ -124,9 +133,13 @@ pub fn run(
     respond(&plain, n, false)?;
     respond(&proving, n, true)?;
     for rep in 0..cfg.reps.max(1) {
-        let (a, _, plain_tokens, _) = respond(&plain, n, false)?;
-        let (b, prompt, toks, rows) = respond(&proving, n, true)?;
-        let rows = rows.ok_or_else(|| BenchError::Other("no rows captured".into()))?;
+        let base = respond(&plain, n, false)?;
+        let (a, plain_tokens) = (base.secs, base.tokens);
+        let proved = respond(&proving, n, true)?;
+        let (b, prompt, toks) = (proved.secs, proved.prompt, proved.tokens);
+        let rows = proved
+            .rows
+            .ok_or_else(|| BenchError::Other("no rows captured".into()))?;
         let t0 = Instant::now();
         let proof = prove(&rows[..toks.len()])?;
         let p = t0.elapsed().as_secs_f64();

@@ -4,6 +4,7 @@
 //!  payer ── OpenChannel(deposit) ──► escrow ◄── RedeemVoucher(cumulative, signed by payer) ── provider
 //!                                      │            pays only the increase: royalty → model owners,
 //!                                      │            protocol fee → treasury, rest → provider
+//!                                      │            (locked for `earnings_lock_blocks`, `earnings`)
 //!  payer ── CloseChannel ──► challenge period ──► SettleChannel: unspent deposit → payer
 //! ```
 //! A voucher is cumulative, so only the latest one matters and replaying an old one pays nothing
@@ -196,8 +197,12 @@ pub fn check_voucher(
     })
 }
 
+/// Pays a voucher's increase. The provider's share, and the royalty of any model the provider
+/// owns itself, are locked earnings (`earnings::pay`): a provider cannot route its pay around
+/// the lock through its own model's royalty.
 pub(crate) fn redeem(
     state: &mut State,
+    height: u64,
     signer: &Address,
     sv: &SignedVoucher,
 ) -> Result<Vec<Event>, RedeemError> {
@@ -238,6 +243,18 @@ pub(crate) fn redeem(
     let treasury = state.params().treasury;
     let provider = c.provider;
     let channel_id = v.channel;
+    let mut provider_earnings = to_provider;
+    let mut others: Vec<(Address, Amount)> = Vec::with_capacity(royalties.len() + 1);
+    for (owner, royalty) in royalties {
+        if owner == provider {
+            provider_earnings = provider_earnings
+                .checked_add(royalty)
+                .ok_or(RedeemError::Overflow)?;
+        } else {
+            others.push((owner, royalty));
+        }
+    }
+    others.push((treasury, protocol_fee));
     let c = state
         .channel_mut(&channel_id)
         .ok_or(RedeemError::UnknownChannel)?;
@@ -245,18 +262,20 @@ pub(crate) fn redeem(
     for (model, amount) in &v.per_model {
         c.redeemed_per_model.insert(*model, *amount);
     }
-    credit(state, &provider, to_provider).map_err(|_| RedeemError::Overflow)?;
-    for (owner, royalty) in royalties {
-        credit(state, &owner, royalty).map_err(|_| RedeemError::Overflow)?;
+    let locked = crate::earnings::pay(state, height, &provider, provider_earnings)
+        .map_err(|_| RedeemError::Overflow)?;
+    for (to, amount) in others {
+        credit(state, &to, amount).map_err(|_| RedeemError::Overflow)?;
     }
-    credit(state, &treasury, protocol_fee).map_err(|_| RedeemError::Overflow)?;
-    Ok(vec![Event::VoucherRedeemed {
+    let mut events = vec![Event::VoucherRedeemed {
         channel: channel_id,
         increase,
         to_provider,
         royalties: royalty_sum,
         protocol_fee,
-    }])
+    }];
+    events.extend(locked);
+    Ok(events)
 }
 
 /// The payer asks to close (the provider then has the challenge period to redeem); a provider

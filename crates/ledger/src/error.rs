@@ -160,6 +160,42 @@ pub enum SlashError {
     NothingToSlash,
     #[error("amount would overflow")]
     Overflow,
+    #[error("the receipt is for chain {0:?}")]
+    ReceiptWrongChain(String),
+    #[error("the receipt's signature is not its provider's")]
+    BadReceiptSignature,
+    #[error("the receipt's provider is not a registered provider")]
+    NotAProvider,
+    #[error("{count} verdicts; between {min} and {max} failing verdicts are needed")]
+    VerdictCount {
+        count: usize,
+        min: usize,
+        max: usize,
+    },
+    #[error("verdict {index} is for chain {chain:?}")]
+    VerdictWrongChain { index: usize, chain: String },
+    #[error("verdict {index} is about another receipt")]
+    VerdictWrongReceipt { index: usize },
+    #[error("verdict {index} does not say the audit failed")]
+    VerdictNotFailed { index: usize },
+    #[error("verdict {index} is signed by the offender itself")]
+    VerdictFromOffender { index: usize },
+    #[error("verdict {index} is by an auditor who already signed an earlier verdict")]
+    DuplicateAuditor { index: usize },
+    #[error("verdict {index} is not by an active validator")]
+    VerdictNotFromValidator { index: usize },
+    #[error("verdict {index}'s signature is not its auditor's")]
+    BadVerdictSignature { index: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CommitError {
+    #[error("a commitment stands for 1 to {max} receipts, not {count}")]
+    BadCount { count: u32, max: u32 },
+    #[error("the zero root commits to nothing")]
+    ZeroRoot,
+    #[error("this account already committed this root (at height {height})")]
+    AlreadyCommitted { height: u64 },
 }
 
 /// Why a transaction's action failed (it stays in the block with a failed receipt).
@@ -181,6 +217,8 @@ pub enum ExecError {
     Redeem(#[from] RedeemError),
     #[error("slash: {0}")]
     Slash(#[from] SlashError),
+    #[error("commit receipts: {0}")]
+    Commit(#[from] CommitError),
 }
 
 impl ExecError {
@@ -195,6 +233,7 @@ impl ExecError {
             ExecError::Channel(_) => 600,
             ExecError::Redeem(_) => 700,
             ExecError::Slash(_) => 800,
+            ExecError::Commit(_) => 900,
         }
     }
 }

@@ -79,4 +79,32 @@ pub enum Event {
         reporter: Address,
         reward: Amount,
     },
+    /// Channel earnings of a provider locked until the end of block `unlock_height`.
+    EarningsLocked {
+        provider: Address,
+        amount: Amount,
+        unlock_height: u64,
+    },
+    /// Locked earnings that joined the provider's balance at the end of this block.
+    EarningsUnlocked {
+        provider: Address,
+        amount: Amount,
+    },
+    /// A failed audit was accepted (the stake slash itself is the `Slashed` event beside it):
+    /// `forfeited` went back from the provider to the receipt's payer, and the provider is on
+    /// probation until `probation_until`.
+    AuditFailed {
+        provider: Address,
+        receipt: Hash,
+        payer: Address,
+        forfeited: Amount,
+        probation_until: u64,
+    },
+    /// A gateway committed to a batch of receipts; the id of this block is their audit beacon.
+    ReceiptsCommitted {
+        committer: Address,
+        root: Hash,
+        count: u32,
+        height: u64,
+    },
 }

@@ -10,7 +10,8 @@
 //!            │   run action ──────────────────│──► failed action => failed receipt, state as
 //!            │     accounts | staking |       │    if only the fee had been charged
 //!            │     registry | channels |      │
-//!            │     slashing                   │
+//!            │     slashing | audit           │
+//!            │ release matured earnings       │
 //!            │ commit: state root, diff       │──► roots must equal the header's
 //!            └────────────────────────────────┘
 //! ```
@@ -18,7 +19,9 @@
 //! block header, and every map is a `BTreeMap`. All arithmetic is checked `u128`.
 
 pub mod accounts;
+pub mod audit;
 pub mod channels;
+pub mod earnings;
 pub mod epochs;
 pub mod error;
 pub mod events;
@@ -35,7 +38,7 @@ pub use genesis::Genesis;
 pub use params::Params;
 pub use state::{State, StateDiff, StateKey};
 
-use agora_types::tx::limits::{MAX_TX_BYTES, MAX_TXS_PER_BLOCK};
+use agora_types::tx::limits::{MAX_RECEIPT_MESSAGE, MAX_TX_BYTES, MAX_TXS_PER_BLOCK};
 use agora_types::{
     Address, BatchVerifier, Block, BlockHeader, Encode, Outcome, Receipt, SignDomain, SignedTx,
     TxBody,
@@ -154,7 +157,7 @@ fn apply_tx(
         TxBody::TopUpChannel { channel, amount } => {
             channels::top_up(state, signer, channel, *amount).map_err(Into::into)
         }
-        TxBody::RedeemVoucher(v) => channels::redeem(state, signer, v).map_err(Into::into),
+        TxBody::RedeemVoucher(v) => channels::redeem(state, height, signer, v).map_err(Into::into),
         TxBody::CloseChannel { channel } => {
             channels::close(state, height, signer, channel).map_err(Into::into)
         }
@@ -164,6 +167,9 @@ fn apply_tx(
         TxBody::Slash(evidence) => {
             slashing::slash(state, height, signer, evidence).map_err(Into::into)
         }
+        TxBody::CommitReceipts { root, count } => {
+            audit::commit_receipts(state, height, signer, *root, *count).map_err(Into::into)
+        }
     };
     let outcome = match result {
         Ok(evs) => {
@@ -172,7 +178,7 @@ fn apply_tx(
         }
         Err(e) => Outcome::Failed {
             code: e.code(),
-            message: e.to_string(),
+            message: receipt_message(e.to_string()),
         },
     };
     Ok(Receipt {
@@ -180,6 +186,20 @@ fn apply_tx(
         fee: tx.fee,
         outcome,
     })
+}
+
+/// A failure message cut to what a receipt may carry (at a character boundary): a message
+/// quoting a caller's string (a chain id, escaped) could otherwise exceed the receipt's decode
+/// bound and make the block's receipts unreadable.
+fn receipt_message(mut message: String) -> String {
+    if message.len() > MAX_RECEIPT_MESSAGE {
+        let mut end = MAX_RECEIPT_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
 }
 
 fn check_header(state: &State, header: &BlockHeader, tx_count: usize) -> Result<(), BlockError> {
@@ -292,7 +312,7 @@ pub fn apply_block_in_place_with(
             computed: receipts_root,
         });
     }
-    finish_block(state, header);
+    events.extend(finish_block(state, header));
     let (root, diff) = state.commit();
     if root != header.state_root {
         return Err(BlockError::RootMismatch {
@@ -325,10 +345,14 @@ pub fn apply_block_with(
     Ok((next, applied))
 }
 
-fn finish_block(state: &mut State, header: &BlockHeader) {
+/// The end of every block: locked earnings due at this height join their balances, then the
+/// height and time advance.
+fn finish_block(state: &mut State, header: &BlockHeader) -> Vec<Event> {
+    let events = earnings::release(state, header.height);
     let meta = state.meta_mut();
     meta.height = header.height;
     meta.last_timestamp_ms = header.timestamp_ms;
+    events
 }
 
 /// What a proposer needs to build a block.
@@ -398,7 +422,7 @@ pub fn build_block_with(
         receipts_root: Receipt::receipts_root(&receipts),
         state_root: agora_types::Hash::ZERO,
     };
-    finish_block(&mut next, &header);
+    events.extend(finish_block(&mut next, &header));
     let (root, diff) = next.commit();
     header.state_root = root;
     let block = Block { header, txs };

@@ -35,6 +35,50 @@ pub struct Params {
     pub max_validators: u32,
     /// Blocks per epoch; the validator set changes only at epoch boundaries.
     pub epoch_length_blocks: u64,
+    /// Share of committed receipts an auditor re-runs, in basis points (`audit::selected`).
+    /// Default 300 (3%): within the 2-5% that verification.md §6 recommends, and with the
+    /// default `audit_slash_bps` and minimum stake it already makes cheating a losing bet
+    /// (docs/design/verification.md, "Slashing economics"); validators' cost is 3% of the
+    /// network's jobs times the prefill/generation ratio, about 1.5%.
+    #[serde(default = "defaults::audit_bps")]
+    pub audit_bps: u16,
+    /// Share of a provider's stake (bonded and unbonding, own and delegated) that a failed
+    /// audit takes (`Evidence::FailedAudit`). Default 1,000 (10%): on the minimum provider stake
+    /// (100 AGR) that is a 10 AGR slash, which satisfies the proof-of-sampling condition
+    /// `p * detection * (R + S) >= 2 * cost saved` for any job charging up to about 0.137 AGR
+    /// (1.37M generated tokens at the dev price), while a false fault (two independent wrong
+    /// verdicts) costs an honest provider and its delegators a tenth, not all, of their stake.
+    #[serde(default = "defaults::audit_slash_bps")]
+    pub audit_slash_bps: u16,
+    /// Blocks after a failed audit during which every one of the provider's receipts is
+    /// audited (`audit::on_probation`). Default 36,000 (10 earnings-lock windows, about 10 h of
+    /// idle dev blocks): long enough that a provider coming out of jail (`jail_blocks`) serves
+    /// many jobs under a 100% audit rate before it goes back to sampling.
+    #[serde(default = "defaults::probation_blocks")]
+    pub probation_blocks: u64,
+    /// Blocks a provider's channel earnings stay locked (countable, slashable by forfeiture,
+    /// not spendable) before they join its balance. 0 credits them at once (no lock; for tests).
+    /// Default 3,600: about 77 minutes of idle dev blocks (~1.3 s) and still about 19 minutes
+    /// at dev's full load (~0.3 s), several times what a gateway's commitment, an audit, two
+    /// re-audits and the evidence transaction take (docs/design/verification.md, "The earnings lock").
+    #[serde(default = "defaults::earnings_lock_blocks")]
+    pub earnings_lock_blocks: u64,
+}
+
+/// Defaults of the fields a genesis written before they existed may leave out.
+mod defaults {
+    pub fn audit_bps() -> u16 {
+        300
+    }
+    pub fn audit_slash_bps() -> u16 {
+        1_000
+    }
+    pub fn probation_blocks() -> u64 {
+        36_000
+    }
+    pub fn earnings_lock_blocks() -> u64 {
+        3_600
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +110,10 @@ impl Default for Params {
             min_validator_stake: Amount::from_agr(1_000),
             max_validators: 100,
             epoch_length_blocks: 100,
+            audit_bps: defaults::audit_bps(),
+            audit_slash_bps: defaults::audit_slash_bps(),
+            probation_blocks: defaults::probation_blocks(),
+            earnings_lock_blocks: defaults::earnings_lock_blocks(),
         }
     }
 }
@@ -78,6 +126,8 @@ impl Params {
             ("slash_reporter_bps", self.slash_reporter_bps),
             ("max_royalty_bps", self.max_royalty_bps),
             ("protocol_fee_bps", self.protocol_fee_bps),
+            ("audit_bps", self.audit_bps),
+            ("audit_slash_bps", self.audit_slash_bps),
         ] {
             if value > 10_000 {
                 return Err(ParamsError::BpsOutOfRange { name, value });
@@ -115,6 +165,10 @@ impl Encode for Params {
         self.min_validator_stake.encode_to(out);
         out.put_u32(self.max_validators);
         out.put_u64(self.epoch_length_blocks);
+        out.put_u16(self.audit_bps);
+        out.put_u16(self.audit_slash_bps);
+        out.put_u64(self.probation_blocks);
+        out.put_u64(self.earnings_lock_blocks);
     }
 }
 
@@ -135,6 +189,10 @@ impl Decode for Params {
             min_validator_stake: Decode::decode_from(r)?,
             max_validators: r.u32()?,
             epoch_length_blocks: r.u64()?,
+            audit_bps: r.u16()?,
+            audit_slash_bps: r.u16()?,
+            probation_blocks: r.u64()?,
+            earnings_lock_blocks: r.u64()?,
         })
     }
 }

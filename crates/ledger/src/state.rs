@@ -101,6 +101,19 @@ pub struct Meta {
     pub params: Params,
 }
 
+/// A gateway's commitment to a batch of receipts (`TxBody::CommitReceipts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commitment {
+    /// The height of the block that included it: that block's id is the audit beacon.
+    pub height: u64,
+    /// How many receipts the root stands for.
+    pub count: u32,
+}
+
+/// Most entries in one provider's queue of locked earnings (`earnings`); more are merged into
+/// the last one, which then unlocks at the later of the two heights.
+pub const MAX_LOCKED_ENTRIES: usize = 64;
+
 /// The key of one record in the state.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StateKey {
@@ -117,6 +130,12 @@ pub enum StateKey {
     Channel(Hash),
     /// An offence already slashed.
     Evidence(Hash),
+    /// A provider's locked earnings: (unlock height, amount) entries.
+    Locked(Address),
+    /// The height until which a provider is on probation (every receipt audited).
+    Probation(Address),
+    /// (committer, root): a commitment to a batch of receipts.
+    Commitment(Address, Hash),
 }
 
 /// The whole ledger state.
@@ -133,6 +152,14 @@ pub struct State {
     pub(crate) datasets: BTreeMap<Hash, DatasetRecord>,
     pub(crate) channels: BTreeMap<Hash, Channel>,
     pub(crate) evidence: BTreeSet<Hash>,
+    /// Per provider, locked earnings as (unlock height, amount), unlock heights strictly
+    /// increasing, at most [`MAX_LOCKED_ENTRIES`].
+    pub(crate) locked: BTreeMap<Address, Vec<(u64, Amount)>>,
+    /// (first unlock height, provider) for every non-empty queue in `locked`: which queues a
+    /// block must release. Derived from `locked`, so not a record of its own in the root.
+    pub(crate) unlock_index: BTreeSet<(u64, Address)>,
+    pub(crate) probation: BTreeMap<Address, u64>,
+    pub(crate) commitments: BTreeMap<(Address, Hash), Commitment>,
     /// The id of the last applied block: the next block's parent. Not part of the state root
     /// (a header cannot contain its own id); storage keeps it with the block.
     last_block: Hash,
@@ -161,6 +188,10 @@ impl State {
             datasets: BTreeMap::new(),
             channels: BTreeMap::new(),
             evidence: BTreeSet::new(),
+            locked: BTreeMap::new(),
+            unlock_index: BTreeSet::new(),
+            probation: BTreeMap::new(),
+            commitments: BTreeMap::new(),
             last_block: Hash::ZERO,
             dirty: BTreeSet::new(),
             leaves: BTreeMap::new(),
@@ -248,9 +279,28 @@ impl State {
     pub fn evidence_used(&self, id: &Hash) -> bool {
         self.evidence.contains(id)
     }
+    /// A provider's locked earnings: (unlock height, amount), soonest first. Not spendable;
+    /// each entry joins the balance at the end of the block at its unlock height.
+    pub fn locked_of(&self, provider: &Address) -> &[(u64, Amount)] {
+        self.locked.get(provider).map(Vec::as_slice).unwrap_or(&[])
+    }
+    /// The sum of a provider's locked earnings.
+    pub fn locked_total(&self, provider: &Address) -> Amount {
+        self.locked_of(provider)
+            .iter()
+            .fold(Amount::ZERO, |t, (_, a)| Amount(t.0.saturating_add(a.0)))
+    }
+    /// The height until which `provider` is on probation (absent if it never was).
+    pub fn probation_until(&self, provider: &Address) -> Option<u64> {
+        self.probation.get(provider).copied()
+    }
+    /// The commitment `committer` made to `root`, if any.
+    pub fn commitment(&self, committer: &Address, root: &Hash) -> Option<&Commitment> {
+        self.commitments.get(&(*committer, *root))
+    }
 
-    /// Sum of every balance, stake, unbonding entry and unspent channel deposit: must always
-    /// equal `supply().expected_total()`.
+    /// Sum of every balance, stake, unbonding entry, locked earning and unspent channel deposit:
+    /// must always equal `supply().expected_total()`.
     pub fn circulating_total(&self) -> Option<Amount> {
         let mut total = Amount::ZERO;
         for a in self.accounts.values() {
@@ -264,6 +314,9 @@ impl State {
         }
         for c in self.channels.values().filter(|c| !c.settled) {
             total = total.checked_add(c.unspent())?;
+        }
+        for (_, a) in self.locked.values().flatten() {
+            total = total.checked_add(*a)?;
         }
         Some(total)
     }
@@ -356,6 +409,34 @@ impl State {
         self.evidence.insert(id);
     }
 
+    /// Replaces a provider's locked-earnings queue (empty removes it) and keeps the unlock
+    /// index in step.
+    pub(crate) fn set_locked(&mut self, provider: &Address, queue: Vec<(u64, Amount)>) {
+        self.touch(StateKey::Locked(*provider));
+        if let Some(first) = self.locked.get(provider).and_then(|q| q.first()) {
+            self.unlock_index.remove(&(first.0, *provider));
+        }
+        match queue.first() {
+            Some(first) => {
+                self.unlock_index.insert((first.0, *provider));
+                self.locked.insert(*provider, queue);
+            }
+            None => {
+                self.locked.remove(provider);
+            }
+        }
+    }
+
+    pub(crate) fn set_probation(&mut self, provider: &Address, until: u64) {
+        self.touch(StateKey::Probation(*provider));
+        self.probation.insert(*provider, until);
+    }
+
+    pub(crate) fn insert_commitment(&mut self, committer: Address, root: Hash, c: Commitment) {
+        self.touch(StateKey::Commitment(committer, root));
+        self.commitments.insert((committer, root), c);
+    }
+
     // ---- root and persistence ------------------------------------------------------------
 
     /// Re-hashes the touched records, recomputes the root and returns what changed.
@@ -411,6 +492,13 @@ impl State {
         keys.extend(self.datasets.keys().map(|h| StateKey::Dataset(*h)));
         keys.extend(self.channels.keys().map(|h| StateKey::Channel(*h)));
         keys.extend(self.evidence.iter().map(|h| StateKey::Evidence(*h)));
+        keys.extend(self.locked.keys().map(|a| StateKey::Locked(*a)));
+        keys.extend(self.probation.keys().map(|a| StateKey::Probation(*a)));
+        keys.extend(
+            self.commitments
+                .keys()
+                .map(|(a, h)| StateKey::Commitment(*a, *h)),
+        );
         keys
     }
 
@@ -426,6 +514,9 @@ impl State {
             StateKey::Dataset(h) => self.datasets.get(h).map(Encode::encode),
             StateKey::Channel(h) => self.channels.get(h).map(Encode::encode),
             StateKey::Evidence(h) => self.evidence.contains(h).then(Vec::new),
+            StateKey::Locked(a) => self.locked.get(a).map(|q| encode_locked(q)),
+            StateKey::Probation(a) => self.probation.get(a).map(Encode::encode),
+            StateKey::Commitment(a, h) => self.commitments.get(&(*a, *h)).map(Encode::encode),
         }
     }
 
@@ -489,6 +580,19 @@ impl State {
                 StateKey::Evidence(h) => {
                     s.evidence.insert(h);
                 }
+                StateKey::Locked(a) => {
+                    let queue = decode_locked(&v)?;
+                    if let Some(first) = queue.first() {
+                        s.unlock_index.insert((first.0, a));
+                    }
+                    s.locked.insert(a, queue);
+                }
+                StateKey::Probation(a) => {
+                    s.probation.insert(a, u64::decode(&v)?);
+                }
+                StateKey::Commitment(a, h) => {
+                    s.commitments.insert((a, h), Commitment::decode(&v)?);
+                }
             }
         }
         s.commit();
@@ -542,6 +646,19 @@ impl Encode for StateKey {
                 out.put_u8(9);
                 h.encode_to(out);
             }
+            StateKey::Locked(a) => {
+                out.put_u8(10);
+                a.encode_to(out);
+            }
+            StateKey::Probation(a) => {
+                out.put_u8(11);
+                a.encode_to(out);
+            }
+            StateKey::Commitment(a, h) => {
+                out.put_u8(12);
+                a.encode_to(out);
+                h.encode_to(out);
+            }
         }
     }
 }
@@ -563,12 +680,69 @@ impl Decode for StateKey {
             7 => StateKey::Dataset(Decode::decode_from(r)?),
             8 => StateKey::Channel(Decode::decode_from(r)?),
             9 => StateKey::Evidence(Decode::decode_from(r)?),
+            10 => StateKey::Locked(Decode::decode_from(r)?),
+            11 => StateKey::Probation(Decode::decode_from(r)?),
+            12 => StateKey::Commitment(Decode::decode_from(r)?, Decode::decode_from(r)?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     what: "state key",
                     tag,
                 });
             }
+        })
+    }
+}
+
+/// A locked-earnings queue: `u32` count, then per entry the unlock height and the amount.
+fn encode_locked(queue: &[(u64, Amount)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + queue.len() * 24);
+    out.put_len(queue.len());
+    for (height, amount) in queue {
+        out.put_u64(*height);
+        amount.encode_to(&mut out);
+    }
+    out
+}
+
+/// Decodes a locked-earnings queue: at most [`MAX_LOCKED_ENTRIES`], unlock heights strictly
+/// increasing and amounts positive (the only queues the ledger writes).
+fn decode_locked(bytes: &[u8]) -> Result<Vec<(u64, Amount)>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let n = r.len("locked earnings", MAX_LOCKED_ENTRIES, 24)?;
+    let mut queue: Vec<(u64, Amount)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let entry = (r.u64()?, Amount::decode_from(&mut r)?);
+        let ordered = queue.last().is_none_or(|last| last.0 < entry.0);
+        if !ordered || entry.1.is_zero() {
+            return Err(DecodeError::Invalid {
+                what: "locked earnings",
+                reason: "unlock heights must increase and amounts be positive",
+            });
+        }
+        queue.push(entry);
+    }
+    r.finish()?;
+    if queue.is_empty() {
+        return Err(DecodeError::Invalid {
+            what: "locked earnings",
+            reason: "an empty queue is not stored",
+        });
+    }
+    Ok(queue)
+}
+
+impl Encode for Commitment {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.height);
+        out.put_u32(self.count);
+    }
+}
+
+impl Decode for Commitment {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Commitment {
+            height: r.u64()?,
+            count: r.u32()?,
         })
     }
 }

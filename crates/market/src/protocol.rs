@@ -236,6 +236,44 @@ impl Frame {
 /// in `agora_types::receipt`.
 pub use agora_types::receipt::{InferenceReceipt, MAX_ENGINE_BYTES, SignedReceipt, token_hash};
 
+/// What an auditor needs beside a receipt to replay the response: the job as the provider got
+/// it and the tokens it delivered. Each field is bound by one of the receipt's hashes, so whoever
+/// hands it over (a gateway) cannot change what the provider is said to have done
+/// ([`Replay::mismatch`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replay {
+    pub work: Work,
+    pub sampling: SamplingParams,
+    pub continuation: Vec<u32>,
+    /// The token ids the provider delivered in this attempt.
+    pub output: Vec<u32>,
+}
+
+impl Replay {
+    /// The first receipt field this replay does not match.
+    pub fn mismatch(&self, r: &InferenceReceipt) -> Option<&'static str> {
+        let checks = [
+            ("work_hash", r.work_hash == work_hash(&self.work)),
+            ("params_hash", r.params_hash == self.sampling.hash()),
+            ("seed", r.seed == self.sampling.seed),
+            (
+                "continuation_hash",
+                r.continuation_hash == token_hash(&self.continuation),
+            ),
+            (
+                "continuation_tokens",
+                r.continuation_tokens as usize == self.continuation.len(),
+            ),
+            ("output_hash", r.output_hash == token_hash(&self.output)),
+            (
+                "completion_tokens",
+                r.completion_tokens as usize == self.output.len(),
+            ),
+        ];
+        checks.iter().find(|(_, ok)| !ok).map(|(name, _)| *name)
+    }
+}
+
 /// Hash of a job's work, over its JSON encoding (the same struct encodes to the same bytes on
 /// both sides).
 pub fn work_hash(work: &Work) -> Hash {

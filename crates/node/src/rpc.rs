@@ -10,8 +10,8 @@ use agora_consensus::AdmitError;
 use agora_ledger::TxError;
 use agora_rpc::api::{
     Accepted, AccountView, BatchRequest, BatchResponse, BatchResult, BlockTxs, BlockView,
-    ChannelView, ErrorBody, ErrorDetail, ModelView, ProviderView, StateRootView, StatusView,
-    SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
+    ChannelView, ErrorBody, ErrorDetail, LockedEarnings, ModelView, ProviderView, StateRootView,
+    StatusView, SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
 };
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Decode, Hash, SignedTx};
@@ -312,6 +312,14 @@ async fn get_account(
         self_stake: s.stake(&a, &a),
         stake_behind: s.total_stake(&a),
         unbonding,
+        locked: s
+            .locked_of(&a)
+            .iter()
+            .map(|&(unlock_height, amount)| LockedEarnings {
+                unlock_height,
+                amount,
+            })
+            .collect(),
         height: s.height(),
     }))
 }

@@ -88,8 +88,20 @@ pub struct AccountView {
     #[schema(value_type = AmountSchema)]
     pub stake_behind: Amount,
     pub unbonding: Vec<Unbonding>,
+    /// A provider's earnings from channels, spendable from each entry's `unlock_height` (until
+    /// then a failed audit can still take them back); not part of `balance`.
+    #[serde(default)]
+    pub locked: Vec<LockedEarnings>,
     /// The height this answer was read at.
     pub height: u64,
+}
+
+/// Earnings held back until `unlock_height` (the ledger's `earnings_lock_blocks`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LockedEarnings {
+    pub unlock_height: u64,
+    #[schema(value_type = AmountSchema)]
+    pub amount: Amount,
 }
 
 /// Stake on its way out: withdrawable from `release_height`.

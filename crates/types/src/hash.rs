@@ -21,6 +21,15 @@ pub enum HashDomain {
     ChannelId,
     Evidence,
     Request,
+    /// The id of a provider-signed receipt ([`crate::audit::receipt_id`]).
+    ReceiptId,
+    /// A gateway's commitment to a batch of receipt ids (`agora_ledger::audit::receipts_root`).
+    ReceiptCommitment,
+    /// The audit beacon and what is drawn from it (which receipts, which auditors;
+    /// `agora_ledger::audit`).
+    AuditBeacon,
+    /// A proof of inference a receipt commits to (`agora_verify::toploc::Proof::hash`).
+    Proof,
 }
 
 impl HashDomain {
@@ -35,6 +44,10 @@ impl HashDomain {
             HashDomain::ChannelId => "agora 2026-11 channel id",
             HashDomain::Evidence => "agora 2026-11 evidence id",
             HashDomain::Request => "agora 2026-11 inference request",
+            HashDomain::ReceiptId => "agora 2026-12 receipt id",
+            HashDomain::ReceiptCommitment => "agora 2026-12 receipt commitment",
+            HashDomain::AuditBeacon => "agora 2026-12 audit beacon",
+            HashDomain::Proof => "agora 2026-12 inference proof",
         }
     }
 }

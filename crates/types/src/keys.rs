@@ -24,6 +24,8 @@ pub enum SignDomain {
     Claim,
     Receipt,
     Offer,
+    /// An auditor's verdict on a provider's signed receipt ([`crate::audit::AuditVerdict`]).
+    Audit,
 }
 
 impl SignDomain {
@@ -34,6 +36,7 @@ impl SignDomain {
             SignDomain::Claim => b"_AGORA_CLAIM_V1",
             SignDomain::Receipt => b"_AGORA_RECEIPT_V1",
             SignDomain::Offer => b"_AGORA_OFFER_V1",
+            SignDomain::Audit => b"_AGORA_AUDIT_V1",
         }
     }
 

@@ -4,6 +4,7 @@
 //! network; the ledger and every service above it agree on bytes through this crate.
 
 pub mod amount;
+pub mod audit;
 pub mod block;
 pub mod chat;
 pub mod codec;
@@ -16,6 +17,7 @@ pub mod tx;
 pub mod usage;
 
 pub use amount::Amount;
+pub use audit::{AuditVerdict, SignedVerdict, receipt_id};
 pub use block::{Block, BlockHeader, Outcome, Receipt};
 pub use chat::ChatMessage;
 pub use codec::{Decode, DecodeError, Encode};

@@ -5,9 +5,11 @@
 //! on another chain, at another nonce, or as another kind of signed message.
 
 use crate::amount::Amount;
+use crate::audit::{MIN_SIGNED_VERDICT_BYTES, SignedVerdict, receipt_id};
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::{Hash, HashDomain};
 use crate::keys::{Address, PublicKey, SecretKey, SignDomain, Signature, SignatureError};
+use crate::receipt::SignedReceipt;
 use serde::{Deserialize, Serialize};
 
 /// Size limits for untrusted input. Changing one changes what decodes: a consensus change.
@@ -25,6 +27,11 @@ pub mod limits {
     pub const MAX_TXS_PER_BLOCK: usize = 20_000;
     pub const MAX_BLOCK_BYTES: usize = 16 * 1024 * 1024;
     pub const MAX_RECEIPT_MESSAGE: usize = 256;
+    /// Most auditor verdicts one `Evidence::FailedAudit` carries (a first audit, two
+    /// re-audits, and room for more).
+    pub const MAX_AUDIT_VERDICTS: usize = 8;
+    /// Most receipts one `TxBody::CommitReceipts` may stand for.
+    pub const MAX_COMMITTED_RECEIPTS: u32 = 65_536;
 }
 use limits::*;
 
@@ -86,6 +93,14 @@ pub enum TxBody {
         channel: Hash,
     },
     Slash(Evidence),
+    /// A gateway commits to a batch of the receipts it received: `root` is
+    /// `agora_ledger::audit::receipts_root` of their ids, `count` how many (1..=
+    /// [`limits::MAX_COMMITTED_RECEIPTS`]). The id of the block that includes it is the audit
+    /// beacon for those receipts.
+    CommitReceipts {
+        root: Hash,
+        count: u32,
+    },
 }
 
 /// What a provider tells the network about itself.
@@ -230,6 +245,13 @@ pub enum Evidence {
         vote_a: ConsensusVote,
         vote_b: ConsensusVote,
     },
+    /// A provider's signed receipt that auditors re-ran and found not to match: the offender is
+    /// the receipt's provider; `verdicts` (at most [`limits::MAX_AUDIT_VERDICTS`]) are failing
+    /// verdicts on this receipt by distinct active validators, at least two of them.
+    FailedAudit {
+        receipt: Box<SignedReceipt>,
+        verdicts: Vec<SignedVerdict>,
+    },
 }
 
 /// Which simplex vote a [`ConsensusVote`] is.
@@ -310,12 +332,15 @@ impl Evidence {
         match self {
             Evidence::ConflictingClaims { offender, .. }
             | Evidence::ConflictingVotes { offender, .. } => *offender,
+            Evidence::FailedAudit { receipt, .. } => receipt.receipt.provider,
         }
     }
 
     /// A canonical id for the offence, the same whichever order the two claims come in, so the
     /// same offence cannot be slashed twice. For consensus votes the offence is the round: one
-    /// slash per offender, epoch and view, whichever conflicting pair proves it.
+    /// slash per offender, epoch and view, whichever conflicting pair proves it. For a failed
+    /// audit the offence is the receipt: one slash per [`receipt_id`], whichever verdicts prove
+    /// it.
     pub fn id(&self) -> Hash {
         match self {
             Evidence::ConflictingClaims {
@@ -348,6 +373,10 @@ impl Evidence {
                     &epoch.to_le_bytes(),
                     &view.to_le_bytes(),
                 ],
+            ),
+            Evidence::FailedAudit { receipt, .. } => Hash::of_parts(
+                HashDomain::Evidence,
+                &[b"failed audit", &receipt_id(receipt).0],
             ),
         }
     }
@@ -440,6 +469,11 @@ impl Encode for TxBody {
                 out.put_u8(13);
                 e.encode_to(out);
             }
+            TxBody::CommitReceipts { root, count } => {
+                out.put_u8(14);
+                root.encode_to(out);
+                out.put_u32(*count);
+            }
         }
     }
 }
@@ -481,6 +515,10 @@ impl Decode for TxBody {
                 channel: Decode::decode_from(r)?,
             },
             13 => TxBody::Slash(Decode::decode_from(r)?),
+            14 => TxBody::CommitReceipts {
+                root: Decode::decode_from(r)?,
+                count: r.u32()?,
+            },
             tag => {
                 return Err(DecodeError::InvalidTag {
                     what: "tx kind",
@@ -704,6 +742,11 @@ impl Encode for Evidence {
                 vote_a.encode_to(out);
                 vote_b.encode_to(out);
             }
+            Evidence::FailedAudit { receipt, verdicts } => {
+                out.put_u8(2);
+                receipt.encode_to(out);
+                out.put_vec(verdicts);
+            }
         }
     }
 }
@@ -725,6 +768,14 @@ impl Decode for Evidence {
                 view: r.u64()?,
                 vote_a: Decode::decode_from(r)?,
                 vote_b: Decode::decode_from(r)?,
+            }),
+            2 => Ok(Evidence::FailedAudit {
+                receipt: Box::new(Decode::decode_from(r)?),
+                verdicts: r.vec(
+                    "audit verdicts",
+                    MAX_AUDIT_VERDICTS,
+                    MIN_SIGNED_VERDICT_BYTES,
+                )?,
             }),
             tag => Err(DecodeError::InvalidTag {
                 what: "evidence kind",

@@ -292,11 +292,20 @@ pub fn run_wallet(args: WalletArgs) -> eyre::Result<()> {
             };
             let rpc = ChainClient::new(&opts.rpc);
             let account = block_on(async { rpc.account(&a).await.map_err(node_error) })?;
+            let locked = account
+                .locked
+                .iter()
+                .fold(Amount::ZERO, |t, l| Amount(t.0.saturating_add(l.amount.0)));
+            let unlocks = account
+                .locked
+                .first()
+                .map(|l| format!(" (next unlock at height {})", l.unlock_height))
+                .unwrap_or_default();
             print(
                 opts,
                 &serde_json::to_value(&account)?,
                 format!(
-                    "address  {a}\nbalance  {}\nnonce    {}\nstaked   {}\nheight   {}",
+                    "address  {a}\nbalance  {}\nlocked   {locked}{unlocks}\nnonce    {}\nstaked   {}\nheight   {}",
                     account.balance, account.nonce, account.self_stake, account.height
                 ),
             );

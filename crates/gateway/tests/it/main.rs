@@ -328,7 +328,7 @@ async fn customers_pay_exactly_what_providers_owner_and_treasury_receive() {
     let before_providers: Vec<(Amount, u64)> = {
         let mut v = Vec::new();
         for k in &net.provider_keys {
-            v.push(net.balance(&k.public()).await);
+            v.push(net.holdings(&k.public()).await);
         }
         v
     };
@@ -404,7 +404,7 @@ async fn customers_pay_exactly_what_providers_owner_and_treasury_receive() {
     let min_fee = net.chain.info().await.unwrap().min_fee;
     let mut provider_shares = 0u128;
     for (k, (bal0, nonce0)) in net.provider_keys.iter().zip(&before_providers) {
-        let (bal1, nonce1) = net.balance(&k.public()).await;
+        let (bal1, nonce1) = net.holdings(&k.public()).await;
         let fees = min_fee.0 * u128::from(nonce1 - nonce0);
         provider_shares += bal1.0 + fees - bal0.0;
     }

@@ -282,6 +282,14 @@ impl TestNet {
         let v = self.chain.account(a).await.unwrap();
         (v.balance, v.nonce)
     }
+
+    /// What `a` holds in all: its balance and its locked earnings (a provider's channel
+    /// earnings stay locked for the ledger's `earnings_lock_blocks`).
+    pub async fn holdings(&self, a: &Address) -> (Amount, u64) {
+        let v = self.chain.account(a).await.unwrap();
+        let locked = v.locked.iter().map(|l| l.amount.0).sum::<u128>();
+        (Amount(v.balance.0 + locked), v.nonce)
+    }
 }
 
 /// The overlay on loopback, with room for a busy gateway's requests.

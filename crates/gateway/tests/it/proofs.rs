@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_market::protocol::{Frame, Job, ProofBytes, Usage};
+use agora_market::protocol::{Frame, Job, ProofBytes, Replay, SignedReceipt, Usage};
 use agora_types::{Encode, Hash, SecretKey};
 use agora_verify::toploc::Proof;
 use serde_json::{Value, json};
@@ -54,6 +54,14 @@ async fn an_honest_answer_carries_a_proof_its_receipt_binds_and_the_client_gets_
         .await
         .unwrap();
     assert_eq!(kept["data"][0]["proof"], seg["proof"], "{kept}");
+    // And what an auditor needs to replay it, bound by the receipt's hashes.
+    let replay: Replay = serde_json::from_value(kept["data"][0]["replay"].clone()).unwrap();
+    let receipt: SignedReceipt = serde_json::from_value(seg["receipt"].clone()).unwrap();
+    assert_eq!(replay.output.len(), tokens as usize);
+    assert_eq!(replay.mismatch(&receipt.receipt), None);
+    let mut edited = replay.clone();
+    edited.output[0] += 1;
+    assert_eq!(edited.mismatch(&receipt.receipt), Some("output_hash"));
 }
 
 /// How the liar spoils the proof of an otherwise honest answer.

@@ -175,6 +175,7 @@ impl<'m> LlamaEngine<'m> {
             bos: Some(vocab.bos().0 as u32),
             has_chat_template: template.is_some(),
             hidden_states: config.hidden_states,
+            eog_tokens: (0..n_vocab).filter(|&t| eog[t as usize]).collect(),
         };
         Ok(Self {
             model,

@@ -185,6 +185,7 @@ impl TestEngine {
                 bos: None,
                 has_chat_template: config.chat_template,
                 hidden_states: true,
+                eog_tokens: vec![EOS, IM_END],
             },
             step_delay: config.step_delay,
             kv: vec![Vec::new(); config.n_seq as usize],

@@ -45,10 +45,11 @@ pub struct Request {
     /// inference commits to, and they cost nothing extra (no position becomes an output that
     /// was not one already), so prefix reuse stays on. Ignored when `capture_hidden` is set.
     pub capture_sampled: bool,
-    /// For [`Task::Score`]: keep the raw logits of every position from this one on (the rows an
-    /// auditor replays the sampler over), in [`Completion::score_logits`]. Each row is the
-    /// vocabulary wide, so ask only for the positions needed.
-    pub score_logits_from: Option<usize>,
+    /// For [`Task::Score`]: keep the raw logits of the last `score_last_logits` positions fed
+    /// (an auditor scoring prompt ++ response asks for one per response token: the rows its
+    /// sampler replay needs), in [`Completion::score_logits`]. Each row is the vocabulary wide,
+    /// so ask only for the positions needed; 0 keeps none.
+    pub score_last_logits: usize,
     /// Reuse the KV cache of a finished request that shares a prompt prefix.
     pub reuse_prefix: bool,
     /// Resume an interrupted generation (gateway failover): tokens that an earlier run of the
@@ -86,7 +87,7 @@ impl Request {
             task: Task::Generate(params),
             capture_hidden: false,
             capture_sampled: false,
-            score_logits_from: None,
+            score_last_logits: 0,
             reuse_prefix: true,
             continuation: Vec::new(),
         }
@@ -98,7 +99,7 @@ impl Request {
             task: Task::Score,
             capture_hidden,
             capture_sampled: false,
-            score_logits_from: None,
+            score_last_logits: 0,
             reuse_prefix: false,
             continuation: Vec::new(),
         }
@@ -144,8 +145,8 @@ pub struct Completion {
     pub tokens: Vec<TokenId>,
     /// For [`Task::Score`]: log-probability of `prompt[i + 1]` after `prompt[..=i]`.
     pub score_logprobs: Vec<f32>,
-    /// For [`Task::Score`] with [`Request::score_logits_from`]: the raw logits of each position
-    /// from there on, one row per position.
+    /// For [`Task::Score`] with [`Request::score_last_logits`]: the raw logits of those last
+    /// positions, one row per position, in order.
     pub score_logits: Vec<Vec<f32>>,
     /// Hidden states when requested: one row per position fed to the model
     /// ([`Request::capture_hidden`]), or one per sampled position ([`Request::capture_sampled`]).

@@ -18,9 +18,9 @@ enum Kind {
     Generate(Box<Gen>),
     Score {
         logprobs: Vec<f32>,
-        /// Raw logits of each position from `logits_from` on.
+        /// Raw logits of the positions from `logits_from` on.
         logits: Vec<Vec<f32>>,
-        logits_from: Option<usize>,
+        logits_from: usize,
     },
 }
 
@@ -223,7 +223,7 @@ impl<E: Engine> Runner<E> {
                 Kind::Score {
                     logprobs: Vec::with_capacity(all.len()),
                     logits: Vec::new(),
-                    logits_from: job.request.score_logits_from,
+                    logits_from: all.len() - job.request.score_last_logits.min(all.len()),
                 }
             }
         };
@@ -430,7 +430,7 @@ impl<E: Engine> Runner<E> {
                     let (lp, _) = crate::sampler::logprobs(row, a.all[p + 1], 0);
                     logprobs.push(lp);
                 }
-                if logits_from.is_some_and(|from| p >= from) {
+                if p >= *logits_from {
                     logits.push(row.to_vec());
                 }
             }

@@ -36,6 +36,7 @@ impl Fake {
                 bos: None,
                 has_chat_template: true,
                 hidden_states: true,
+                eog_tokens: vec![0],
             },
             kv: vec![Vec::new(); n_seq as usize],
             out: Vec::new(),
@@ -339,7 +340,7 @@ fn long_prompts_are_prefilled_in_chunks_and_hidden_rows_align() {
     // The logits an auditor replays the sampler over: from the last prompt position on, one row
     // per position, and the greedy run's tokens are their argmax.
     let mut r = Request::score(all.clone(), false);
-    r.score_logits_from = Some(39);
+    r.score_last_logits = all.len() - 39;
     let rows = s.generate_blocking(r).unwrap().completion.score_logits;
     assert_eq!(rows.len(), all.len() - 39);
     for (row, &t) in rows.iter().zip(&out.completion.tokens) {

@@ -4,7 +4,7 @@
 //! say why in the commit.
 
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
-use agora_types::{Amount, Encode, Hash, TxBody};
+use agora_types::{Amount, Encode, Hash, SecretKey, TxBody};
 use std::collections::BTreeMap;
 
 /// The fixtures' path, from the package directory the test runner gives at run time (a warm build
@@ -74,7 +74,88 @@ fn seeded_sequence() -> (BTreeMap<String, String>, Chain) {
         "genesis.state_root".into(),
         genesis.into_state().unwrap().root().to_hex(),
     );
+    audit_fixtures(&keys, &mut f, &mut out);
     (out, chain)
+}
+
+/// The audit bytes and draws that gateways, providers and auditors must agree on with the
+/// ledger: a commitment tx, failed-audit evidence and its id, a receipt id, a receipts root, a
+/// beacon, and which receipts and auditors that beacon draws.
+fn audit_fixtures(keys: &[SecretKey], f: &mut TxFactory, out: &mut BTreeMap<String, String>) {
+    use agora_ledger::audit::{auditors, beacon, receipts_root, selected};
+    use agora_types::receipt::InferenceReceipt;
+    use agora_types::{AuditVerdict, Evidence, HashDomain, Price, receipt_id};
+    let receipt = InferenceReceipt {
+        chain_id: TEST_CHAIN.into(),
+        request_id: Hash([1; 32]),
+        provider: keys[1].public(),
+        payer: keys[0].public(),
+        channel: Hash([2; 32]),
+        model: Hash([3; 32]),
+        seed: 4,
+        params_hash: Hash([5; 32]),
+        work_hash: Hash([6; 32]),
+        continuation_hash: Hash([7; 32]),
+        prompt_hash: Hash([8; 32]),
+        engine: "golden".into(),
+        prompt_tokens: 9,
+        completion_tokens: 10,
+        continuation_tokens: 0,
+        price: Price {
+            input_per_million: Amount(11),
+            output_per_million: Amount(12),
+        },
+        charged: Amount(13),
+        output_hash: Hash([14; 32]),
+        time_ms: 15,
+        complete: true,
+        proof_hash: Hash([16; 32]),
+    }
+    .sign(&keys[1]);
+    let rid = receipt_id(&receipt);
+    let verdicts = (2..4)
+        .map(|i| {
+            AuditVerdict {
+                chain_id: TEST_CHAIN.into(),
+                receipt: rid,
+                failed: true,
+                detail: Hash([i as u8; 32]),
+            }
+            .sign(&keys[i])
+        })
+        .collect();
+    let evidence = Evidence::FailedAudit {
+        receipt: Box::new(receipt),
+        verdicts,
+    };
+    out.insert("audit.receipt_id".into(), rid.to_hex());
+    out.insert(
+        "audit.evidence.encoding".into(),
+        hex::encode(evidence.encode()),
+    );
+    out.insert("audit.evidence.id".into(), evidence.id().to_hex());
+    let ids: Vec<Hash> = (0u64..100)
+        .map(|i| Hash::of(HashDomain::Request, &i.to_le_bytes()))
+        .collect();
+    let root = receipts_root(&ids);
+    out.insert("audit.receipts_root".into(), root.to_hex());
+    let commit = f.sign(&keys[0], TxBody::CommitReceipts { root, count: 100 });
+    out.insert("audit.commit.encoding".into(), hex::encode(commit.encode()));
+    let b = beacon(Hash([9; 32]), root);
+    out.insert("audit.beacon".into(), b.to_hex());
+    let drawn: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| selected(b, **id, 300, false))
+        .map(|(i, _)| i.to_string())
+        .collect();
+    out.insert("audit.selected_at_300_bps".into(), drawn.join(","));
+    let validators: Vec<_> = keys.iter().map(SecretKey::public).collect();
+    let picked: Vec<String> = auditors(b, ids[0], &validators, 3)
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    out.insert("audit.auditors".into(), picked.join(","));
 }
 
 #[test]

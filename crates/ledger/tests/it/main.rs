@@ -1,5 +1,7 @@
 //! Integration tests of the ledger: one binary, one module per concern.
 
+mod audits;
+mod audits_model;
 mod consensus_evidence;
 mod golden;
 mod model;

@@ -16,6 +16,8 @@ const USERS: usize = 4;
 const PROVIDERS: usize = 2;
 const FEE: u128 = 1_000;
 const START: u128 = 1_000_000_000;
+/// Blocks a provider's channel earnings stay locked (short, so runs see them unlock).
+const LOCK: u64 = 4;
 
 fn params() -> Params {
     Params {
@@ -25,6 +27,7 @@ fn params() -> Params {
         min_provider_stake: Amount(1_000_000),
         min_validator_stake: Amount(1_000_000),
         jail_blocks: 5,
+        earnings_lock_blocks: LOCK,
         ..Params::default()
     }
 }
@@ -225,6 +228,8 @@ struct Model {
     bal: BTreeMap<Address, u128>,
     stake: BTreeMap<(Address, Address), u128>,
     unbonding: BTreeMap<(Address, Address, u64), u128>,
+    /// (provider, unlock height) -> locked earnings, released at the end of that block.
+    locked: BTreeMap<(Address, u64), u128>,
     jailed_until: BTreeMap<Address, u64>,
     validators: BTreeSet<Address>,
     datasets: BTreeSet<Hash>,
@@ -255,6 +260,7 @@ impl Model {
         self.bal.values().sum::<u128>()
             + self.stake.values().sum::<u128>()
             + self.unbonding.values().sum::<u128>()
+            + self.locked.values().sum::<u128>()
             + self
                 .channels
                 .iter()
@@ -782,7 +788,8 @@ fn model_apply(
             let model_inc = increase;
             let royalty = model_inc * 500 / 10_000;
             let fee = increase * u128::from(p.protocol_fee_bps) / 10_000;
-            m.add(&c.provider, increase - royalty - fee);
+            // The provider's share is locked for LOCK blocks (not spendable meanwhile).
+            *m.locked.entry((c.provider, height + LOCK)).or_insert(0) += increase - royalty - fee;
             m.add(&w.model_owner, royalty);
             m.add(&p.treasury, fee);
             let mc = &mut m.channels[i];
@@ -925,6 +932,20 @@ fn compare(m: &Model, s: &State) -> Result<(), TestCaseError> {
         }
     }
     prop_assert_eq!(real_unbonding, m.unbonding.values().sum::<u128>());
+    for (a, _) in m.bal.iter() {
+        let model_locked: Vec<(u64, Amount)> = m
+            .locked
+            .iter()
+            .filter(|((p, _), _)| p == a)
+            .map(|((_, h), v)| (*h, Amount(*v)))
+            .collect();
+        prop_assert_eq!(
+            s.locked_of(a),
+            &model_locked[..],
+            "locked earnings of {:?}",
+            a
+        );
+    }
     for c in &m.channels {
         let r = s.channel(&c.id).expect("channel exists");
         prop_assert_eq!(r.deposit.0, c.deposit);
@@ -971,6 +992,17 @@ fn run(ops: &[Vec<Op>]) -> Result<Vec<Hash>, TestCaseError> {
         }
         let built = chain.produce(txs);
         m.height += 1;
+        // Locked earnings due at this height join their balances at the end of the block.
+        let due: Vec<_> = m
+            .locked
+            .keys()
+            .filter(|(_, h)| *h <= m.height)
+            .copied()
+            .collect();
+        for k in due {
+            let v = m.locked.remove(&k).expect("due entry");
+            m.add(&k.0, v);
+        }
         for (id, included, ok) in expect {
             let receipt = built.applied.receipts.iter().find(|r| r.tx == id);
             prop_assert_eq!(receipt.is_some(), included, "inclusion of {:?}", id);

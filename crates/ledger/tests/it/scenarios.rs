@@ -113,14 +113,18 @@ fn vouchers_replayed_forged_over_deposit_or_after_settle_are_rejected() {
         "{}",
         failed(&b, 3)
     );
-    // 400_000 paid: 10% royalty to the owner, 1% protocol fee, the rest to the provider (minus
-    // the provider's four fees of 1_000).
+    // 400_000 paid: 10% royalty to the owner, 1% protocol fee, the rest to the provider, locked
+    // for `earnings_lock_blocks` (its balance only paid its four fees of 1_000).
     assert_eq!(
         chain.state.balance(&owner.public()).0 - owner_before.0,
         40_000
     );
     assert_eq!(
-        chain.state.balance(&provider.public()).0 + 4_000 - provider_before.0,
+        chain.state.balance(&provider.public()).0 + 4_000,
+        provider_before.0
+    );
+    assert_eq!(
+        chain.state.locked_total(&provider.public()).0,
         400_000 - 40_000 - 4_000
     );
 

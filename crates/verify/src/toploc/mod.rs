@@ -233,12 +233,9 @@ impl Proof {
         Ok(Self { prefill, decode })
     }
 
-    /// The hash a receipt commits to, over [`Proof::encode`].
-    ///
-    /// Domain: `HashDomain::Request` with the label `toploc-proof/v1` (as `SamplingParams::hash`
-    /// labels its own), until agora-types has a domain for proofs.
+    /// The hash a receipt commits to, over [`Proof::encode`] (its first byte is the version).
     pub fn hash(&self) -> Hash {
-        Hash::of_parts(HashDomain::Request, &[b"toploc-proof/v1", &self.encode()])
+        Hash::of(HashDomain::Proof, &self.encode())
     }
 }
 

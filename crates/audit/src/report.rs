@@ -1,0 +1,55 @@
+//! What an audit found, with the numbers an operator or a re-auditor needs.
+
+use agora_types::Hash;
+use agora_verify::tokens::TokenReport;
+use agora_verify::toploc::Verdict;
+
+/// One reason the response is not what the provider was paid for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The receipt's signature is not its provider's.
+    BadSignature,
+    /// The job or tokens handed over do not match the receipt's hash of them (named field): the
+    /// replay is not of this response.
+    ReplayMismatch(&'static str),
+    /// A generated response without a proof.
+    NoProof,
+    /// Proof bytes that do not decode within the request's bounds.
+    ProofUndecodable,
+    /// The receipt's `proof_hash` is not the proof's.
+    ProofNotBound,
+    /// The work rendered and tokenized by the real model is not the prompt the provider signed.
+    PromptMismatch { ours: u32, claimed: u32 },
+    /// The TOPLOC proof does not match the real model's hidden states.
+    ProofFailed,
+    /// Tokens our sampler would not have picked from the real model's logits.
+    TokensFlagged { flagged: u32, of: u32 },
+}
+
+/// The outcome of one audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditReport {
+    /// The audited receipt (`agora_types::audit::receipt_id`).
+    pub receipt: Hash,
+    pub findings: Vec<Finding>,
+    /// The TOPLOC statistics per chunk, when the proof could be checked.
+    pub toploc: Option<Verdict>,
+    /// The token replay, when it ran.
+    pub tokens: Option<TokenReport>,
+}
+
+impl AuditReport {
+    pub(crate) fn new(receipt: Hash) -> AuditReport {
+        AuditReport {
+            receipt,
+            findings: Vec::new(),
+            toploc: None,
+            tokens: None,
+        }
+    }
+
+    /// The provider did not serve what it was paid for.
+    pub fn failed(&self) -> bool {
+        !self.findings.is_empty()
+    }
+}

@@ -1,0 +1,326 @@
+//! The cheater harness: an honest provider and providers that cheat in each way the audit must
+//! catch, all on real models. Each produces what a gateway would hold for one response: the
+//! provider-signed receipt, the proof that came with it and the replay (job + delivered tokens).
+//! Shared by the `it` tests and the `slow` detection-rate binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agora_inference::backends::llama_cpp::{self, LlamaConfig};
+use agora_inference::{Prompt, Request, SamplingParams, Scheduler, SchedulerConfig};
+use agora_market::protocol::{
+    InferenceReceipt, Price, ProofBytes, Replay, SignedReceipt, Work, token_hash, work_hash,
+};
+use agora_types::{Amount, Encode, Hash, SecretKey};
+use agora_verify::toploc::{self, Proof};
+use agora_verify::{Rows, flatten};
+
+pub const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// The sha256 the model is registered under (the auditor and the receipts agree on it; its
+/// value does not matter here).
+pub const REGISTERED: Hash = Hash([7; 32]);
+
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+}
+
+/// A model file from `$AGORA_MODELS_DIR` (else `<workspace>/models`); panics with the command
+/// that fetches it when missing.
+pub fn model(name: &str) -> PathBuf {
+    let dir = std::env::var_os("AGORA_MODELS_DIR").map_or_else(
+        || PathBuf::from(manifest_dir()).join("../../models"),
+        PathBuf::from,
+    );
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "model file {} is missing: run `bash scripts/fetch-models.sh {}`",
+        p.display(),
+        dir.display()
+    );
+    p
+}
+
+/// A scheduler with hidden states on (what providers and auditors both run).
+pub fn engine(name: &str, n_seq: u32, threads: u32) -> Arc<Scheduler> {
+    Arc::new(
+        llama_cpp::serve(
+            &model(name),
+            name,
+            LlamaConfig {
+                n_seq,
+                n_ctx_seq: Some(1024),
+                threads,
+                hidden_states: true,
+                ..LlamaConfig::default()
+            },
+            SchedulerConfig::default(),
+        )
+        .unwrap(),
+    )
+}
+
+/// The ways a provider may cheat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cheat {
+    Honest,
+    /// Serves another model (Gemma 3) under the registered hash, retokenizing its text with the
+    /// real model's tokenizer and proving with its own hidden states.
+    OtherModel,
+    /// Generates with the cheap model, then runs one prefill of the real model over that text to
+    /// build a valid proof (TOPLOC's known gap).
+    PrefillAttack,
+    /// Edits the delivered text (a few tokens replaced) after an honest generation.
+    EditedOutput,
+    /// Attaches the proof of another (honest) response.
+    ReplayedProof,
+    /// Random proof bytes.
+    RandomProof,
+    /// Samples at another temperature and seed than the request's.
+    TamperedSampler,
+}
+
+pub const CHEATS: [Cheat; 6] = [
+    Cheat::OtherModel,
+    Cheat::PrefillAttack,
+    Cheat::EditedOutput,
+    Cheat::ReplayedProof,
+    Cheat::RandomProof,
+    Cheat::TamperedSampler,
+];
+
+/// What a gateway holds after one response.
+pub struct Served {
+    pub receipt: SignedReceipt,
+    pub proof: Option<ProofBytes>,
+    pub replay: Replay,
+}
+
+pub struct Harness {
+    pub real: Arc<Scheduler>,
+    /// The cheap model (only the cheats that need it load it).
+    pub cheap: Option<Arc<Scheduler>>,
+    pub key: SecretKey,
+}
+
+pub fn request_params(seed: u64, max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed,
+        max_tokens,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    }
+}
+
+fn prove(rows: &[Vec<f32>]) -> Proof {
+    let (flat, width) = flatten(rows).unwrap();
+    toploc::prove(Rows::new(&flat, width).unwrap(), 1).unwrap()
+}
+
+/// One generation: the rendered prompt, the tokens, the sampled positions' rows, the text.
+struct Generated {
+    prompt: Vec<u32>,
+    tokens: Vec<u32>,
+    rows: Vec<Vec<f32>>,
+    text: String,
+}
+
+fn generate(engine: &Scheduler, work: &Work, params: SamplingParams) -> Generated {
+    let prompt = match work {
+        Work::Text { prompt } => Prompt::Text(prompt.clone()),
+        Work::Chat { messages } => Prompt::Chat(messages.clone()),
+        Work::Embed { .. } => unreachable!(),
+    };
+    let mut r = Request::generate(prompt, params);
+    r.capture_sampled = true;
+    let out = engine.generate_blocking(r).unwrap();
+    let c = out.completion;
+    let rows = c.hidden.unwrap();
+    Generated {
+        rows: rows[..c.tokens.len()].to_vec(),
+        prompt: c.prompt,
+        tokens: c.tokens,
+        text: out.text,
+    }
+}
+
+/// The real model's tokens for `text` as a continuation (no beginning-of-sequence token).
+fn retokenize(engine: &Scheduler, text: &str) -> Vec<u32> {
+    let mut r = Request::score(Vec::new(), false);
+    r.prompt = Prompt::Text(text.to_string());
+    let mut t = engine.generate_blocking(r).unwrap().completion.prompt;
+    if engine.info().add_bos && t.first() == engine.info().bos.as_ref() {
+        t.remove(0);
+    }
+    t
+}
+
+/// The real model's sampled-position rows for `prompt` ++ `tokens` (one prefill).
+fn prefill_rows(engine: &Scheduler, work: &Work, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut r = Request::score(Vec::new(), true);
+    r.prompt = match work {
+        Work::Text { prompt } => Prompt::Text(prompt.clone()),
+        Work::Chat { messages } => Prompt::Chat(messages.clone()),
+        Work::Embed { .. } => unreachable!(),
+    };
+    r.continuation = tokens[..tokens.len() - 1].to_vec();
+    let rows = engine
+        .generate_blocking(r)
+        .unwrap()
+        .completion
+        .hidden
+        .unwrap();
+    rows[rows.len() - tokens.len()..].to_vec()
+}
+
+impl Harness {
+    /// Serves `work` at `params` the way `cheat` says, and signs what the provider would sign.
+    pub fn serve(&self, cheat: Cheat, work: &Work, params: &SamplingParams) -> Served {
+        let real = &*self.real;
+        let (prompt, output, proof) = match cheat {
+            Cheat::Honest => {
+                let g = generate(real, work, params.clone());
+                (g.prompt, g.tokens, Some(prove(&g.rows).encode()))
+            }
+            Cheat::OtherModel | Cheat::PrefillAttack => {
+                let cheap = self.cheap.as_ref().expect("the cheap model");
+                let g = generate(cheap, work, params.clone());
+                let mut t = retokenize(real, &g.text);
+                t.truncate(params.max_tokens as usize);
+                if t.is_empty() {
+                    t.push(g.tokens[0] % real.info().n_vocab);
+                }
+                let p = real_prompt(real, work);
+                let proof = if cheat == Cheat::OtherModel {
+                    // Its own rows, as many as the tokens it claims.
+                    let n = t.len().min(g.rows.len());
+                    t.truncate(n);
+                    prove(&g.rows[..n])
+                } else {
+                    prove(&prefill_rows(real, work, &t))
+                };
+                (p, t, Some(proof.encode()))
+            }
+            Cheat::EditedOutput => {
+                let g = generate(real, work, params.clone());
+                let (p, mut t) = (g.prompt, g.tokens);
+                let proof = prove(&g.rows).encode();
+                // Replace a token every eight, starting in the middle of the first chunk.
+                for i in (t.len() / 4..t.len()).step_by(8) {
+                    t[i] = (t[i] + 17) % real.info().n_vocab;
+                }
+                (p, t, Some(proof))
+            }
+            Cheat::ReplayedProof => {
+                let other = Work::Text {
+                    prompt: "An unrelated question about gardening in spring.".into(),
+                };
+                let old = generate(real, &other, params.clone());
+                let g = generate(real, work, params.clone());
+                let n = g.tokens.len().min(old.rows.len());
+                (
+                    g.prompt,
+                    g.tokens[..n].to_vec(),
+                    Some(prove(&old.rows[..n]).encode()),
+                )
+            }
+            Cheat::RandomProof => {
+                let g = generate(real, work, params.clone());
+                let len = prove(&g.rows).encode().len();
+                let mut x = params.seed | 1;
+                let bytes = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                (g.prompt, g.tokens, Some(bytes))
+            }
+            Cheat::TamperedSampler => {
+                let cheap_params = SamplingParams {
+                    temperature: 1.3,
+                    seed: params.seed.wrapping_add(1),
+                    ..params.clone()
+                };
+                let g = generate(real, work, cheap_params);
+                (g.prompt, g.tokens, Some(prove(&g.rows).encode()))
+            }
+        };
+        self.sign(work, params, prompt, output, proof)
+    }
+
+    fn sign(
+        &self,
+        work: &Work,
+        params: &SamplingParams,
+        prompt: Vec<u32>,
+        output: Vec<u32>,
+        proof: Option<Vec<u8>>,
+    ) -> Served {
+        let price = Price {
+            input_per_million: Amount(1_000_000),
+            output_per_million: Amount(2_000_000),
+        };
+        // A proof that decodes has its hash signed in; random bytes are signed as they are.
+        let proof_hash =
+            proof
+                .as_ref()
+                .map_or(Hash::ZERO, |b| match Proof::decode(b, usize::MAX >> 8) {
+                    Ok(p) => p.hash(),
+                    Err(_) => Hash::of(agora_types::HashDomain::Request, b),
+                });
+        let receipt = InferenceReceipt {
+            chain_id: "agora-audit-test".into(),
+            request_id: Hash([1; 32]),
+            provider: self.key.public(),
+            payer: SecretKey::from_test_seed("payer").public(),
+            channel: Hash([2; 32]),
+            model: REGISTERED,
+            seed: params.seed,
+            params_hash: params.hash(),
+            work_hash: work_hash(work),
+            continuation_hash: token_hash(&[]),
+            prompt_hash: token_hash(&prompt),
+            engine: "agora test".into(),
+            prompt_tokens: prompt.len() as u32,
+            completion_tokens: output.len() as u32,
+            continuation_tokens: 0,
+            price,
+            charged: price
+                .cost(prompt.len() as u64, output.len() as u64)
+                .unwrap(),
+            output_hash: token_hash(&output),
+            time_ms: 0,
+            complete: true,
+            proof_hash,
+        }
+        .sign(&self.key);
+        Served {
+            receipt,
+            proof: proof.map(ProofBytes),
+            replay: Replay {
+                work: work.clone(),
+                sampling: params.clone(),
+                continuation: Vec::new(),
+                output,
+            },
+        }
+    }
+}
+
+/// The rendered prompt the real model prefills for `work` (what an honest receipt names).
+fn real_prompt(engine: &Scheduler, work: &Work) -> Vec<u32> {
+    let mut r = Request::score(Vec::new(), false);
+    r.prompt = match work {
+        Work::Text { prompt } => Prompt::Text(prompt.clone()),
+        Work::Chat { messages } => Prompt::Chat(messages.clone()),
+        Work::Embed { .. } => unreachable!(),
+    };
+    engine.generate_blocking(r).unwrap().completion.prompt
+}
