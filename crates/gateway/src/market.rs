@@ -3,8 +3,11 @@
 //! this gateway, and the choice of a provider for one request.
 //!
 //! Routing score (lower is better), per candidate that passes the request's filters:
-//! `expected cost x (1 + in-flight/4) x (1 + ttft/1s) x (1 + 4 x recent failure rate)`, the cost
-//! at the price the provider's signed offer names for the model. A provider that failed in the
+//! `expected cost x (1 + in-flight/4) x (1 + ttft/1s) x (1 + 4 x recent failure rate)
+//! x (3 on probation)`, the cost at the price the provider's signed offer names for the model.
+//! Audit results count twice: a provider the ledger jailed (slashed for a failed audit or an
+//! equivocation) is not a candidate at all until its jail ends, and one on probation after a
+//! failed audit scores three times its price. A provider that failed in the
 //! last `cooldown` is skipped while any other candidate exists; between equal scores the less
 //! loaded provider (by its offer) wins.
 
@@ -43,6 +46,8 @@ pub struct ProviderView {
     /// The offer's load (0 idle, 1000 saturated).
     pub load_permille: u16,
     pub free_slots: u32,
+    /// On the ledger's probation after a failed audit.
+    pub on_probation: bool,
 }
 
 /// How a provider has served this gateway.
@@ -125,6 +130,10 @@ impl Market {
             let Ok(Some(record)) = self.chain.provider(&address).await else {
                 continue;
             };
+            // Slashed and jailed: routed around until the jail ends.
+            if record.record.jailed_until > record.height {
+                continue;
+            }
             let mut prices = BTreeMap::new();
             for mp in &record.record.info.models {
                 // Only models the signed offer names are served now, at the offer's price.
@@ -140,6 +149,7 @@ impl Market {
                 stake: record.stake,
                 load_permille: o.load.permille(),
                 free_slots: o.load.free_slots(),
+                on_probation: record.probation_until > record.height,
             });
         }
         *self.providers.write().unwrap_or_else(|e| e.into_inner()) = providers;
@@ -251,7 +261,8 @@ impl Market {
             let score = cost
                 * (1.0 + f64::from(s.in_flight) / 4.0)
                 * (1.0 + s.ttft_ms / 1000.0)
-                * (1.0 + 4.0 * s.failure_rate);
+                * (1.0 + 4.0 * s.failure_rate)
+                * if p.on_probation { 3.0 } else { 1.0 };
             let better = match &best {
                 None => true,
                 // Providers not cooling down first, then by score, then the less loaded.

@@ -338,6 +338,8 @@ async fn get_provider(
         address: a,
         record: p.clone(),
         stake: chain.state().total_stake(&a),
+        probation_until: chain.state().probation_until(&a).unwrap_or(0),
+        height: chain.state().height(),
     }))
 }
 

@@ -125,6 +125,13 @@ pub struct ProviderView {
     pub record: ProviderRecord,
     #[schema(value_type = AmountSchema)]
     pub stake: Amount,
+    /// The height until which the provider is on probation after a failed audit (every one of
+    /// its receipts is audited until then); 0 when it never was.
+    #[serde(default)]
+    pub probation_until: u64,
+    /// The height this answer was read at.
+    #[serde(default)]
+    pub height: u64,
 }
 
 /// `GET /v1/models/{sha256}`: a registered model.

@@ -255,6 +255,46 @@ impl Harness {
         self.sign(work, params, prompt, output, proof)
     }
 
+    /// Honest responses of `works` generated on `engine` all at once, so they share its
+    /// batches (the batch shape an honest provider under load has).
+    pub fn honest_batch(
+        &self,
+        engine: &Scheduler,
+        works: &[Work],
+        params: &[SamplingParams],
+    ) -> Vec<Served> {
+        let streams: Vec<_> = works
+            .iter()
+            .zip(params)
+            .map(|(w, p)| {
+                let Work::Text { prompt } = w else {
+                    unreachable!()
+                };
+                let mut r = Request::generate(Prompt::Text(prompt.clone()), p.clone());
+                r.capture_sampled = true;
+                engine.submit(r).unwrap()
+            })
+            .collect();
+        streams
+            .into_iter()
+            .zip(works.iter().zip(params))
+            .map(|(s, (w, p))| {
+                let c = s.collect_blocking().unwrap().completion;
+                let rows = c.hidden.unwrap();
+                let proof = prove(&rows[..c.tokens.len()]).encode();
+                self.sign(w, p, c.prompt, c.tokens, Some(proof))
+            })
+            .collect()
+    }
+
+    /// One honest response generated on `engine` (another provider's settings than the
+    /// auditor's: threads, slots).
+    pub fn honest_on(&self, engine: &Scheduler, work: &Work, params: &SamplingParams) -> Served {
+        let g = generate(engine, work, params.clone());
+        let proof = prove(&g.rows).encode();
+        self.sign(work, params, g.prompt, g.tokens, Some(proof))
+    }
+
     fn sign(
         &self,
         work: &Work,

@@ -2,6 +2,8 @@
 //! Gemma 3 the cheap one): honest responses pass, every cheat is caught, and the auditor cannot
 //! be made to frame a provider with a job the receipt does not bind.
 
+// Shared with the `slow` binary, which uses the rest of it.
+#[allow(dead_code)]
 mod cheats;
 
 use agora_audit::{Auditor, Finding};

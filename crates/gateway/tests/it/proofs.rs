@@ -148,3 +148,49 @@ async fn an_answer_without_its_proof_is_not_a_matching_receipt() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slashed_provider_is_routed_around() {
+    use agora_types::tx::claim_message;
+    use agora_types::{Evidence, SignDomain, TxBody};
+    // The first provider is cheaper, so it serves while it is in good standing.
+    let net = TestNet::start(
+        &[price(1, 1), price(5, 5)],
+        Duration::ZERO,
+        Default::default(),
+    )
+    .await;
+    let cheap = net.provider_keys[0].public();
+    let serving = |v: &Value| v["choices"][0]["agora"]["segments"][0]["provider"].clone();
+    let v = chat(&net, 4).await;
+    assert_eq!(serving(&v), json!(cheap.to_string()));
+    // It equivocates (two different signed claims about one subject) and a stranger reports it:
+    // slashed and jailed by the ledger.
+    let key = &net.provider_keys[0];
+    let subject = Hash([3; 32]);
+    let (a, b) = (Hash([1; 32]), Hash([2; 32]));
+    let evidence = Evidence::ConflictingClaims {
+        offender: cheap,
+        subject,
+        claim_a: a,
+        signature_a: key.sign(SignDomain::Claim, &claim_message(&subject, &a)),
+        claim_b: b,
+        signature_b: key.sign(SignDomain::Claim, &claim_message(&subject, &b)),
+    };
+    let reporter = agora_provider::TxSender::new(spare_keys()[1].clone(), net.chain.clone())
+        .await
+        .unwrap();
+    reporter.send(TxBody::Slash(evidence)).await.unwrap();
+    let record = net.chain.provider(&cheap).await.unwrap().unwrap();
+    assert!(record.record.jailed_until > record.height, "jailed");
+    // The gateway's next look at the market leaves it out, offer or not.
+    net.gateway.market.refresh().await;
+    for _ in 0..3 {
+        let v = chat(&net, 4).await;
+        assert_eq!(
+            serving(&v),
+            json!(net.provider_keys[1].public().to_string()),
+            "{v}"
+        );
+    }
+}
