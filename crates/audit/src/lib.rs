@@ -19,6 +19,7 @@
 //! Design notes and measured rates: `docs/design/verification.md`.
 
 mod report;
+pub mod role;
 
 use std::sync::Arc;
 

@@ -15,6 +15,7 @@
 //! See `docs/design/gateway.md`.
 
 pub mod api;
+pub mod audit;
 pub mod customers;
 mod durable;
 pub mod http;
@@ -49,6 +50,10 @@ pub struct GatewayConfig {
     pub customers_path: Option<PathBuf>,
     /// Where providers' receipts are kept (`None`: in memory only).
     pub receipts_path: Option<PathBuf>,
+    /// Where the batches of receipts committed for audit are kept (`None`: in memory only).
+    pub audit_batches_path: Option<PathBuf>,
+    /// How often waiting receipts are committed on the ledger for audit.
+    pub commit_every: Duration,
     /// How often closing payment channels are checked for settlement.
     pub settle_every: Duration,
     /// Limits on HTTP clients (slow or many).
@@ -66,6 +71,8 @@ impl Default for GatewayConfig {
             refresh_every: Duration::from_secs(1),
             customers_path: None,
             receipts_path: None,
+            audit_batches_path: None,
+            commit_every: Duration::from_secs(10),
             settle_every: Duration::from_secs(5),
             http: HttpLimits::default(),
             deposits_every: Duration::from_secs(2),
@@ -88,6 +95,8 @@ pub enum GatewayError {
     Journal(std::io::Error),
     #[error("receipt store: {0}")]
     Receipts(std::io::Error),
+    #[error("audit batch file: {0}")]
+    Batches(std::io::Error),
 }
 
 /// A running gateway.
@@ -118,6 +127,7 @@ impl Gateway {
             chain.clone(),
             info.min_provider_stake,
         ));
+        let committer = sender.clone();
         let payer = Payer::new(sender, net.clone(), config.payer.clone());
         let recovered = payer.recover().await.map_err(GatewayError::Journal)?;
         if recovered > 0 {
@@ -129,6 +139,15 @@ impl Gateway {
         let receipts = Arc::new(
             receipts::ReceiptStore::open(config.receipts_path.clone())
                 .map_err(GatewayError::Receipts)?,
+        );
+        let desk = Arc::new(
+            audit::AuditDesk::open(
+                receipts.clone(),
+                chain.clone(),
+                info.chain_id.clone(),
+                config.audit_batches_path.clone(),
+            )
+            .map_err(GatewayError::Batches)?,
         );
         let relay = Arc::new(Relay {
             market: market.clone(),
@@ -154,6 +173,7 @@ impl Gateway {
             upstream: Arc::new(api::RelayUpstream(relay.clone())),
             customers: customers.clone(),
             metrics: metrics::Metrics::new(),
+            audit: Some(desk.clone()),
             body_timeout: config.http.body_timeout,
         });
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -166,9 +186,10 @@ impl Gateway {
             },
             http::DRAIN_TIMEOUT,
         ));
-        let mut tasks = vec![tokio::spawn(
-            market.clone().refresh_loop(config.refresh_every),
-        )];
+        let mut tasks = vec![
+            tokio::spawn(market.clone().refresh_loop(config.refresh_every)),
+            tokio::spawn(desk.commit_loop(committer, config.commit_every)),
+        ];
         let book = customers.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));

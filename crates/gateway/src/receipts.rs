@@ -4,29 +4,17 @@
 //! On disk: one JSON line per receipt, appended and fsynced before the completion's answer ends,
 //! so a receipt a client was told about survives a crash. In memory: the receipts of the latest
 //! [`MAX_KEPT`] requests (older ones stay in the file). A line that does not parse (a torn last
-//! write) is skipped with a warning when the file is read back.
+//! write) is skipped with a warning when the file is read back. Replayable receipts also wait
+//! in a queue for the auditors' next committed batch (`audit`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use agora_market::protocol::{ProofBytes, Replay, SignedReceipt};
 use agora_types::Hash;
-use serde::{Deserialize, Serialize};
+use agora_types::audit::receipt_id;
 
-/// A provider's signed receipt, the proof of inference that came with it (the receipt's
-/// `proof_hash` binds it) and what an auditor needs to replay the response. On disk and on the API it is the receipt's JSON object with a `proof`
-/// field (hex) beside its fields; lines written before proofs existed read back without one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KeptReceipt {
-    #[serde(flatten)]
-    pub signed: SignedReceipt,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proof: Option<ProofBytes>,
-    /// The job and the delivered tokens, for an auditor (generated responses only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replay: Option<Replay>,
-}
+pub use agora_market::audit::KeptReceipt;
 
 /// Request ids whose receipts are kept in memory.
 pub const MAX_KEPT: usize = 100_000;
@@ -36,24 +24,51 @@ const MAX_PER_REQUEST: usize = 16;
 #[derive(Default)]
 struct Index {
     by_request: BTreeMap<Hash, Vec<KeptReceipt>>,
+    /// `receipt_id` -> its request id, for the auditors' case lookups.
+    by_receipt: BTreeMap<Hash, Hash>,
     order: VecDeque<Hash>,
+    /// Ids of replayable receipts not yet in a committed batch, oldest first.
+    uncommitted: VecDeque<Hash>,
 }
 
 impl Index {
     fn insert(&mut self, r: KeptReceipt) {
         let id = r.signed.receipt.request_id;
+        let rid = receipt_id(&r.signed);
+        if self.by_receipt.contains_key(&rid) {
+            return;
+        }
         let list = self.by_request.entry(id).or_insert_with(|| {
             self.order.push_back(id);
             Vec::new()
         });
         if list.len() < MAX_PER_REQUEST {
+            if r.replay.is_some() {
+                self.uncommitted.push_back(rid);
+                if self.uncommitted.len() > MAX_KEPT {
+                    self.uncommitted.pop_front();
+                }
+            }
+            self.by_receipt.insert(rid, id);
             list.push(r);
         }
         while self.order.len() > MAX_KEPT {
-            if let Some(old) = self.order.pop_front() {
-                self.by_request.remove(&old);
+            if let Some(old) = self.order.pop_front()
+                && let Some(gone) = self.by_request.remove(&old)
+            {
+                for k in &gone {
+                    self.by_receipt.remove(&receipt_id(&k.signed));
+                }
             }
         }
+    }
+
+    fn by_receipt_id(&self, rid: &Hash) -> Option<&KeptReceipt> {
+        let request = self.by_receipt.get(rid)?;
+        self.by_request
+            .get(request)?
+            .iter()
+            .find(|k| receipt_id(&k.signed) == *rid)
     }
 }
 
@@ -125,6 +140,40 @@ impl ReceiptStore {
         }
     }
 
+    /// The kept receipt whose `receipt_id` is `rid`.
+    pub fn by_receipt_id(&self, rid: &Hash) -> Option<KeptReceipt> {
+        self.index().by_receipt_id(rid).cloned()
+    }
+
+    /// Up to `max` ids of replayable receipts not yet handed to a batch, oldest first, taken out
+    /// of the queue (evicted ones are skipped).
+    pub fn take_uncommitted(&self, max: usize) -> Vec<Hash> {
+        let mut index = self.index();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(rid) = index.uncommitted.pop_front() else {
+                break;
+            };
+            if index.by_receipt.contains_key(&rid) {
+                out.push(rid);
+            }
+        }
+        out
+    }
+
+    /// Puts ids back at the front of the queue (a commitment that did not land).
+    pub fn requeue(&self, ids: &[Hash]) {
+        let mut index = self.index();
+        for rid in ids.iter().rev() {
+            index.uncommitted.push_front(*rid);
+        }
+    }
+
+    /// Takes ids that an earlier run already committed out of the queue.
+    pub fn mark_committed(&self, ids: &std::collections::BTreeSet<Hash>) {
+        self.index().uncommitted.retain(|rid| !ids.contains(rid));
+    }
+
     /// The receipts of one request, in the order they arrived.
     pub fn get(&self, request_id: &Hash) -> Vec<KeptReceipt> {
         self.index()
@@ -138,7 +187,7 @@ impl ReceiptStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_market::protocol::{InferenceReceipt, Price};
+    use agora_market::protocol::{InferenceReceipt, Price, ProofBytes};
     use agora_types::{Amount, SecretKey};
 
     fn receipt(request: u8, provider: &str) -> KeptReceipt {

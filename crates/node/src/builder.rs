@@ -246,7 +246,12 @@ impl NodeBuilder {
             p2p_addr: None,
             models: Vec::new(),
             overlays: Vec::new(),
+            tasks: Vec::new(),
         };
+        let auditor_key = validator_key
+            .as_ref()
+            .filter(|_| !cfg.audit.models.is_empty())
+            .map(|k| SecretKey::from_bytes(k.to_bytes()));
         if let Some(key) = validator_key {
             node.validator = Some(start_validator(&cfg, key).await?);
         }
@@ -256,9 +261,17 @@ impl NodeBuilder {
         if node.chain.is_none() && (provider.is_some() || gateway_key.is_some()) {
             return Err(LaunchError::NoChain);
         }
-        let started = self
-            .start_services(&mut node, &cfg, provider, gateway_key)
-            .await;
+        let started = match auditor_key {
+            Some(key) => start_auditor(&mut node, &cfg, key).await,
+            None => Ok(()),
+        };
+        let started = match started {
+            Ok(()) => {
+                self.start_services(&mut node, &cfg, provider, gateway_key)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match started {
             Ok(()) => Ok(node),
             Err(e) => {
@@ -326,6 +339,9 @@ impl NodeBuilder {
                         .clone()
                         .unwrap_or_else(|| state.join("api-keys.json")),
                 ),
+                receipts_path: Some(state.join("receipts.jsonl")),
+                audit_batches_path: Some(state.join("audit-batches.jsonl")),
+                commit_every: Duration::from_millis(cfg.gateway.commit_ms.max(100)),
                 relay: agora_gateway::RelaySettings {
                     stall_timeout: Duration::from_millis(cfg.gateway.stall_ms),
                     ..Default::default()
@@ -373,6 +389,42 @@ impl NodeBuilder {
         }
         Ok(())
     }
+}
+
+/// The validator's auditor ([audit]): its models opened, following the ledger from its tip.
+async fn start_auditor(
+    node: &mut RunningNode,
+    cfg: &NodeConfig,
+    key: SecretKey,
+) -> Result<(), LaunchError> {
+    let Some(url) = node.rpc_url() else {
+        return Ok(());
+    };
+    let cfg = cfg.audit.clone();
+    let models = tokio::task::spawn_blocking(move || {
+        models::load_auditors(&cfg).map(|m| (m, cfg.gateways.clone()))
+    })
+    .await
+    .map_err(|e| LaunchError::Overlay(e.to_string()))?;
+    let (models, gateways) = models?;
+    let chain = ChainClient::new(&url);
+    let sender = Arc::new(TxSender::new(key, chain.clone()).await?);
+    let tip = chain.info().await?.height;
+    let auditors = models
+        .into_iter()
+        .map(|(sha, scheduler)| (sha, agora_audit::Auditor::new(scheduler, sha)))
+        .collect();
+    let role = agora_audit::role::AuditRole::new(
+        sender,
+        auditors,
+        agora_audit::role::RoleSettings {
+            gateways,
+            ..Default::default()
+        },
+    );
+    tracing::info!(target: "agora::node", from = tip, "auditor following receipt commitments");
+    node.tasks.push(tokio::spawn(role.run(tip)));
+    Ok(())
 }
 
 struct ProviderPlan {
@@ -455,6 +507,8 @@ pub struct RunningNode {
     /// What the provider serves.
     pub models: Vec<ServedInfo>,
     overlays: Vec<agora_p2p::Handle>,
+    /// Background roles (the auditor), stopped first.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What a shutdown did.
@@ -497,6 +551,9 @@ impl RunningNode {
     /// provider redeems while the ledger still runs; the store closes last.
     pub async fn shutdown(self) -> Stopped {
         let mut stopped = Stopped::default();
+        for t in &self.tasks {
+            t.abort();
+        }
         if let Some(g) = self.gateway {
             stopped.channels_closed = g.shutdown().await;
         }

@@ -1,5 +1,5 @@
 //! Node configuration, one section per role: `[chain]`, `[validator]`, `[p2p]`, `[provider]`,
-//! `[gateway]`. Precedence: defaults < `agora.toml` < `AGORA__SECTION__KEY` environment
+//! `[gateway]`, `[audit]`. Precedence: defaults < `agora.toml` < `AGORA__SECTION__KEY` environment
 //! variables < command-line flags (applied by the binary). The commented default file is
 //! `config/agora.toml`; a test parses it and compares it to [`NodeConfig::default`].
 //!
@@ -22,6 +22,7 @@ pub struct NodeConfig {
     pub p2p: P2pConfig,
     pub provider: ProviderConfig,
     pub gateway: GatewayConfig,
+    pub audit: AuditConfig,
 }
 
 /// The ledger: storage, genesis, the node's account, its RPC and mempool.
@@ -145,9 +146,40 @@ pub struct GatewayConfig {
     pub api_keys: Option<PathBuf>,
     /// How long to wait for a provider's next frame before failing over, in ms.
     pub stall_ms: u64,
-    /// Where the channel journal is kept (default: `<chain.data_dir>/services`).
+    /// How often the receipts kept since the last commitment are committed on the ledger for
+    /// audit, in ms.
+    pub commit_ms: u64,
+    /// Where the channel journal, receipts and audit batches are kept (default:
+    /// `<chain.data_dir>/services`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// A validator's auditor: the models it replays and the gateways whose commitments it follows.
+/// Off while `models` is empty (or without a validator).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Models to audit: known names (`agora models list`) or GGUF paths; each must be the very
+    /// file providers registered (its sha256).
+    pub models: Vec<String>,
+    /// The local model store.
+    pub models_dir: PathBuf,
+    /// CPU threads per model.
+    pub threads: u32,
+    /// Base URLs of the gateways to follow (`http://host:port`).
+    pub gateways: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            models: Vec::new(),
+            models_dir: PathBuf::from("models"),
+            threads: 2,
+            gateways: Vec::new(),
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -157,6 +189,7 @@ impl Default for GatewayConfig {
             listen: "127.0.0.1:8646".parse().expect("static address"),
             api_keys: None,
             stall_ms: 10_000,
+            commit_ms: 10_000,
             state_dir: None,
         }
     }

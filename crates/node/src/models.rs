@@ -13,7 +13,7 @@ use agora_provider::register::ModelListing;
 use agora_provider::{ModelEngine, Price, ServedModel};
 use agora_types::Hash;
 
-use crate::config::ProviderConfig;
+use crate::config::{AuditConfig, ProviderConfig};
 
 /// The test engine's name: chat-capable, and plainly not a language model.
 pub const TEST_ENGINE_MODEL: &str = "agora-test-engine-instruct";
@@ -116,6 +116,34 @@ pub fn load(
                 dir: store.dir().display().to_string(),
             })?;
             open(name, &path, p, price)
+        })
+        .collect()
+}
+
+/// The models an auditor replays, opened like a provider's (hidden states on, one sequence):
+/// (the file's sha256, the scheduler). Embedding models are refused: they are not audited.
+pub fn load_auditors(
+    a: &AuditConfig,
+) -> Result<Vec<(Hash, Arc<agora_inference::Scheduler>)>, ModelError> {
+    let p = ProviderConfig {
+        models: a.models.clone(),
+        models_dir: a.models_dir.clone(),
+        threads: a.threads,
+        slots: 1,
+        ..ProviderConfig::default()
+    };
+    let free = Price {
+        input_per_million: agora_types::Amount(0),
+        output_per_million: agora_types::Amount(0),
+    };
+    load(&p, free)?
+        .into_iter()
+        .map(|(m, _)| match m.engine {
+            ModelEngine::Generate(s) => Ok((m.sha256, s)),
+            ModelEngine::Embed { .. } => Err(ModelError::Open {
+                name: m.name,
+                message: "embedding models are not audited".into(),
+            }),
         })
         .collect()
 }

@@ -9,9 +9,10 @@ use crate::Shared;
 use agora_consensus::AdmitError;
 use agora_ledger::TxError;
 use agora_rpc::api::{
-    Accepted, AccountView, BatchRequest, BatchResponse, BatchResult, BlockTxs, BlockView,
-    ChannelView, ErrorBody, ErrorDetail, LockedEarnings, ModelView, ProviderView, StateRootView,
-    StatusView, SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
+    Accepted, AccountView, ActiveValidator, BatchRequest, BatchResponse, BatchResult, BlockTxs,
+    BlockView, ChannelView, ErrorBody, ErrorDetail, LockedEarnings, ModelView, ProviderView,
+    StateRootView, StatusView, SubmitRequest, SubmitResponse, TxView, Unbonding, ValidatorsView,
+    paths,
 };
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Decode, Hash, SignedTx};
@@ -49,6 +50,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(paths::CHANNEL, get(get_channel))
         .route(paths::BLOCK, get(get_block))
         .route(paths::STATE_ROOT, get(state_root))
+        .route(paths::VALIDATORS, get(validators))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -275,6 +277,18 @@ async fn state_root(State(shared): State<Arc<Shared>>) -> ApiResult<StateRootVie
     Ok(Json(StateRootView {
         height: chain.state().height(),
         state_root: chain.state().root(),
+    }))
+}
+
+async fn validators(State(shared): State<Arc<Shared>>) -> ApiResult<ValidatorsView> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    Ok(Json(ValidatorsView {
+        height: s.height(),
+        active: agora_ledger::epochs::active_set(s)
+            .into_iter()
+            .map(|(address, stake)| ActiveValidator { address, stake })
+            .collect(),
     }))
 }
 

@@ -25,6 +25,7 @@ pub mod paths {
     pub const CHANNEL: &str = "/v1/channels/{id}";
     pub const BLOCK: &str = "/v1/blocks/{height}";
     pub const STATE_ROOT: &str = "/v1/state_root";
+    pub const VALIDATORS: &str = "/v1/validators";
 }
 
 /// The body of every error: `{"error": {"code": "...", "message": "..."}}`.
@@ -71,6 +72,23 @@ pub struct StateRootView {
     pub height: u64,
     #[schema(value_type = HashSchema)]
     pub state_root: Hash,
+}
+
+/// `GET /v1/validators`: the active validator set (registered, not jailed, enough stake, in the
+/// top `max_validators`), the set whose members may sign audit verdicts.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ValidatorsView {
+    pub height: u64,
+    pub active: Vec<ActiveValidator>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ActiveValidator {
+    #[schema(value_type = AddressSchema)]
+    pub address: Address,
+    /// All stake bonded behind it.
+    #[schema(value_type = AmountSchema)]
+    pub stake: Amount,
 }
 
 /// `GET /v1/accounts/{address}`: an unknown address reads as zero.

@@ -3,7 +3,7 @@
 use crate::api::{
     AccountView, BatchRequest, BatchResponse, BlockTxs, BlockView, ChannelView, ErrorBody,
     ModelView, ProviderView, StateRootView, StatusView, SubmitRequest, SubmitResponse, TxView,
-    paths,
+    ValidatorsView, paths,
 };
 use agora_ledger::state::{Channel, ModelRecord};
 use agora_types::{Address, Amount, Encode, Hash, Receipt, SignedTx};
@@ -108,6 +108,12 @@ impl ChainClient {
         self.get(paths::STATE_ROOT, MAX_ANSWER_BYTES)
             .await?
             .ok_or_else(|| ChainError::BadAnswer(format!("no {}", paths::STATE_ROOT)))
+    }
+
+    pub async fn validators(&self) -> Result<ValidatorsView, ChainError> {
+        self.get(paths::VALIDATORS, MAX_ANSWER_BYTES)
+            .await?
+            .ok_or_else(|| ChainError::BadAnswer(format!("no {}", paths::VALIDATORS)))
     }
 
     pub async fn account(&self, a: &Address) -> Result<AccountView, ChainError> {

@@ -34,7 +34,8 @@ has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. A transac
         model,
         channel,
         block,
-        state_root
+        state_root,
+        validators
     ),
     components(schemas(AmountSchema, HashSchema, AddressSchema))
 )]
@@ -183,3 +184,11 @@ fn block() {}
     responses((status = 200, description = "root", body = StateRootView))
 )]
 fn state_root() {}
+
+#[utoipa::path(
+    get,
+    path = paths::VALIDATORS,
+    summary = "The active validator set: the accounts whose audit verdicts count.",
+    responses((status = 200, description = "validators", body = ValidatorsView))
+)]
+fn validators() {}

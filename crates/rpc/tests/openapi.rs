@@ -48,6 +48,7 @@ fn every_route_is_documented_once() {
         CHANNEL,
         BLOCK,
         STATE_ROOT,
+        VALIDATORS,
     ];
     routes.sort_unstable();
     assert_eq!(documented, routes);

@@ -30,6 +30,8 @@ pub enum HashDomain {
     AuditBeacon,
     /// A proof of inference a receipt commits to (`agora_verify::toploc::Proof::hash`).
     Proof,
+    /// An auditor's report, as its verdict's `detail` (`agora_audit`).
+    AuditReport,
 }
 
 impl HashDomain {
@@ -48,6 +50,7 @@ impl HashDomain {
             HashDomain::ReceiptCommitment => "agora 2026-12 receipt commitment",
             HashDomain::AuditBeacon => "agora 2026-12 audit beacon",
             HashDomain::Proof => "agora 2026-12 inference proof",
+            HashDomain::AuditReport => "agora 2026-12 audit report",
         }
     }
 }

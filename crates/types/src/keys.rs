@@ -26,6 +26,8 @@ pub enum SignDomain {
     Offer,
     /// An auditor's verdict on a provider's signed receipt ([`crate::audit::AuditVerdict`]).
     Audit,
+    /// An auditor's request for a job's replay from a gateway (method, path, time).
+    AuditFetch,
 }
 
 impl SignDomain {
@@ -37,6 +39,7 @@ impl SignDomain {
             SignDomain::Receipt => b"_AGORA_RECEIPT_V1",
             SignDomain::Offer => b"_AGORA_OFFER_V1",
             SignDomain::Audit => b"_AGORA_AUDIT_V1",
+            SignDomain::AuditFetch => b"_AGORA_AUDIT_FETCH_V1",
         }
     }
 

@@ -105,6 +105,41 @@ impl ApiError {
         e
     }
 
+    /// The audit desk's refusals: 403 for a requester that is not an active validator or whose
+    /// signed request does not check, 404 for what the gateway does not hold, 503 without a
+    /// ledger.
+    pub fn audit(e: &crate::audit::DeskError) -> Self {
+        use crate::audit::DeskError as D;
+        let (status, code) = match e {
+            D::NotAValidator(_) => (StatusCode::FORBIDDEN, "not_a_validator"),
+            D::BadSignature | D::WrongChain(_) => (StatusCode::BAD_REQUEST, "bad_verdict"),
+            D::NoBatch => (StatusCode::NOT_FOUND, "batch_not_found"),
+            D::NoReceipt => (StatusCode::NOT_FOUND, "receipt_not_found"),
+            D::Chain(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable"),
+        };
+        Self::new(status, INVALID_REQUEST, code, e.to_string())
+    }
+
+    /// 403: a case request whose auditor signature does not check.
+    pub fn audit_auth(e: &agora_market::audit::FetchAuthError) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            INVALID_REQUEST,
+            "bad_auditor_signature",
+            e.to_string(),
+        )
+    }
+
+    /// 404: this gateway does not take part in audits.
+    pub fn no_audits() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "audits_off",
+            "This gateway does not serve audits.",
+        )
+    }
+
     /// 408: the request body stopped arriving.
     pub fn body_timeout() -> Self {
         Self::new(

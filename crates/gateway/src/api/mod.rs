@@ -11,6 +11,7 @@
 //! and checks bodies; `wire` holds the response types; `error` the one error mapping;
 //! `upstream` the network the handlers talk to, behind a trait so they run against a fake.
 
+mod audit;
 mod chat;
 mod completions;
 mod embeddings;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub upstream: Arc<dyn Upstream>,
     pub customers: Arc<Customers>,
     pub metrics: Metrics,
+    /// Batches, cases and verdicts for auditors (`None`: the audit endpoints answer 404).
+    pub audit: Option<Arc<crate::audit::AuditDesk>>,
     /// Longest wait for the next piece of a request body (then 408).
     pub body_timeout: Duration,
 }
@@ -74,6 +77,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/v1/receipts/{request_id}", get(receipts::get))
+        .route(agora_market::audit::paths::BATCH, get(audit::batch))
+        .route(agora_market::audit::paths::CASE, get(audit::case))
+        .route(
+            agora_market::audit::paths::VERDICTS,
+            post(audit::post_verdict),
+        )
+        .route(
+            agora_market::audit::paths::RECEIPT_VERDICTS,
+            get(audit::verdicts),
+        )
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::unknown_url() })
@@ -91,6 +104,12 @@ fn answer(s: &AppState, result: Result<Response, ApiError>) -> Response {
         s.metrics.error(e.status.as_u16());
         e.into_response()
     })
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn now_secs() -> u64 {

@@ -43,6 +43,7 @@ pub(crate) fn state_with(fake: Arc<Fake>, body_timeout: Duration) -> AppState {
         upstream: fake,
         customers: Arc::new(customers),
         metrics: Metrics::new(),
+        audit: None,
         body_timeout,
     }
 }
