@@ -117,6 +117,18 @@ impl Auditor {
         if decoded.is_none() && !report.findings.contains(&Finding::ProofUndecodable) {
             report.findings.push(Finding::NoProof);
         }
+        // Token ids the real model does not have: no replay needed (the engine would refuse to
+        // score them), the signed receipt binds tokens this model cannot have produced.
+        let n_vocab = self.scheduler.info().n_vocab;
+        let all = replay.continuation.iter().chain(&replay.output);
+        if let Some((index, &token)) = all.enumerate().find(|(_, t)| **t >= n_vocab) {
+            report.findings.push(Finding::OutsideVocabulary {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                token,
+                n_vocab,
+            });
+            return Ok(report);
+        }
 
         // One prefill over prompt ++ continuation ++ output but the last token.
         let mut fed = replay.continuation.clone();

@@ -24,6 +24,13 @@ pub enum Finding {
     ProofFailed,
     /// Tokens our sampler would not have picked from the real model's logits.
     TokensFlagged { flagged: u32, of: u32 },
+    /// A delivered or continued token id the real model's vocabulary does not have: another
+    /// model's tokens (index into continuation ++ output).
+    OutsideVocabulary {
+        index: u32,
+        token: u32,
+        n_vocab: u32,
+    },
 }
 
 /// The outcome of one audit.

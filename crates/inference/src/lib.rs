@@ -25,6 +25,7 @@ pub mod engine;
 pub mod gguf;
 #[cfg(feature = "llama-cpp")]
 pub mod proof_bench;
+pub mod requant;
 pub mod scheduler;
 pub mod store;
 pub mod text;

@@ -48,9 +48,11 @@ pub struct Tx {
     pub body: TxBody,
 }
 
-/// What the transaction does.
+/// What the transaction does. In JSON its variant is the `type` field: not `kind`, which
+/// [`ModelRegistration`] and [`Evidence`] already use inside their variants (the same name twice in
+/// one object does not parse back).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum TxBody {
     Transfer {
         to: Address,

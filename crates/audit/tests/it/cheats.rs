@@ -3,10 +3,11 @@
 //! provider-signed receipt, the proof that came with it and the replay (job + delivered tokens).
 //! Shared by the `it` tests and the `slow` detection-rate binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agora_inference::backends::llama_cpp::{self, LlamaConfig};
+use agora_inference::requant::{self, GgmlDType};
 use agora_inference::{Prompt, Request, SamplingParams, Scheduler, SchedulerConfig};
 use agora_market::protocol::{
     InferenceReceipt, Price, ProofBytes, Replay, SignedReceipt, Work, token_hash, work_hash,
@@ -18,6 +19,13 @@ use agora_verify::{Rows, flatten};
 pub const SMOLLM: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 
+/// The layers (of SmolLM2-135M's 30, numbered from 0) that [`Cheat::SkippedLayers`] makes
+/// identities: the two deepest but the last. Two layers is about the least a cheater saves
+/// (6.7% of the layer compute) for the smallest change to the output, so the hardest case to
+/// catch; and pruning studies (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the
+/// Deeper Layers") find the deep layers before the final one the ones a model misses least.
+pub const SKIPPED_LAYERS: [u32; 2] = [27, 28];
+
 /// The sha256 the model is registered under (the auditor and the receipts agree on it; its
 /// value does not matter here).
 pub const REGISTERED: Hash = Hash([7; 32]);
@@ -26,13 +34,17 @@ fn manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
 }
 
+fn models_dir() -> PathBuf {
+    std::env::var_os("AGORA_MODELS_DIR").map_or_else(
+        || PathBuf::from(manifest_dir()).join("../../models"),
+        PathBuf::from,
+    )
+}
+
 /// A model file from `$AGORA_MODELS_DIR` (else `<workspace>/models`); panics with the command
 /// that fetches it when missing.
 pub fn model(name: &str) -> PathBuf {
-    let dir = std::env::var_os("AGORA_MODELS_DIR").map_or_else(
-        || PathBuf::from(manifest_dir()).join("../../models"),
-        PathBuf::from,
-    );
+    let dir = models_dir();
     let p = dir.join(name);
     assert!(
         p.exists(),
@@ -43,11 +55,56 @@ pub fn model(name: &str) -> PathBuf {
     p
 }
 
+/// The file a cheat derives from the registered model, built on first use and kept in
+/// `<models dir>/derived/` for later runs (the conversion is deterministic, and written under a
+/// temporary name and renamed, so concurrent test processes never read half a file). Delete the
+/// folder when the registered file changes.
+pub fn derived(cheat: Cheat) -> PathBuf {
+    let name = match cheat {
+        Cheat::Requantized => "SmolLM2-135M-Instruct.Q4_0.gguf",
+        Cheat::RequantizedQ8 => "SmolLM2-135M-Instruct.Q8_0.gguf",
+        Cheat::SkippedLayers => "SmolLM2-135M-Instruct.Q4_1.skip-27-28.gguf",
+        other => panic!("{other:?} serves no derived model"),
+    };
+    let dir = models_dir().join("derived");
+    let p = dir.join(name);
+    if !p.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = model(SMOLLM);
+        match cheat {
+            Cheat::Requantized => requant::requantize(&real, &p, GgmlDType::Q4_0),
+            Cheat::RequantizedQ8 => requant::requantize(&real, &p, GgmlDType::Q8_0),
+            _ => requant::zero_layers(&real, &p, &SKIPPED_LAYERS),
+        }
+        .unwrap();
+    }
+    p
+}
+
+/// Schedulers for those of `cheats` that serve a model derived from the registered one (what
+/// [`Harness::derived`] holds).
+pub fn derived_engines(cheats: &[Cheat]) -> Vec<(Cheat, Arc<Scheduler>)> {
+    cheats
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Cheat::Requantized | Cheat::RequantizedQ8 | Cheat::SkippedLayers
+            )
+        })
+        .map(|&c| (c, engine_at(&derived(c), &format!("{c:?}"), 1, 2)))
+        .collect()
+}
+
 /// A scheduler with hidden states on (what providers and auditors both run).
 pub fn engine(name: &str, n_seq: u32, threads: u32) -> Arc<Scheduler> {
+    engine_at(&model(name), name, n_seq, threads)
+}
+
+fn engine_at(path: &Path, name: &str, n_seq: u32, threads: u32) -> Arc<Scheduler> {
     Arc::new(
         llama_cpp::serve(
-            &model(name),
+            path,
             name,
             LlamaConfig {
                 n_seq,
@@ -80,15 +137,30 @@ pub enum Cheat {
     RandomProof,
     /// Samples at another temperature and seed than the request's.
     TamperedSampler,
+    /// Serves another model (Gemma 3) and delivers its own token ids as they are, with its own
+    /// rows proved: what a provider that swaps in a model with another tokenizer sends.
+    ForeignTokens,
+    /// Serves the registered model (Q4_1) re-quantized to Q4_0, smaller and cheaper, and
+    /// generates and proves on it.
+    Requantized,
+    /// The registered model re-quantized to Q8_0: larger, not cheaper, the same weights at
+    /// another precision. Measured for the record (not in [`CHEATS`]).
+    RequantizedQ8,
+    /// Serves the registered model with [`SKIPPED_LAYERS`] made identities (the compute a
+    /// provider saves by skipping them), and generates and proves on it.
+    SkippedLayers,
 }
 
-pub const CHEATS: [Cheat; 6] = [
+pub const CHEATS: [Cheat; 9] = [
     Cheat::OtherModel,
+    Cheat::ForeignTokens,
     Cheat::PrefillAttack,
     Cheat::EditedOutput,
     Cheat::ReplayedProof,
     Cheat::RandomProof,
     Cheat::TamperedSampler,
+    Cheat::Requantized,
+    Cheat::SkippedLayers,
 ];
 
 /// What a gateway holds after one response.
@@ -102,6 +174,8 @@ pub struct Harness {
     pub real: Arc<Scheduler>,
     /// The cheap model (only the cheats that need it load it).
     pub cheap: Option<Arc<Scheduler>>,
+    /// The models derived from the registered one, by cheat ([`derived_engines`]).
+    pub derived: Vec<(Cheat, Arc<Scheduler>)>,
     pub key: SecretKey,
 }
 
@@ -205,6 +279,12 @@ impl Harness {
                 };
                 (p, t, Some(proof.encode()))
             }
+            Cheat::ForeignTokens => {
+                let cheap = self.cheap.as_ref().expect("the cheap model");
+                let g = generate(cheap, work, params.clone());
+                let p = real_prompt(real, work);
+                (p, g.tokens, Some(prove(&g.rows).encode()))
+            }
             Cheat::EditedOutput => {
                 let g = generate(real, work, params.clone());
                 let (p, mut t) = (g.prompt, g.tokens);
@@ -241,6 +321,18 @@ impl Harness {
                     })
                     .collect();
                 (g.prompt, g.tokens, Some(bytes))
+            }
+            Cheat::Requantized | Cheat::RequantizedQ8 | Cheat::SkippedLayers => {
+                // The derived model has the registered one's tokenizer and template: its prompt
+                // and tokens are the real model's as they are (nothing to retokenize), and it
+                // proves with its own rows.
+                let (_, derived) = self
+                    .derived
+                    .iter()
+                    .find(|(c, _)| *c == cheat)
+                    .expect("the derived model");
+                let g = generate(derived, work, params.clone());
+                (g.prompt, g.tokens, Some(prove(&g.rows).encode()))
             }
             Cheat::TamperedSampler => {
                 let cheap_params = SamplingParams {

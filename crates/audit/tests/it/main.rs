@@ -8,7 +8,9 @@ mod cheats;
 
 use agora_audit::{Auditor, Finding};
 use agora_market::protocol::Work;
-use cheats::{CHEATS, Cheat, GEMMA, Harness, REGISTERED, SMOLLM, engine, request_params};
+use cheats::{
+    CHEATS, Cheat, GEMMA, Harness, REGISTERED, SMOLLM, derived_engines, engine, request_params,
+};
 
 /// Runs an audit to its end (the harness itself blocks, so the tests are not async).
 fn audit(auditor: &Auditor, served: &cheats::Served) -> agora_audit::AuditReport {
@@ -36,12 +38,18 @@ fn audit_receipt(
         .unwrap()
 }
 
-fn harness(with_cheap: bool) -> (Harness, Auditor) {
+/// The auditor and a harness; `with_cheats` loads the models the cheats serve.
+fn harness(with_cheats: bool) -> (Harness, Auditor) {
     let real = engine(SMOLLM, 2, 2);
     let auditor = Auditor::new(real.clone(), REGISTERED);
     let harness = Harness {
         real,
-        cheap: with_cheap.then(|| engine(GEMMA, 1, 2)),
+        cheap: with_cheats.then(|| engine(GEMMA, 1, 2)),
+        derived: if with_cheats {
+            derived_engines(&CHEATS)
+        } else {
+            Vec::new()
+        },
         key: agora_types::SecretKey::from_test_seed("provider"),
     };
     (harness, auditor)
@@ -105,7 +113,20 @@ fn honest_responses_pass_and_every_cheat_is_caught_at_40_tokens() {
             Cheat::OtherModel | Cheat::EditedOutput => {
                 assert!(proof_caught && tokens_caught, "{cheat:?}: {report:?}")
             }
-            Cheat::Honest => unreachable!(),
+            // Another tokenizer's ids: those past the real vocabulary end the audit at once.
+            Cheat::ForeignTokens => {
+                let foreign = served.replay.output.iter().any(|&t| t >= 49_152);
+                let outside = report
+                    .findings
+                    .iter()
+                    .any(|f| matches!(f, Finding::OutsideVocabulary { .. }));
+                assert_eq!(foreign, outside, "{cheat:?}: {report:?}");
+                assert!(outside || proof_caught, "{cheat:?}: {report:?}")
+            }
+            Cheat::Requantized | Cheat::SkippedLayers => {
+                assert!(proof_caught || tokens_caught, "{cheat:?}: {report:?}")
+            }
+            Cheat::Honest | Cheat::RequantizedQ8 => unreachable!(),
         }
     }
 }

@@ -8,7 +8,9 @@ use proptest::prelude::*;
 
 const CASES: u32 = 100_000;
 
-fn samples() -> Vec<Vec<u8>> {
+/// One encoding of each sample transaction (a transfer, registrations, a redeem, two slashes, an
+/// open), then a block of them, a receipt and a voucher.
+pub(crate) fn samples() -> Vec<Vec<u8>> {
     let k = SecretKey::from_test_seed("fuzz");
     let to = SecretKey::from_test_seed("fuzz-to").public();
     let tx = |body: TxBody| {

@@ -1,3 +1,4 @@
 //! Integration tests of the types crate.
 
 mod fuzz;
+mod json;
