@@ -237,7 +237,9 @@ fn listed(g: &agora_gateway::Gateway) -> usize {
 fn a_cheating_provider_is_audited_slashed_and_routed_around_while_the_honest_one_is_not() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let base = 43_000 + (std::process::id() % 400) as u16 * 10;
+    // Below Linux's ephemeral range (32768-60999), where another test's outgoing connection could
+    // hold a port; clear of the fixed ports of other tests (27,645-27,948 and 29,645+).
+    let base = 30_000 + (std::process::id() % 270) as u16 * 10;
     let gw_port = free_port();
     let gateway_url = format!("http://127.0.0.1:{gw_port}");
     let gateway = SecretKey::from_test_seed("e2e-audit-gateway");
