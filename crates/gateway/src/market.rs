@@ -73,6 +73,22 @@ pub struct Constraints {
     /// 0: any registered provider; 1: self-stake at least twice the minimum; 2: level 1 and at
     /// least 10 requests served for this gateway with a failure rate under 10%.
     pub min_trust: u8,
+    /// How the answer is checked (the request's trust tier).
+    pub verification: Verification,
+    /// A provider not to route to: the first of a redundant pair, for the second run.
+    pub avoid: Option<Address>,
+}
+
+/// The trust tier a request asks for (`agora.verification`, `x-agora-verification`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Verification {
+    /// One provider; every response carries a proof and a sampled share is audited by the
+    /// validators (the default).
+    #[default]
+    Sampled,
+    /// The same request, seed included, run on two distinct providers; the token sequences are
+    /// compared before the answer is returned, and both runs are paid for.
+    Redundant,
 }
 
 /// A chosen provider.
@@ -236,7 +252,7 @@ impl Market {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut best: Option<(bool, f64, u16, Candidate)> = None;
         for p in providers.iter() {
-            if exclude.contains(&p.peer) {
+            if exclude.contains(&p.peer) || c.avoid == Some(p.address) {
                 continue;
             }
             let Some(price) = p.prices.get(model).copied() else {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::request::{AgoraOptions, constraints, parse_body, read_body};
 use super::wire::{Embedding, EmbeddingList, EmbeddingObject, EmbeddingUsage};
 use super::{ApiError, Shared, answer, auth, find_model};
-use crate::market::ModelKind;
+use crate::market::{ModelKind, Verification};
 use crate::relay::{CompletionJob, RelayEvent};
 
 const EMBEDDING_FIELDS: &[&str] = &[
@@ -93,13 +93,21 @@ async fn embeddings_inner(
             Some("model"),
         ));
     }
+    let c = constraints(req.agora, headers)?;
+    if c.verification == Verification::Redundant {
+        return Err(ApiError::invalid(
+            "verification \"redundant\" is for completions: embeddings are floats two providers \
+             need not reproduce bit for bit",
+            Some("agora"),
+        ));
+    }
     let count = inputs.len();
     let job = CompletionJob {
         request_id: crate::relay::new_request_id(),
         model: model.sha256,
         work: Work::Embed { inputs },
         sampling: SamplingParams::default(),
-        constraints: constraints(req.agora, headers)?,
+        constraints: c,
         customer,
     };
     let mut rx = s.upstream.start(job);

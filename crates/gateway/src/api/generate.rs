@@ -15,11 +15,12 @@ use tokio::sync::mpsc;
 
 use super::wire::{
     AgoraSegment, AgoraSummary, AssistantMessage, ChatChoice, ChatChunkChoice, ChatLogprobs, Chunk,
-    Completion, Delta, TextChoice, TextChunkChoice, TextLogprobs, TokenLogprob, TopLogprob, Usage,
+    Completion, Delta, RedundantCheck, TextChoice, TextChunkChoice, TextLogprobs, TokenLogprob,
+    TopLogprob, Usage,
 };
 use super::{ApiError, Shared, now_secs};
 use crate::customers::KeyHash;
-use crate::market::{Constraints, ModelView};
+use crate::market::{Constraints, ModelView, Verification};
 use crate::relay::{CompletionJob, RelayEvent, Summary, new_request_id};
 
 /// Who asks for how many choices, under which routing constraints.
@@ -54,6 +55,13 @@ pub(super) async fn respond(
             customer: choices.customer,
         })
         .collect();
+    if stream && choices.constraints.verification == Verification::Redundant {
+        return Err(ApiError::invalid(
+            "verification \"redundant\" needs stream: false (both runs are compared before the \
+             answer is returned)",
+            Some("stream"),
+        ));
+    }
     if stream {
         Ok(stream_response(s, jobs, shape, include_usage))
     } else {
@@ -121,6 +129,7 @@ fn token_logprob(t: &Tok) -> TokenLogprob {
 fn agora_summary(sm: &Summary) -> AgoraSummary {
     AgoraSummary {
         charged: sm.charged,
+        redundant: None,
         request_id: hex::encode(sm.request_id.0),
         segments: sm
             .segments
@@ -163,39 +172,112 @@ fn ended_early() -> ApiError {
     ApiError::upstream("internal", "the completion ended without a result")
 }
 
+/// One choice run to its end: its text, log-probabilities (when asked), token ids and summary.
+struct Collected {
+    text: String,
+    lps: Vec<TokenLogprob>,
+    ids: Vec<u32>,
+    summary: Summary,
+}
+
+async fn collect_choice(
+    rx: &mut mpsc::Receiver<RelayEvent>,
+    logprobs: bool,
+) -> Result<Collected, ApiError> {
+    let (mut text, mut lps, mut ids) = (String::new(), Vec::new(), Vec::new());
+    loop {
+        match rx.recv().await {
+            Some(RelayEvent::Token(t)) => {
+                text.push_str(&t.text);
+                ids.push(t.id);
+                if logprobs {
+                    lps.push(token_logprob(&t));
+                }
+            }
+            Some(RelayEvent::Text(t)) => text.push_str(&t),
+            Some(RelayEvent::Embeddings { .. }) => {}
+            Some(RelayEvent::Done(summary)) => {
+                return Ok(Collected {
+                    text,
+                    lps,
+                    ids,
+                    summary,
+                });
+            }
+            Some(RelayEvent::Error(e)) => return Err(ApiError::from_relay(e)),
+            None => return Err(ended_early()),
+        }
+    }
+}
+
+/// The redundant tier's second run of `job`: the same work and seed on another provider than
+/// the one that served `first`, compared token for token.
+async fn second_run(
+    s: &Shared,
+    job: &CompletionJob,
+    first: &Collected,
+) -> Result<RedundantCheck, ApiError> {
+    let second = CompletionJob {
+        request_id: new_request_id(),
+        constraints: Constraints {
+            verification: Verification::Sampled,
+            avoid: first.summary.segments.first().map(|g| g.provider),
+            ..job.constraints
+        },
+        ..job.clone()
+    };
+    let mut rx = s.upstream.start(second);
+    // The error of the second run as it is (no second provider, no credit left for it), saying
+    // which run failed: the first was served and is charged.
+    let run = collect_choice(&mut rx, false).await.map_err(|mut e| {
+        e.message = format!(
+            "the second run of redundant execution failed (the first was served and is \
+                 charged): {}",
+            e.message
+        );
+        e
+    })?;
+    let first_divergence = first
+        .ids
+        .iter()
+        .zip(&run.ids)
+        .position(|(a, b)| a != b)
+        .or_else(|| (first.ids.len() != run.ids.len()).then(|| first.ids.len().min(run.ids.len())));
+    let summary = agora_summary(&run.summary);
+    Ok(RedundantCheck {
+        agreed: first_divergence.is_none(),
+        first_divergence,
+        charged: summary.charged,
+        request_id: summary.request_id,
+        segments: summary.segments,
+    })
+}
+
 /// Runs every choice to the end and answers with one JSON body.
 async fn collect_response(
     s: &Shared,
     jobs: Vec<CompletionJob>,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    let mut rxs: Vec<_> = jobs.into_iter().map(|j| s.upstream.start(j)).collect();
+    let mut rxs: Vec<_> = jobs.iter().map(|j| s.upstream.start(j.clone())).collect();
     let mut chat_choices = Vec::new();
     let mut text_choices = Vec::new();
     let (mut prompt_tokens, mut completion_tokens) = (0u32, 0u32);
-    for (index, rx) in rxs.iter_mut().enumerate() {
-        let mut text = String::new();
-        let mut lps = Vec::new();
-        let summary: Summary = loop {
-            match rx.recv().await {
-                Some(RelayEvent::Token(t)) => {
-                    text.push_str(&t.text);
-                    if shape.logprobs {
-                        lps.push(token_logprob(&t));
-                    }
-                }
-                Some(RelayEvent::Text(t)) => text.push_str(&t),
-                Some(RelayEvent::Embeddings { .. }) => {}
-                Some(RelayEvent::Done(sm)) => break sm,
-                Some(RelayEvent::Error(e)) => return Err(ApiError::from_relay(e)),
-                None => return Err(ended_early()),
-            }
+    for (index, (rx, job)) in rxs.iter_mut().zip(&jobs).enumerate() {
+        let run = collect_choice(rx, shape.logprobs).await?;
+        let redundant = match job.constraints.verification {
+            Verification::Redundant => Some(second_run(s, job, &run).await?),
+            Verification::Sampled => None,
         };
+        let Collected {
+            text, lps, summary, ..
+        } = run;
         prompt_tokens = prompt_tokens.saturating_add(summary.prompt_tokens);
         completion_tokens = completion_tokens.saturating_add(summary.completion_tokens);
         s.metrics
             .tokens(summary.completion_tokens, summary.segments.len());
-        let agora = agora_summary(&summary);
+        let mut agora = agora_summary(&summary);
+        agora.redundant = redundant;
         let finish_reason = summary.finish_reason;
         if shape.chat {
             chat_choices.push(ChatChoice {

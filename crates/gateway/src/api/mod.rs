@@ -4,7 +4,7 @@
 //! Unknown top-level fields are refused with 400 like OpenAI does ("Unrecognized request
 //! argument"), except a list of known fields that change nothing here (`user`, `metadata`, ...).
 //! Agora's own options travel in an `agora` object (ignored by stock SDKs) or in `x-agora-*`
-//! headers: `max_price_per_mtok`, `min_trust`.
+//! headers: `max_price_per_mtok`, `min_trust`, `verification` (the trust tier).
 //!
 //! One module per endpoint (`chat`, `completions`, `embeddings`, `models`, `ops` for health and
 //! metrics); `generate` runs and shapes the choices chat and completions share; `request` reads

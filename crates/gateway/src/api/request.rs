@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, MAX_BODY_BYTES, MAX_DRAIN_BYTES, MAX_N, MAX_TOKENS_LIMIT};
-use crate::market::Constraints;
+use crate::market::{Constraints, Verification};
 
 /// Reads a request body of at most `MAX_BODY_BYTES`. The rest of a larger one is read and
 /// discarded, up to `MAX_DRAIN_BYTES`, so a client still sending gets the 413 rather than a
@@ -71,11 +71,31 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
     serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("Invalid request: {e}"), None))
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AgoraOptions {
     max_price_per_mtok: Option<u128>,
     min_trust: Option<u8>,
+    verification: Option<String>,
+}
+
+/// `sampled`, `redundant` or `tee`: the tier names of `docs/design/verification.md`.
+fn verification(name: &str) -> Result<Verification, ApiError> {
+    match name {
+        "sampled" => Ok(Verification::Sampled),
+        "redundant" => Ok(Verification::Redundant),
+        // The extension point, not a fake: no provider publishes an attestation yet.
+        "tee" => Err(ApiError::invalid(
+            "verification \"tee\" is not offered yet: no provider on this network publishes a TEE \
+             attestation the gateway could check (docs/design/verification.md, \"Trust tiers\"); \
+             use \"sampled\" or \"redundant\"",
+            Some("agora"),
+        )),
+        other => Err(ApiError::invalid(
+            format!("verification must be \"sampled\", \"redundant\" or \"tee\", not {other:?}"),
+            Some("agora"),
+        )),
+    }
 }
 
 pub(super) fn constraints(
@@ -87,6 +107,9 @@ pub(super) fn constraints(
     if let Some(o) = opts {
         c.max_price_per_mtok = o.max_price_per_mtok;
         c.min_trust = o.min_trust.unwrap_or(0);
+        if let Some(v) = &o.verification {
+            c.verification = verification(v)?;
+        }
     }
     if let Some(v) = header("x-agora-max-price-per-mtok") {
         c.max_price_per_mtok = Some(v.parse().map_err(|_| {
@@ -97,6 +120,9 @@ pub(super) fn constraints(
         c.min_trust = v
             .parse()
             .map_err(|_| ApiError::invalid("x-agora-min-trust must be 0, 1 or 2", None))?;
+    }
+    if let Some(v) = header("x-agora-verification") {
+        c.verification = verification(v)?;
     }
     if c.min_trust > 2 {
         return Err(ApiError::invalid(

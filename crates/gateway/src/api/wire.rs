@@ -47,7 +47,26 @@ impl Usage {
 #[derive(Serialize, Debug, Clone)]
 pub struct AgoraSummary {
     pub charged: Amount,
+    /// The redundant tier's second run and how it compared (`agora.verification: "redundant"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redundant: Option<RedundantCheck>,
     /// The key of this completion's receipts (`GET /v1/receipts/{request_id}`).
+    pub request_id: String,
+    pub segments: Vec<AgoraSegment>,
+}
+
+/// The same request run again on another provider, compared token for token with the answer.
+#[derive(Serialize, Debug, Clone)]
+pub struct RedundantCheck {
+    /// The second run's tokens are the answer's, one for one.
+    pub agreed: bool,
+    /// What the second run cost the customer (on top of the answer's `charged`).
+    pub charged: Amount,
+    /// The first token position where the runs differ (where the shorter ends, when one is a
+    /// prefix of the other); absent when they agree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_divergence: Option<usize>,
+    /// The key of the second run's receipts.
     pub request_id: String,
     pub segments: Vec<AgoraSegment>,
 }

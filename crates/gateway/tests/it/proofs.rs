@@ -194,3 +194,35 @@ async fn a_slashed_provider_is_routed_around() {
         );
     }
 }
+
+/// The redundant tier on real providers (test engine, same seed): two distinct providers run
+/// the request, their tokens agree, and each signed a receipt the gateway matched. One provider
+/// is five times cheaper, so the router picks it for both runs unless the second avoids it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundant_execution_runs_on_two_distinct_providers_that_agree() {
+    let prices = [price(1_000_000, 1_000_000), price(5_000_000, 5_000_000)];
+    let net = TestNet::start(&prices, Duration::ZERO, Default::default()).await;
+    let resp = reqwest::Client::new()
+        .post(net.url("/v1/chat/completions"))
+        .bearer_auth(API_KEY)
+        .json(
+            &json!({"model": MODEL, "messages": [{"role": "user", "content": "twice"}],
+            "max_tokens": 12, "seed": 3, "agora": {"verification": "redundant"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let agora = &v["choices"][0]["agora"];
+    let first = &agora["segments"][0];
+    let second = &agora["redundant"]["segments"][0];
+    assert_ne!(first["provider"], second["provider"], "{v}");
+    assert_eq!(agora["redundant"]["agreed"], true, "{v}");
+    assert_eq!(
+        (&first["receipt_ok"], &second["receipt_ok"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(first["completion_tokens"], second["completion_tokens"]);
+    assert_ne!(agora["request_id"], agora["redundant"]["request_id"]);
+}

@@ -156,6 +156,27 @@ async fn out_of_range_parameters_are_400_with_their_param() {
         ),
         (CHAT_URL, chat(json!({"agora": {"min_trust": 3}})), "agora"),
         (
+            CHAT_URL,
+            chat(json!({"agora": {"verification": "paranoid"}})),
+            "agora",
+        ),
+        // The TEE tier is an extension point: refused until a provider can attest.
+        (
+            CHAT_URL,
+            chat(json!({"agora": {"verification": "tee"}})),
+            "agora",
+        ),
+        (
+            CHAT_URL,
+            chat(json!({"stream": true, "agora": {"verification": "redundant"}})),
+            "stream",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": EMBED, "input": "x", "agora": {"verification": "redundant"}}),
+            "agora",
+        ),
+        (
             "/v1/completions",
             json!({"model": BASE, "prompt": ""}),
             "prompt",

@@ -28,6 +28,9 @@ pub(crate) enum Script {
     Hang,
     /// Embeddings: vector `[i, 0.5, -1]` for input `i`, except the one skipped.
     Embed { skip: Option<u32> },
+    /// Job `k` (in start order) sends list `k` (the last list for later jobs), each token's id
+    /// derived from its text, so two runs with other texts have other ids.
+    PerJob(Vec<Vec<&'static str>>),
 }
 
 pub(crate) struct Fake {
@@ -115,7 +118,11 @@ fn done(prompt_tokens: u32, completion_tokens: u32) -> RelayEvent {
 impl Upstream for Fake {
     fn start(&self, job: CompletionJob) -> mpsc::Receiver<RelayEvent> {
         let (tx, rx) = mpsc::channel(64);
-        self.jobs.lock().unwrap().push(job.clone());
+        let k = {
+            let mut jobs = self.jobs.lock().unwrap();
+            jobs.push(job.clone());
+            jobs.len() - 1
+        };
         let script = self.script.clone();
         tokio::spawn(async move {
             let tokens = |ts: &[&str]| {
@@ -143,6 +150,21 @@ impl Upstream for Fake {
                         let _ = tx.send(ev).await;
                     }
                     let _ = tx.send(RelayEvent::Error(e)).await;
+                }
+                Script::PerJob(lists) => {
+                    let ts = &lists[k.min(lists.len() - 1)];
+                    for t in ts {
+                        let id = t.bytes().fold(0u32, |a, b| a * 31 + u32::from(b)) % 50_000;
+                        let ev = RelayEvent::Token(Tok {
+                            id,
+                            text: (*t).into(),
+                            logprob: Some(-0.1),
+                            top: vec![(id, -0.1)],
+                            top_text: vec![(*t).into()],
+                        });
+                        let _ = tx.send(ev).await;
+                    }
+                    let _ = tx.send(done(3, ts.len() as u32)).await;
                 }
                 Script::Vanish => drop(tx),
                 Script::Hang => {

@@ -299,3 +299,69 @@ async fn health_and_metrics_need_no_key() {
     );
     assert!(text.contains("gateway_completion_tokens_total 1"), "{text}");
 }
+
+#[tokio::test]
+async fn redundant_verification_runs_the_request_again_on_another_provider_and_compares() {
+    let (app, fake) = setup(Script::Tokens(vec!["He", "llo"]));
+    let (status, body) = post_json(
+        &app,
+        "/v1/completions",
+        json!({"model": BASE, "prompt": "hi", "seed": 5, "agora": {"verification": "redundant"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["choices"][0]["text"], "Hello");
+    let redundant = &body["choices"][0]["agora"]["redundant"];
+    assert_eq!(redundant["agreed"], true, "{body}");
+    assert_eq!(redundant["first_divergence"], Value::Null);
+    assert_eq!(redundant["charged"], "42");
+    // The second run: the same work and seed, its own request id, not the first's provider.
+    let jobs = fake.jobs();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[1].sampling, jobs[0].sampling);
+    assert_eq!(jobs[1].work, jobs[0].work);
+    assert_ne!(jobs[1].request_id, jobs[0].request_id);
+    assert_eq!(jobs[0].constraints.avoid, None);
+    assert_eq!(
+        jobs[1].constraints.avoid,
+        Some(agora_types::PublicKey([9; 32]))
+    );
+    // The usage is the answer's; the second run's cost is reported beside it.
+    assert_eq!(body["usage"]["completion_tokens"], 2);
+}
+
+#[tokio::test]
+async fn redundant_verification_reports_where_the_second_provider_disagrees() {
+    let (app, _) = setup(Script::PerJob(vec![
+        vec!["He", "llo", "!"],
+        vec!["He", "y"],
+    ]));
+    let mut req = post(
+        "/v1/chat/completions",
+        Some(KEY),
+        json!({"model": CHAT, "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    req.headers_mut()
+        .insert("x-agora-verification", "redundant".parse().unwrap());
+    let (status, text) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let body = json_exact(&text);
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello!");
+    let redundant = &body["choices"][0]["agora"]["redundant"];
+    assert_eq!(redundant["agreed"], false, "{body}");
+    assert_eq!(redundant["first_divergence"], 1);
+}
+
+#[tokio::test]
+async fn sampled_verification_runs_once() {
+    let (app, fake) = setup(Script::Tokens(vec!["He"]));
+    let (status, body) = post_json(
+        &app,
+        "/v1/completions",
+        json!({"model": BASE, "prompt": "hi", "agora": {"verification": "sampled"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["choices"][0]["agora"].get("redundant"), None);
+    assert_eq!(fake.jobs().len(), 1);
+}
