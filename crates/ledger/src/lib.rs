@@ -31,6 +31,7 @@ pub mod registry;
 pub mod slashing;
 pub mod staking;
 pub mod state;
+pub mod yuma;
 
 pub use error::{BlockError, ExecError, TxError};
 pub use events::Event;

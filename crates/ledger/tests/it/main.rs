@@ -7,3 +7,4 @@ mod golden;
 mod model;
 mod scenarios;
 mod strangers;
+mod yuma;
