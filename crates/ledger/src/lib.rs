@@ -22,6 +22,7 @@ pub mod accounts;
 pub mod audit;
 pub mod channels;
 pub mod earnings;
+pub mod emission;
 pub mod epochs;
 pub mod error;
 pub mod events;

@@ -3,6 +3,7 @@
 mod audits;
 mod audits_model;
 mod consensus_evidence;
+mod emission;
 mod golden;
 mod model;
 mod scenarios;
