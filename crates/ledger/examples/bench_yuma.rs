@@ -19,12 +19,19 @@ impl Rng {
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().expect("a number")).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number"))
+        .collect();
     let validators = *args.first().unwrap_or(&64) as usize;
     let providers = *args.get(1).unwrap_or(&256) as usize;
     let runs = *args.get(2).unwrap_or(&50) as usize;
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
-    let params = YumaParams { liquid_alpha: true, max_validators: validators as u32, ..YumaParams::default() };
+    let params = YumaParams {
+        liquid_alpha: true,
+        max_validators: validators as u32,
+        ..YumaParams::default()
+    };
     let mut input = EpochInput {
         block: 1_000,
         last_epoch_block: 640,
@@ -33,7 +40,9 @@ fn main() {
                 stake: u128::from(rng.next() % 1_000_000 + 1) * 1_000_000_000,
                 permit: true,
                 last_update: 900,
-                weights: (0..providers as u32).map(|j| (j, (rng.next() % 65_535 + 1) as u16)).collect(),
+                weights: (0..providers as u32)
+                    .map(|j| (j, (rng.next() % 65_535 + 1) as u16))
+                    .collect(),
                 bonds: Vec::new(),
                 own_provider: None,
             })
@@ -43,7 +52,11 @@ fn main() {
     // One warm-up epoch gives every pair a bond, as in a running market.
     let warm = run_epoch(&params, &input).expect("valid input");
     for (v, row) in input.validators.iter_mut().zip(&warm.bonds) {
-        v.bonds = row.iter().enumerate().map(|(j, b)| (j as u32, *b)).collect();
+        v.bonds = row
+            .iter()
+            .enumerate()
+            .map(|(j, b)| (j as u32, *b))
+            .collect();
     }
     let mut times = Vec::with_capacity(runs);
     let mut check = Fixed::ZERO;

@@ -9,3 +9,4 @@ mod model;
 mod scenarios;
 mod strangers;
 mod yuma;
+mod yuma_sim;
