@@ -264,6 +264,9 @@ pub(crate) fn redeem(
     }
     let locked = crate::earnings::pay(state, height, &provider, provider_earnings)
         .map_err(|_| RedeemError::Overflow)?;
+    for (model, inc) in &model_increases {
+        crate::incentives::record_usage(state, model, *inc);
+    }
     for (to, amount) in others {
         credit(state, &to, amount).map_err(|_| RedeemError::Overflow)?;
     }

@@ -198,6 +198,53 @@ pub enum CommitError {
     AlreadyCommitted { height: u64 },
 }
 
+/// Why a market or weights transaction failed (`incentives::markets`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MarketError {
+    #[error("market name must be 1-64 bytes of a-z, 0-9, '/', '-', '_' or '.'")]
+    BadName,
+    #[error("a market covers 1 to 16 distinct registered models")]
+    BadModels,
+    #[error("model {0} is not registered")]
+    UnknownModel(Hash),
+    #[error("model {model} already belongs to market {market}")]
+    ModelTaken { model: Hash, market: Hash },
+    #[error("a market with this name exists")]
+    NameTaken,
+    #[error("the ledger holds its maximum of {max} markets")]
+    TooManyMarkets { max: u32 },
+    #[error("balance {balance} cannot lock the market deposit {deposit}")]
+    CannotPayDeposit { balance: Amount, deposit: Amount },
+    #[error("no market {0}")]
+    UnknownMarket(Hash),
+    #[error("the signer is not a registered provider")]
+    NotAProvider,
+    #[error("the signer is not a registered validator")]
+    NotAValidator,
+    #[error("jailed until height {until}")]
+    Jailed { until: u64 },
+    #[error("the provider serves none of the market's models")]
+    ServesNoModel,
+    #[error("already a member")]
+    AlreadyMember,
+    #[error("the market is full and every member is within its immunity period")]
+    MarketFull,
+    #[error("no weights committed to in this market")]
+    NoCommitment,
+    #[error("committed at height {committed_at}: weights can be revealed from height {from}")]
+    RevealTooEarly { committed_at: u64, from: u64 },
+    #[error("committed at height {committed_at}: the reveal window closed at height {closed}")]
+    RevealExpired { committed_at: u64, closed: u64 },
+    #[error("the revealed weights and salt do not match the commitment")]
+    CommitmentMismatch,
+    #[error("weights must name 1 to {max} distinct members, at least one above 0")]
+    BadWeights { max: u32 },
+    #[error("provider {0} is not a member of the market")]
+    NotAMember(agora_types::Address),
+    #[error("amount would overflow")]
+    Overflow,
+}
+
 /// Why a transaction's action failed (it stays in the block with a failed receipt).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ExecError {
@@ -219,6 +266,8 @@ pub enum ExecError {
     Slash(#[from] SlashError),
     #[error("commit receipts: {0}")]
     Commit(#[from] CommitError),
+    #[error("market: {0}")]
+    Market(#[from] MarketError),
 }
 
 impl ExecError {
@@ -234,6 +283,7 @@ impl ExecError {
             ExecError::Redeem(_) => 700,
             ExecError::Slash(_) => 800,
             ExecError::Commit(_) => 900,
+            ExecError::Market(_) => 1000,
         }
     }
 }

@@ -107,4 +107,53 @@ pub enum Event {
         count: u32,
         height: u64,
     },
+    MarketCreated {
+        market: Hash,
+        owner: Address,
+        deposit: Amount,
+    },
+    /// A provider took a slot; `replaced` is the member pruned to make room, if any.
+    MarketJoined {
+        market: Hash,
+        provider: Address,
+        slot: u32,
+        replaced: Option<Address>,
+    },
+    WeightsCommitted {
+        market: Hash,
+        validator: Address,
+    },
+    WeightsRevealed {
+        market: Hash,
+        validator: Address,
+        committed_at: u64,
+    },
+    /// A market's Yuma epoch ran and its share of the epoch's emission was paid.
+    EpochPaid {
+        market: Hash,
+        epoch: u64,
+        usage: Amount,
+        emission: Amount,
+        owner: Amount,
+        providers: Amount,
+        validators: Amount,
+        treasury: Amount,
+        /// Why a pool went elsewhere than its own recipients (`emission::Redirect`), if it did.
+        redirects: Vec<crate::emission::Redirect>,
+    },
+    /// One account's line of an epoch (`role`: "provider", "validator" or "owner"); providers'
+    /// emission is locked like their channel earnings.
+    EmissionPaid {
+        market: Hash,
+        epoch: u64,
+        account: Address,
+        role: String,
+        amount: Amount,
+    },
+    /// An epoch whose emission was not minted, and why.
+    EmissionNotMinted {
+        epoch: u64,
+        amount: Amount,
+        reason: String,
+    },
 }

@@ -27,6 +27,7 @@ pub mod epochs;
 pub mod error;
 pub mod events;
 pub mod genesis;
+pub mod incentives;
 pub mod params;
 pub mod registry;
 pub mod slashing;
@@ -171,6 +172,19 @@ fn apply_tx(
         }
         TxBody::CommitReceipts { root, count } => {
             audit::commit_receipts(state, height, signer, *root, *count).map_err(Into::into)
+        }
+        TxBody::CreateMarket(spec) => {
+            incentives::markets::create(state, height, signer, spec).map_err(Into::into)
+        }
+        TxBody::JoinMarket { market } => {
+            incentives::markets::join(state, height, signer, market).map_err(Into::into)
+        }
+        TxBody::CommitWeights { market, commitment } => {
+            incentives::markets::commit(state, height, signer, market, commitment)
+                .map_err(Into::into)
+        }
+        TxBody::RevealWeights(reveal) => {
+            incentives::markets::reveal(state, height, signer, reveal).map_err(Into::into)
         }
     };
     let outcome = match result {
@@ -347,13 +361,15 @@ pub fn apply_block_with(
     Ok((next, applied))
 }
 
-/// The end of every block: locked earnings due at this height join their balances, then the
-/// height and time advance.
+/// The end of every block: at the last block of an incentive epoch, Yuma runs and emission is
+/// paid; then locked earnings due at this height join their balances, and the height and time
+/// advance.
 fn finish_block(state: &mut State, header: &BlockHeader) -> Vec<Event> {
-    let events = earnings::release(state, header.height);
     let meta = state.meta_mut();
     meta.height = header.height;
     meta.last_timestamp_ms = header.timestamp_ms;
+    let mut events = incentives::finish_epoch(state, header.height);
+    events.extend(earnings::release(state, header.height));
     events
 }
 

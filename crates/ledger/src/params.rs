@@ -1,5 +1,6 @@
 //! Every economic constant in one governable struct, read from genesis.
 
+use crate::incentives::IncentiveParams;
 use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use agora_types::{Address, Amount};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,9 @@ pub struct Params {
     /// re-audits and the evidence transaction take (docs/design/verification.md, "The earnings lock").
     #[serde(default = "defaults::earnings_lock_blocks")]
     pub earnings_lock_blocks: u64,
+    /// Markets, Yuma and emission (`crate::incentives`).
+    #[serde(default)]
+    pub incentives: IncentiveParams,
 }
 
 /// Defaults of the fields a genesis written before they existed may leave out.
@@ -91,6 +95,8 @@ pub enum ParamsError {
     RoyaltyPlusFeeTooHigh,
     #[error("{name} must be at least 1")]
     ZeroPeriod { name: &'static str },
+    #[error("{0}")]
+    Incentives(&'static str),
 }
 
 impl Default for Params {
@@ -114,6 +120,7 @@ impl Default for Params {
             audit_slash_bps: defaults::audit_slash_bps(),
             probation_blocks: defaults::probation_blocks(),
             earnings_lock_blocks: defaults::earnings_lock_blocks(),
+            incentives: IncentiveParams::default(),
         }
     }
 }
@@ -145,6 +152,9 @@ impl Params {
                 return Err(ParamsError::ZeroPeriod { name });
             }
         }
+        if let Some(problem) = self.incentives.problem() {
+            return Err(ParamsError::Incentives(problem));
+        }
         Ok(())
     }
 }
@@ -169,6 +179,7 @@ impl Encode for Params {
         out.put_u16(self.audit_slash_bps);
         out.put_u64(self.probation_blocks);
         out.put_u64(self.earnings_lock_blocks);
+        self.incentives.encode_to(out);
     }
 }
 
@@ -193,6 +204,7 @@ impl Decode for Params {
             audit_slash_bps: r.u16()?,
             probation_blocks: r.u64()?,
             earnings_lock_blocks: r.u64()?,
+            incentives: Decode::decode_from(r)?,
         })
     }
 }

@@ -322,5 +322,6 @@ fn forfeit(state: &mut State, signed: &SignedReceipt) -> Result<Amount, SlashErr
     let from_balance = amount.saturating_sub(from_locked);
     crate::accounts::debit(state, &r.provider, from_balance).map_err(|_| SlashError::Overflow)?;
     credit(state, &r.payer, amount).map_err(|_| SlashError::Overflow)?;
+    crate::incentives::forfeit_usage(state, &r.model, amount);
     Ok(amount)
 }

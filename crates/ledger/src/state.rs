@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod encoding;
+mod markets;
 use encoding::{decode_locked, encode_locked};
+pub use markets::{BondRow, MarketRecord, Member, RevealedWeights, WeightCommit};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -139,6 +141,14 @@ pub enum StateKey {
     Probation(Address),
     /// (committer, root): a commitment to a batch of receipts.
     Commitment(Address, Hash),
+    /// A market, by id.
+    Market(Hash),
+    /// (market, validator): weights committed to and not yet revealed.
+    WeightCommit(Hash, Address),
+    /// (market, validator): revealed weights.
+    Weights(Hash, Address),
+    /// (market, validator): bonds in the market's members.
+    Bonds(Hash, Address),
 }
 
 /// The whole ledger state.
@@ -163,6 +173,12 @@ pub struct State {
     pub(crate) unlock_index: BTreeSet<(u64, Address)>,
     pub(crate) probation: BTreeMap<Address, u64>,
     pub(crate) commitments: BTreeMap<(Address, Hash), Commitment>,
+    pub(crate) markets: BTreeMap<Hash, MarketRecord>,
+    /// model -> the market it belongs to. Derived from `markets`, so not a record of its own.
+    pub(crate) model_markets: BTreeMap<Hash, Hash>,
+    pub(crate) weight_commits: BTreeMap<(Hash, Address), WeightCommit>,
+    pub(crate) weights: BTreeMap<(Hash, Address), RevealedWeights>,
+    pub(crate) bonds: BTreeMap<(Hash, Address), BondRow>,
     /// The id of the last applied block: the next block's parent. Not part of the state root
     /// (a header cannot contain its own id); storage keeps it with the block.
     last_block: Hash,
@@ -195,6 +211,11 @@ impl State {
             unlock_index: BTreeSet::new(),
             probation: BTreeMap::new(),
             commitments: BTreeMap::new(),
+            markets: BTreeMap::new(),
+            model_markets: BTreeMap::new(),
+            weight_commits: BTreeMap::new(),
+            weights: BTreeMap::new(),
+            bonds: BTreeMap::new(),
             last_block: Hash::ZERO,
             dirty: BTreeSet::new(),
             leaves: BTreeMap::new(),
@@ -302,7 +323,28 @@ impl State {
         self.commitments.get(&(*committer, *root))
     }
 
-    /// Sum of every balance, stake, unbonding entry, locked earning and unspent channel deposit:
+    pub fn market(&self, id: &Hash) -> Option<&MarketRecord> {
+        self.markets.get(id)
+    }
+    pub fn markets(&self) -> impl Iterator<Item = (&Hash, &MarketRecord)> {
+        self.markets.iter()
+    }
+    /// The market `model` belongs to, if any.
+    pub fn market_of_model(&self, model: &Hash) -> Option<Hash> {
+        self.model_markets.get(model).copied()
+    }
+    pub fn weight_commit(&self, market: &Hash, validator: &Address) -> Option<&WeightCommit> {
+        self.weight_commits.get(&(*market, *validator))
+    }
+    pub fn revealed_weights(&self, market: &Hash, validator: &Address) -> Option<&RevealedWeights> {
+        self.weights.get(&(*market, *validator))
+    }
+    pub fn bonds(&self, market: &Hash, validator: &Address) -> Option<&BondRow> {
+        self.bonds.get(&(*market, *validator))
+    }
+
+    /// Sum of every balance, stake, unbonding entry, locked earning, market deposit and unspent
+    /// channel deposit:
     /// must always equal `supply().expected_total()`.
     pub fn circulating_total(&self) -> Option<Amount> {
         let mut total = Amount::ZERO;
@@ -320,6 +362,9 @@ impl State {
         }
         for (_, a) in self.locked.values().flatten() {
             total = total.checked_add(*a)?;
+        }
+        for m in self.markets.values() {
+            total = total.checked_add(m.deposit)?;
         }
         Some(total)
     }
@@ -440,6 +485,47 @@ impl State {
         self.commitments.insert((committer, root), c);
     }
 
+    pub(crate) fn market_mut(&mut self, id: &Hash) -> Option<&mut MarketRecord> {
+        self.touch(StateKey::Market(*id));
+        self.markets.get_mut(id)
+    }
+
+    pub(crate) fn insert_market(&mut self, id: Hash, m: MarketRecord) {
+        self.touch(StateKey::Market(id));
+        for model in &m.models {
+            self.model_markets.insert(*model, id);
+        }
+        self.markets.insert(id, m);
+    }
+
+    pub(crate) fn set_weight_commit(
+        &mut self,
+        market: Hash,
+        validator: Address,
+        c: Option<WeightCommit>,
+    ) {
+        self.touch(StateKey::WeightCommit(market, validator));
+        match c {
+            Some(c) => self.weight_commits.insert((market, validator), c),
+            None => self.weight_commits.remove(&(market, validator)),
+        };
+    }
+
+    pub(crate) fn set_weights(&mut self, market: Hash, validator: Address, w: RevealedWeights) {
+        self.touch(StateKey::Weights(market, validator));
+        self.weights.insert((market, validator), w);
+    }
+
+    /// Replaces a validator's bonds in a market; an empty row removes the record.
+    pub(crate) fn set_bonds(&mut self, market: Hash, validator: Address, row: BondRow) {
+        self.touch(StateKey::Bonds(market, validator));
+        if row.0.is_empty() {
+            self.bonds.remove(&(market, validator));
+        } else {
+            self.bonds.insert((market, validator), row);
+        }
+    }
+
     // ---- root and persistence ------------------------------------------------------------
 
     /// Re-hashes the touched records, recomputes the root and returns what changed.
@@ -502,6 +588,14 @@ impl State {
                 .keys()
                 .map(|(a, h)| StateKey::Commitment(*a, *h)),
         );
+        keys.extend(self.markets.keys().map(|h| StateKey::Market(*h)));
+        keys.extend(
+            self.weight_commits
+                .keys()
+                .map(|(m, v)| StateKey::WeightCommit(*m, *v)),
+        );
+        keys.extend(self.weights.keys().map(|(m, v)| StateKey::Weights(*m, *v)));
+        keys.extend(self.bonds.keys().map(|(m, v)| StateKey::Bonds(*m, *v)));
         keys
     }
 
@@ -520,6 +614,10 @@ impl State {
             StateKey::Locked(a) => self.locked.get(a).map(|q| encode_locked(q)),
             StateKey::Probation(a) => self.probation.get(a).map(Encode::encode),
             StateKey::Commitment(a, h) => self.commitments.get(&(*a, *h)).map(Encode::encode),
+            StateKey::Market(h) => self.markets.get(h).map(Encode::encode),
+            StateKey::WeightCommit(m, v) => self.weight_commits.get(&(*m, *v)).map(Encode::encode),
+            StateKey::Weights(m, v) => self.weights.get(&(*m, *v)).map(Encode::encode),
+            StateKey::Bonds(m, v) => self.bonds.get(&(*m, *v)).map(Encode::encode),
         }
     }
 
@@ -595,6 +693,22 @@ impl State {
                 }
                 StateKey::Commitment(a, h) => {
                     s.commitments.insert((a, h), Commitment::decode(&v)?);
+                }
+                StateKey::Market(h) => {
+                    let market = MarketRecord::decode(&v)?;
+                    for model in &market.models {
+                        s.model_markets.insert(*model, h);
+                    }
+                    s.markets.insert(h, market);
+                }
+                StateKey::WeightCommit(m, a) => {
+                    s.weight_commits.insert((m, a), WeightCommit::decode(&v)?);
+                }
+                StateKey::Weights(m, a) => {
+                    s.weights.insert((m, a), RevealedWeights::decode(&v)?);
+                }
+                StateKey::Bonds(m, a) => {
+                    s.bonds.insert((m, a), BondRow::decode(&v)?);
                 }
             }
         }

@@ -32,6 +32,10 @@ pub enum HashDomain {
     Proof,
     /// An auditor's report, as its verdict's `detail` (`agora_audit`).
     AuditReport,
+    /// A market's id, from its name (`market::market_id`).
+    MarketId,
+    /// A validator's commitment to its weights (`market::weights_commitment`).
+    WeightsCommitment,
 }
 
 impl HashDomain {
@@ -51,6 +55,8 @@ impl HashDomain {
             HashDomain::AuditBeacon => "agora 2026-12 audit beacon",
             HashDomain::Proof => "agora 2026-12 inference proof",
             HashDomain::AuditReport => "agora 2026-12 audit report",
+            HashDomain::MarketId => "agora 2026-12 market id",
+            HashDomain::WeightsCommitment => "agora 2026-12 weights commitment",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod chat;
 pub mod codec;
 pub mod hash;
 pub mod keys;
+pub mod market;
 pub mod price;
 pub mod receipt;
 pub mod sampling;
@@ -23,6 +24,7 @@ pub use chat::ChatMessage;
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};
+pub use market::{MarketSpec, ProviderWeight, WeightsReveal, market_id, weights_commitment};
 pub use price::Price;
 pub use sampling::SamplingParams;
 pub use tx::{

@@ -9,6 +9,7 @@ use crate::audit::{MIN_SIGNED_VERDICT_BYTES, SignedVerdict, receipt_id};
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::{Hash, HashDomain};
 use crate::keys::{Address, PublicKey, SecretKey, SignDomain, Signature, SignatureError};
+use crate::market::{MarketSpec, WeightsReveal};
 use crate::receipt::SignedReceipt;
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +104,21 @@ pub enum TxBody {
         root: Hash,
         count: u32,
     },
+    /// Open a market over some registered models; the signer owns it and locks
+    /// `IncentiveParams::market_deposit` in it.
+    CreateMarket(MarketSpec),
+    /// A registered provider serving one of the market's models takes a slot in it.
+    JoinMarket {
+        market: Hash,
+    },
+    /// A validator commits to its weights over a market's members
+    /// ([`crate::market::weights_commitment`]); it reveals them from the next epoch on.
+    CommitWeights {
+        market: Hash,
+        commitment: Hash,
+    },
+    /// The weights committed to earlier, with their salt.
+    RevealWeights(WeightsReveal),
 }
 
 /// What a provider tells the network about itself.
@@ -476,6 +492,23 @@ impl Encode for TxBody {
                 root.encode_to(out);
                 out.put_u32(*count);
             }
+            TxBody::CreateMarket(spec) => {
+                out.put_u8(15);
+                spec.encode_to(out);
+            }
+            TxBody::JoinMarket { market } => {
+                out.put_u8(16);
+                market.encode_to(out);
+            }
+            TxBody::CommitWeights { market, commitment } => {
+                out.put_u8(17);
+                market.encode_to(out);
+                commitment.encode_to(out);
+            }
+            TxBody::RevealWeights(reveal) => {
+                out.put_u8(18);
+                reveal.encode_to(out);
+            }
         }
     }
 }
@@ -521,6 +554,15 @@ impl Decode for TxBody {
                 root: Decode::decode_from(r)?,
                 count: r.u32()?,
             },
+            15 => TxBody::CreateMarket(Decode::decode_from(r)?),
+            16 => TxBody::JoinMarket {
+                market: Decode::decode_from(r)?,
+            },
+            17 => TxBody::CommitWeights {
+                market: Decode::decode_from(r)?,
+                commitment: Decode::decode_from(r)?,
+            },
+            18 => TxBody::RevealWeights(Decode::decode_from(r)?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     what: "tx kind",

@@ -59,6 +59,25 @@ impl Encode for StateKey {
                 a.encode_to(out);
                 h.encode_to(out);
             }
+            StateKey::Market(h) => {
+                out.put_u8(13);
+                h.encode_to(out);
+            }
+            StateKey::WeightCommit(m, a) => {
+                out.put_u8(14);
+                m.encode_to(out);
+                a.encode_to(out);
+            }
+            StateKey::Weights(m, a) => {
+                out.put_u8(15);
+                m.encode_to(out);
+                a.encode_to(out);
+            }
+            StateKey::Bonds(m, a) => {
+                out.put_u8(16);
+                m.encode_to(out);
+                a.encode_to(out);
+            }
         }
     }
 }
@@ -83,6 +102,10 @@ impl Decode for StateKey {
             10 => StateKey::Locked(Decode::decode_from(r)?),
             11 => StateKey::Probation(Decode::decode_from(r)?),
             12 => StateKey::Commitment(Decode::decode_from(r)?, Decode::decode_from(r)?),
+            13 => StateKey::Market(Decode::decode_from(r)?),
+            14 => StateKey::WeightCommit(Decode::decode_from(r)?, Decode::decode_from(r)?),
+            15 => StateKey::Weights(Decode::decode_from(r)?, Decode::decode_from(r)?),
+            16 => StateKey::Bonds(Decode::decode_from(r)?, Decode::decode_from(r)?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     what: "state key",

@@ -5,6 +5,7 @@ mod audits_model;
 mod consensus_evidence;
 mod emission;
 mod golden;
+mod markets;
 mod model;
 mod scenarios;
 mod strangers;
