@@ -54,6 +54,9 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// The records the block changed, for storage to write with the block.
     pub diff: StateDiff,
+    /// The incentive epochs this block ran (its last block of an epoch), one per market:
+    /// every account's line and why (`incentives::report`). Outputs, like events.
+    pub epochs: Vec<incentives::EpochReport>,
 }
 
 /// Checks that a transaction could be included on top of `state` (the mempool's admission test
@@ -328,7 +331,8 @@ pub fn apply_block_in_place_with(
             computed: receipts_root,
         });
     }
-    events.extend(finish_block(state, header));
+    let (finished, epochs) = finish_block(state, header);
+    events.extend(finished);
     let (root, diff) = state.commit();
     if root != header.state_root {
         return Err(BlockError::RootMismatch {
@@ -342,6 +346,7 @@ pub fn apply_block_in_place_with(
         receipts,
         events,
         diff,
+        epochs,
     })
 }
 
@@ -364,13 +369,16 @@ pub fn apply_block_with(
 /// The end of every block: at the last block of an incentive epoch, Yuma runs and emission is
 /// paid; then locked earnings due at this height join their balances, and the height and time
 /// advance.
-fn finish_block(state: &mut State, header: &BlockHeader) -> Vec<Event> {
+fn finish_block(
+    state: &mut State,
+    header: &BlockHeader,
+) -> (Vec<Event>, Vec<incentives::EpochReport>) {
     let meta = state.meta_mut();
     meta.height = header.height;
     meta.last_timestamp_ms = header.timestamp_ms;
-    let mut events = incentives::finish_epoch(state, header.height);
+    let (mut events, epochs) = incentives::finish_epoch(state, header.height);
     events.extend(earnings::release(state, header.height));
-    events
+    (events, epochs)
 }
 
 /// What a proposer needs to build a block.
@@ -440,7 +448,8 @@ pub fn build_block_with(
         receipts_root: Receipt::receipts_root(&receipts),
         state_root: agora_types::Hash::ZERO,
     };
-    events.extend(finish_block(&mut next, &header));
+    let (finished, epochs) = finish_block(&mut next, &header);
+    events.extend(finished);
     let (root, diff) = next.commit();
     header.state_root = root;
     let block = Block { header, txs };
@@ -452,6 +461,7 @@ pub fn build_block_with(
             receipts,
             events,
             diff,
+            epochs,
         },
         rejected,
     }

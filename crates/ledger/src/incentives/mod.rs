@@ -21,8 +21,10 @@
 
 pub mod markets;
 mod params;
+mod report;
 
 pub use params::IncentiveParams;
+pub use report::{EpochReport, ProviderLine, ValidatorLine, WeightLine, report};
 
 use crate::emission::{largest_remainder, pay_market};
 use crate::events::Event;
@@ -110,11 +112,11 @@ pub fn epoch_view(state: &State, market: &Hash, height: u64) -> Option<EpochView
 }
 
 /// At the last block of an incentive epoch: mint the epoch's emission and pay every market.
-pub(crate) fn finish_epoch(state: &mut State, height: u64) -> Vec<Event> {
+pub(crate) fn finish_epoch(state: &mut State, height: u64) -> (Vec<Event>, Vec<EpochReport>) {
     let params = state.params().incentives.clone();
     let epoch_blocks = params.epoch_blocks.max(1);
     if !crate::epochs::ends_epoch(height, epoch_blocks) {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let epoch = crate::epochs::epoch_of(height, epoch_blocks);
     let first = height.saturating_add(1).saturating_sub(epoch_blocks);
@@ -138,17 +140,14 @@ pub(crate) fn finish_epoch(state: &mut State, height: u64) -> Vec<Event> {
         }
         vec![0; ids.len()]
     };
+    let mut reports = Vec::new();
     for ((id, share), usage) in ids.iter().zip(shares).zip(usage) {
-        events.extend(pay_market_epoch(
-            state,
-            id,
-            height,
-            epoch,
-            Amount(share),
-            Amount(usage),
-        ));
+        let (paid, report) =
+            pay_market_epoch(state, id, height, epoch, Amount(share), Amount(usage));
+        events.extend(paid);
+        reports.extend(report);
     }
-    events
+    (events, reports)
 }
 
 /// Run one market's Yuma epoch and pay its share.
@@ -159,12 +158,12 @@ fn pay_market_epoch(
     epoch: u64,
     share: Amount,
     usage: Amount,
-) -> Vec<Event> {
+) -> (Vec<Event>, Option<EpochReport>) {
     let Some(view) = epoch_view(state, market, height) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let Some(record) = state.market(market).cloned() else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let params = state.params().incentives.clone();
     // The view is built from checked records, so Yuma cannot refuse it; if it ever did, the
@@ -172,11 +171,13 @@ fn pay_market_epoch(
     let out: EpochOutput = match yuma::run_epoch(&params.yuma, &view.input) {
         Ok(out) => out,
         Err(e) => {
-            return vec![Event::EmissionNotMinted {
+            let reason = format!("market {market}: {e}");
+            let not_minted = Event::EmissionNotMinted {
                 epoch,
                 amount: share,
-                reason: format!("market {market}: {e}"),
-            }];
+                reason,
+            };
+            return (vec![not_minted], None);
         }
     };
     let payout = pay_market(
@@ -241,7 +242,18 @@ fn pay_market_epoch(
             redirects: payout.redirects.clone(),
         },
     );
-    events
+    let report = report(
+        &record.name,
+        record.owner,
+        epoch,
+        &params.yuma,
+        &view,
+        &out,
+        &payout,
+        share,
+        usage,
+    );
+    (events, Some(report))
 }
 
 /// What the next epoch reads back: permits, bonds, members' incentive; usage starts again.
