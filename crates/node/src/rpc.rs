@@ -10,9 +10,9 @@ use agora_consensus::AdmitError;
 use agora_ledger::TxError;
 use agora_rpc::api::{
     Accepted, AccountView, ActiveValidator, BatchRequest, BatchResponse, BatchResult, BlockTxs,
-    BlockView, ChannelView, ErrorBody, ErrorDetail, LockedEarnings, ModelView, ProviderView,
-    StateRootView, StatusView, SubmitRequest, SubmitResponse, TxView, Unbonding, ValidatorsView,
-    paths,
+    BlockView, ChannelView, EpochReportView, ErrorBody, ErrorDetail, LockedEarnings, MarketSummary,
+    MarketView, MarketsView, ModelView, ProviderView, StateRootView, StatusView, SubmitRequest,
+    SubmitResponse, TxView, Unbonding, ValidatorsView, paths,
 };
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Decode, Hash, SignedTx};
@@ -51,6 +51,9 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(paths::BLOCK, get(get_block))
         .route(paths::STATE_ROOT, get(state_root))
         .route(paths::VALIDATORS, get(validators))
+        .route(paths::MARKETS, get(markets))
+        .route(paths::MARKET, get(get_market))
+        .route(paths::MARKET_EPOCH, get(get_market_epoch))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -290,6 +293,81 @@ async fn validators(State(shared): State<Arc<Shared>>) -> ApiResult<ValidatorsVi
             .map(|(address, stake)| ActiveValidator { address, stake })
             .collect(),
     }))
+}
+
+async fn markets(State(shared): State<Arc<Shared>>) -> ApiResult<MarketsView> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    Ok(Json(MarketsView {
+        height: s.height(),
+        epoch_blocks: s.params().incentives.epoch_blocks,
+        markets: s
+            .markets()
+            .map(|(id, m)| MarketSummary {
+                id: *id,
+                name: m.name.clone(),
+                owner: m.owner,
+                members: m.members.len() as u32,
+                usage: m.usage,
+                epochs_run: m.epochs_run,
+            })
+            .collect(),
+    }))
+}
+
+async fn get_market(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult<MarketView> {
+    let id = parse_hash(&id)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    let record = s.market(&id).ok_or_else(|| ApiError::not_found("market"))?;
+    let epoch_blocks = s.params().incentives.epoch_blocks.max(1);
+    let epoch = agora_ledger::epochs::epoch_of(s.height().saturating_add(1), epoch_blocks);
+    Ok(Json(MarketView {
+        id,
+        record: record.clone(),
+        next_epoch_height: agora_ledger::epochs::last_height_of(epoch, epoch_blocks),
+        height: s.height(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct EpochQuery {
+    account: Option<String>,
+}
+
+async fn get_market_epoch(
+    State(shared): State<Arc<Shared>>,
+    Path((id, epoch)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<EpochQuery>,
+) -> ApiResult<EpochReportView> {
+    let id = parse_hash(&id)?;
+    let epoch: u64 = epoch
+        .parse()
+        .map_err(|_| ApiError::bad("bad_query", "the epoch must be a number"))?;
+    let account = q.account.as_deref().map(parse_address).transpose()?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let mut report = chain
+        .store()
+        .epoch_report(&id, epoch)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no report of epoch {epoch} of market {id} on this node (it keeps the \
+                     reports of the blocks it applied)"
+                ),
+            )
+        })?;
+    if let Some(a) = account {
+        report.providers.retain(|l| l.provider == a);
+        report.validators.retain(|l| l.validator == a);
+    }
+    Ok(Json(EpochReportView { report }))
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {

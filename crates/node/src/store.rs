@@ -19,6 +19,9 @@ const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 /// tx id -> (height, index in block)
 const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+/// (market id, epoch big-endian) -> the epoch's report as JSON (`agora_ledger::incentives`):
+/// outputs of applying blocks, kept so the RPC can explain them.
+const EPOCHS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("epochs");
 /// "tip" -> (height, block id); "genesis" -> hash of the genesis JSON.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -178,11 +181,42 @@ impl Store {
                     }
                 }
             }
+            let mut epochs = w.open_table(EPOCHS)?;
+            for report in &applied.epochs {
+                let json = serde_json::to_vec(report).map_err(|e| StoreError::Db(e.to_string()))?;
+                epochs.insert(
+                    epoch_key(&report.market, report.epoch).as_slice(),
+                    json.as_slice(),
+                )?;
+            }
             w.open_table(META)?
                 .insert("tip", tip_bytes(h, &block.id()).as_slice())?;
         }
         w.commit()?;
         Ok(())
+    }
+
+    /// The report of `market`'s epoch `epoch`, if this node applied the block that ran it.
+    pub fn epoch_report(
+        &self,
+        market: &Hash,
+        epoch: u64,
+    ) -> Result<Option<agora_ledger::incentives::EpochReport>, StoreError> {
+        let read = self.db.begin_read()?;
+        let t = match read.open_table(EPOCHS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match t.get(epoch_key(market, epoch).as_slice())? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(|_| {
+                DecodeError::Invalid {
+                    what: "epoch report",
+                    reason: "not the JSON this node writes",
+                }
+            })?)),
+            None => Ok(None),
+        }
     }
 
     /// Writes a small named value next to the chain (consensus bookkeeping).
@@ -246,4 +280,11 @@ pub fn genesis_id(genesis: &Genesis) -> Hash {
         agora_types::HashDomain::BlockId,
         &[genesis.chain_id.as_bytes(), &root.0],
     )
+}
+
+fn epoch_key(market: &Hash, epoch: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(&market.0);
+    key[32..].copy_from_slice(&epoch.to_be_bytes());
+    key
 }

@@ -8,7 +8,8 @@
 
 use crate::schema::{AddressSchema, AmountSchema, HashSchema};
 use agora_ledger::Params;
-use agora_ledger::state::{Channel, ModelRecord, ProviderRecord, Supply};
+use agora_ledger::incentives::EpochReport;
+use agora_ledger::state::{Channel, MarketRecord, ModelRecord, ProviderRecord, Supply};
 use agora_types::{Address, Amount, BlockHeader, Hash, Receipt, SignedTx};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +27,9 @@ pub mod paths {
     pub const BLOCK: &str = "/v1/blocks/{height}";
     pub const STATE_ROOT: &str = "/v1/state_root";
     pub const VALIDATORS: &str = "/v1/validators";
+    pub const MARKETS: &str = "/v1/markets";
+    pub const MARKET: &str = "/v1/markets/{id}";
+    pub const MARKET_EPOCH: &str = "/v1/markets/{id}/epochs/{epoch}";
 }
 
 /// The body of every error: `{"error": {"code": "...", "message": "..."}}`.
@@ -283,4 +287,53 @@ pub struct BatchResponse {
 pub enum BatchResult {
     Accepted(SubmitResponse),
     Refused(ErrorBody),
+}
+
+/// `GET /v1/markets`: every market, in id order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MarketsView {
+    pub height: u64,
+    /// Blocks per incentive epoch; epochs end at heights `k * epoch_blocks - 1`.
+    pub epoch_blocks: u64,
+    pub markets: Vec<MarketSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MarketSummary {
+    #[schema(value_type = HashSchema)]
+    pub id: Hash,
+    pub name: String,
+    #[schema(value_type = AddressSchema)]
+    pub owner: Address,
+    pub members: u32,
+    /// Paid usage since the last epoch.
+    #[schema(value_type = AmountSchema)]
+    pub usage: Amount,
+    pub epochs_run: u64,
+}
+
+/// `GET /v1/markets/{id}`: a market's record (members with their last incentive, permits, usage).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MarketView {
+    #[schema(value_type = HashSchema)]
+    pub id: Hash,
+    /// `agora_ledger::state::MarketRecord`: name, owner, models, deposit, created_at, members
+    /// (provider, joined_at, incentive_ppm), permits, usage, epochs_run.
+    #[schema(value_type = Object)]
+    pub record: MarketRecord,
+    /// The height at whose end the market's next epoch runs.
+    pub next_epoch_height: u64,
+    pub height: u64,
+}
+
+/// `GET /v1/markets/{id}/epochs/{epoch}`: one epoch of one market, every account's line and the
+/// reason for a line paid nothing; with `?account=`, only that account's lines.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EpochReportView {
+    /// `agora_ledger::incentives::EpochReport`: market, name, epoch, height, usage, emission,
+    /// kappa_ppm, owner, owner_paid, treasury_paid, redirects, providers (consensus, rank,
+    /// incentive, paid, reason), validators (stake, permit, active, weights with clipped and
+    /// bond, trust, dividends, paid, reason).
+    #[schema(value_type = Object)]
+    pub report: EpochReport,
 }

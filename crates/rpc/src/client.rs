@@ -1,9 +1,9 @@
 //! The one async client of the node API: typed answers, bounded bodies, timeouts.
 
 use crate::api::{
-    AccountView, BatchRequest, BatchResponse, BlockTxs, BlockView, ChannelView, ErrorBody,
-    ModelView, ProviderView, StateRootView, StatusView, SubmitRequest, SubmitResponse, TxView,
-    ValidatorsView, paths,
+    AccountView, BatchRequest, BatchResponse, BlockTxs, BlockView, ChannelView, EpochReportView,
+    ErrorBody, MarketView, MarketsView, ModelView, ProviderView, StateRootView, StatusView,
+    SubmitRequest, SubmitResponse, TxView, ValidatorsView, paths,
 };
 use agora_ledger::state::{Channel, ModelRecord};
 use agora_types::{Address, Amount, Encode, Hash, Receipt, SignedTx};
@@ -114,6 +114,32 @@ impl ChainClient {
         self.get(paths::VALIDATORS, MAX_ANSWER_BYTES)
             .await?
             .ok_or_else(|| ChainError::BadAnswer(format!("no {}", paths::VALIDATORS)))
+    }
+
+    pub async fn markets(&self) -> Result<MarketsView, ChainError> {
+        self.get(paths::MARKETS, MAX_ANSWER_BYTES)
+            .await?
+            .ok_or_else(|| ChainError::BadAnswer(format!("no {}", paths::MARKETS)))
+    }
+
+    pub async fn market(&self, id: &Hash) -> Result<Option<MarketView>, ChainError> {
+        self.get(&fill(paths::MARKET, "{id}", id), MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// One market epoch's report (only `account`'s lines when given); `None` when the node has
+    /// none. A whole report of a large market runs to megabytes, hence the larger bound.
+    pub async fn epoch_report(
+        &self,
+        id: &Hash,
+        epoch: u64,
+        account: Option<&Address>,
+    ) -> Result<Option<EpochReportView>, ChainError> {
+        let mut path = fill(&fill(paths::MARKET_EPOCH, "{id}", id), "{epoch}", epoch);
+        if let Some(a) = account {
+            path.push_str(&format!("?account={a}"));
+        }
+        self.get(&path, 16 * MAX_ANSWER_BYTES).await
     }
 
     pub async fn account(&self, a: &Address) -> Result<AccountView, ChainError> {

@@ -14,8 +14,9 @@ pub mod sender;
 
 pub use api::{
     AccountView, BatchRequest, BatchResponse, BatchResult, BlockTxs, BlockView, ChannelView,
-    ErrorBody, ErrorDetail, LockedEarnings, ModelView, ProviderView, StateRootView, StatusView,
-    SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
+    EpochReportView, ErrorBody, ErrorDetail, LockedEarnings, MarketSummary, MarketView,
+    MarketsView, ModelView, ProviderView, StateRootView, StatusView, SubmitRequest, SubmitResponse,
+    TxView, Unbonding, paths,
 };
 pub use client::{ChainClient, ChainError, ChainInfo, MAX_ANSWER_BYTES};
 pub use sender::TxSender;

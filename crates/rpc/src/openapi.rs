@@ -35,7 +35,10 @@ has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. A transac
         channel,
         block,
         state_root,
-        validators
+        validators,
+        markets,
+        market,
+        market_epoch
     ),
     components(schemas(AmountSchema, HashSchema, AddressSchema))
 )]
@@ -192,3 +195,44 @@ fn state_root() {}
     responses((status = 200, description = "validators", body = ValidatorsView))
 )]
 fn validators() {}
+
+#[utoipa::path(
+    get,
+    path = paths::MARKETS,
+    summary = "Every market: id, name, owner, members, usage since the last epoch.",
+    responses((status = 200, description = "markets", body = MarketsView))
+)]
+fn markets() {}
+
+#[utoipa::path(
+    get,
+    path = paths::MARKET,
+    summary = "One market: its record, members with their last incentive, and when its next epoch runs.",
+    params(("id" = String, Path, description = "the market id (64 hex; the hash of its name)")),
+    responses(
+        (status = 200, description = "the market", body = MarketView),
+        (status = 400, description = "not a hash", body = ErrorBody),
+        (status = 404, description = "no such market", body = ErrorBody)
+    )
+)]
+fn market() {}
+
+#[utoipa::path(
+    get,
+    path = paths::MARKET_EPOCH,
+    summary = "One epoch of one market, line by line: why each account was paid what it was.",
+    description = "Reports are kept by the node from the blocks it applied; a node that joined \
+later answers 404 for earlier epochs (anyone can recompute them by replaying the blocks with \
+`agora_ledger::incentives::epoch_view`, `yuma::run_epoch` and `emission::pay_market`).",
+    params(
+        ("id" = String, Path, description = "the market id"),
+        ("epoch" = u64, Path, description = "the incentive epoch"),
+        ("account" = Option<String>, Query, description = "only this account's lines")
+    ),
+    responses(
+        (status = 200, description = "the report", body = EpochReportView),
+        (status = 400, description = "bad id, epoch or account", body = ErrorBody),
+        (status = 404, description = "no report for that market and epoch", body = ErrorBody)
+    )
+)]
+fn market_epoch() {}

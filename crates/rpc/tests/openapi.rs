@@ -49,6 +49,9 @@ fn every_route_is_documented_once() {
         BLOCK,
         STATE_ROOT,
         VALIDATORS,
+        MARKETS,
+        MARKET,
+        MARKET_EPOCH,
     ];
     routes.sort_unstable();
     assert_eq!(documented, routes);

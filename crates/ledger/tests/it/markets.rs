@@ -366,24 +366,55 @@ fn an_epoch_mints_the_schedule_exactly_and_pays_by_yuma() {
     let silent = SecretKey::from_test_seed("validator-0").public();
     assert!(!lines.iter().any(|l| l.0 == silent));
     // The epoch's report says the same, line by line, and why a line is 0.
-    let report = b.applied.epochs.iter().find(|r| r.market == w.market()).expect("a report");
+    let report = b
+        .applied
+        .epochs
+        .iter()
+        .find(|r| r.market == w.market())
+        .expect("a report");
     assert_eq!(report.epoch, 1);
     assert_eq!(report.emission.0, emission);
     for (i, line) in report.providers.iter().enumerate() {
         assert_eq!(line.provider, w.providers[i].public());
         assert_eq!(line.paid.0, p[i]);
     }
-    assert_eq!(report.providers[2].reason.as_deref(), Some("no active validator with a permit weighted it"));
+    assert_eq!(
+        report.providers[2].reason.as_deref(),
+        Some("no active validator with a permit weighted it")
+    );
     assert!(report.providers[0].reason.is_none() && report.providers[0].incentive_ppm > 700_000);
-    let silent_line = report.validators.iter().find(|l| l.validator == silent).expect("validator-0 has a line");
+    let silent_line = report
+        .validators
+        .iter()
+        .find(|l| l.validator == silent)
+        .expect("validator-0 has a line");
     assert_eq!(silent_line.paid, Amount::ZERO);
-    assert!(silent_line.reason.as_deref().is_some_and(|r| r.contains("no bonds")), "{silent_line:?}");
-    let v0 = report.validators.iter().find(|l| l.validator == w.validators[0].public()).expect("line");
+    assert!(
+        silent_line
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no bonds")),
+        "{silent_line:?}"
+    );
+    let v0 = report
+        .validators
+        .iter()
+        .find(|l| l.validator == w.validators[0].public())
+        .expect("line");
     assert_eq!(v0.paid.0, v[0]);
-    assert_eq!(v0.weights.len(), 2, "its two weights, with what clipping left and its bonds");
-    assert!(v0.weights.iter().all(|wl| wl.clipped_ppm == wl.weight_ppm && wl.bond_ppm > 0));
+    assert_eq!(
+        v0.weights.len(),
+        2,
+        "its two weights, with what clipping left and its bonds"
+    );
+    assert!(
+        v0.weights
+            .iter()
+            .all(|wl| wl.clipped_ppm == wl.weight_ppm && wl.bond_ppm > 0)
+    );
     let json = serde_json::to_string(report).expect("json");
-    let back: agora_ledger::incentives::EpochReport = serde_json::from_str(&json).expect("parses back");
+    let back: agora_ledger::incentives::EpochReport =
+        serde_json::from_str(&json).expect("parses back");
     assert_eq!(&back, report);
     // Usage starts again, the market remembers its epoch.
     let m = w.chain.state.market(&w.market()).expect("market");

@@ -324,3 +324,125 @@ async fn batch_submission_answers_each_transaction_and_admits_only_the_good_ones
     );
     node.shutdown();
 }
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// A market created over RPC is listed and shown, and the node keeps each of its epochs'
+/// reports: every line with its reason (here no paid work, so nothing minted and every line
+/// says so), one account's lines with `?account=`, 404 for an epoch it has no report of and 400
+/// for a malformed id.
+#[tokio::test]
+async fn markets_and_their_epoch_reports_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = test_keys(3);
+    let mut params = agora_ledger::Params::default();
+    params.incentives.epoch_blocks = 4;
+    params.incentives.market_deposit = Amount::from_agr(1);
+    let genesis = test_genesis(&keys, Amount::from_agr(100), params);
+    std::fs::write(
+        dir.path().join("genesis.json"),
+        serde_json::to_string(&genesis).unwrap(),
+    )
+    .unwrap();
+    let mut cfg = NodeConfig::default();
+    cfg.chain.data_dir = dir.path().join("data");
+    cfg.chain.genesis = dir.path().join("genesis.json");
+    cfg.chain.rpc_addr = "127.0.0.1:0".parse().unwrap();
+    cfg.validator.idle_block_ms = 20;
+    let node = agora_node::start(&cfg, SecretKey::from_test_seed("validator-0"))
+        .await
+        .unwrap();
+    let shared = node.shared.clone();
+    let mut f = TxFactory::new(TEST_CHAIN, Amount(1_000));
+    let model = agora_types::Hash([4; 32]);
+    let txs = [
+        f.sign(
+            &keys[0],
+            TxBody::RegisterModel(agora_types::ModelRegistration {
+                sha256: model,
+                name: "m".into(),
+                family: "llama".into(),
+                kind: agora_types::ModelKind::Chat,
+                license: "apache-2.0".into(),
+                royalty_bps: 0,
+            }),
+        ),
+        f.sign(
+            &keys[0],
+            TxBody::CreateMarket(agora_types::MarketSpec {
+                name: "chat/rpc".into(),
+                models: vec![model],
+            }),
+        ),
+    ];
+    for stx in &txs {
+        let (status, _) = call(&shared, post(stx.encode(), "application/octet-stream")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let id = agora_types::market_id("chat/rpc");
+    // Wait for the market and then for two of its epochs to end.
+    let mut listed = Value::Null;
+    for _ in 0..500 {
+        let (_, v) = call(&shared, get("/v1/markets")).await;
+        if v["markets"][0]["epochs_run"].as_u64().unwrap_or(0) >= 2 {
+            listed = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed["markets"][0]["name"], "chat/rpc", "{listed}");
+    assert_eq!(listed["markets"][0]["id"], id.to_hex());
+    assert_eq!(listed["epoch_blocks"], 4);
+    let (status, m) = call(&shared, get(&format!("/v1/markets/{id}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(m["record"]["owner"], keys[0].public().to_string());
+    assert_eq!(m["next_epoch_height"].as_u64().unwrap() % 4, 3);
+    // The first epoch that ran after the market was created.
+    let created_epoch = (0..100u64)
+        .find(|e| {
+            let c = shared.chain.lock().unwrap();
+            c.store().epoch_report(&id, *e).unwrap().is_some()
+        })
+        .expect("a stored report");
+    let (status, r) = call(
+        &shared,
+        get(&format!("/v1/markets/{id}/epochs/{created_epoch}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["report"]["name"], "chat/rpc");
+    assert_eq!(r["report"]["emission"], "0");
+    let validators = r["report"]["validators"].as_array().unwrap();
+    assert_eq!(validators.len(), 1, "the one validator has a line");
+    assert!(
+        validators[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no paid usage"),
+        "{r}"
+    );
+    let (_, only) = call(
+        &shared,
+        get(&format!(
+            "/v1/markets/{id}/epochs/{created_epoch}?account={}",
+            keys[1].public()
+        )),
+    )
+    .await;
+    assert_eq!(only["report"]["validators"].as_array().unwrap().len(), 0);
+    let (status, e) = call(&shared, get(&format!("/v1/markets/{id}/epochs/999999"))).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, e) = call(&shared, get("/v1/markets/nothex/epochs/1")).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_hash"))
+    );
+    let (status, _) = call(&shared, get(&format!("/v1/markets/{id}/epochs/x"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    node.shutdown();
+}
