@@ -34,6 +34,10 @@ enum Command {
     Wallet(cmd::wallet::WalletArgs),
     /// Build, sign and submit a transaction.
     Tx(cmd::wallet::TxArgs),
+    /// Markets: list them, show one with its members.
+    Market(cmd::market::MarketArgs),
+    /// Incentive epochs: what each account of a market was paid, and why.
+    Epoch(cmd::market::EpochArgs),
     /// The local model store: pull, list, verify.
     Models(cmd::models::ModelsArgs),
     /// Generate text from a local model (for scripts).
@@ -79,6 +83,8 @@ fn main() -> eyre::Result<()> {
         Command::Testnet(args) => cmd::testnet::run(args),
         Command::Wallet(args) => cmd::wallet::run_wallet(args),
         Command::Tx(args) => cmd::wallet::run_tx(args),
+        Command::Market(args) => cmd::market::run_market(args),
+        Command::Epoch(args) => cmd::market::run_epoch(args),
         Command::Models(args) => cmd::models::run(args),
         #[cfg(feature = "llama-cpp")]
         Command::Generate(args) => cmd::generate::run(args),

@@ -13,6 +13,7 @@ pub mod chat_remote;
 pub mod dev;
 #[cfg(feature = "llama-cpp")]
 pub mod generate;
+pub mod market;
 pub mod models;
 pub mod net;
 pub mod node;

@@ -164,9 +164,38 @@ pub enum TxCommand {
         #[arg(long)]
         channel: Hash,
     },
+    /// Open a market over registered models (locks the chain's market deposit).
+    CreateMarket {
+        /// e.g. chat/smollm2 (a-z, 0-9, '/', '-', '_', '.'; at most 64 bytes).
+        #[arg(long)]
+        name: String,
+        /// A registered model's sha256; repeatable.
+        #[arg(long = "model", required = true)]
+        models: Vec<Hash>,
+    },
+    /// Join a market as a provider serving one of its models.
+    JoinMarket {
+        /// The market's name or id.
+        #[arg(long)]
+        market: String,
+    },
+    /// Commit to weights over a market's members (validators); reveal them next epoch with
+    /// `reveal-weights`. The weights and their salt are saved under $AGORA_HOME/weights/.
+    CommitWeights {
+        #[arg(long)]
+        market: String,
+        /// PROVIDER_ADDRESS=WEIGHT (0..=65535); repeatable.
+        #[arg(long = "weight", required = true)]
+        weights: Vec<String>,
+    },
+    /// Reveal the weights committed with `commit-weights` (from the next incentive epoch on).
+    RevealWeights {
+        #[arg(long)]
+        market: String,
+    },
 }
 
-fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     std::env::var_os("AGORA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".agora")))
@@ -206,7 +235,7 @@ fn load_key(opts: &ClientOpts) -> eyre::Result<SecretKey> {
 }
 
 /// Node answers go through `Value` first, so `--json` prints their keys sorted, as it always has.
-fn print(opts: &ClientOpts, value: &Value, text: String) {
+pub(crate) fn print(opts: &ClientOpts, value: &Value, text: String) {
     if opts.json {
         println!("{value}");
     } else {
@@ -215,7 +244,9 @@ fn print(opts: &ClientOpts, value: &Value, text: String) {
 }
 
 /// A small runtime for one command's calls to the node.
-fn block_on<T>(calls: impl std::future::Future<Output = eyre::Result<T>>) -> eyre::Result<T> {
+pub(crate) fn block_on<T>(
+    calls: impl std::future::Future<Output = eyre::Result<T>>,
+) -> eyre::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -223,7 +254,7 @@ fn block_on<T>(calls: impl std::future::Future<Output = eyre::Result<T>>) -> eyr
 }
 
 /// The node's refusal in the words the CLI has always used (`400 Bad Request`, not `400`).
-fn node_error(e: ChainError) -> eyre::Report {
+pub(crate) fn node_error(e: ChainError) -> eyre::Report {
     match e {
         ChainError::Refused {
             status,
@@ -392,6 +423,24 @@ async fn tx(args: TxArgs) -> eyre::Result<()> {
         }
         TxCommand::CloseChannel { channel } => TxBody::CloseChannel { channel },
         TxCommand::SettleChannel { channel } => TxBody::SettleChannel { channel },
+        TxCommand::CreateMarket { name, models } => {
+            TxBody::CreateMarket(agora_types::MarketSpec { name, models })
+        }
+        TxCommand::JoinMarket { market } => TxBody::JoinMarket {
+            market: super::market::market_ref(&market),
+        },
+        TxCommand::CommitWeights { market, weights } => {
+            let (commitment, reveal, path) =
+                super::market::prepare_commit(&home(), &market, &weights, &me)?;
+            eprintln!("{}", super::market::commit_summary(&reveal, &path));
+            TxBody::CommitWeights {
+                market: reveal.market,
+                commitment,
+            }
+        }
+        TxCommand::RevealWeights { market } => {
+            TxBody::RevealWeights(super::market::load_reveal(&home(), &market, &me)?)
+        }
     };
     let status = rpc.status().await.map_err(node_error)?;
     let fee = match &args.fee {

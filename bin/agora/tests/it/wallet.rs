@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agora");
 
-struct Dev(Child);
+pub(crate) struct Dev(Child);
 
 impl Drop for Dev {
     fn drop(&mut self) {
@@ -16,7 +16,7 @@ impl Drop for Dev {
     }
 }
 
-fn start_dev(dir: &Path) -> (Dev, String) {
+pub(crate) fn start_dev(dir: &Path) -> (Dev, String) {
     let mut child = Command::new(BIN)
         .args(["dev", "--dir"])
         .arg(dir)
@@ -38,7 +38,7 @@ fn start_dev(dir: &Path) -> (Dev, String) {
     (Dev(child), url.expect("agora dev printed its RPC URL"))
 }
 
-fn agora(args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
+pub(crate) fn agora(args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
     let out = Command::new(BIN)
         .args(args)
         .envs(env.iter().copied())
