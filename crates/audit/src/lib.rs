@@ -20,6 +20,7 @@
 
 mod report;
 pub mod role;
+pub mod scorer;
 
 use std::sync::Arc;
 

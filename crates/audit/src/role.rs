@@ -32,6 +32,7 @@ use agora_types::audit::{AuditVerdict, SignedVerdict, receipt_id};
 use agora_types::tx::limits::MAX_AUDIT_VERDICTS;
 use agora_types::{Address, Evidence, Hash, HashDomain, Outcome, TxBody};
 
+use crate::scorer::Scorer;
 use crate::{AuditReport, Auditor};
 
 /// Auditors per receipt: the first and two re-auditors (verification.md §6.1).
@@ -46,6 +47,9 @@ pub struct RoleSettings {
     pub poll: Duration,
     /// How long a re-auditor waits for the first auditor's verdict before giving up on it.
     pub reaudit_wait: Duration,
+    /// Where the scorer keeps the weights it committed until it reveals them; `None` turns
+    /// scoring off (`crate::scorer`).
+    pub score_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RoleSettings {
@@ -54,6 +58,7 @@ impl Default for RoleSettings {
             gateways: Vec::new(),
             poll: Duration::from_millis(500),
             reaudit_wait: Duration::from_secs(600),
+            score_dir: None,
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct AuditRole {
     watching: BTreeMap<Hash, Watch>,
     /// Receipts this validator already audited (a batch seen twice is not audited twice).
     done: BTreeSet<Hash>,
+    /// The scorer fed by the same blocks, batches and verdicts (when scoring is on).
+    scorer: Option<Scorer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +100,11 @@ impl AuditRole {
         auditors: BTreeMap<Hash, Auditor>,
         settings: RoleSettings,
     ) -> AuditRole {
+        let scorer = settings.score_dir.clone().map(Scorer::new);
         AuditRole {
             sender,
             auditors,
+            scorer,
             settings,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -140,22 +149,36 @@ impl AuditRole {
                 break;
             };
             let txs = block.transactions.unwrap_or_default();
+            let epoch_blocks = tip.params.incentives.epoch_blocks;
             for (stx, r) in txs.iter().zip(&block.receipts) {
                 if let (TxBody::CommitReceipts { root, .. }, Outcome::Success) =
                     (&stx.tx.body, &r.outcome)
                 {
                     let b = beacon(block.id, *root);
-                    self.commitment(stx.tx.signer, *root, b, tip.params.audit_bps)
+                    let at = (next, epoch_blocks);
+                    self.commitment(stx.tx.signer, *root, b, tip.params.audit_bps, at)
                         .await;
                 }
+            }
+            let sender = self.sender.clone();
+            if let Some(scorer) = self.scorer.as_mut() {
+                scorer.on_block(next, epoch_blocks, &sender).await;
             }
             next += 1;
         }
         Ok(next)
     }
 
-    /// One commitment: find its batch, draw, audit what is ours.
-    async fn commitment(&mut self, committer: Address, root: Hash, beacon: Hash, audit_bps: u16) {
+    /// One commitment (in block `at.0`, incentive epochs of `at.1` blocks): find its batch,
+    /// give its paid receipts to the scorer, draw, audit what is ours.
+    async fn commitment(
+        &mut self,
+        committer: Address,
+        root: Hash,
+        beacon: Hash,
+        audit_bps: u16,
+        at: (u64, u64),
+    ) {
         let Some((gateway, batch)) = self.find_batch(&root).await else {
             tracing::debug!(target: "agora::audit", %root, "no configured gateway serves this batch");
             return;
@@ -169,8 +192,15 @@ impl AuditRole {
         };
         for receipt in batch.receipts {
             let r = &receipt.receipt;
-            // Only the payer's own commitment draws its receipts (ledger audit.rs).
-            if r.payer != committer || !self.auditors.contains_key(&r.model) {
+            // Only the payer's own commitment draws its receipts (ledger audit.rs), and only
+            // the receipts it paid for count as served work.
+            if r.payer != committer {
+                continue;
+            }
+            if let Some(scorer) = self.scorer.as_mut() {
+                scorer.observe_receipt(at.0, at.1, r);
+            }
+            if !self.auditors.contains_key(&r.model) {
                 continue;
             }
             let rid = receipt_id(&receipt);
@@ -267,6 +297,9 @@ impl AuditRole {
             }
         };
         let failed = report.failed();
+        if let Some(scorer) = self.scorer.as_mut() {
+            scorer.observe_verdict(receipt.receipt.provider, failed);
+        }
         if failed {
             tracing::warn!(target: "agora::audit", receipt = %rid, provider = %receipt.receipt.provider, findings = ?report.findings, "audit failed");
         } else {

@@ -51,12 +51,8 @@ fn main() {
     };
     // One warm-up epoch gives every pair a bond, as in a running market.
     let warm = run_epoch(&params, &input).expect("valid input");
-    for (v, row) in input.validators.iter_mut().zip(&warm.bonds) {
-        v.bonds = row
-            .iter()
-            .enumerate()
-            .map(|(j, b)| (j as u32, *b))
-            .collect();
+    for (v, bonds) in input.validators.iter_mut().zip(warm.bonds_for_next_epoch()) {
+        v.bonds = bonds;
     }
     let mut times = Vec::with_capacity(runs);
     let mut check = Fixed::ZERO;

@@ -400,6 +400,7 @@ async fn start_auditor(
     let Some(url) = node.rpc_url() else {
         return Ok(());
     };
+    let score_dir = cfg.audit.score.then(|| cfg.chain.data_dir.join("scorer"));
     let cfg = cfg.audit.clone();
     let models = tokio::task::spawn_blocking(move || {
         models::load_auditors(&cfg).map(|m| (m, cfg.gateways.clone()))
@@ -419,6 +420,7 @@ async fn start_auditor(
         auditors,
         agora_audit::role::RoleSettings {
             gateways,
+            score_dir,
             ..Default::default()
         },
     );

@@ -169,6 +169,9 @@ pub struct AuditConfig {
     pub threads: u32,
     /// Base URLs of the gateways to follow (`http://host:port`).
     pub gateways: Vec<String>,
+    /// Also score the providers of every market from what the auditor sees, and commit and
+    /// reveal weights each incentive epoch (`agora_audit::scorer`).
+    pub score: bool,
 }
 
 impl Default for AuditConfig {
@@ -178,6 +181,7 @@ impl Default for AuditConfig {
             models_dir: PathBuf::from("models"),
             threads: 2,
             gateways: Vec::new(),
+            score: true,
         }
     }
 }

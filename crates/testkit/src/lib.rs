@@ -2,7 +2,10 @@
 
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::{BlockContext, Built, Genesis, Params, State};
-use agora_types::{Address, Amount, SecretKey, SignedTx, Tx, TxBody};
+use agora_types::{
+    Address, Amount, HardwareSummary, Hash, ModelPrice, ProviderInfo, SecretKey, SignedTx, Tx,
+    TxBody,
+};
 use std::collections::BTreeMap;
 
 pub const TEST_CHAIN: &str = "agora-test";
@@ -12,6 +15,25 @@ pub fn test_keys(n: usize) -> Vec<SecretKey> {
     (0..n)
         .map(|i| SecretKey::from_test_seed(&format!("user-{i}")))
         .collect()
+}
+
+/// What a test provider registers: no peer id or endpoints, a one-core CPU, serving `model` at
+/// one base unit per million tokens either way.
+pub fn provider_info(model: Hash) -> ProviderInfo {
+    ProviderInfo {
+        peer_id: vec![],
+        endpoints: vec![],
+        hardware: HardwareSummary {
+            accelerator: "cpu".into(),
+            memory_mib: 1,
+            cpu_cores: 1,
+        },
+        models: vec![ModelPrice {
+            model,
+            input_per_million: Amount(1),
+            output_per_million: Amount(1),
+        }],
+    }
 }
 
 /// A genesis giving each key `balance`, with default params and an optional validator.

@@ -3,7 +3,9 @@
 //! SmolLM2 and a cheater serving Gemma 3 under SmolLM2's registered hash at the same price. Every
 //! receipt is audited (`audit_bps` = 10,000 in this genesis). The cheater is audited, slashed on
 //! the ledger with two validators' failing verdicts and jailed; the gateway then routes around
-//! it; the honest provider, audited on the same load, is never slashed.
+//! it; the honest provider, audited on the same load, is never slashed. Both providers are
+//! members of a market over SmolLM2: the validators' scorers commit and reveal weights from what
+//! they audited and saw served, and Yuma pays the honest provider and not the cheater.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,6 +79,10 @@ fn write_network(dir: &Path, base: u16, gateway: &str, funded: &[&SecretKey]) {
     let path = dir.join("genesis.json");
     let mut genesis: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     genesis["params"]["audit_bps"] = json!(10_000);
+    // Incentive epochs of 20 blocks, so the scorers' commit, reveal and the epoch that counts
+    // them come round within the test; a small market deposit.
+    genesis["params"]["incentives"]["epoch_blocks"] = json!(20);
+    genesis["params"]["incentives"]["market_deposit"] = json!(Amount::from_agr(1).0.to_string());
     for k in funded {
         let a = GenesisAccount {
             address: k.public(),
@@ -225,6 +231,12 @@ async fn verdicts(gateway: &str, receipt: &SignedReceipt) -> Vec<(String, bool)>
 }
 
 /// How many providers the gateway's market lists for the model.
+/// One more completion, so the scorers keep seeing paid work.
+async fn later_traffic(base: &str, i: &mut usize) {
+    let _ = complete(base, *i).await;
+    *i += 1;
+}
+
 fn listed(g: &agora_gateway::Gateway) -> usize {
     g.market
         .models()
@@ -243,6 +255,7 @@ fn a_cheating_provider_is_audited_slashed_and_routed_around_while_the_honest_one
     let gw_port = free_port();
     let gateway_url = format!("http://127.0.0.1:{gw_port}");
     let gateway = SecretKey::from_test_seed("e2e-audit-gateway");
+    let gateway_for_market = gateway.clone();
     let honest = SecretKey::from_test_seed("e2e-audit-honest");
     let cheater = SecretKey::from_test_seed("e2e-audit-cheater");
     write_network(&dir, base, &gateway_url, &[&gateway, &honest, &cheater]);
@@ -305,6 +318,7 @@ fn a_cheating_provider_is_audited_slashed_and_routed_around_while_the_honest_one
         let mut gemma_cfg = ccfg.provider.clone();
         gemma_cfg.models = vec!["gemma3-270m".into()];
         let (mut fake, _) = models::load(&gemma_cfg, price).unwrap().remove(0);
+        let smollm2 = real.sha256;
         fake.sha256 = real.sha256;
         fake.name = real.name.clone();
         drop(real);
@@ -327,6 +341,29 @@ fn a_cheating_provider_is_audited_slashed_and_routed_around_while_the_honest_one
                 return Err("the gateway never listed both providers".to_string());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // A market over SmolLM2 (the gateway opens it), which both providers join.
+        let chain = agora_rpc::ChainClient::new(&rpc);
+        let market = agora_types::market_id("chat/smollm2");
+        for (who, body) in [
+            (
+                &gateway_for_market,
+                agora_types::TxBody::CreateMarket(agora_types::MarketSpec {
+                    name: "chat/smollm2".into(),
+                    models: vec![smollm2],
+                }),
+            ),
+            (&honest, agora_types::TxBody::JoinMarket { market }),
+            (&cheater, agora_types::TxBody::JoinMarket { market }),
+        ] {
+            let sender = agora_rpc::TxSender::new(who.clone(), chain.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            sender
+                .send(body)
+                .await
+                .map_err(|e| format!("market setup: {e}"))?;
         }
 
         // Load on both: pairs of requests at once (the router spreads a pair over two providers).
@@ -412,6 +449,66 @@ fn a_cheating_provider_is_audited_slashed_and_routed_around_while_the_honest_one
             || stake != Amount::from_agr(200).0
         {
             return Err(format!("the honest provider was touched: {v}"));
+        }
+
+        // The scorers weight what they saw served and audited: an epoch pays the honest member
+        // incentive and emission, and the jailed cheater nothing, with the reason. Keep serving
+        // meanwhile, so each window has paid work to score.
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let mut i = 20;
+        let report = loop {
+            later_traffic(&base_url, &mut i).await;
+            let status: Value = reqwest::get(format!("{rpc}/v1/status"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let epoch = status["height"].as_u64().unwrap_or(0) / 20;
+            let mut found = None;
+            for e in epoch.saturating_sub(3)..epoch {
+                let r: Value = reqwest::get(format!("{rpc}/v1/markets/{market}/epochs/{e}"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap_or(Value::Null);
+                let line = |who: &str| {
+                    r["report"]["providers"]
+                        .as_array()
+                        .and_then(|ps| ps.iter().find(|p| p["provider"] == who).cloned())
+                        .unwrap_or(Value::Null)
+                };
+                let (hl, cl) = (line(&h), line(&c));
+                let paid = |l: &Value| {
+                    l["paid"]
+                        .as_str()
+                        .and_then(|p| p.parse::<u128>().ok())
+                        .unwrap_or(0)
+                };
+                if paid(&hl) > 0 && hl["incentive_ppm"].as_u64().unwrap_or(0) > 0 {
+                    found = Some((r.clone(), paid(&cl), cl["reason"].clone()));
+                }
+            }
+            if let Some(found) = found {
+                break found;
+            }
+            if Instant::now() > deadline {
+                let m: Value = reqwest::get(format!("{rpc}/v1/markets/{market}"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                return Err(format!("no epoch paid the honest provider: {m}"));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let (report, cheater_paid, reason) = report;
+        if cheater_paid != 0 || !reason.as_str().is_some_and(|r| r.starts_with("jailed")) {
+            return Err(format!(
+                "the cheater was paid {cheater_paid} ({reason}): {report}"
+            ));
         }
         cheater_node.shutdown().await;
         honest_node.shutdown().await;

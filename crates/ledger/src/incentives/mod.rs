@@ -45,6 +45,9 @@ pub struct EpochView {
     pub validators: Vec<Address>,
     /// Members (columns), in slot order.
     pub providers: Vec<Address>,
+    /// Per member: jailed at this height (a failed audit or an equivocation). Weights on a
+    /// jailed member are dropped, so it earns no incentive whatever validators set.
+    pub jailed: Vec<bool>,
     pub input: EpochInput,
 }
 
@@ -55,7 +58,12 @@ pub fn epoch_view(state: &State, market: &Hash, height: u64) -> Option<EpochView
     let mut validators: Vec<(Address, Amount)> = crate::epochs::active_set(state);
     validators.sort_by_key(|(address, _)| *address);
     let providers: Vec<Address> = record.members.iter().map(|m| m.provider).collect();
+    let jailed: Vec<bool> = providers
+        .iter()
+        .map(|p| state.provider(p).is_none_or(|r| r.jailed_until > height))
+        .collect();
     let slot = |a: &Address| providers.iter().position(|p| p == a).map(|i| i as u32);
+    let counted_slot = |a: &Address| slot(a).filter(|j| !jailed[*j as usize]);
     // A market's first epoch grants permits to the top K at once, so it does not open with
     // an epoch in which no weights can count.
     let first_epoch = record.epochs_run == 0;
@@ -66,7 +74,7 @@ pub fn epoch_view(state: &State, market: &Hash, height: u64) -> Option<EpochView
                 Some(w) => (
                     w.weights
                         .iter()
-                        .filter_map(|pw| Some((slot(&pw.provider)?, pw.weight)))
+                        .filter_map(|pw| Some((counted_slot(&pw.provider)?, pw.weight)))
                         .collect(),
                     w.committed_at,
                 ),
@@ -96,6 +104,7 @@ pub fn epoch_view(state: &State, market: &Hash, height: u64) -> Option<EpochView
         market: *market,
         validators: validators.into_iter().map(|(a, _)| a).collect(),
         providers,
+        jailed,
         input: EpochInput {
             block: height,
             last_epoch_block: height.saturating_sub(epoch_blocks),

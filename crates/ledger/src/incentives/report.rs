@@ -164,6 +164,9 @@ pub fn report(
 }
 
 fn provider_reason(view: &EpochView, out: &EpochOutput, j: usize, emission: Amount) -> String {
+    if view.jailed[j] {
+        return "jailed at this height (a failed audit or an equivocation): weights on it do not count".into();
+    }
     if emission == Amount::ZERO {
         return "the market's share of emission was 0 (no paid usage this epoch)".into();
     }

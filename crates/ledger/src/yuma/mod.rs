@@ -144,6 +144,23 @@ pub struct EpochOutput {
     pub dividends: Vec<Fixed>,
 }
 
+impl EpochOutput {
+    /// Each validator's bonds in the form the next epoch reads them
+    /// (`ValidatorInput::bonds`): the non-zero entries, by provider index.
+    pub fn bonds_for_next_epoch(&self) -> Vec<Vec<(u32, Fixed)>> {
+        self.bonds
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b > Fixed::ZERO)
+                    .map(|(j, b)| (j as u32, *b))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// Input an epoch refuses: the ledger checks weights when they are submitted, so any of these
 /// in an epoch's input is a bug upstream, not something to paper over.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

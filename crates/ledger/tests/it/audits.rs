@@ -10,8 +10,8 @@ use agora_ledger::{Built, Event, Params, State};
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis};
 use agora_types::receipt::{InferenceReceipt, SignedReceipt};
 use agora_types::{
-    Amount, AuditVerdict, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome,
-    Price, ProviderInfo, SecretKey, SignedVerdict, TxBody, Voucher, receipt_id,
+    Amount, AuditVerdict, Evidence, Hash, ModelRegistration, Outcome, Price, SecretKey,
+    SignedVerdict, TxBody, Voucher, receipt_id,
 };
 
 pub(crate) const FEE: u128 = 1_000;
@@ -42,23 +42,6 @@ pub(crate) fn outcome(b: &Built, i: usize) -> String {
     match &b.applied.receipts[i].outcome {
         Outcome::Failed { message, .. } => message.clone(),
         Outcome::Success => "success".into(),
-    }
-}
-
-fn provider_info() -> ProviderInfo {
-    ProviderInfo {
-        peer_id: vec![],
-        endpoints: vec![],
-        hardware: HardwareSummary {
-            accelerator: "cpu".into(),
-            memory_mib: 1,
-            cpu_cores: 1,
-        },
-        models: vec![ModelPrice {
-            model: MODEL,
-            input_per_million: Amount(1),
-            output_per_million: Amount(1),
-        }],
     }
 }
 
@@ -108,9 +91,10 @@ impl World {
             ),
         ]);
         assert!((0..2).all(|i| outcome(&b, i) == "success"));
-        let b = chain.produce(vec![
-            f.sign(&provider, TxBody::RegisterProvider(provider_info())),
-        ]);
+        let b = chain.produce(vec![f.sign(
+            &provider,
+            TxBody::RegisterProvider(agora_testkit::provider_info(MODEL)),
+        )]);
         assert_eq!(outcome(&b, 0), "success");
         let nonce = f.next_nonce(&payer.public());
         let b = chain.produce(vec![

@@ -9,11 +9,10 @@ use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::incentives::epoch_view;
 use agora_ledger::yuma::run_epoch;
 use agora_ledger::{Built, Event, Params, State};
-use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis};
+use agora_testkit::{Chain, TEST_CHAIN, TxFactory, provider_info, test_genesis};
 use agora_types::{
-    Amount, HardwareSummary, Hash, MarketSpec, ModelPrice, ModelRegistration, Outcome,
-    ProviderInfo, ProviderWeight, SecretKey, TxBody, Voucher, WeightsReveal, market_id,
-    weights_commitment,
+    Amount, Hash, MarketSpec, ModelRegistration, Outcome, ProviderWeight, SecretKey, TxBody,
+    Voucher, WeightsReveal, market_id, weights_commitment,
 };
 
 const FEE: u128 = 1_000;
@@ -43,23 +42,6 @@ fn params() -> Params {
     p.incentives.max_members = 3;
     p.incentives.immunity_blocks = 15;
     p
-}
-
-fn info(model: Hash) -> ProviderInfo {
-    ProviderInfo {
-        peer_id: vec![],
-        endpoints: vec![],
-        hardware: HardwareSummary {
-            accelerator: "cpu".into(),
-            memory_mib: 1,
-            cpu_cores: 1,
-        },
-        models: vec![ModelPrice {
-            model,
-            input_per_million: Amount(1),
-            output_per_million: Amount(1),
-        }],
-    }
 }
 
 struct World {
@@ -133,7 +115,11 @@ impl World {
             .map(|(i, p)| {
                 f.sign(
                     p,
-                    TxBody::RegisterProvider(info(if i == 4 { OTHER_MODEL } else { MODEL })),
+                    TxBody::RegisterProvider(provider_info(if i == 4 {
+                        OTHER_MODEL
+                    } else {
+                        MODEL
+                    })),
                 )
             })
             .collect();
@@ -628,6 +614,58 @@ fn a_full_market_replaces_its_lowest_scorer_past_immunity_and_no_one_else() {
     let m = w.chain.state.market(&market).expect("market");
     assert_eq!(m.members[2].provider, p3.public());
     assert_eq!(m.members[2].joined_at, w.height());
+}
+
+#[test]
+fn a_jailed_member_earns_nothing_whatever_validators_weight_it() {
+    let mut w = World::new();
+    // Every validator weights p0 and p1 equally; then p1 equivocates and is slashed (jailed).
+    w.commit_all(&[(0, 1), (1, 1)]);
+    w.until(EPOCH);
+    w.reveal_all(&[(0, 1), (1, 1)]);
+    w.redeem(1_000_000);
+    let p1 = w.providers[1].clone();
+    let subject = Hash([1; 32]);
+    let (a, b) = (Hash([2; 32]), Hash([3; 32]));
+    let claim = |c: &Hash| {
+        p1.sign(
+            agora_types::SignDomain::Claim,
+            &agora_types::tx::claim_message(&subject, c),
+        )
+    };
+    let evidence = agora_types::Evidence::ConflictingClaims {
+        offender: p1.public(),
+        subject,
+        claim_a: a,
+        signature_a: claim(&a),
+        claim_b: b,
+        signature_b: claim(&b),
+    };
+    let reporter = w.stranger.clone();
+    let (_, o) = w.one(&reporter, TxBody::Slash(evidence));
+    assert_eq!(o, "success");
+    w.until(2 * EPOCH - 2);
+    let b = w.chain.produce(vec![]);
+    let report = b
+        .applied
+        .epochs
+        .iter()
+        .find(|r| r.market == w.market())
+        .expect("a report");
+    assert_eq!(report.providers[1].incentive_ppm, 0);
+    assert_eq!(report.providers[1].paid, Amount::ZERO);
+    assert!(
+        report.providers[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("jailed")),
+        "{:?}",
+        report.providers[1]
+    );
+    assert!(
+        report.providers[0].incentive_ppm > 999_000,
+        "p0 takes the whole incentive"
+    );
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! rule the ledger did not enforce, and checks that the lie is refused and moves nothing.
 
 use agora_ledger::channels::channel_id;
-use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
+use agora_testkit::{Chain, TEST_CHAIN, TxFactory, provider_info, test_genesis, test_keys};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Amount, DatasetInfo, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome,
-    ProviderInfo, SecretKey, SignDomain, TxBody, Voucher,
+    Amount, DatasetInfo, Evidence, Hash, ModelRegistration, Outcome, SecretKey, SignDomain, TxBody,
+    Voucher,
 };
 
 const FEE: u128 = 1_000;
@@ -26,23 +26,6 @@ fn model(sha256: Hash, name: &str, royalty_bps: u16) -> ModelRegistration {
         kind: agora_types::ModelKind::Chat,
         license: "apache-2.0".into(),
         royalty_bps,
-    }
-}
-
-fn provider_info(model: Hash) -> ProviderInfo {
-    ProviderInfo {
-        peer_id: vec![],
-        endpoints: vec![],
-        hardware: HardwareSummary {
-            accelerator: "cpu".into(),
-            memory_mib: 1,
-            cpu_cores: 1,
-        },
-        models: vec![ModelPrice {
-            model,
-            input_per_million: Amount(1),
-            output_per_million: Amount(1),
-        }],
     }
 }
 

@@ -204,17 +204,7 @@ impl Sim {
         };
         let out = run_epoch(&self.params, &input).expect("the simulation builds valid input");
         self.permits = out.new_permits.clone();
-        self.bonds = out
-            .bonds
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .filter(|(_, b)| **b > Fixed::ZERO)
-                    .map(|(j, b)| (j as u32, *b))
-                    .collect()
-            })
-            .collect();
+        self.bonds = out.bonds_for_next_epoch();
         self.last = Some(out.clone());
         self.epoch += 1;
         out
@@ -308,10 +298,9 @@ pub mod scenarios {
         copier / honest
     }
 
-    /// Ten honest validators, 15 providers running for 20 epochs; then a 16th joins with the
-    /// best quality. Returns the epochs after joining until its incentive reaches 90% of its
-    /// fair share (None if it never does within 50).
-    pub fn newcomer(seed: u64) -> Option<u64> {
+    /// Ten honest validators with equal stake over `providers` providers of quality 0.3-0.9,
+    /// after 20 epochs to settle; also returns the last of those epochs' output.
+    fn settled_honest_market(seed: u64, providers: usize) -> (Sim, EpochOutput) {
         let mut sim = Sim::new(
             seed,
             vec![Role::Honest; 10],
@@ -319,14 +308,22 @@ pub mod scenarios {
             Vec::new(),
             true,
         );
-        let quality: Vec<u32> = (0..15)
+        sim.quality = (0..providers)
             .map(|_| 300_000 + (sim.next_u64() % 600_000) as u32)
             .collect();
-        sim.quality = quality;
-        sim.registered_at = vec![0; 15];
-        for _ in 0..20 {
-            sim.step();
+        sim.registered_at = vec![0; providers];
+        let mut last = sim.step();
+        for _ in 1..20 {
+            last = sim.step();
         }
+        (sim, last)
+    }
+
+    /// Ten honest validators, 15 providers running for 20 epochs; then a 16th joins with the
+    /// best quality. Returns the epochs after joining until its incentive reaches 90% of its
+    /// fair share (None if it never does within 50).
+    pub fn newcomer(seed: u64) -> Option<u64> {
+        let (mut sim, _) = settled_honest_market(seed, 15);
         sim.join(15, 950_000);
         let fair = fair_shares(&sim.quality)[15];
         (1..=50).find(|_| share(sim.step().incentive[15]) >= 0.9 * fair)
@@ -336,21 +333,8 @@ pub mod scenarios {
     /// (honest validators measure quality 0 for it: the audit pass rate multiplies the score).
     /// Returns the epochs after the first failure until its incentive is below 1% of what it had.
     pub fn failing(seed: u64) -> Option<u64> {
-        let mut sim = Sim::new(
-            seed,
-            vec![Role::Honest; 10],
-            vec![100; 10],
-            Vec::new(),
-            true,
-        );
-        sim.quality = (0..16)
-            .map(|_| 300_000 + (sim.next_u64() % 600_000) as u32)
-            .collect();
-        sim.registered_at = vec![0; 16];
-        let mut before = 0.0;
-        for _ in 0..20 {
-            before = share(sim.step().incentive[3]);
-        }
+        let (mut sim, settled) = settled_honest_market(seed, 16);
+        let before = share(settled.incentive[3]);
         sim.quality[3] = 0;
         (1..=50).find(|_| share(sim.step().incentive[3]) < 0.01 * before)
     }

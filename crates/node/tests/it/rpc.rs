@@ -11,13 +11,18 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 async fn node() -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
+    // No empty blocks: the tests that use it count heights.
+    node_with(agora_ledger::Params::default(), 3_600_000).await
+}
+
+/// A one-validator node over `test_genesis` with `params`, an empty block every `idle_block_ms`.
+async fn node_with(
+    params: agora_ledger::Params,
+    idle_block_ms: u64,
+) -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
     let dir = tempfile::tempdir().unwrap();
     let keys = test_keys(3);
-    let genesis = test_genesis(
-        &keys,
-        Amount::from_agr(100),
-        agora_ledger::Params::default(),
-    );
+    let genesis = test_genesis(&keys, Amount::from_agr(100), params);
     std::fs::write(
         dir.path().join("genesis.json"),
         serde_json::to_string(&genesis).unwrap(),
@@ -27,8 +32,7 @@ async fn node() -> (tempfile::TempDir, agora_node::NodeHandle, Vec<SecretKey>) {
     cfg.chain.data_dir = dir.path().join("data");
     cfg.chain.genesis = dir.path().join("genesis.json");
     cfg.chain.rpc_addr = "127.0.0.1:0".parse().unwrap();
-    // No empty blocks: the test counts heights.
-    cfg.validator.idle_block_ms = 3_600_000;
+    cfg.validator.idle_block_ms = idle_block_ms;
     let handle = agora_node::start(&cfg, SecretKey::from_test_seed("validator-0"))
         .await
         .unwrap();
@@ -335,25 +339,10 @@ fn get(path: &str) -> Request<Body> {
 /// for a malformed id.
 #[tokio::test]
 async fn markets_and_their_epoch_reports_are_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = test_keys(3);
     let mut params = agora_ledger::Params::default();
     params.incentives.epoch_blocks = 4;
     params.incentives.market_deposit = Amount::from_agr(1);
-    let genesis = test_genesis(&keys, Amount::from_agr(100), params);
-    std::fs::write(
-        dir.path().join("genesis.json"),
-        serde_json::to_string(&genesis).unwrap(),
-    )
-    .unwrap();
-    let mut cfg = NodeConfig::default();
-    cfg.chain.data_dir = dir.path().join("data");
-    cfg.chain.genesis = dir.path().join("genesis.json");
-    cfg.chain.rpc_addr = "127.0.0.1:0".parse().unwrap();
-    cfg.validator.idle_block_ms = 20;
-    let node = agora_node::start(&cfg, SecretKey::from_test_seed("validator-0"))
-        .await
-        .unwrap();
+    let (_dir, node, keys) = node_with(params, 20).await;
     let shared = node.shared.clone();
     let mut f = TxFactory::new(TEST_CHAIN, Amount(1_000));
     let model = agora_types::Hash([4; 32]);
