@@ -249,7 +249,7 @@ impl World {
     }
 
     /// The payer pays p0 `amount` more on MODEL.
-    fn redeem(&mut self, amount: u128) {
+    fn redeem(&mut self, amount: u128) -> Built {
         self.cumulative += amount;
         let v = Voucher {
             chain_id: TEST_CHAIN.into(),
@@ -259,8 +259,9 @@ impl World {
         }
         .sign(&self.payer);
         let p0 = self.providers[0].clone();
-        let (_, o) = self.one(&p0, TxBody::RedeemVoucher(v));
+        let (b, o) = self.one(&p0, TxBody::RedeemVoucher(v));
         assert_eq!(o, "success");
+        b
     }
 }
 
@@ -702,4 +703,116 @@ fn paid_work_counts_as_usage_and_a_failed_audit_takes_its_payment_back_out() {
         Amount(200_000),
         "the forfeited 300,000 is not usage"
     );
+}
+
+/// One step of the money-path property test below.
+#[derive(Debug, Clone)]
+enum Op {
+    /// The payer pays p0 for work on the market's model.
+    Redeem(u128),
+    /// Validator `v` commits weights on members (by provider index 0..4, raw weights).
+    Commit(usize, Vec<(usize, u16)>),
+    /// Validator `v` reveals what it committed last (it may be too early, too late or absent).
+    Reveal(usize),
+    /// Provider `p` asks to join (the market holds 3; p3 and p4 may be refused or prune).
+    Join(usize),
+    /// Empty blocks.
+    Wait(u64),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (1u128..5_000_000).prop_map(Op::Redeem),
+        (
+            0usize..3,
+            proptest::collection::vec((0usize..5, 0u16..=u16::MAX), 1..4)
+        )
+            .prop_map(|(v, w)| Op::Commit(v, w)),
+        (0usize..3).prop_map(Op::Reveal),
+        (3usize..5).prop_map(Op::Join),
+        (1u64..12).prop_map(Op::Wait),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Random interleavings of payments, commits, reveals (early, late, mismatched or absent),
+    /// joins and waits across several incentive epochs. After every block: supply is conserved;
+    /// what the block minted is exactly what its `EmissionPaid` lines pay, and no more than the
+    /// schedule's emission for the epoch; every line goes to a member of the market, an active
+    /// validator, the owner or the treasury; and the epoch's report says the same per account.
+    #[test]
+    fn emission_is_paid_exactly_and_only_inside_the_market(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut w = World::new();
+        let market = w.market();
+        let mut last_reveal: Vec<Option<WeightsReveal>> = vec![None; 3];
+        let mut salt = 0u8;
+        let start_minted = w.chain.state.supply().minted.0;
+        let mut blocks = Vec::new();
+        for op in ops {
+            match op {
+                Op::Redeem(a) => blocks.push(w.redeem(a)),
+                Op::Commit(v, weights) => {
+                    salt = salt.wrapping_add(1);
+                    let reveal = w.reveal(&weights, salt);
+                    let key = w.validators[v].clone();
+                    let commitment = weights_commitment(&key.public(), &reveal);
+                    blocks.push(w.one(&key, TxBody::CommitWeights { market, commitment }).0);
+                    last_reveal[v] = Some(reveal);
+                }
+                Op::Reveal(v) => {
+                    let key = w.validators[v].clone();
+                    let reveal = last_reveal[v].clone().unwrap_or_else(|| w.reveal(&[(0, 1)], 0));
+                    blocks.push(w.one(&key, TxBody::RevealWeights(reveal)).0);
+                }
+                Op::Join(p) => {
+                    let key = w.providers[p].clone();
+                    blocks.push(w.one(&key, TxBody::JoinMarket { market }).0);
+                }
+                Op::Wait(n) => {
+                    let to = w.height() + n;
+                    blocks.extend(w.until(to));
+                }
+            }
+        }
+        // Run past two more epoch ends so every interleaving meets at least one.
+        let to = w.height() + 2 * EPOCH;
+        blocks.extend(w.until(to));
+        supply_conserved(&w.chain.state);
+        let validators: Vec<agora_types::Address> = agora_ledger::epochs::active_set(&w.chain.state).into_iter().map(|(a, _)| a).collect();
+        let treasury = w.chain.state.params().treasury;
+        let owner = w.owner.public();
+        let mut minted = start_minted;
+        for b in &blocks {
+            let lines = emission_lines(b);
+            let paid: u128 = lines.iter().map(|l| l.2).sum();
+            let height = b.block.header.height;
+            let now = b.state.supply().minted.0;
+            proptest::prop_assert_eq!(now - minted, paid, "height {} minted other than it paid", height);
+            minted = now;
+            let schedule = w.chain.state.params().incentives.schedule.emission_between((height + 1).saturating_sub(EPOCH), height);
+            proptest::prop_assert!(paid <= schedule, "paid {} over the schedule's {}", paid, schedule);
+            for report in &b.applied.epochs {
+                let members: Vec<agora_types::Address> = report.providers.iter().map(|l| l.provider).collect();
+                for (account, role, amount) in &lines {
+                    let inside = match role.as_str() {
+                        "provider" => members.contains(account),
+                        "validator" => validators.contains(account),
+                        "owner" => *account == owner,
+                        "treasury" => *account == treasury,
+                        _ => false,
+                    };
+                    proptest::prop_assert!(inside, "{} {} paid {} from outside the market", role, account, amount);
+                }
+                let reported: u128 = report.providers.iter().map(|l| l.paid.0).sum::<u128>()
+                    + report.validators.iter().map(|l| l.paid.0).sum::<u128>()
+                    + report.owner_paid.0
+                    + report.treasury_paid.0;
+                proptest::prop_assert_eq!(reported, paid, "the report and the events disagree at height {}", height);
+                proptest::prop_assert_eq!(paid, report.emission.0, "the market's share is paid whole");
+            }
+        }
+    }
 }
