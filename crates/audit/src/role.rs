@@ -50,6 +50,8 @@ pub struct RoleSettings {
     /// Where the scorer keeps the weights it committed until it reveals them; `None` turns
     /// scoring off (`crate::scorer`).
     pub score_dir: Option<std::path::PathBuf>,
+    /// The scorer's own timed requests through a gateway (latency and throughput), if any.
+    pub probe: Option<crate::scorer::ProbeSettings>,
 }
 
 impl Default for RoleSettings {
@@ -59,6 +61,7 @@ impl Default for RoleSettings {
             poll: Duration::from_millis(500),
             reaudit_wait: Duration::from_secs(600),
             score_dir: None,
+            probe: None,
         }
     }
 }
@@ -100,7 +103,10 @@ impl AuditRole {
         auditors: BTreeMap<Hash, Auditor>,
         settings: RoleSettings,
     ) -> AuditRole {
-        let scorer = settings.score_dir.clone().map(Scorer::new);
+        let scorer = settings
+            .score_dir
+            .clone()
+            .map(|dir| Scorer::new(dir).with_probes(settings.probe.clone()));
         AuditRole {
             sender,
             auditors,

@@ -20,12 +20,17 @@
 //! - **uptime**: the share of the epoch's ten slices in which it served paid work that a gateway
 //!   committed on the ledger (a provider paid for serving, not for being warm);
 //! - **service**: its paid completion tokens over the most any member served;
-//! - **price**: the cheapest listed output price in the market over its own.
+//! - **price**: the cheapest listed output price in the market over its own;
+//! - **latency** and **throughput**, when probes are configured: the validator's own timed
+//!   requests through a gateway, like any customer's (a provider cannot tell them from other
+//!   traffic), each answered by one provider; latency is the best median request time over its
+//!   own, throughput its median tokens per second over the best. A member no probe reached gets
+//!   the mean of those that were. A receipt's `time_ms` is never used: it is the provider's claim.
 //!
-//! `score = quality x (4 uptime + 3 service + 3 price) / 10`, in parts per million; a provider
-//! that served nothing scores 0. Weights are scores scaled so the best is 65,535. Not measured
-//! yet: latency and throughput, which need the validator's own timed requests (a receipt's
-//! `time_ms` is the provider's claim).
+//! `score = quality x (30 uptime + 20 service + 20 price + 15 latency + 15 throughput) / 100`
+//! with probes, `quality x (40 uptime + 30 service + 30 price) / 100` without, in parts per
+//! million; a provider that served nothing scores 0. Weights are scores scaled so the best is
+//! 65,535.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +57,10 @@ pub struct ScoreInput {
     /// Its listed output price per million tokens for the market's models (the lowest, if
     /// several); `None` when it lists none.
     pub price: Option<u128>,
+    /// The median time of this validator's probes it answered, in ms (`None`: none did).
+    pub probe_ms: Option<u64>,
+    /// The median tokens per second of those probes, in thousandths.
+    pub probe_tps_milli: Option<u64>,
 }
 
 /// Each input's score in parts per million (see the module docs for the formula).
@@ -62,9 +71,13 @@ pub fn score(inputs: &[ScoreInput]) -> Vec<u64> {
         .filter_map(|i| i.price)
         .filter(|p| *p > 0)
         .min();
+    let latency = relative(inputs.iter().map(|i| i.probe_ms), true);
+    let throughput = relative(inputs.iter().map(|i| i.probe_tps_milli), false);
+    let probed = inputs.iter().any(|i| i.probe_ms.is_some());
     inputs
         .iter()
-        .map(|i| {
+        .enumerate()
+        .map(|(k, i)| {
             if i.sanctioned || i.tokens == 0 {
                 return 0;
             }
@@ -81,9 +94,49 @@ pub fn score(inputs: &[ScoreInput]) -> Vec<u64> {
                 (_, Some(0)) => 1_000_000,
                 _ => 0,
             };
-            quality * (4 * uptime + 3 * service + 3 * price) / 10 / 1_000_000
+            let blend = if probed {
+                30 * uptime + 20 * service + 20 * price + 15 * latency[k] + 15 * throughput[k]
+            } else {
+                40 * uptime + 30 * service + 30 * price
+            };
+            quality * (blend / 100) / 1_000_000
         })
         .collect()
+}
+
+/// Each value relative to the best, in ppm: best / own when lower is better, own / best
+/// otherwise; a missing value gets the mean of the present ones (1,000,000 when none is).
+fn relative(values: impl Iterator<Item = Option<u64>>, lower_is_better: bool) -> Vec<u64> {
+    let values: Vec<Option<u64>> = values.collect();
+    let present: Vec<u64> = values
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| *v > 0)
+        .collect();
+    let best = if lower_is_better {
+        present.iter().min()
+    } else {
+        present.iter().max()
+    };
+    let Some(&best) = best else {
+        return vec![1_000_000; values.len()];
+    };
+    let of = |v: u64| -> u64 {
+        let ratio = if lower_is_better {
+            u128::from(best) * 1_000_000 / u128::from(v)
+        } else {
+            u128::from(v) * 1_000_000 / u128::from(best)
+        };
+        ratio.min(1_000_000) as u64
+    };
+    let scored: Vec<Option<u64>> = values
+        .iter()
+        .map(|v| v.filter(|v| *v > 0).map(of))
+        .collect();
+    let known: Vec<u64> = scored.iter().flatten().copied().collect();
+    let mean = known.iter().sum::<u64>() / known.len().max(1) as u64;
+    scored.into_iter().map(|v| v.unwrap_or(mean)).collect()
 }
 
 /// Scores to weights: the best is 65,535, the rest in proportion (rounded; a positive score
@@ -108,6 +161,26 @@ struct Observed {
     slices: u16,
     passed: u32,
     failed: u32,
+    /// This validator's probes it answered: (ms, completion tokens), at most [`MAX_PROBES`].
+    probes: Vec<(u64, u32)>,
+}
+
+/// Probes kept per provider and epoch.
+const MAX_PROBES: usize = 64;
+
+/// The validator's own timed requests through a gateway (`[audit] probe_*`).
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// The gateway's OpenAI base URL, e.g. `http://127.0.0.1:8646/v1`.
+    pub gateway: String,
+    pub api_key: String,
+    /// Probes per market per epoch, spread over the epoch.
+    pub per_epoch: u32,
+}
+
+fn median(mut v: Vec<u64>) -> Option<u64> {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
 }
 
 /// The running scorer of one validator.
@@ -116,6 +189,8 @@ pub struct Scorer {
     /// The incentive epoch whose window is being observed.
     epoch: Option<u64>,
     window: BTreeMap<Address, Observed>,
+    probe: Option<ProbeSettings>,
+    http: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +216,25 @@ impl Scorer {
             dir,
             epoch: None,
             window: BTreeMap::new(),
+            probe: None,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Also time requests of its own through a gateway.
+    pub fn with_probes(mut self, probe: Option<ProbeSettings>) -> Scorer {
+        self.probe = probe.filter(|p| p.per_epoch > 0 && !p.gateway.is_empty());
+        self
+    }
+
+    /// One probe answered by `provider` in `ms` with `tokens` completion tokens.
+    pub fn observe_probe(&mut self, provider: Address, ms: u64, tokens: u32) {
+        let o = self.window.entry(provider).or_default();
+        if o.probes.len() < MAX_PROBES {
+            o.probes.push((ms.max(1), tokens));
         }
     }
 
@@ -166,6 +260,12 @@ impl Scorer {
     /// Called after each block is read: at the first block of a new incentive epoch, reveals
     /// last epoch's commitments and commits weights scored over the window that just ended.
     pub async fn on_block(&mut self, height: u64, epoch_blocks: u64, sender: &TxSender) {
+        if let Some(probe) = self.probe.clone() {
+            let every = (epoch_blocks / u64::from(probe.per_epoch)).max(1);
+            if height.is_multiple_of(every) {
+                self.probe_markets(&probe, sender.chain()).await;
+            }
+        }
         let epoch = height / epoch_blocks.max(1);
         match self.epoch {
             None => {
@@ -247,6 +347,62 @@ impl Scorer {
         Ok(())
     }
 
+    /// One timed request per market (chat and completion models) through the gateway; the
+    /// provider that answered it alone gets the measurement.
+    async fn probe_markets(&mut self, probe: &ProbeSettings, chain: &ChainClient) {
+        let Ok(markets) = chain.markets().await else {
+            return;
+        };
+        for market in markets.markets {
+            let Ok(Some(view)) = chain.market(&market.id).await else {
+                continue;
+            };
+            let Some(model) = view.record.models.first() else {
+                continue;
+            };
+            let Ok(Some(record)) = chain.model(model).await else {
+                continue;
+            };
+            if record.info.kind == agora_types::ModelKind::Embedding {
+                continue;
+            }
+            let url = format!("{}/completions", probe.gateway.trim_end_matches('/'));
+            let body = serde_json::json!({
+                "model": record.info.name, "prompt": "Count: 1, 2, 3,", "max_tokens": 8, "temperature": 0
+            });
+            let start = std::time::Instant::now();
+            let answer = self
+                .http
+                .post(&url)
+                .bearer_auth(&probe.api_key)
+                .json(&body)
+                .send()
+                .await;
+            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let Ok(answer) = answer else { continue };
+            let Ok(v) = answer.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let segments = v["choices"][0]["agora"]["segments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            // A failover spreads the time over two providers: not a clean measurement.
+            let [segment] = segments.as_slice() else {
+                continue;
+            };
+            let Some(provider) = segment["provider"]
+                .as_str()
+                .and_then(|p| p.parse::<Address>().ok())
+            else {
+                continue;
+            };
+            let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as u32;
+            tracing::info!(target: "agora::score", market = %market.name, %provider, ms, tokens, "probe answered");
+            self.observe_probe(provider, ms, tokens);
+        }
+    }
+
     fn pending_path(&self, market: &Hash) -> PathBuf {
         self.dir.join(format!("{}.json", market.to_hex()))
     }
@@ -275,6 +431,13 @@ async fn inputs(
             ),
             None => (true, None),
         };
+        let probe_ms = median(o.probes.iter().map(|(ms, _)| *ms).collect());
+        let probe_tps_milli = median(
+            o.probes
+                .iter()
+                .map(|(ms, t)| u64::from(*t) * 1_000_000 / ms)
+                .collect(),
+        );
         out.push(ScoreInput {
             sanctioned,
             audits_passed: o.passed,
@@ -282,6 +445,8 @@ async fn inputs(
             slices_served: o.slices.count_ones(),
             tokens: o.tokens,
             price,
+            probe_ms,
+            probe_tps_milli,
         });
     }
     Ok(out)
@@ -361,6 +526,34 @@ mod tests {
         let s = score(&[serving(1_000, 10, 10), serving(500, 5, 20)]);
         assert_eq!(s[0], 1_000_000);
         assert_eq!(s[1], (4 * 500_000 + 3 * 500_000 + 3 * 500_000) / 10);
+    }
+
+    #[test]
+    fn with_probes_the_faster_provider_scores_higher_and_an_unprobed_one_gets_the_mean() {
+        let timed = |ms: u64, tps: u64| ScoreInput {
+            probe_ms: Some(ms),
+            probe_tps_milli: Some(tps),
+            ..serving(1_000, 10, 1)
+        };
+        let s = score(&[
+            timed(100, 80_000),
+            timed(200, 40_000),
+            serving(1_000, 10, 1),
+        ]);
+        assert_eq!(s[0], 1_000_000);
+        // Half as fast on both: 15% + 15% of the score at a half each.
+        assert_eq!(s[1], 1_000_000 - 75_000 - 75_000);
+        // Never reached by a probe: the mean of the measured (0.75 each).
+        assert_eq!(s[2], 1_000_000 - 37_500 - 37_500);
+        let o = &mut Scorer::new(std::env::temp_dir());
+        let p = SecretKey::from_test_seed("probed").public();
+        for ms in [300, 100, 200] {
+            o.observe_probe(p, ms, 8);
+        }
+        assert_eq!(
+            median(o.window[&p].probes.iter().map(|(ms, _)| *ms).collect()),
+            Some(200)
+        );
     }
 
     #[test]

@@ -401,6 +401,11 @@ async fn start_auditor(
         return Ok(());
     };
     let score_dir = cfg.audit.score.then(|| cfg.chain.data_dir.join("scorer"));
+    let probe = (!cfg.audit.probe_gateway.is_empty()).then(|| agora_audit::scorer::ProbeSettings {
+        gateway: cfg.audit.probe_gateway.clone(),
+        api_key: cfg.audit.probe_api_key.clone(),
+        per_epoch: cfg.audit.probes_per_epoch,
+    });
     let cfg = cfg.audit.clone();
     let models = tokio::task::spawn_blocking(move || {
         models::load_auditors(&cfg).map(|m| (m, cfg.gateways.clone()))
@@ -421,6 +426,7 @@ async fn start_auditor(
         agora_audit::role::RoleSettings {
             gateways,
             score_dir,
+            probe,
             ..Default::default()
         },
     );

@@ -172,6 +172,13 @@ pub struct AuditConfig {
     /// Also score the providers of every market from what the auditor sees, and commit and
     /// reveal weights each incentive epoch (`agora_audit::scorer`).
     pub score: bool,
+    /// A gateway's OpenAI base URL (`http://host:port/v1`) for the scorer's own timed requests
+    /// (latency and throughput); empty: no probes.
+    pub probe_gateway: String,
+    /// The API key those requests use (the validator pays for them like any customer).
+    pub probe_api_key: String,
+    /// Probes per market per incentive epoch.
+    pub probes_per_epoch: u32,
 }
 
 impl Default for AuditConfig {
@@ -182,6 +189,9 @@ impl Default for AuditConfig {
             threads: 2,
             gateways: Vec::new(),
             score: true,
+            probe_gateway: String::new(),
+            probe_api_key: String::new(),
+            probes_per_epoch: 4,
         }
     }
 }
