@@ -1,5 +1,6 @@
-//! The audit role: replays a provider's response on the real model and says whether the provider
-//! served what it was paid for, with the numbers.
+//! The audit and scoring roles: replays a provider's response on the real model and says whether
+//! the provider served what it was paid for, with the numbers; and scores each market's providers
+//! into the weights Yuma pays by (`scorer`).
 //!
 //! ```text
 //!  signed receipt + proof + Replay (job, delivered tokens), from a gateway's receipt store
