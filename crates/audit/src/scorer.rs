@@ -36,9 +36,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use agora_market::{ChainClient, TxSender};
-use agora_types::market::{ProviderWeight, WeightsReveal, weights_commitment};
+use agora_types::market::{ProviderWeight, WeightsReveal, fresh_salt, weights_commitment};
 use agora_types::receipt::InferenceReceipt;
-use agora_types::{Address, Hash, SecretKey, TxBody};
+use agora_types::{Address, Hash, TxBody};
 
 /// Slices of an epoch for uptime: serving in each tenth counts a tenth.
 pub const SLICES: u64 = 10;
@@ -320,11 +320,10 @@ impl Scorer {
             if entries.is_empty() {
                 continue;
             }
-            // A fresh key's 32 bytes come from the OS's random source: a salt nobody guesses.
             let reveal = WeightsReveal {
                 market: market.id,
                 weights: entries,
-                salt: Hash(SecretKey::generate().to_bytes()),
+                salt: fresh_salt(),
             };
             write_pending(&path, &reveal)?;
             let commitment = weights_commitment(&sender.address(), &reveal);
@@ -501,6 +500,7 @@ fn remove(path: &Path) -> Result<(), ScoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agora_types::SecretKey;
 
     fn serving(tokens: u64, slices: u32, price: u128) -> ScoreInput {
         ScoreInput {

@@ -183,30 +183,28 @@ pub fn pay_market(
     let ranked = incentive.iter().any(|i| *i > Fixed::ZERO);
     let earned = dividends.iter().any(|d| *d > Fixed::ZERO);
     let staked = active_stake.iter().any(|s| *s > Fixed::ZERO);
+    // Providers are paid by incentive whenever anyone ranked; otherwise their pool joins the
+    // validators'.
+    payout.providers = if ranked {
+        largest_remainder(provider_pool, &bits(incentive))
+    } else {
+        vec![0; incentive.len()]
+    };
+    let to_validators = validator_pool + if ranked { 0 } else { provider_pool };
     if ranked && earned {
-        payout.providers = largest_remainder(provider_pool, &bits(incentive));
-        payout.validators = largest_remainder(validator_pool, &bits(dividends));
+        payout.validators = largest_remainder(to_validators, &bits(dividends));
     } else if staked {
-        // With incentive but no dividends (no bonds yet), providers still get their pool.
-        payout.providers = if ranked {
-            largest_remainder(provider_pool, &bits(incentive))
-        } else {
+        // With incentive but no dividends (no bonds yet), validators are paid by stake too.
+        if !ranked {
             payout
                 .redirects
                 .push(Redirect::NoIncentiveToValidatorsByStake);
-            vec![0; incentive.len()]
-        };
-        let to_validators = validator_pool + if ranked { 0 } else { provider_pool };
+        }
         payout.validators = largest_remainder(to_validators, &bits(active_stake));
     } else {
         payout.redirects.push(Redirect::NoValidatorsToTreasury);
-        payout.providers = if ranked {
-            largest_remainder(provider_pool, &bits(incentive))
-        } else {
-            vec![0; incentive.len()]
-        };
         payout.validators = vec![0; dividends.len()];
-        payout.treasury = validator_pool + if ranked { 0 } else { provider_pool };
+        payout.treasury = to_validators;
     }
     payout
 }

@@ -65,6 +65,15 @@ pub struct WeightsReveal {
     pub salt: Hash,
 }
 
+/// A salt for a weights commitment, from the operating system's random source: without it the
+/// few plausible weight vectors could be hashed and matched before the reveal.
+pub fn fresh_salt() -> Hash {
+    use rand_core::RngCore;
+    let mut salt = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut salt);
+    Hash(salt)
+}
+
 /// The commitment `CommitWeights` carries: binds the validator, the market, the weights in
 /// their canonical encoding and the salt.
 pub fn weights_commitment(validator: &Address, reveal: &WeightsReveal) -> Hash {
@@ -185,6 +194,11 @@ mod tests {
         Hash::ZERO.encode_to(&mut bytes);
         bytes.put_u32(1_000);
         assert!(WeightsReveal::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn fresh_salts_differ() {
+        assert_ne!(fresh_salt(), fresh_salt());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::wallet::{ClientOpts, block_on, node_error, print};
 use agora_rpc::ChainClient;
-use agora_types::{Address, Hash, ProviderWeight, SecretKey, WeightsReveal, market_id};
+use agora_types::{Address, Hash, ProviderWeight, WeightsReveal, market_id};
 use clap::{Args, Subcommand};
 use eyre::{WrapErr, bail, eyre};
 use serde_json::json;
@@ -262,8 +262,7 @@ pub fn prepare_commit(
             })
         })
         .collect::<eyre::Result<Vec<_>>>()?;
-    // A fresh key's 32 bytes come from the OS's random source: a salt nobody can guess.
-    let salt = Hash(SecretKey::generate().to_bytes());
+    let salt = agora_types::market::fresh_salt();
     let reveal = WeightsReveal {
         market,
         weights,

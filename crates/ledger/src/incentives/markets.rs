@@ -9,8 +9,8 @@
 //!   commitment, come in a later incentive epoch than the commit and within the reveal window,
 //!   and name only current members, each once.
 
-use super::epoch_of_height;
 use crate::accounts::debit;
+use crate::epochs::epoch_of;
 use crate::error::MarketError;
 use crate::events::Event;
 use crate::state::{MarketRecord, Member, RevealedWeights, State, WeightCommit};
@@ -194,8 +194,8 @@ pub(crate) fn reveal(
         .weight_commit(&market, validator)
         .ok_or(MarketError::NoCommitment)?;
     let epoch_blocks = params.epoch_blocks.max(1);
-    let committed_epoch = epoch_of_height(commit.height, epoch_blocks);
-    let now = epoch_of_height(height, epoch_blocks);
+    let committed_epoch = epoch_of(commit.height, epoch_blocks);
+    let now = epoch_of(height, epoch_blocks);
     if now <= committed_epoch {
         let from = committed_epoch
             .saturating_add(1)

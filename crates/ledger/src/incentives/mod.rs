@@ -32,11 +32,6 @@ use crate::state::{BondRow, State};
 use crate::yuma::{self, EpochInput, EpochOutput, Fixed, ProviderInput, ValidatorInput};
 use agora_types::{Address, Amount, Hash};
 
-/// The incentive epoch a height belongs to (epoch k holds heights k * L ..= (k + 1) * L - 1).
-pub fn epoch_of_height(height: u64, epoch_blocks: u64) -> u64 {
-    crate::epochs::epoch_of(height, epoch_blocks)
-}
-
 /// Who each row and column of a market's Yuma input is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochView {

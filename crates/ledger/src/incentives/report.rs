@@ -72,6 +72,9 @@ pub struct WeightLine {
     pub bond_ppm: u64,
 }
 
+/// Why every line of a market that got no emission this epoch is 0.
+const NO_SHARE: &str = "the market's share of emission was 0 (no paid usage this epoch)";
+
 #[allow(clippy::too_many_arguments)]
 pub fn report(
     name: &str,
@@ -122,7 +125,7 @@ pub fn report(
                 .collect();
             let reason = (paid == 0).then(|| {
                 if emission == Amount::ZERO {
-                    "the market's share of emission was 0 (no paid usage this epoch)".to_string()
+                    NO_SHARE.to_string()
                 } else if !row.permit {
                     format!("no permit from the previous epoch (permits go to the top {} by stake)", params.max_validators)
                 } else if !out.active[i] {
@@ -168,7 +171,7 @@ fn provider_reason(view: &EpochView, out: &EpochOutput, j: usize, emission: Amou
         return "jailed at this height (a failed audit or an equivocation): weights on it do not count".into();
     }
     if emission == Amount::ZERO {
-        return "the market's share of emission was 0 (no paid usage this epoch)".into();
+        return NO_SHARE.into();
     }
     let counted = out
         .active_stake

@@ -78,14 +78,6 @@ impl Fixed {
         Fixed::ratio(u128::from(self.0), u128::from(other.0))
     }
 
-    /// `amount * self`, floored, for paying out a share of an integer amount.
-    pub fn of(self, amount: u128) -> u128 {
-        let hi = (amount >> 64) * u128::from(self.0);
-        let lo = (amount & u128::from(u64::MAX)) * u128::from(self.0);
-        // amount * bits / 2^32, split so no product overflows until the result itself would.
-        hi.saturating_mul(1 << 32).saturating_add(lo >> FRAC_BITS)
-    }
-
     /// The share rounded down to parts per million (for display and explanation).
     pub fn to_ppm(self) -> u64 {
         ((u128::from(self.0) * 1_000_000) >> FRAC_BITS) as u64
@@ -192,14 +184,6 @@ mod tests {
                 .mul_floor(Fixed::from_int(3)),
             Fixed::from_bits((1 << 32) - 1)
         );
-    }
-
-    #[test]
-    fn share_of_an_amount_is_floored_and_exact_for_large_amounts() {
-        assert_eq!(Fixed::ONE.of(u128::MAX), u128::MAX);
-        assert_eq!(Fixed::ratio(1, 2).of(1_001), 500);
-        assert_eq!(Fixed::ratio(1, 2).of(1 << 100), 1 << 99);
-        assert_eq!(Fixed::ZERO.of(u128::MAX), 0);
     }
 
     #[test]

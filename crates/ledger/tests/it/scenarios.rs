@@ -4,8 +4,7 @@ use agora_ledger::channels::channel_id;
 use agora_testkit::{Chain, TEST_CHAIN, TxFactory, test_genesis, test_keys};
 use agora_types::tx::claim_message;
 use agora_types::{
-    Amount, Evidence, HardwareSummary, Hash, ModelPrice, ModelRegistration, Outcome, ProviderInfo,
-    SignDomain, TxBody, Voucher,
+    Amount, Evidence, Hash, ModelRegistration, Outcome, SignDomain, TxBody, Voucher,
 };
 
 fn failed(b: &agora_ledger::Built, i: usize) -> String {
@@ -54,20 +53,7 @@ fn vouchers_replayed_forged_over_deposit_or_after_settle_are_rejected() {
     );
     chain.produce(vec![f.sign(
         provider,
-        TxBody::RegisterProvider(ProviderInfo {
-            peer_id: vec![],
-            endpoints: vec![],
-            hardware: HardwareSummary {
-                accelerator: "cpu".into(),
-                memory_mib: 1,
-                cpu_cores: 1,
-            },
-            models: vec![ModelPrice {
-                model,
-                input_per_million: Amount(1),
-                output_per_million: Amount(1),
-            }],
-        }),
+        TxBody::RegisterProvider(agora_testkit::provider_info(model)),
     )]);
     let nonce = f.next_nonce(&payer.public());
     let open = f.sign(
