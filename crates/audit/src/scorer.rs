@@ -382,21 +382,9 @@ impl Scorer {
             let Ok(v) = answer.json::<serde_json::Value>().await else {
                 continue;
             };
-            let segments = v["choices"][0]["agora"]["segments"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            // A failover spreads the time over two providers: not a clean measurement.
-            let [segment] = segments.as_slice() else {
+            let Some((provider, tokens)) = probe_answer(&v) else {
                 continue;
             };
-            let Some(provider) = segment["provider"]
-                .as_str()
-                .and_then(|p| p.parse::<Address>().ok())
-            else {
-                continue;
-            };
-            let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as u32;
             tracing::info!(target: "agora::score", market = %market.name, %provider, ms, tokens, "probe answered");
             self.observe_probe(provider, ms, tokens);
         }
@@ -449,6 +437,22 @@ async fn inputs(
         });
     }
     Ok(out)
+}
+
+/// Who answered a probe, and with how many tokens, from the provider-signed receipt the answer
+/// carries: the gateway's own `provider` field and usage are its claims, the receipt is the
+/// provider's signature over what it was paid for. `None` unless exactly one provider answered
+/// (a failover spreads the time over two) and its receipt verifies.
+fn probe_answer(v: &serde_json::Value) -> Option<(Address, u32)> {
+    let segments = v["choices"][0]["agora"]["segments"].as_array()?;
+    let [segment] = segments.as_slice() else {
+        return None;
+    };
+    let receipt: agora_types::receipt::SignedReceipt =
+        serde_json::from_value(segment["receipt"].clone()).ok()?;
+    receipt
+        .verify()
+        .then_some((receipt.receipt.provider, receipt.receipt.completion_tokens))
 }
 
 fn read_pending(path: &Path) -> Result<Option<WeightsReveal>, ScoreError> {
@@ -554,6 +558,43 @@ mod tests {
             median(o.window[&p].probes.iter().map(|(ms, _)| *ms).collect()),
             Some(200)
         );
+    }
+
+    #[test]
+    fn a_probe_is_credited_to_the_provider_that_signed_its_receipt_and_no_one_else() {
+        let key = SecretKey::from_test_seed("scorer-provider");
+        let mut r = receipt();
+        r.completion_tokens = 8;
+        let signed = r.clone().sign(&key);
+        let answer = |provider: &str, receipt: serde_json::Value, segments: usize| {
+            let segment = serde_json::json!({"provider": provider, "receipt": receipt});
+            serde_json::json!({"choices": [{"agora": {"segments": vec![segment; segments]}}], "usage": {"completion_tokens": 999}})
+        };
+        let good = serde_json::to_value(&signed).expect("json");
+        assert_eq!(
+            probe_answer(&answer(&key.public().to_string(), good.clone(), 1)),
+            Some((key.public(), 8))
+        );
+        // A gateway naming another provider, or claiming other usage, changes nothing.
+        let other = SecretKey::from_test_seed("someone-else")
+            .public()
+            .to_string();
+        assert_eq!(
+            probe_answer(&answer(&other, good.clone(), 1)),
+            Some((key.public(), 8))
+        );
+        // A receipt whose signature does not verify, or two segments, credit no one.
+        let mut forged = signed.clone();
+        forged.receipt.completion_tokens = 1;
+        assert_eq!(
+            probe_answer(&answer(
+                &other,
+                serde_json::to_value(&forged).expect("json"),
+                1
+            )),
+            None
+        );
+        assert_eq!(probe_answer(&answer(&other, good, 2)), None);
     }
 
     #[test]
