@@ -362,8 +362,13 @@ impl Provider {
     }
 
     /// Charges `amount` for the next frame after the channel's earlier frames are paid for.
-    async fn pay_gate(&self, job: &Job, amount: Amount) -> Result<(), Failure> {
-        self.payments.wait_paid(&job.channel).await?;
+    /// A requester that leaves while the job waits is seen at once (so the job ends as
+    /// cancelled and its unpaid frames are forgiven), not after the voucher wait runs out.
+    async fn pay_gate(&self, job: &Job, sink: &TokenSink, amount: Amount) -> Result<(), Failure> {
+        tokio::select! {
+            paid = self.payments.wait_paid(&job.channel) => paid?,
+            () = sink.closed() => return Err(Failure::RequesterGone),
+        }
         self.payments.charge(&job.channel, amount)?;
         Ok(())
     }
@@ -422,7 +427,7 @@ impl Provider {
                     prompt_tokens: p,
                     cached_tokens,
                 } => {
-                    self.pay_gate(job, delivered.meter.prompt(p)).await?;
+                    self.pay_gate(job, sink, delivered.meter.prompt(p)).await?;
                     send(
                         sink,
                         &Frame::Started {
@@ -445,7 +450,7 @@ impl Provider {
                             _ => break,
                         }
                     }
-                    self.pay_gate(job, delivered.meter.generated(toks.len()))
+                    self.pay_gate(job, sink, delivered.meter.generated(toks.len()))
                         .await?;
                     delivered.tokens.extend(toks.iter().map(|t| t.id));
                     send(sink, &Frame::Tokens { tokens: toks }).await?;
@@ -504,7 +509,7 @@ impl Provider {
         let prompt_tokens: usize = inputs.iter().map(|s| count_tokens(s)).sum();
         let prompt_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
         // Embeddings are delivered in one go, so the whole cost is gated like one frame.
-        self.pay_gate(job, delivered.meter.prompt(prompt_tokens))
+        self.pay_gate(job, sink, delivered.meter.prompt(prompt_tokens))
             .await?;
         send(
             sink,

@@ -528,13 +528,27 @@ impl DirectPayer {
         channel: Hash,
         keep: usize,
     ) -> Vec<Frame> {
+        self.job_then_leave(provider, channel, 4, keep, Duration::ZERO)
+            .await
+    }
+
+    /// Sends a job for `max_tokens` on `channel`, reads at most `keep` frames, stays connected
+    /// for `linger` without reading, then walks away.
+    async fn job_then_leave(
+        &self,
+        provider: &agora_provider::launch::RunningProvider,
+        channel: Hash,
+        max_tokens: u32,
+        keep: usize,
+        linger: Duration,
+    ) -> Vec<Frame> {
         self.reach(provider).await;
         let job = Job {
             request_id: Hash(rand::random()),
             work: Work::Chat {
                 messages: vec![ChatMessage::new("user", "hello")],
             },
-            sampling: SamplingParams::greedy(4),
+            sampling: SamplingParams::greedy(max_tokens),
             continuation: Vec::new(),
             payer: self.key.public(),
             channel,
@@ -559,6 +573,7 @@ impl DirectPayer {
                 None => break,
             }
         }
+        tokio::time::sleep(linger).await;
         frames
     }
 
@@ -645,6 +660,45 @@ async fn a_payer_that_closes_its_channel_gets_no_more_work_and_the_provider_rede
         matches!(frames.as_slice(), [Frame::Failed { .. }]),
         "work on a closing channel: {frames:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_held_back_for_payment_sees_its_requester_leave_and_does_not_lock_the_channel() {
+    // 60,000 units a token against a credit limit of 100,000: the third token frame waits for
+    // a voucher. The requester reads a little, never pays, and leaves while the job waits.
+    let dear = price(1, 60_000_000_000);
+    let net = TestNet::start(&[dear], Duration::from_millis(5), Default::default()).await;
+    let provider = net.providers[0].as_ref().unwrap();
+    let payer = DirectPayer::start(&net, spare_keys()[1].clone(), dear).await;
+    let channel = payer
+        .open(provider.sender.address(), Amount::from_agr(1))
+        .await;
+    let linger = Duration::from_millis(500);
+    let frames = payer.job_then_leave(provider, channel, 64, 2, linger).await;
+    assert!(
+        matches!(frames.first(), Some(Frame::Started { .. })),
+        "{frames:?}"
+    );
+    let book = || provider.provider.payments().book(&channel).unwrap();
+    assert!(
+        book().owed > Amount(100_000),
+        "the job never waited: {:?}",
+        book()
+    );
+    // The job must end as cancelled within the cancel grace (1 s), not after the provider's
+    // voucher wait (10 s) runs out as a failed job whose frames stay owed: that debt would
+    // hold every later job on the channel.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while book().owed > book().paid() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = book();
+    assert_eq!(
+        b.owed.saturating_sub(b.paid()),
+        Amount::ZERO,
+        "still owed: {b:?}"
+    );
+    assert!(b.forgiven > Amount::ZERO, "{b:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

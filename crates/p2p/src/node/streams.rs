@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
@@ -49,6 +49,12 @@ impl TokenSink {
             .send(Chunk::Token(tokens))
             .await
             .map_err(|_| StreamClosed)
+    }
+
+    /// Resolves once the requester is gone (its stream reset or ended), whether or not
+    /// anything is being sent: a job waiting on something else can race this to stop early.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
     }
 
     /// Ends the response successfully.
@@ -344,7 +350,20 @@ async fn serve_stream(
         return;
     }
     let mut outcome = "dropped";
-    'outer: while let Some(first) = rx.recv().await {
+    'outer: loop {
+        // The requester sends nothing after its request, so anything the stream yields while
+        // the provider is between chunks (a reset, an end, stray bytes) means it is gone. Seen
+        // here, not only at the next write, so a job held back (waiting for a voucher, say)
+        // learns at once that nobody is listening.
+        let mut probe = [0u8; 1];
+        let first = tokio::select! {
+            next = rx.recv() => next,
+            _ = stream.read(&mut probe) => {
+                outcome = "client_gone";
+                break;
+            }
+        };
+        let Some(first) = first else { break };
         // Write every chunk already queued, then flush once: one syscall per burst, not per token.
         let mut next = Some(first);
         while let Some(chunk) = next.take() {
