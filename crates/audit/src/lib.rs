@@ -8,12 +8,16 @@
 //!      |     receipt carries against the Replay (work, parameters, seed, continuation, output)
 //!      v     and the proof (a gateway cannot frame a provider with a made-up job)
 //!  one prefill on the real model: rendered prompt ++ continuation ++ output[..n-1]
-//!      |     (Task::Score: every hidden row, the logits of the last n positions)
+//!      |     (++ output[n-1] when a complete response must end on an end-of-generation token)
+//!      |     (Task::Score: every hidden row, the logits of the last n (+1) positions)
 //!      |  2. the prompt: what the template and tokenizer make of the work is the provider's
 //!      |     prompt_hash and prompt_tokens
-//!      |  3. TOPLOC: the proof against the auditor's rows of the sampled positions
-//!      v  4. tokens: our sampler replayed over the auditor's logits (prefill attack, sampler
-//!            tampering, edited text)
+//!      |  3. the rules: continuation ++ output replayed through the scheduler's own generation
+//!      |     rules (stop sequences, JSON mode, max_tokens): nothing after the end, and a
+//!      |     complete response ends where a rule or the model ends it
+//!      |  4. TOPLOC: the proof against the auditor's rows of the sampled positions
+//!      v  5. tokens: our sampler replayed over the auditor's logits, under the JSON mask when
+//!            the request asked for JSON (prefill attack, sampler tampering, edited text)
 //!  AuditReport { findings, toploc verdict, token report }   failed() == !findings.is_empty()
 //! ```
 //!
@@ -25,11 +29,11 @@ pub mod scorer;
 
 use std::sync::Arc;
 
-use agora_inference::{Prompt, Request, Scheduler};
+use agora_inference::{FinishReason, GenerateError, JsonMask, Prompt, Request, Scheduler};
 use agora_market::protocol::{ProofBytes, Replay, SignedReceipt, Work, token_hash};
 use agora_types::Hash;
 use agora_types::audit::receipt_id;
-use agora_verify::tokens::{self, Claim, Tolerance};
+use agora_verify::tokens::{self, Claim, TokenMask, Tolerance};
 use agora_verify::toploc::{self, Proof, Thresholds};
 use agora_verify::{Rows, flatten};
 
@@ -116,7 +120,12 @@ impl Auditor {
             // Nothing generated: nothing to replay but the receipt's own consistency.
             return Ok(report);
         }
-        if decoded.is_none() && !report.findings.contains(&Finding::ProofUndecodable) {
+        // A job cut off midway has no proof (its provider's rows come at the end): its tokens
+        // are still replayed. Failing it would slash an honest provider whose payer stopped
+        // paying; a cheater that fails every job to dodge proofs fails its customers too, and
+        // the gateway routes around failures.
+        if r.complete && decoded.is_none() && !report.findings.contains(&Finding::ProofUndecodable)
+        {
             report.findings.push(Finding::NoProof);
         }
         // Token ids the real model does not have: no replay needed (the engine would refuse to
@@ -132,13 +141,37 @@ impl Auditor {
             return Ok(report);
         }
 
-        // One prefill over prompt ++ continuation ++ output but the last token.
+        // 3. The generation rules, over the tokens alone (the rendered prompt only seeds the
+        // sampler's penalties, which the rules do not read).
+        let vocab = self.scheduler.vocabulary();
+        let mut produced = replay.continuation.clone();
+        produced.extend_from_slice(&replay.output);
+        let ended =
+            match agora_inference::replay_generation(vocab, &replay.sampling, &[], &produced) {
+                Ok(end) => end,
+                Err(GenerateError::BadContinuation { index, why }) => {
+                    report.findings.push(Finding::AgainstTheRules {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        why,
+                    });
+                    Some(FinishReason::Stop)
+                }
+                // Parameters that do not compile (a bad schema): the token check below says so.
+                Err(_) => Some(FinishReason::Stop),
+            };
+        // A complete response no rule ended must end on the model's own end-of-generation
+        // token: the position after the last token is scored too, and that choice checked.
+        let must_end = r.complete && ended.is_none() && !replay.sampling.ignore_eos;
+        let extra = usize::from(must_end);
+
+        // One prefill over prompt ++ continuation ++ output but the last token (all of it when
+        // the end is checked).
         let mut fed = replay.continuation.clone();
-        fed.extend_from_slice(&replay.output[..n - 1]);
+        fed.extend_from_slice(&replay.output[..n - 1 + extra]);
         let mut request = Request::score(Vec::new(), true);
         request.prompt = prompt;
         request.continuation = fed;
-        request.score_last_logits = n;
+        request.score_last_logits = n + extra;
         let out = self
             .scheduler
             .submit(request)
@@ -155,12 +188,11 @@ impl Auditor {
             });
         }
 
-        // 3. TOPLOC over the sampled positions: the last n rows.
+        // 4. TOPLOC over the sampled positions: the last n rows (before the end's row).
         let hidden = c.hidden.unwrap_or_default();
         if let Some(p) = &decoded {
-            let rows = hidden
-                .get(hidden.len().saturating_sub(n)..)
-                .unwrap_or_default();
+            let end = hidden.len().saturating_sub(extra);
+            let rows = hidden.get(end.saturating_sub(n)..end).unwrap_or_default();
             match flatten(rows).and_then(|(flat, width)| {
                 let rows = Rows::new(&flat, width)?;
                 Ok(toploc::verify(p, rows, 1, &self.thresholds))
@@ -176,23 +208,45 @@ impl Auditor {
             }
         }
 
-        // 4. Every token replayed through our sampler over the auditor's logits.
+        // 5. Every token replayed through our sampler over the auditor's logits, under JSON
+        // mode's mask when the request asked for it (without it an honest JSON answer's tokens
+        // would be measured against candidates the provider's sampler never had).
         let eog = &self.scheduler.info().eog_tokens;
-        let logits = c.score_logits;
-        let checked = flatten(&logits)
-            .map_err(|e| AuditError::Engine(e.to_string()))
-            .and_then(|(flat, width)| {
-                let rows =
-                    Rows::new(&flat, width).map_err(|e| AuditError::Engine(e.to_string()))?;
-                let claim = Claim {
-                    params: &replay.sampling,
-                    prompt: &c.prompt,
-                    continuation: &replay.continuation,
-                    generated: &replay.output,
-                };
-                Ok(tokens::check(&claim, rows, eog, &self.tolerance, None))
-            })?;
-        match checked {
+        let (flat, width) =
+            flatten(&c.score_logits).map_err(|e| AuditError::Engine(e.to_string()))?;
+        let replay_tokens = |generated: &[u32], rows: usize| {
+            let rows = Rows::new(&flat[..rows * width], width)
+                .map_err(|e| AuditError::Engine(e.to_string()))?;
+            let claim = Claim {
+                params: &replay.sampling,
+                prompt: &c.prompt,
+                continuation: &replay.continuation,
+                generated,
+            };
+            let mut mask = JsonMask::new(&replay.sampling, vocab).ok().flatten();
+            let mask = mask.as_mut().map(|m| m as &mut dyn TokenMask);
+            Ok::<_, AuditError>(tokens::check(&claim, rows, eog, &self.tolerance, mask))
+        };
+        if must_end {
+            // The end-of-generation token the real model rates highest after the last token
+            // (the sampler's choice, if it ended there at all), replayed as one more token.
+            let last = c.score_logits.last().map(Vec::as_slice).unwrap_or_default();
+            let score = |t: u32| last.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
+            let best_end = eog
+                .iter()
+                .copied()
+                .max_by(|a, b| score(*a).total_cmp(&score(*b)));
+            let ends_there = best_end.is_some_and(|end| {
+                let mut with_end = replay.output.clone();
+                with_end.push(end);
+                matches!(replay_tokens(&with_end, n + 1),
+                    Ok(Ok(t)) if t.tokens.last().is_some_and(|f| f.flag.is_none()))
+            });
+            if !ends_there {
+                report.findings.push(Finding::EndedEarly);
+            }
+        }
+        match replay_tokens(&replay.output, n)? {
             Ok(t) => {
                 if !t.pass {
                     report.findings.push(Finding::TokensFlagged {

@@ -31,6 +31,14 @@ pub enum Finding {
         token: u32,
         n_vocab: u32,
     },
+    /// A token the request's generation rules would not have produced (index into continuation
+    /// ++ output): one after the generation had ended (an end-of-generation token, a stop
+    /// sequence, a complete JSON document, `max_tokens`), billed but never owed; or one JSON
+    /// mode refuses.
+    AgainstTheRules { index: u32, why: String },
+    /// A receipt that says the response is complete, though it stops where neither a rule ended
+    /// it nor the real model would have ended it: a truncated answer sold as whole.
+    EndedEarly,
 }
 
 /// The outcome of one audit.

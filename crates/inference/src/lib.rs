@@ -29,6 +29,7 @@ pub mod requant;
 pub mod scheduler;
 pub mod store;
 pub mod text;
+pub mod vocab;
 
 /// JSON mode and JSON-schema constraints (the `agora-json` crate).
 pub use agora_json as json;
@@ -37,6 +38,7 @@ pub use agora_verify::sampler;
 pub use engine::{ChatMessage, Engine, ModelInfo, TokenId};
 pub use sampler::SamplingParams;
 pub use scheduler::{
-    Completion, Event, FinishReason, GenerateError, LoadError, Output, Prompt, Request, Scheduler,
-    SchedulerConfig, Stream, SubmitError, Task, TokenEvent, Usage,
+    Completion, Event, FinishReason, GenerateError, JsonMask, LoadError, Output, Prompt, Request,
+    Scheduler, SchedulerConfig, Stream, SubmitError, Task, TokenEvent, Usage, replay_generation,
 };
+pub use vocab::{Pieces, Vocabulary};

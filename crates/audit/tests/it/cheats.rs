@@ -164,6 +164,7 @@ pub const CHEATS: [Cheat; 9] = [
 ];
 
 /// What a gateway holds after one response.
+#[derive(Clone)]
 pub struct Served {
     pub receipt: SignedReceipt,
     pub proof: Option<ProofBytes>,
@@ -377,6 +378,42 @@ impl Harness {
                 self.sign(w, p, c.prompt, c.tokens, Some(proof))
             })
             .collect()
+    }
+
+    /// A response generated honestly at `generated_with` but signed as served at `params`
+    /// (a provider that ignores a rule the request set, such as a stop sequence, to bill more
+    /// tokens), with its delivered text.
+    pub fn signed_for(
+        &self,
+        work: &Work,
+        generated_with: &SamplingParams,
+        params: &SamplingParams,
+    ) -> (Served, String) {
+        let g = generate(&self.real, work, generated_with.clone());
+        let proof = prove(&g.rows).encode();
+        (
+            self.sign(work, params, g.prompt, g.tokens, Some(proof)),
+            g.text,
+        )
+    }
+
+    /// An honest response cut to its first `keep` tokens (proved over those), still signed as
+    /// complete: a truncated answer sold as whole.
+    pub fn truncated(&self, work: &Work, params: &SamplingParams, keep: usize) -> Served {
+        let g = generate(&self.real, work, params.clone());
+        assert!(
+            keep < g.tokens.len(),
+            "only {} tokens generated",
+            g.tokens.len()
+        );
+        let proof = prove(&g.rows[..keep]).encode();
+        self.sign(
+            work,
+            params,
+            g.prompt,
+            g.tokens[..keep].to_vec(),
+            Some(proof),
+        )
     }
 
     /// One honest response generated on `engine` (another provider's settings than the

@@ -159,3 +159,124 @@ fn a_gateway_cannot_frame_an_honest_provider_with_a_job_its_receipt_does_not_bin
     let report = audit(&auditor, &served);
     assert!(!report.failed(), "{:?}", report.findings);
 }
+
+fn chat(text: &str) -> Work {
+    Work::Chat {
+        messages: vec![agora_market::protocol::ChatMessage::new("user", text)],
+    }
+}
+
+/// Parameters an ordinary chat request has: the model may end on its own.
+fn chat_params(seed: u64, max_tokens: u32) -> agora_market::protocol::SamplingParams {
+    agora_market::protocol::SamplingParams {
+        ignore_eos: false,
+        ..request_params(seed, max_tokens)
+    }
+}
+
+#[test]
+fn honest_answers_in_json_mode_or_ended_by_the_model_or_a_stop_sequence_pass() {
+    let (h, auditor) = harness(false);
+    // JSON mode: the provider sampled among the tokens JSON allows, so the auditor must too
+    // (against the unmasked candidates an honest answer's tokens looked like a cheat's).
+    for seed in 0..3 {
+        let params = agora_market::protocol::SamplingParams {
+            json: true,
+            ..chat_params(seed, 48)
+        };
+        let served = h.serve(Cheat::Honest, &chat("Describe a cat as JSON."), &params);
+        let report = audit(&auditor, &served);
+        assert!(!report.failed(), "json seed {seed}: {:?}", report.findings);
+    }
+    // Ended by the model's own end-of-generation token, the end checked too.
+    let params = chat_params(3, 64);
+    let served = h.serve(Cheat::Honest, &chat("Say hello."), &params);
+    assert!(
+        served.replay.output.len() < 64,
+        "the model did not end on its own"
+    );
+    let report = audit(&auditor, &served);
+    assert!(!report.failed(), "{:?}", report.findings);
+    // Ended by a stop sequence.
+    let params = chat_params(4, 48);
+    let (_, text) = h.signed_for(&work(0), &params, &params);
+    let stop = stop_in_the_middle(&text);
+    let with_stop = agora_market::protocol::SamplingParams {
+        stop: vec![stop.clone()],
+        ..params
+    };
+    let served = h.serve(Cheat::Honest, &work(0), &with_stop);
+    assert!(
+        served.replay.output.len() < 48,
+        "{stop:?} did not stop {text:?}"
+    );
+    let report = audit(&auditor, &served);
+    assert!(!report.failed(), "{:?}", report.findings);
+}
+
+/// A few characters from the middle of `text` that occur there first (a stop sequence an
+/// honest run ends at, halfway).
+fn stop_in_the_middle(text: &str) -> String {
+    let mut at = text.len() / 2;
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    let mut end = (at + 4).min(text.len());
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    let stop = &text[at..end];
+    assert_eq!(
+        text.find(stop),
+        Some(at),
+        "{stop:?} occurs earlier in {text:?}"
+    );
+    stop.to_string()
+}
+
+#[test]
+fn a_provider_billing_past_a_stop_sequence_or_selling_a_cut_answer_as_whole_is_caught() {
+    let (h, auditor) = harness(false);
+    // Generates on past the stop sequence the request set (more tokens to bill), signs the
+    // request's parameters: every token is the real model's, only the rules catch it.
+    let params = chat_params(4, 48);
+    let (_, text) = h.signed_for(&work(0), &params, &params);
+    let with_stop = agora_market::protocol::SamplingParams {
+        stop: vec![stop_in_the_middle(&text)],
+        ..params.clone()
+    };
+    let (served, _) = h.signed_for(&work(0), &params, &with_stop);
+    let report = audit(&auditor, &served);
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::AgainstTheRules { .. })),
+        "{report:?}"
+    );
+    assert!(report.tokens.as_ref().is_some_and(|t| t.pass), "{report:?}");
+    // Cut short where neither a rule nor the model ended it, yet signed complete.
+    let served = h.truncated(&work(1), &params, 20);
+    let report = audit(&auditor, &served);
+    assert_eq!(report.findings, vec![Finding::EndedEarly], "{report:?}");
+    // The same cut signed as incomplete (a job that failed midway) is what it says it is.
+    let mut cut = served.clone();
+    cut.receipt.receipt.complete = false;
+    cut.receipt = cut.receipt.receipt.clone().sign(&h.key);
+    let report = audit(&auditor, &cut);
+    assert!(!report.failed(), "{:?}", report.findings);
+    // A job cut off midway carries no proof (the provider's rows come at its end): its tokens
+    // are replayed, and an honest one passes rather than being slashed for the missing proof.
+    let mut unproved = cut.clone();
+    unproved.proof = None;
+    unproved.receipt.receipt.proof_hash = agora_types::Hash::ZERO;
+    unproved.receipt = unproved.receipt.receipt.clone().sign(&h.key);
+    let report = audit(&auditor, &unproved);
+    assert!(!report.failed(), "{:?}", report.findings);
+    assert!(
+        report
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.pass && t.tokens.len() == 20)
+    );
+}

@@ -8,7 +8,10 @@
 //!
 //! `cargo nextest run -p agora-audit --profile slow -E 'binary(slow)' --no-capture`
 //! (`AGORA_AUDIT_HONEST` and `AGORA_AUDIT_CASES` change the counts; defaults 1,000 and 12;
-//! `AGORA_AUDIT_CHEATS=Requantized,SkippedLayers` measures only the cheats named).
+//! `AGORA_AUDIT_CHEATS=Requantized,SkippedLayers` measures only the cheats named, and
+//! `AGORA_AUDIT_LENGTHS=64` only those lengths). Each cell is printed as soon as it is measured,
+//! with the one-sided 95% lower bound on its detection rate (Clopper-Pearson): with every case
+//! caught it is 0.05^(1/n), so 299 cases caught of 299 show 99% with 95% confidence.
 
 // Shared with the `it` tests, which use the rest of it.
 #[path = "../it/cheats.rs"]
@@ -72,6 +75,53 @@ fn cheats_to_measure() -> Vec<Cheat> {
             .collect(),
         _ => all,
     }
+}
+
+/// The generated lengths to measure: 16, 32, 64 and 128, or those `AGORA_AUDIT_LENGTHS` names.
+fn lengths_to_measure() -> Vec<u32> {
+    match std::env::var("AGORA_AUDIT_LENGTHS") {
+        Ok(v) if !v.trim().is_empty() => v
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not a length: {n}"))
+            })
+            .collect(),
+        _ => vec![16, 32, 64, 128],
+    }
+}
+
+/// The one-sided 95% lower confidence bound on a rate of `caught` in `n` (Clopper-Pearson),
+/// found by bisection on the binomial tail: the smallest p with P(X >= caught | n, p) >= 0.05.
+fn lower_bound_95(caught: usize, n: usize) -> f64 {
+    if caught == 0 || n == 0 {
+        return 0.0;
+    }
+    // P(X >= k) for X ~ Binomial(n, p), summed in log space so large n stays finite.
+    let tail = |p: f64| -> f64 {
+        let ln_choose = |n: usize, k: usize| -> f64 {
+            (1..=k)
+                .map(|i| ((n - k + i) as f64).ln() - (i as f64).ln())
+                .sum()
+        };
+        (caught..=n)
+            .map(|k| (ln_choose(n, k) + k as f64 * p.ln() + (n - k) as f64 * (1.0 - p).ln()).exp())
+            .sum()
+    };
+    if caught == n {
+        return 0.05f64.powf(1.0 / n as f64);
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if tail(mid) >= 0.05 {
+            hi = mid
+        } else {
+            lo = mid
+        }
+    }
+    hi
 }
 
 /// Which checks fired over one cell's audits, and the TOPLOC figures of its decode chunks.
@@ -222,9 +272,10 @@ fn false_positives_and_detection_rates() {
     println!("|---|---|---|---|---|");
     let mut worst_at_64 = 1.0f64;
     let mut details = Vec::new();
+    let lengths = lengths_to_measure();
     for &cheat in &measured {
         let mut row = format!("| {cheat:?} |");
-        for len in [16u32, 32, 64, 128] {
+        for &len in &lengths {
             let t0 = Instant::now();
             let mut cell = Cell::default();
             for c in 0..cases {
@@ -238,14 +289,20 @@ fn false_positives_and_detection_rates() {
                 worst_at_64 = worst_at_64.min(rate);
             }
             row.push_str(&format!(" {}/{cases} |", cell.caught));
-            details.push(format!(
-                "  {cheat:?} at {len}: {} ({:.0} s)",
+            let detail = format!(
+                "  {cheat:?} at {len}: caught {}/{cases}, 95% lower bound {:.2}%; {} ({:.0} s)",
+                cell.caught,
+                100.0 * lower_bound_95(cell.caught, cases),
                 cell.detail(cases),
                 t0.elapsed().as_secs_f64()
-            ));
+            );
+            // As it goes, so a run stopped early still leaves its measured cells.
+            println!("{detail}");
+            details.push(detail);
         }
         println!("{row}");
     }
+    println!("all cells:");
     for d in &details {
         println!("{d}");
     }
@@ -259,4 +316,18 @@ fn false_positives_and_detection_rates() {
         "a cheat was caught in only {:.0}% of cases at 64+ tokens",
         worst_at_64 * 100.0
     );
+}
+
+#[test]
+fn the_lower_bound_matches_known_values() {
+    // All caught: 0.05^(1/n). 299 of 299 is just over 99%.
+    assert!((lower_bound_95(299, 299) - 0.990_03).abs() < 1e-4);
+    assert!(lower_bound_95(298, 298) < 0.99);
+    // 10 of 12: the 5% quantile of Beta(10, 3), 0.5619; 0 of n is 0.
+    assert!(
+        (lower_bound_95(10, 12) - 0.5619).abs() < 1e-3,
+        "{}",
+        lower_bound_95(10, 12)
+    );
+    assert_eq!(lower_bound_95(0, 5), 0.0);
 }

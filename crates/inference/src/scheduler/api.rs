@@ -11,6 +11,7 @@ use super::Job;
 use super::runner::Runner;
 use crate::engine::{ChatMessage, ChatPromptError, Engine, EngineError, ModelInfo, TokenId};
 use crate::sampler::{InvalidParams, SamplingParams, TokenLogprob};
+use crate::vocab::Vocabulary;
 
 /// What to run on.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,19 +298,22 @@ impl Stream {
 pub struct Scheduler {
     jobs: SyncSender<Job>,
     info: ModelInfo,
+    vocabulary: Arc<Vocabulary>,
     queue_capacity: usize,
 }
 
 /// Given to the closure of [`Scheduler::spawn`]: call [`Serve::run`] with the engine.
 pub struct Serve {
     jobs: Receiver<Job>,
-    ready: SyncSender<Result<ModelInfo, LoadError>>,
+    ready: SyncSender<Result<(ModelInfo, Vocabulary), LoadError>>,
 }
 
 impl Serve {
     /// Report readiness and serve requests until every handle is dropped.
     pub fn run<E: Engine>(self, engine: E) {
-        let _ = self.ready.send(Ok(engine.info().clone()));
+        let _ = self
+            .ready
+            .send(Ok((engine.info().clone(), Vocabulary::of(&engine))));
         Runner::new(engine, self.jobs).run();
     }
 }
@@ -340,10 +344,11 @@ impl Scheduler {
                 }
             })
             .map_err(|e| LoadError::Backend(format!("cannot start the engine thread: {e}")))?;
-        let info = ready_rx.recv().map_err(|_| LoadError::Died)??;
+        let (info, vocabulary) = ready_rx.recv().map_err(|_| LoadError::Died)??;
         Ok(Self {
             jobs: jobs_tx,
             info,
+            vocabulary: Arc::new(vocabulary),
             queue_capacity: config.queue_capacity,
         })
     }
@@ -351,6 +356,12 @@ impl Scheduler {
     /// Facts about the served model.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The served model's vocabulary, for applying the generation rules off the engine thread
+    /// ([`crate::replay_generation`], [`crate::JsonMask`]).
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
     }
 
     /// Queue a request. Errors are immediate only for a full queue or a stopped engine; everything

@@ -38,6 +38,7 @@ pub use api::{
     Completion, Event, FinishReason, GenerateError, LoadError, Output, Prompt, Request, Scheduler,
     SchedulerConfig, Serve, Stream, SubmitError, Task, TokenEvent, Usage,
 };
+pub use generation::{JsonMask, replay_generation};
 
 /// One queued request, from [`Scheduler::submit`] to the engine thread.
 struct Job {
