@@ -120,12 +120,9 @@ impl Auditor {
             // Nothing generated: nothing to replay but the receipt's own consistency.
             return Ok(report);
         }
-        // A job cut off midway has no proof (its provider's rows come at the end): its tokens
-        // are still replayed. Failing it would slash an honest provider whose payer stopped
-        // paying; a cheater that fails every job to dodge proofs fails its customers too, and
-        // the gateway routes around failures.
-        if r.complete && decoded.is_none() && !report.findings.contains(&Finding::ProofUndecodable)
-        {
+        // Cut off midway or not, delivered tokens come proved (the provider proves from the
+        // rows it streamed with them).
+        if decoded.is_none() && !report.findings.contains(&Finding::ProofUndecodable) {
             report.findings.push(Finding::NoProof);
         }
         // Token ids the real model does not have: no replay needed (the engine would refuse to

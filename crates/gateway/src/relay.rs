@@ -179,9 +179,10 @@ impl Expected {
     }
 }
 
-/// The proof hash a complete response's receipt must carry: that of the proof that came with it,
-/// decoded within the request's bounds. A generated response must bring a proof (what an auditor
-/// checks the provider against); embeddings and an attempt that generated nothing bring none.
+/// The proof hash a response's receipt must carry (complete or cut off): that of the proof that
+/// came with it, decoded within the request's bounds. A generated response must bring a proof
+/// (what an auditor checks the provider against); embeddings and an attempt that generated
+/// nothing bring none.
 fn expected_proof_hash(
     proof: Option<&ProofBytes>,
     want: &InferenceReceipt,
@@ -202,6 +203,25 @@ fn expected_proof_hash(
                 return Err("a proof for another number of tokens");
             }
             Ok(proof.hash())
+        }
+    }
+}
+
+/// Sets the proof hash `want` must carry from the proof that came with the response; false
+/// (logged) when that proof is unusable.
+fn bind_proof(
+    proof: Option<&ProofBytes>,
+    want: &mut InferenceReceipt,
+    job: &CompletionJob,
+) -> bool {
+    match expected_proof_hash(proof, want, job) {
+        Ok(h) => {
+            want.proof_hash = h;
+            true
+        }
+        Err(why) => {
+            tracing::warn!(target: "agora::gateway", provider = %want.provider, why, "unusable proof of inference");
+            false
         }
     }
 }
@@ -596,16 +616,7 @@ impl Relay {
                     let counts_ok = usage.prompt_tokens == meter.prompt_tokens()
                         && usage.completion_tokens == meter.completion_tokens();
                     let mut want = expect.of(&meter, delivered, true);
-                    let proof_ok = match expected_proof_hash(proof.as_ref(), &want, job) {
-                        Ok(h) => {
-                            want.proof_hash = h;
-                            true
-                        }
-                        Err(why) => {
-                            tracing::warn!(target: "agora::gateway", provider = %want.provider, why, "unusable proof of inference");
-                            false
-                        }
-                    };
+                    let proof_ok = bind_proof(proof.as_ref(), &mut want, job);
                     receipt_ok = counts_ok && proof_ok && self.check_receipt(&receipt, &want);
                     receipt_kept = Some(*receipt);
                     proof_kept = proof;
@@ -616,10 +627,16 @@ impl Relay {
                     code,
                     message,
                     receipt,
+                    proof,
                 } => {
                     if let Some(r) = receipt {
-                        receipt_ok = self.check_receipt(&r, &expect.of(&meter, delivered, false));
+                        // The tokens delivered before the failure are proved like a complete
+                        // response's.
+                        let mut want = expect.of(&meter, delivered, false);
+                        let proof_ok = bind_proof(proof.as_ref(), &mut want, job);
+                        receipt_ok = proof_ok && self.check_receipt(&r, &want);
                         receipt_kept = Some(*r);
+                        proof_kept = proof;
                     }
                     if code.fails_over() {
                         break Attempt::Retry(format!("{code}: {message}"));

@@ -120,12 +120,14 @@ mod tests {
                 code: FailureCode::ContextLengthExceeded,
                 message: "too long".into(),
                 receipt: None,
+                proof: None,
             }
         );
         let f = Frame::Failed {
             code: FailureCode::Overloaded,
             message: "busy".into(),
             receipt: None,
+            proof: None,
         };
         assert_eq!(
             f.encode(),

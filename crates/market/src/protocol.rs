@@ -200,6 +200,10 @@ pub enum Frame {
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         receipt: Option<Box<SignedReceipt>>,
+        /// The proof of the tokens delivered before the failure, bound by the receipt's
+        /// `proof_hash` as in [`Frame::Done`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<ProofBytes>,
     },
 }
 

@@ -91,7 +91,12 @@ pub struct Provider {
 /// What a job has delivered so far: its bill and its output.
 struct Delivered {
     meter: Meter,
+    /// The rendered prompt the engine reported when it admitted the job.
+    prompt: Option<Vec<u32>>,
     tokens: Vec<u32>,
+    /// The hidden row each delivered token was sampled from (when the engine captures them):
+    /// what the proof of the response, complete or cut off, is built from.
+    rows: Vec<Vec<f32>>,
     /// The hash of the embedding vectors, once sent.
     embeddings: Option<Hash>,
     /// The hash of the proof of inference sent with the final frame.
@@ -126,7 +131,9 @@ impl Delivered {
     fn new(job: &Job) -> Delivered {
         Delivered {
             meter: Meter::new(job.price),
+            prompt: None,
             tokens: Vec::new(),
+            rows: Vec::new(),
             embeddings: None,
             proof: None,
         }
@@ -139,6 +146,16 @@ impl Delivered {
 
     fn output_hash(&self) -> Hash {
         self.embeddings.unwrap_or_else(|| token_hash(&self.tokens))
+    }
+
+    /// The proof of the tokens delivered so far (none for embeddings, for an engine without
+    /// hidden states, or before the first token), its hash noted for the receipt.
+    fn prove(&mut self) -> Option<ProofBytes> {
+        let proof = (self.rows.len() == self.tokens.len())
+            .then(|| proof_of(&self.rows, self.tokens.len()))
+            .flatten();
+        self.proof = proof.as_ref().map(Proof::hash);
+        proof.map(|p| ProofBytes(p.encode()))
     }
 }
 
@@ -341,11 +358,14 @@ impl Provider {
             }
             // Work was delivered before the failure: the payer gets a signed receipt for it.
             Err(Failure::Job { code, message }) if delivered.any() => {
-                let receipt = self.receipt(&job, model, &delivered, None, false);
+                // Proved as far as it went, like a complete response.
+                let proof = delivered.prove();
+                let receipt = self.receipt(&job, model, &delivered, false);
                 let frame = Frame::Failed {
                     code,
                     message,
                     receipt: Some(receipt),
+                    proof,
                 };
                 if sink.send(frame.encode()).await.is_ok() {
                     let _ = sink.finish().await;
@@ -361,15 +381,26 @@ impl Provider {
         }
     }
 
-    /// Charges `amount` for the next frame after the channel's earlier frames are paid for.
-    /// A requester that leaves while the job waits is seen at once (so the job ends as
-    /// cancelled and its unpaid frames are forgiven), not after the voucher wait runs out.
-    async fn pay_gate(&self, job: &Job, sink: &TokenSink, amount: Amount) -> Result<(), Failure> {
+    /// Charges the next frame (what `add` adds to the job's meter) once the channel's earlier
+    /// frames are paid for. The meter moves only when the charge is taken, so a frame refused
+    /// (the deposit spent) is in neither the bill nor the receipt. A requester that leaves
+    /// while the job waits is seen at once (so the job ends as cancelled and its unpaid frames
+    /// are forgiven), not after the voucher wait runs out.
+    async fn pay_gate(
+        &self,
+        job: &Job,
+        sink: &TokenSink,
+        meter: &mut Meter,
+        add: impl FnOnce(&mut Meter) -> Amount,
+    ) -> Result<(), Failure> {
         tokio::select! {
             paid = self.payments.wait_paid(&job.channel) => paid?,
             () = sink.closed() => return Err(Failure::RequesterGone),
         }
+        let mut next = meter.clone();
+        let amount = add(&mut next);
         self.payments.charge(&job.channel, amount)?;
+        *meter = next;
         Ok(())
     }
 
@@ -426,8 +457,11 @@ impl Provider {
                 Event::Started {
                     prompt_tokens: p,
                     cached_tokens,
+                    prompt,
                 } => {
-                    self.pay_gate(job, sink, delivered.meter.prompt(p)).await?;
+                    delivered.prompt = Some(prompt);
+                    self.pay_gate(job, sink, &mut delivered.meter, |m| m.prompt(p))
+                        .await?;
                     send(
                         sink,
                         &Frame::Started {
@@ -437,12 +471,16 @@ impl Provider {
                     )
                     .await?;
                 }
-                Event::Token(t) => {
+                Event::Token(mut t) => {
+                    let mut rows: Vec<Vec<f32>> = t.hidden.take().into_iter().collect();
                     let mut toks = vec![tok(t)];
                     // Pack tokens that are already waiting into the same frame.
                     while toks.len() < self.settings.max_tokens_per_frame {
                         match stream.next().now_or_never() {
-                            Some(Some(Event::Token(t))) => toks.push(tok(t)),
+                            Some(Some(Event::Token(mut t))) => {
+                                rows.extend(t.hidden.take());
+                                toks.push(tok(t));
+                            }
                             Some(Some(other)) => {
                                 pending = Some(other);
                                 break;
@@ -450,9 +488,11 @@ impl Provider {
                             _ => break,
                         }
                     }
-                    self.pay_gate(job, sink, delivered.meter.generated(toks.len()))
+                    let n = toks.len();
+                    self.pay_gate(job, sink, &mut delivered.meter, |m| m.generated(n))
                         .await?;
                     delivered.tokens.extend(toks.iter().map(|t| t.id));
+                    delivered.rows.extend(rows);
                     send(sink, &Frame::Tokens { tokens: toks }).await?;
                 }
                 Event::Text(text) => {
@@ -470,19 +510,15 @@ impl Provider {
                         agora_inference::FinishReason::Length => "length",
                         agora_inference::FinishReason::Cancelled => "cancelled",
                     };
-                    let proof = c
-                        .hidden
-                        .as_deref()
-                        .and_then(|rows| proof_of(rows, c.tokens.len()));
-                    delivered.proof = proof.as_ref().map(Proof::hash);
-                    let receipt = self.receipt(job, model, delivered, Some(&c.prompt), true);
+                    let proof = delivered.prove();
+                    let receipt = self.receipt(job, model, delivered, true);
                     return send(
                         sink,
                         &Frame::Done {
                             finish_reason: finish_reason.into(),
                             usage,
                             receipt,
-                            proof: proof.map(|p| ProofBytes(p.encode())),
+                            proof,
                         },
                     )
                     .await;
@@ -509,7 +545,7 @@ impl Provider {
         let prompt_tokens: usize = inputs.iter().map(|s| count_tokens(s)).sum();
         let prompt_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
         // Embeddings are delivered in one go, so the whole cost is gated like one frame.
-        self.pay_gate(job, sink, delivered.meter.prompt(prompt_tokens))
+        self.pay_gate(job, sink, &mut delivered.meter, |m| m.prompt(prompt_tokens))
             .await?;
         send(
             sink,
@@ -550,7 +586,7 @@ impl Provider {
             agora_types::HashDomain::Request,
             &[b"embeddings", &bytes],
         ));
-        let receipt = self.receipt(job, model, delivered, None, true);
+        let receipt = self.receipt(job, model, delivered, true);
         send(
             sink,
             &Frame::Done {
@@ -563,14 +599,13 @@ impl Provider {
         .await
     }
 
-    /// The signed receipt for what `delivered` holds; `prompt` is the engine's prefilled token
-    /// ids when it reported them.
+    /// The signed receipt for what `delivered` holds (its prompt hash once the engine reported
+    /// the prompt).
     fn receipt(
         &self,
         job: &Job,
         model: &ServedModel,
         delivered: &Delivered,
-        prompt: Option<&[u32]>,
         complete: bool,
     ) -> Box<crate::protocol::SignedReceipt> {
         let time_ms = std::time::SystemTime::now()
@@ -581,7 +616,7 @@ impl Provider {
             chain_id: self.payments.chain_id().to_string(),
             work_hash: work_hash(&job.work),
             continuation_hash: token_hash(&job.continuation),
-            prompt_hash: prompt.map_or(Hash::ZERO, token_hash),
+            prompt_hash: delivered.prompt.as_deref().map_or(Hash::ZERO, token_hash),
             engine: engine_name(model),
             complete,
             request_id: job.request_id,
@@ -697,6 +732,7 @@ async fn fail(sink: TokenSink, f: Failure) {
         code,
         message,
         receipt: None,
+        proof: None,
     };
     if sink.send(frame.encode()).await.is_ok() {
         let _ = sink.finish().await;

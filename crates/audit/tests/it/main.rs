@@ -265,14 +265,15 @@ fn a_provider_billing_past_a_stop_sequence_or_selling_a_cut_answer_as_whole_is_c
     cut.receipt = cut.receipt.receipt.clone().sign(&h.key);
     let report = audit(&auditor, &cut);
     assert!(!report.failed(), "{:?}", report.findings);
-    // A job cut off midway carries no proof (the provider's rows come at its end): its tokens
-    // are replayed, and an honest one passes rather than being slashed for the missing proof.
+    assert!(report.toploc.as_ref().is_some_and(|t| t.pass), "{report:?}");
+    // Cut off or not, delivered tokens must come proved: without a proof a provider could
+    // fail every job after its last token to escape TOPLOC.
     let mut unproved = cut.clone();
     unproved.proof = None;
     unproved.receipt.receipt.proof_hash = agora_types::Hash::ZERO;
     unproved.receipt = unproved.receipt.receipt.clone().sign(&h.key);
     let report = audit(&auditor, &unproved);
-    assert!(!report.failed(), "{:?}", report.findings);
+    assert_eq!(report.findings, vec![Finding::NoProof], "{report:?}");
     assert!(
         report
             .tokens

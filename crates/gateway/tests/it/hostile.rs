@@ -663,6 +663,56 @@ async fn a_payer_that_closes_its_channel_gets_no_more_work_and_the_provider_rede
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_off_when_its_channel_runs_out_is_proved_as_far_as_it_went() {
+    // One unit a token; a deposit of 40 runs out after the prompt and a few dozen tokens of
+    // the 64 asked for, so the job fails midway with channel_exhausted.
+    let unit = price(1_000_000, 1_000_000);
+    let net = TestNet::start(&[unit], Duration::from_millis(2), Default::default()).await;
+    let provider = net.providers[0].as_ref().unwrap();
+    let payer = DirectPayer::start(&net, spare_keys()[1].clone(), unit).await;
+    let channel = payer.open(provider.sender.address(), Amount(40)).await;
+    let frames = payer
+        .job_then_leave(provider, channel, 64, usize::MAX, Duration::ZERO)
+        .await;
+    let delivered: Vec<u32> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Tokens { tokens } => Some(tokens.iter().map(|t| t.id)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let Some(Frame::Failed {
+        code,
+        receipt: Some(receipt),
+        proof,
+        ..
+    }) = frames.last()
+    else {
+        panic!("no failed frame with a receipt: {frames:?}");
+    };
+    assert!(code.is_payment(), "{code}");
+    let r = &receipt.receipt;
+    assert!(receipt.verify() && !r.complete, "{r:?}");
+    assert!(
+        !delivered.is_empty() && delivered.len() < 64,
+        "{}",
+        delivered.len()
+    );
+    assert_eq!(r.completion_tokens as usize, delivered.len());
+    assert_eq!(r.output_hash, token_hash(&delivered));
+    assert_ne!(r.prompt_hash, Hash::ZERO, "the prompt is bound too");
+    // The proof covers exactly the delivered tokens and is the one the receipt binds.
+    let proof = proof.as_ref().expect("a cut-off job's proof");
+    let decoded = agora_verify::toploc::Proof::decode(&proof.0, usize::MAX >> 8).unwrap();
+    assert_eq!(r.proof_hash, decoded.hash());
+    assert_eq!(
+        decoded.decode.len(),
+        agora_verify::toploc::Proof::max_decode_chunks(r.completion_tokens)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_held_back_for_payment_sees_its_requester_leave_and_does_not_lock_the_channel() {
     // 60,000 units a token against a credit limit of 100,000: the third token frame waits for
     // a voucher. The requester reads a little, never pays, and leaves while the job waits.

@@ -133,6 +133,10 @@ pub struct TokenEvent {
     /// The text of each alternative in `top` (its piece, lossily decoded: a piece may be part
     /// of a multi-byte character).
     pub top_text: Vec<String>,
+    /// The final-norm hidden state of the position this token was sampled from, when rows are
+    /// captured: a provider proves what it delivered from these, so a job cut off midway is
+    /// proved as far as it went (the same rows [`Completion::hidden`] holds at the end).
+    pub hidden: Option<Vec<f32>>,
 }
 
 /// The end of a request.
@@ -165,6 +169,9 @@ pub enum Event {
     Started {
         prompt_tokens: u32,
         cached_tokens: u32,
+        /// The rendered prompt's token ids (without the continuation): what a provider's
+        /// receipt binds, known before the end (so a job cut off midway can bind it too).
+        prompt: Vec<TokenId>,
     },
     Token(TokenEvent),
     /// Text released at the end that belongs to no single token (held-back stop-sequence prefix,

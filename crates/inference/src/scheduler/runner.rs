@@ -197,6 +197,7 @@ impl<E: Engine> Runner<E> {
                         let _ = job.events.send(Event::Started {
                             prompt_tokens: 0,
                             cached_tokens: 0,
+                            prompt: all[..n_prompt].to_vec(),
                         });
                         let tail = g.finish_text();
                         if !tail.is_empty() {
@@ -265,6 +266,7 @@ impl<E: Engine> Runner<E> {
         let _ = job.events.send(Event::Started {
             prompt_tokens: all.len() as u32,
             cached_tokens: keep as u32,
+            prompt: all[..n_prompt].to_vec(),
         });
         tracing::debug!(target: "agora_inference::scheduler", seq = slot.seq, prompt = n_prompt, continuation = continuation.len(), cached = keep, "admitted");
         let all_outputs = job.request.capture_hidden || matches!(kind, Kind::Score { .. });
@@ -467,6 +469,8 @@ impl<E: Engine> Runner<E> {
                                 logprob: s.logprob,
                                 top: s.top,
                                 top_text,
+                                // The last row kept is the sampled position's.
+                                hidden: a.hidden.as_ref().and_then(|h| h.last().cloned()),
                             });
                             (done, Some(ev))
                         }
