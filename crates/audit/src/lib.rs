@@ -212,7 +212,7 @@ impl Auditor {
         let (flat, width) =
             flatten(&c.score_logits).map_err(|e| AuditError::Engine(e.to_string()))?;
         let replay_tokens = |generated: &[u32], rows: usize| {
-            let rows = Rows::new(&flat[..rows * width], width)
+            let rows = Rows::new(flat.get(..rows * width).unwrap_or(&flat), width)
                 .map_err(|e| AuditError::Engine(e.to_string()))?;
             let claim = Claim {
                 params: &replay.sampling,

@@ -17,7 +17,7 @@
 //! hashes), or a verdict (signatures); it can withhold, which only spares the providers it pays
 //! from audits of its own receipts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,9 +82,36 @@ pub struct AuditRole {
     http: reqwest::Client,
     watching: BTreeMap<Hash, Watch>,
     /// Receipts this validator already audited (a batch seen twice is not audited twice).
-    done: BTreeSet<Hash>,
+    done: Recent,
     /// The scorer fed by the same blocks, batches and verdicts (when scoring is on).
     scorer: Option<Scorer>,
+}
+
+/// The most recent [`Recent::CAP`] receipt ids audited, oldest forgotten first: a long-running
+/// validator's memory stays bounded, and a batch is only seen again soon after its commitment.
+#[derive(Default)]
+struct Recent {
+    ids: BTreeSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl Recent {
+    const CAP: usize = 100_000;
+
+    fn contains(&self, id: &Hash) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: Hash) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::CAP {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +145,7 @@ impl AuditRole {
                 .build()
                 .unwrap_or_default(),
             watching: BTreeMap::new(),
-            done: BTreeSet::new(),
+            done: Recent::default(),
         }
     }
 
@@ -449,5 +476,24 @@ impl AuditRole {
             body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    #[test]
+    fn the_audited_set_forgets_the_oldest_beyond_its_cap() {
+        let mut r = Recent::default();
+        let id = |i: u32| Hash::of(HashDomain::Request, &i.to_le_bytes());
+        for i in 0..(Recent::CAP as u32 + 10) {
+            r.insert(id(i));
+            r.insert(id(i)); // twice: counted once
+        }
+        assert_eq!(r.ids.len(), Recent::CAP);
+        assert_eq!(r.order.len(), Recent::CAP);
+        assert!(!r.contains(&id(9)) && r.contains(&id(10)));
+        assert!(r.contains(&id(Recent::CAP as u32 + 9)));
     }
 }
