@@ -40,6 +40,8 @@ enum Command {
     Epoch(cmd::market::EpochArgs),
     /// The local model store: pull, list, verify.
     Models(cmd::models::ModelsArgs),
+    /// Check this machine for what a provider needs, and say what to fix.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Generate text from a local model (for scripts).
     #[cfg(feature = "llama-cpp")]
     Generate(cmd::generate::GenerateArgs),
@@ -86,6 +88,7 @@ fn main() -> eyre::Result<()> {
         Command::Market(args) => cmd::market::run_market(args),
         Command::Epoch(args) => cmd::market::run_epoch(args),
         Command::Models(args) => cmd::models::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
         #[cfg(feature = "llama-cpp")]
         Command::Generate(args) => cmd::generate::run(args),
         #[cfg(feature = "llama-cpp")]

@@ -11,6 +11,7 @@ pub mod chat;
 #[cfg(feature = "llama-cpp")]
 pub mod chat_remote;
 pub mod dev;
+pub mod doctor;
 #[cfg(feature = "llama-cpp")]
 pub mod generate;
 pub mod market;

@@ -1,4 +1,5 @@
 //! End-to-end tests of the `agora` binary: real processes, real sockets.
 
+mod doctor;
 mod markets;
 mod wallet;

@@ -494,4 +494,3 @@ impl Decode for SignedTx {
         Ok(v)
     }
 }
-
