@@ -17,6 +17,9 @@ struct Cli {
     /// Log filter, e.g. `info` or `agora_node=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "AGORA_LOG", default_value = "info")]
     log: String,
+    /// Log lines as text for people or as one JSON object each for log collectors.
+    #[arg(long, global = true, env = "AGORA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,7 +63,13 @@ enum Command {
     },
 }
 
-fn init_tracing(filter: &str) {
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(filter: &str, format: LogFormat) {
     // commonware's engines narrate every archive restore and view at info; keep them to
     // warnings unless the filter names them.
     let filter = if filter.contains("commonware") {
@@ -70,15 +79,18 @@ fn init_tracing(filter: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
 }
 
 fn main() -> eyre::Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, cli.log_format);
     match cli.command {
         Command::Dev(args) => cmd::dev::run(args),
         Command::Node(args) => cmd::node::run(args),
