@@ -246,27 +246,50 @@ impl Market {
         }
     }
 
+    /// `p`'s price for `model` when `c` lets it serve (it serves the model, within the price
+    /// cap and the trust level, and is not the provider to avoid).
+    fn admits(
+        &self,
+        p: &ProviderView,
+        s: Option<&ProviderStats>,
+        model: &Hash,
+        c: &Constraints,
+    ) -> Option<Price> {
+        if c.avoid == Some(p.address) {
+            return None;
+        }
+        let price = p.prices.get(model).copied()?;
+        if let Some(max) = c.max_price_per_mtok
+            && (price.input_per_million.0 > max || price.output_per_million.0 > max)
+        {
+            return None;
+        }
+        (self.trust(p, s) >= c.min_trust).then_some(price)
+    }
+
+    /// How many providers `c` lets serve `model` now (the redundant tier needs two).
+    pub fn admitted(&self, model: &Hash, c: &Constraints) -> usize {
+        let providers = self.providers.read().unwrap_or_else(|e| e.into_inner());
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        providers
+            .iter()
+            .filter(|p| self.admits(p, stats.get(&p.peer), model, c).is_some())
+            .count()
+    }
+
     /// The best provider for `model` under `c`, skipping `exclude`.
     pub fn pick(&self, model: &Hash, c: &Constraints, exclude: &[PeerId]) -> Option<Candidate> {
         let providers = self.providers.read().unwrap_or_else(|e| e.into_inner());
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let mut best: Option<(bool, f64, u16, Candidate)> = None;
         for p in providers.iter() {
-            if exclude.contains(&p.peer) || c.avoid == Some(p.address) {
-                continue;
-            }
-            let Some(price) = p.prices.get(model).copied() else {
-                continue;
-            };
-            if let Some(max) = c.max_price_per_mtok
-                && (price.input_per_million.0 > max || price.output_per_million.0 > max)
-            {
+            if exclude.contains(&p.peer) {
                 continue;
             }
             let s = stats.get(&p.peer);
-            if self.trust(p, s) < c.min_trust {
+            let Some(price) = self.admits(p, s, model, c) else {
                 continue;
-            }
+            };
             let cooling = s
                 .and_then(|s| s.last_failure)
                 .is_some_and(|t| t.elapsed() < self.cooldown);

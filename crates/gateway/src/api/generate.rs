@@ -55,12 +55,26 @@ pub(super) async fn respond(
             customer: choices.customer,
         })
         .collect();
-    if stream && choices.constraints.verification == Verification::Redundant {
-        return Err(ApiError::invalid(
-            "verification \"redundant\" needs stream: false (both runs are compared before the \
-             answer is returned)",
-            Some("stream"),
-        ));
+    if choices.constraints.verification == Verification::Redundant {
+        if stream {
+            return Err(ApiError::invalid(
+                "verification \"redundant\" needs stream: false (both runs are compared before \
+                 the answer is returned)",
+                Some("stream"),
+            ));
+        }
+        // Checked before the first run, which would otherwise be served and charged with no
+        // second provider to compare it with.
+        let admitted = s.upstream.admitted(&model.sha256, &choices.constraints);
+        if admitted < 2 {
+            return Err(ApiError::upstream(
+                "no_provider",
+                format!(
+                    "verification \"redundant\" needs two providers of this model within the \
+                     request's price and trust limits; {admitted} serve it now"
+                ),
+            ));
+        }
     }
     if stream {
         Ok(stream_response(s, jobs, shape, include_usage))

@@ -8,7 +8,7 @@ use agora_types::Hash;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::market::ModelView;
+use crate::market::{Constraints, ModelView};
 use crate::receipts::KeptReceipt;
 use crate::relay::{CompletionJob, Relay, RelayEvent};
 
@@ -21,6 +21,8 @@ pub trait Upstream: Send + Sync + 'static {
     fn model(&self, name: &str) -> Option<ModelView>;
     /// Every served model with the prices of its providers.
     fn models(&self) -> Vec<(ModelView, Vec<Price>)>;
+    /// How many providers the constraints let serve `model` now.
+    fn admitted(&self, model: &Hash, c: &Constraints) -> usize;
     /// Re-reads the offers now (the list is empty until the first refresh).
     fn refresh(&self) -> BoxFuture<'_, ()>;
     /// The providers' receipts for a request id, as kept by the gateway.
@@ -39,6 +41,9 @@ impl Upstream for RelayUpstream {
     }
     fn models(&self) -> Vec<(ModelView, Vec<Price>)> {
         self.0.market.models()
+    }
+    fn admitted(&self, model: &Hash, c: &Constraints) -> usize {
+        self.0.market.admitted(model, c)
     }
     fn refresh(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.0.market.refresh())

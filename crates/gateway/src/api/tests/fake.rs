@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::api::Upstream;
-use crate::market::{ModelKind, ModelView};
+use crate::market::{Constraints, ModelKind, ModelView};
 use crate::relay::{CompletionJob, RelayError, RelayEvent, Segment, Summary};
 
 /// What the fake does with every job it is given.
@@ -73,7 +73,10 @@ impl Fake {
                     model(CHAT, ModelKind::Chat, 1),
                     vec![price(10, 20), price(30, 40)],
                 ),
-                (model(BASE, ModelKind::Completion, 2), vec![price(1, 2)]),
+                (
+                    model(BASE, ModelKind::Completion, 2),
+                    vec![price(1, 2), price(3, 4)],
+                ),
                 (model(EMBED, ModelKind::Embedding, 3), vec![price(5, 0)]),
             ],
             script,
@@ -207,6 +210,19 @@ impl Upstream for Fake {
             return Vec::new();
         }
         self.models.clone()
+    }
+
+    /// The model's listed prices within the price cap (trust is not modelled).
+    fn admitted(&self, model: &Hash, c: &Constraints) -> usize {
+        let within = |p: &&Price| {
+            c.max_price_per_mtok
+                .is_none_or(|max| p.input_per_million.0 <= max && p.output_per_million.0 <= max)
+        };
+        self.models
+            .iter()
+            .filter(|(m, _)| m.sha256 == *model)
+            .map(|(_, prices)| prices.iter().filter(within).count())
+            .sum()
     }
 
     fn refresh(&self) -> BoxFuture<'_, ()> {

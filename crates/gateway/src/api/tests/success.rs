@@ -331,6 +331,30 @@ async fn redundant_verification_runs_the_request_again_on_another_provider_and_c
 }
 
 #[tokio::test]
+async fn redundant_verification_with_one_admitted_provider_is_refused_before_anything_runs() {
+    // Two providers serve the model, but the price cap admits only the cheaper one: the
+    // first run would be served and charged with nothing to compare it with.
+    let (app, fake) = setup(Script::Tokens(vec!["He"]));
+    let (status, body) = post_json(
+        &app,
+        "/v1/chat/completions",
+        json!({"model": CHAT, "messages": [{"role": "user", "content": "hi"}],
+               "agora": {"verification": "redundant", "max_price_per_mtok": 25}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "no_provider", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs two providers"),
+        "{body}"
+    );
+    assert!(fake.jobs().is_empty(), "a run was started");
+}
+
+#[tokio::test]
 async fn redundant_verification_reports_where_the_second_provider_disagrees() {
     let (app, _) = setup(Script::PerJob(vec![
         vec!["He", "llo", "!"],
