@@ -9,7 +9,8 @@
 //! `cargo nextest run -p agora-audit --profile slow -E 'binary(slow)' --no-capture`
 //! (`AGORA_AUDIT_HONEST` and `AGORA_AUDIT_CASES` change the counts; defaults 1,000 and 12;
 //! `AGORA_AUDIT_CHEATS=Requantized,SkippedLayers` measures only the cheats named, and
-//! `AGORA_AUDIT_LENGTHS=64` only those lengths). Each cell is printed as soon as it is measured,
+//! `AGORA_AUDIT_LENGTHS=64` only those lengths; `AGORA_AUDIT_SHOW_FLAGGED=1` prints every flagged
+//! token with its case). Each cell is printed as soon as it is measured,
 //! with the one-sided 95% lower bound on its detection rate (Clopper-Pearson): with every case
 //! caught it is 0.05^(1/n), so 299 cases caught of 299 show 99% with 95% confidence.
 
@@ -278,10 +279,18 @@ fn false_positives_and_detection_rates() {
         for &len in &lengths {
             let t0 = Instant::now();
             let mut cell = Cell::default();
+            let show = std::env::var_os("AGORA_AUDIT_SHOW_FLAGGED").is_some();
             for c in 0..cases {
                 let params = request_params(1_000 + c as u64, len);
                 let s = h.serve(cheat, &work(c), &params);
-                cell.add(&audit(&rt, &auditor, &s));
+                let report = audit(&rt, &auditor, &s);
+                // The flagged tokens of each case, to tell a cheat's from an honest near tie.
+                if let (true, Some(t)) = (show, &report.tokens) {
+                    for f in t.tokens.iter().filter(|f| f.flag.is_some()) {
+                        println!("  {cheat:?} case {c} (seed {}): {f:?}", params.seed);
+                    }
+                }
+                cell.add(&report);
             }
             let rate = cell.caught as f64 / cases as f64;
             // Q8_0 is not cheaper than the registered Q4_1: recorded, not required.
