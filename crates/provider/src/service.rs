@@ -103,13 +103,14 @@ struct Delivered {
     proof: Option<Hash>,
 }
 
-/// The TOPLOC proof of one response: `rows` are the engine's hidden states of the sampled
-/// positions (`Request::capture_sampled`), one per sampled token, of which the first `tokens` were
-/// delivered (an end-of-generation token is sampled but not delivered, so its row is left out).
-/// The first row, the last prefilled position's, is the proof's prompt chunk. `None` when nothing
-/// was generated or the rows do not fit a proof (logged: the response goes out without one).
-fn proof_of(rows: &[Vec<f32>], tokens: usize) -> Option<Proof> {
-    let rows = rows.get(..tokens).filter(|r| !r.is_empty())?;
+/// The TOPLOC proof of delivered tokens: `rows` are the hidden states of the positions they were
+/// sampled from (`TokenEvent::hidden`, one per delivered token; the first, the last prefilled
+/// position's, is the proof's prompt chunk). `None` when nothing was generated or the rows do not
+/// fit a proof (logged: the response goes out without one).
+fn proof_of(rows: &[Vec<f32>]) -> Option<Proof> {
+    if rows.is_empty() {
+        return None;
+    }
     let built = agora_verify::flatten(rows).and_then(|(flat, width)| {
         let rows = agora_verify::Rows::new(&flat, width)?;
         Ok(toploc::prove(rows, 1))
@@ -151,8 +152,9 @@ impl Delivered {
     /// The proof of the tokens delivered so far (none for embeddings, for an engine without
     /// hidden states, or before the first token), its hash noted for the receipt.
     fn prove(&mut self) -> Option<ProofBytes> {
+        // A row missing for some token (an engine without hidden states) proves nothing.
         let proof = (self.rows.len() == self.tokens.len())
-            .then(|| proof_of(&self.rows, self.tokens.len()))
+            .then(|| proof_of(&self.rows))
             .flatten();
         self.proof = proof.as_ref().map(Proof::hash);
         proof.map(|p| ProofBytes(p.encode()))
