@@ -26,3 +26,9 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/openai/requirements.txt
 cargo build --quiet -p agora
 AGORA_BIN="${CARGO_TARGET_DIR:-target}/debug/agora" "$venv/bin/python" tests/openai/test_openai.py
+
+# The dashboard in headless Chromium against `agora dev --providers 2` (playwright-core, pinned
+# by tests/browser/package-lock.json); screenshots in tests/browser/artifacts/.
+(cd tests/browser && npm ci --no-audit --no-fund --silent)
+AGORA_CHROMIUM="${AGORA_CHROMIUM:-$(command -v chromium)}" \
+    AGORA_BIN="${CARGO_TARGET_DIR:-target}/debug/agora" node tests/browser/dashboard.mjs

@@ -25,6 +25,7 @@ use agora_types::tx::limits::MAX_AUDIT_VERDICTS;
 use agora_types::{Address, Hash, SignedVerdict, TxBody};
 use serde::{Deserialize, Serialize};
 
+use crate::feed::{Feed, FeedEvent, VerdictEvent, now_ms};
 use crate::receipts::ReceiptStore;
 
 /// How long the active validator set read from the ledger is reused.
@@ -67,6 +68,8 @@ pub struct AuditDesk {
     path: Option<PathBuf>,
     board: Mutex<Board>,
     validators: tokio::sync::Mutex<Option<(Instant, BTreeSet<Address>)>>,
+    /// Where each new verdict is announced (the dashboard's live view).
+    feed: Arc<Feed>,
 }
 
 impl AuditDesk {
@@ -76,6 +79,7 @@ impl AuditDesk {
         chain: ChainClient,
         chain_id: String,
         path: Option<PathBuf>,
+        feed: Arc<Feed>,
     ) -> std::io::Result<AuditDesk> {
         let mut board = Board::default();
         if let Some(p) = &path {
@@ -105,6 +109,7 @@ impl AuditDesk {
             path,
             board: Mutex::new(board),
             validators: tokio::sync::Mutex::new(None),
+            feed,
         })
     }
 
@@ -219,14 +224,29 @@ impl AuditDesk {
         if v.verdict.chain_id != self.chain_id {
             return Err(DeskError::WrongChain(v.verdict.chain_id.clone()));
         }
-        if self.receipts.by_receipt_id(&v.verdict.receipt).is_none() {
+        let Some(kept) = self.receipts.by_receipt_id(&v.verdict.receipt) else {
             return Err(DeskError::NoReceipt);
-        }
+        };
         self.check_validator(&v.auditor).await?;
-        let mut board = self.board();
-        let list = board.verdicts.entry(v.verdict.receipt).or_default();
-        if list.len() < MAX_AUDIT_VERDICTS && list.iter().all(|o| o.auditor != v.auditor) {
-            list.push(v);
+        let event = VerdictEvent {
+            at_ms: now_ms(),
+            receipt_id: v.verdict.receipt,
+            provider: Some(kept.signed.receipt.provider),
+            auditor: v.auditor,
+            failed: v.verdict.failed,
+        };
+        let added = {
+            let mut board = self.board();
+            let list = board.verdicts.entry(v.verdict.receipt).or_default();
+            let new =
+                list.len() < MAX_AUDIT_VERDICTS && list.iter().all(|o| o.auditor != v.auditor);
+            if new {
+                list.push(v);
+            }
+            new
+        };
+        if added {
+            self.feed.publish(FeedEvent::Verdict(event));
         }
         Ok(())
     }

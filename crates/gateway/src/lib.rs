@@ -17,7 +17,9 @@
 pub mod api;
 pub mod audit;
 pub mod customers;
+pub mod dashboard;
 mod durable;
+pub mod feed;
 pub mod http;
 pub mod market;
 pub mod metrics;
@@ -140,12 +142,14 @@ impl Gateway {
             receipts::ReceiptStore::open(config.receipts_path.clone())
                 .map_err(GatewayError::Receipts)?,
         );
+        let feed = Arc::new(feed::Feed::new());
         let desk = Arc::new(
             audit::AuditDesk::open(
                 receipts.clone(),
                 chain.clone(),
                 info.chain_id.clone(),
                 config.audit_batches_path.clone(),
+                feed.clone(),
             )
             .map_err(GatewayError::Batches)?,
         );
@@ -156,6 +160,7 @@ impl Gateway {
             customers: customers.clone(),
             receipts,
             settings: config.relay.clone(),
+            feed: feed.clone(),
         });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -175,7 +180,14 @@ impl Gateway {
             metrics: metrics::Metrics::new(),
             audit: Some(desk.clone()),
             body_timeout: config.http.body_timeout,
-        });
+        })
+        .merge(dashboard::router(dashboard::DashboardState {
+            market: market.clone(),
+            payer: payer.clone(),
+            customers: customers.clone(),
+            chain: chain.clone(),
+            feed: feed.clone(),
+        }));
         let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(http::serve(
             listener,
@@ -189,6 +201,12 @@ impl Gateway {
         let mut tasks = vec![
             tokio::spawn(market.clone().refresh_loop(config.refresh_every)),
             tokio::spawn(desk.commit_loop(committer, config.commit_every)),
+            tokio::spawn(dashboard::watch(
+                chain.clone(),
+                market.clone(),
+                feed,
+                Duration::from_secs(1),
+            )),
         ];
         let book = customers.clone();
         tasks.push(tokio::spawn(async move {
@@ -248,6 +266,11 @@ impl Gateway {
             tracing::error!(target: "agora::gateway", error = %e, "cannot write the customer book");
         }
         closed
+    }
+
+    /// The dashboard's address.
+    pub fn dashboard_url(&self) -> String {
+        format!("http://{}/dashboard", self.addr)
     }
 
     /// Base URL of the OpenAI-compatible API.

@@ -85,6 +85,11 @@ impl OpenChannel {
         self.dirty.notify_one();
     }
 
+    /// What the gateway locked in the channel.
+    pub fn deposit(&self) -> Amount {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).deposit
+    }
+
     /// Total signed for so far.
     pub fn cumulative(&self) -> Amount {
         self.inner

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::customers::{Customers, KeyHash};
+use crate::feed::{Feed, FeedEvent, RequestEvent, SegmentEvent, now_ms};
 use crate::market::{Constraints, Market};
 use crate::payer::Payer;
 use crate::receipts::{KeptReceipt, ReceiptStore};
@@ -234,6 +235,8 @@ pub struct Relay {
     pub customers: Arc<Customers>,
     pub receipts: Arc<ReceiptStore>,
     pub settings: RelaySettings,
+    /// Where each finished or failed completion is announced (the dashboard's live view).
+    pub feed: Arc<Feed>,
 }
 
 /// Embedding vectors longer than this are refused (the largest open models use 4,096).
@@ -275,6 +278,48 @@ enum Attempt {
     Retry(String),
     /// The caller went away.
     Gone,
+}
+
+/// How a completion ended, for the feed (`None`: the client left first).
+fn request_event(
+    job: &CompletionJob,
+    summary: &Summary,
+    last: &Option<Result<(), RelayError>>,
+) -> RequestEvent {
+    RequestEvent {
+        at_ms: now_ms(),
+        request_id: hex::encode(job.request_id.0),
+        model: job.model,
+        error: match last {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(format!("{}: {}", e.code, e.message)),
+            None => Some("the client left".into()),
+        },
+        finish_reason: summary.finish_reason.clone(),
+        prompt_tokens: summary.prompt_tokens,
+        completion_tokens: summary.completion_tokens,
+        charged: summary.charged,
+        segments: summary
+            .segments
+            .iter()
+            .map(|g| SegmentEvent {
+                provider: g.provider,
+                completion_tokens: g.completion_tokens,
+                charged: g.charged,
+                receipt_ok: g.receipt_ok,
+                receipt_id: g
+                    .receipt
+                    .as_ref()
+                    .map(|k| agora_types::audit::receipt_id(&k.signed)),
+                channel: g.receipt.as_ref().map(|k| k.signed.receipt.channel),
+                proof_bytes: g
+                    .receipt
+                    .as_ref()
+                    .and_then(|k| k.proof.as_ref())
+                    .map_or(0, |p| p.0.len()),
+            })
+            .collect(),
+    }
 }
 
 impl Relay {
@@ -327,6 +372,8 @@ impl Relay {
         // Each attempt holds the customer's credit and settles it to what its provider was paid,
         // on every way out: what the providers delivered is what the customer pays.
         let last = self.attempts(&job, &mut summary, &tx).await;
+        self.feed
+            .publish(FeedEvent::Request(request_event(&job, &summary, &last)));
         let event = match last {
             Some(Ok(())) => RelayEvent::Done(summary),
             Some(Err(e)) => RelayEvent::Error(e),

@@ -1,6 +1,12 @@
-//! `agora dev`: a whole local network in one process: one validator producing blocks (the
-//! ledger and its RPC), a provider serving the bundled SmolLM2 model on the overlay, and the
-//! OpenAI-compatible gateway in front of it, with an API key ready to use.
+//! `agora dev`: a whole local network: one validator producing blocks (the ledger and its RPC),
+//! a provider serving the bundled models on the overlay, the OpenAI-compatible gateway in front
+//! of it with its dashboard, and an API key ready to use, all in this process; `--providers N`
+//! adds N-1 providers as child processes (`agora node --provider`, files in `<dir>/providers`,
+//! logs in `<dir>/logs`), each
+//! with its own funded account, so routing, payments, failover and audits can be watched live.
+//! Each child runs with `--stop-on-stdin-eof` and its stdin a pipe from this process: Ctrl-C
+//! closes the pipes (the children shut down cleanly, as on SIGTERM) before this process's roles
+//! stop, and a crashed `agora dev` closes them too, so no provider is left behind.
 
 use agora_ledger::genesis::{GenesisAccount, GenesisValidator};
 use agora_ledger::{Genesis, Params};
@@ -29,6 +35,9 @@ pub struct DevArgs {
     /// Only the ledger: no provider, no gateway.
     #[arg(long)]
     chain_only: bool,
+    /// Providers to run: this process's own, plus N-1 child processes serving the same models.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    providers: u32,
     #[command(flatten)]
     serve: super::serve::ServeArgs,
 }
@@ -132,10 +141,17 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
     let mut builder = NodeBuilder::new(cfg)
         .password(DEV_PASSWORD)
         .with_validator();
+    let extra_keys: Vec<PathBuf> = (1..args.providers)
+        .map(|i| args.dir.join(format!("keys/provider-{i}.json")))
+        .collect();
     if !args.chain_only {
         let provider = service_key(&args.dir.join("keys/provider.json"))?;
         let gateway = service_key(&args.dir.join("keys/gateway.json"))?;
-        let (p, g) = (provider.public(), gateway.public());
+        let mut providers = vec![provider.public()];
+        for k in &extra_keys {
+            providers.push(service_key(k)?.public());
+        }
+        let g = gateway.public();
         let dev = keystore::load(&dev_path, DEV_PASSWORD)?;
         builder = builder
             .with_provider()
@@ -144,7 +160,9 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             .key(Role::Gateway, gateway)
             .on_chain_ready(move |chain| async move {
                 let dev = agora_provider::TxSender::new(dev, chain).await?;
-                fund(&dev, p, Amount::from_agr(1_000)).await?;
+                for p in providers {
+                    fund(&dev, p, Amount::from_agr(1_000)).await?;
+                }
                 fund(&dev, g, Amount::from_agr(10_000)).await?;
                 Ok(())
             });
@@ -159,6 +177,13 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
         // Ready means the gateway routes to every model the provider serves: otherwise a
         // request sent right after the banner could find no provider yet.
         node.wait_until_routable(Duration::from_secs(15)).await;
+        let mut children = Vec::new();
+        if !args.chain_only && !extra_keys.is_empty() {
+            children = spawn_providers(&args, &node, &extra_keys)?;
+            if let Some(g) = &node.gateway {
+                wait_for_providers(g, args.providers as usize, Duration::from_secs(120)).await;
+            }
+        }
         banner(
             &args,
             &node,
@@ -168,9 +193,118 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             api_key.as_deref(),
         );
         super::node::wait_for_shutdown().await;
+        stop_children(children).await;
         node.shutdown().await;
         Ok::<_, eyre::Report>(())
     })
+}
+
+/// Starts the extra providers: `agora node --provider` against this network's RPC and overlay,
+/// serving the same models, each on its own overlay port, logging to `<dir>/logs`.
+fn spawn_providers(
+    args: &DevArgs,
+    node: &agora_node::RunningNode,
+    keys: &[PathBuf],
+) -> eyre::Result<Vec<std::process::Child>> {
+    let exe = std::env::current_exe().wrap_err("cannot find the agora binary to run providers")?;
+    let rpc = node
+        .rpc_url()
+        .ok_or_else(|| eyre::eyre!("the dev network has no RPC"))?;
+    let overlay = node
+        .p2p_addr
+        .clone()
+        .ok_or_else(|| eyre::eyre!("the dev provider has no overlay address"))?;
+    let logs = args.dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let cfg = config(args)?;
+    // The children listen on the ports after this process's own.
+    let listen = cfg.p2p.listen.to_string();
+    let base_port: u32 = listen
+        .split("/tcp/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(4100);
+    let mut children = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let n = i + 1;
+        let log = std::fs::File::create(logs.join(format!("provider-{n}.log")))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("node")
+            .arg("--provider")
+            // Its vouchers and receipts are kept with the dev chain, not in the working directory.
+            .arg("--data-dir")
+            .arg(args.dir.join(format!("providers/provider-{n}")))
+            .arg("--chain-rpc")
+            .arg(&rpc)
+            .arg("--provider-key")
+            .arg(key)
+            .arg("--p2p-listen")
+            .arg(format!("/ip4/127.0.0.1/tcp/{}", base_port + n as u32))
+            .arg("--bootstrap")
+            .arg(overlay.to_string())
+            .arg("--models-dir")
+            .arg(&cfg.provider.models_dir);
+        for m in &cfg.provider.models {
+            cmd.arg("--serve-model").arg(m);
+        }
+        if let Some(ms) = args.serve.test_engine {
+            cmd.arg("--test-engine").arg(ms.to_string());
+        }
+        cmd.arg("--threads")
+            .arg(cfg.provider.threads.to_string())
+            .arg("--stop-on-stdin-eof")
+            .env("AGORA_PASSWORD", DEV_PASSWORD)
+            .stdin(std::process::Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .wrap_err_with(|| format!("cannot start provider {n}"))?;
+        children.push(child);
+    }
+    Ok(children)
+}
+
+/// Waits until the gateway routes to `want` providers (the children load their models first).
+async fn wait_for_providers(g: &agora_gateway::Gateway, want: usize, timeout: Duration) {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        g.market.refresh().await;
+        let have = g.market.providers().len();
+        if have >= want {
+            return;
+        }
+        if tokio::time::Instant::now() >= until {
+            eprintln!(
+                "agora dev: only {have} of {want} providers joined within {}s; see the logs in the dev directory",
+                timeout.as_secs()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Closes each child's stdin (they shut down as on SIGTERM), then waits up to 10 s for each.
+async fn stop_children(mut children: Vec<std::process::Child>) {
+    for c in &mut children {
+        drop(c.stdin.take());
+    }
+    for mut c in children {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if std::time::Instant::now() >= until => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
 }
 
 /// One API key for the dev account, kept in the dev directory.
@@ -225,6 +359,24 @@ fn banner(
     println!("  validator    {validator}");
     if let Some(g) = &node.gateway {
         println!("  OpenAI API   {}", g.base_url());
+        // The key rides in the fragment, which the browser keeps to itself.
+        match api_key {
+            Some(k) => println!("  dashboard    {}#key={k}", g.dashboard_url()),
+            None => println!("  dashboard    {}", g.dashboard_url()),
+        }
+        println!(
+            "  providers    {} (this process{})",
+            g.market.providers().len(),
+            if args.providers > 1 {
+                format!(
+                    " and {} in child processes; logs in {}",
+                    args.providers - 1,
+                    args.dir.join("logs").display()
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     if let Some(k) = api_key {
         println!("  API key      {k}");
@@ -246,6 +398,11 @@ fn banner(
     ) {
         println!(
             "  try:  curl {}/chat/completions -H 'Authorization: Bearer {k}' -H 'Content-Type: application/json' -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+            g.base_url(),
+            m.name
+        );
+        println!(
+            "  python (pip install openai):  python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"{}\", api_key=\"{k}\"); print(c.chat.completions.create(model=\"{}\", messages=[{{\"role\": \"user\", \"content\": \"Hello!\"}}]).choices[0].message.content)'",
             g.base_url(),
             m.name
         );

@@ -26,6 +26,10 @@ pub struct NodeArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     serve: super::serve::ServeArgs,
+    /// Also stop (cleanly, as on SIGTERM) when standard input closes: how `agora dev` runs its
+    /// extra providers, so they end with it even when it is killed.
+    #[arg(long, hide = true)]
+    stop_on_stdin_eof: bool,
 }
 
 /// Ctrl-C or SIGTERM.
@@ -41,6 +45,20 @@ pub async fn wait_for_shutdown() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Resolves when standard input reaches its end (or fails): its writer is gone.
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // A plain thread, not spawn_blocking: the runtime would wait for a blocked read at exit.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 /// The builder for these flags: a validator unless only services run against `--chain-rpc`.
@@ -110,7 +128,14 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
         {
             println!("overlay address {a}");
         }
-        wait_for_shutdown().await;
+        if args.stop_on_stdin_eof {
+            tokio::select! {
+                _ = wait_for_shutdown() => {}
+                _ = stdin_closed() => {}
+            }
+        } else {
+            wait_for_shutdown().await;
+        }
         node.shutdown().await;
         Ok(())
     })

@@ -9,7 +9,8 @@
 //! `cargo nextest run -p agora-audit --profile slow -E 'binary(slow)' --no-capture`
 //! (`AGORA_AUDIT_HONEST` and `AGORA_AUDIT_CASES` change the counts; defaults 1,000 and 12;
 //! `AGORA_AUDIT_CHEATS=Requantized,SkippedLayers` measures only the cheats named, and
-//! `AGORA_AUDIT_LENGTHS=64` only those lengths; `AGORA_AUDIT_SHOW_FLAGGED=1` prints every flagged
+//! `AGORA_AUDIT_LENGTHS=64` only those lengths, `AGORA_AUDIT_HONEST_LENGTHS=64,128` the honest
+//! responses' lengths (the honest margins' distribution is printed); `AGORA_AUDIT_SHOW_FLAGGED=1` prints every flagged
 //! token with its case). Each cell is printed as soon as it is measured,
 //! with the one-sided 95% lower bound on its detection rate (Clopper-Pearson): with every case
 //! caught it is 0.05^(1/n), so 299 cases caught of 299 show 99% with 95% confidence.
@@ -81,15 +82,81 @@ fn cheats_to_measure() -> Vec<Cheat> {
 /// The generated lengths to measure: 16, 32, 64 and 128, or those `AGORA_AUDIT_LENGTHS` names.
 fn lengths_to_measure() -> Vec<u32> {
     match std::env::var("AGORA_AUDIT_LENGTHS") {
-        Ok(v) if !v.trim().is_empty() => v
-            .split(',')
-            .map(|n| {
-                n.trim()
-                    .parse()
-                    .unwrap_or_else(|_| panic!("not a length: {n}"))
-            })
-            .collect(),
+        Ok(v) if !v.trim().is_empty() => parse_lengths(&v),
         _ => vec![16, 32, 64, 128],
+    }
+}
+
+/// The honest responses' lengths, taken in turn: 16, 24, 32 and 48, or those
+/// `AGORA_AUDIT_HONEST_LENGTHS` names.
+fn honest_lengths() -> Vec<u32> {
+    match std::env::var("AGORA_AUDIT_HONEST_LENGTHS") {
+        Ok(v) if !v.trim().is_empty() => parse_lengths(&v),
+        _ => vec![16, 24, 32, 48],
+    }
+}
+
+fn parse_lengths(v: &str) -> Vec<u32> {
+    v.split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not a length: {n}"))
+        })
+        .collect()
+}
+
+/// Every replayed token's margin over the honest audits, to set the tolerance from: how many
+/// are not the auditor's own choice, the upper quantiles, and how many exceed each bar.
+#[derive(Default)]
+struct Margins {
+    all: Vec<f64>,
+    /// Per response: the largest margin.
+    per_response_max: Vec<f64>,
+}
+
+impl Margins {
+    fn add(&mut self, r: &AuditReport) {
+        if let Some(t) = &r.tokens {
+            let finite = t.tokens.iter().map(|f| f.margin).filter(|m| m.is_finite());
+            self.all.extend(finite);
+            self.per_response_max.push(t.max_margin);
+        }
+    }
+
+    fn summary(&mut self) -> String {
+        let sort = |v: &mut Vec<f64>| v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        sort(&mut self.all);
+        sort(&mut self.per_response_max);
+        let q = |v: &[f64], p: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        };
+        let over = |v: &[f64], bar: f64| v.iter().filter(|&&m| m > bar).count();
+        let nonzero = self.all.iter().filter(|&&m| m > 0.0).count();
+        let bars = [0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0];
+        let counts: Vec<String> = bars
+            .iter()
+            .map(|&b| {
+                format!(
+                    "> {b}: {} tokens in {} responses",
+                    over(&self.all, b),
+                    over(&self.per_response_max, b)
+                )
+            })
+            .collect();
+        format!(
+            "honest margins: {} tokens in {} responses, {nonzero} not the auditor's choice; quantiles 99% {:.4}, 99.9% {:.4}, 99.99% {:.4}, max {:.4}; {}",
+            self.all.len(),
+            self.per_response_max.len(),
+            q(&self.all, 0.99),
+            q(&self.all, 0.999),
+            q(&self.all, 0.9999),
+            self.all.last().copied().unwrap_or(0.0),
+            counts.join(", ")
+        )
     }
 }
 
@@ -226,9 +293,11 @@ fn false_positives_and_detection_rates() {
     let mut flagged = Vec::new();
     let mut audited = 0usize;
     let mut per_setting = [0usize; 3];
+    let mut margins = Margins::default();
+    let lens = honest_lengths();
     let mut i = 0usize;
     while audited < honest {
-        let len = [16u32, 24, 32, 48][i % 4];
+        let len = lens[i % lens.len()];
         let setting = i % 3;
         let served: Vec<Served> = match setting {
             0 => vec![h.honest_on(&one_thread, &work(i), &request_params(i as u64, len))],
@@ -245,6 +314,7 @@ fn false_positives_and_detection_rates() {
             let r = audit(&rt, &auditor, s);
             audited += 1;
             per_setting[setting] += 1;
+            margins.add(&r);
             if r.failed() {
                 flagged.push((i, setting, r.findings.clone(), r.toploc.clone()));
             }
@@ -252,13 +322,14 @@ fn false_positives_and_detection_rates() {
         i += 1;
     }
     println!(
-        "honest audits: {audited} ({} on 1 thread, {} on 2 threads, {} in shared batches of 4; 16-48 tokens, prompt prefixes reused), flagged {} ({:.0} s)",
+        "honest audits: {audited} ({} on 1 thread, {} on 2 threads, {} in shared batches of 4; {lens:?} tokens, prompt prefixes reused), flagged {} ({:.0} s)",
         per_setting[0],
         per_setting[1],
         per_setting[2],
         flagged.len(),
         t0.elapsed().as_secs_f64()
     );
+    println!("{}", margins.summary());
     for f in &flagged {
         println!(
             "  false positive: case {} setting {}: {:?} {:?}",

@@ -107,9 +107,7 @@ fn answer(s: &AppState, result: Result<Response, ApiError>) -> Response {
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::feed::now_ms()
 }
 
 fn now_secs() -> u64 {

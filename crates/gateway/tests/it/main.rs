@@ -2,6 +2,7 @@
 //! gateway), over real loopback sockets.
 
 mod channels;
+mod dashboard;
 mod hostile;
 mod money;
 mod net;
