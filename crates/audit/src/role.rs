@@ -85,6 +85,51 @@ pub struct AuditRole {
     done: Recent,
     /// The scorer fed by the same blocks, batches and verdicts (when scoring is on).
     scorer: Option<Scorer>,
+    metrics: AuditMetrics,
+}
+
+/// Prometheus metrics of the audit role (its own registry; the node gathers it into
+/// `/metrics`).
+#[derive(Clone)]
+pub struct AuditMetrics {
+    registry: prometheus::Registry,
+    /// Audits by verdict: `pass`, `fail`, `error` (the case could not be fetched or replayed).
+    pub audits: prometheus::IntCounterVec,
+    /// Slashing evidence this auditor submitted that the ledger took.
+    pub evidence: prometheus::IntCounter,
+}
+
+impl Default for AuditMetrics {
+    fn default() -> Self {
+        let registry = prometheus::Registry::new();
+        let audits = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("agora_audits_total", "Audits by verdict"),
+            &["verdict"],
+        )
+        .expect("static metric definition");
+        let evidence = prometheus::IntCounter::new(
+            "agora_audit_evidence_total",
+            "Failed-audit evidence submitted and taken by the ledger",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(audits.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(evidence.clone()))
+            .expect("registered once");
+        Self {
+            registry,
+            audits,
+            evidence,
+        }
+    }
+}
+
+impl AuditMetrics {
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
 }
 
 /// The most recent [`Recent::CAP`] receipt ids audited, oldest forgotten first: a long-running
@@ -146,7 +191,13 @@ impl AuditRole {
                 .unwrap_or_default(),
             watching: BTreeMap::new(),
             done: Recent::default(),
+            metrics: AuditMetrics::default(),
         }
+    }
+
+    /// Audit outcomes, for the node's `/metrics` (take it before `run` consumes the role).
+    pub fn metrics(&self) -> AuditMetrics {
+        self.metrics.clone()
     }
 
     fn chain(&self) -> &ChainClient {
@@ -326,10 +377,15 @@ impl AuditRole {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(target: "agora::audit", receipt = %rid, error = %e, "cannot audit");
+                self.metrics.audits.with_label_values(&["error"]).inc();
                 return;
             }
         };
         let failed = report.failed();
+        self.metrics
+            .audits
+            .with_label_values(&[if failed { "fail" } else { "pass" }])
+            .inc();
         if let Some(scorer) = self.scorer.as_mut() {
             scorer.observe_verdict(receipt.receipt.provider, failed);
         }
@@ -442,6 +498,7 @@ impl AuditRole {
         };
         match self.sender.send(TxBody::Slash(evidence)).await {
             Ok((tx, _)) => {
+                self.metrics.evidence.inc();
                 tracing::warn!(target: "agora::audit", receipt = %rid, provider = %receipt.receipt.provider, %tx, "failed audit reported: provider slashed");
             }
             // Another auditor reported first, most likely.

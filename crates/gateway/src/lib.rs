@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_market::{ChainError, TxSender};
+use agora_types::Amount;
 
 pub use customers::{Customer, Customers};
 pub use http::HttpLimits;
@@ -109,6 +110,8 @@ pub struct Gateway {
     pub payer: Arc<Payer>,
     pub customers: Arc<Customers>,
     pub relay: Arc<Relay>,
+    /// What `/metrics` shows (requests, tokens, errors, channel balances).
+    pub metrics: metrics::Metrics,
     /// The HTTP server, and what tells it to drain and stop.
     http: tokio::task::JoinHandle<()>,
     stop_http: Option<tokio::sync::oneshot::Sender<()>>,
@@ -174,10 +177,11 @@ impl Gateway {
                 addr: config.listen,
                 source,
             })?;
+        let metrics = metrics::Metrics::new();
         let app = api::app(api::AppState {
             upstream: Arc::new(api::RelayUpstream(relay.clone())),
             customers: customers.clone(),
-            metrics: metrics::Metrics::new(),
+            metrics: metrics.clone(),
             audit: Some(desk.clone()),
             body_timeout: config.http.body_timeout,
         })
@@ -224,6 +228,20 @@ impl Gateway {
             customers.clone(),
             config.deposits_every,
         )));
+        let (watched, gauges) = (payer.clone(), metrics.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let open = watched.channels().await;
+                let sum = |f: &dyn Fn(&payer::OpenChannel) -> Amount| {
+                    open.iter()
+                        .map(|c| f(c).0)
+                        .fold(0u128, u128::saturating_add)
+                };
+                gauges.channels(open.len(), sum(&|c| c.deposit()), sum(&|c| c.cumulative()));
+            }
+        }));
         let settler = payer.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(config.settle_every);
@@ -240,6 +258,7 @@ impl Gateway {
             payer,
             customers,
             relay,
+            metrics,
             http,
             stop_http: Some(stop_http),
             tasks,

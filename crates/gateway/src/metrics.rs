@@ -1,6 +1,6 @@
 //! Prometheus metrics of the gateway (`GET /metrics`).
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Handles to every metric the gateway exports.
 #[derive(Clone)]
@@ -10,6 +10,9 @@ pub struct Metrics {
     errors: IntCounterVec,
     tokens: IntCounter,
     failovers: IntCounter,
+    channels_open: IntGauge,
+    channel_deposits: IntGauge,
+    channel_signed: IntGauge,
 }
 
 impl Default for Metrics {
@@ -49,13 +52,47 @@ impl Metrics {
             "gateway_failovers_total",
             "Completions continued on another provider",
         );
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let channels_open = gauge(
+            "gateway_channels_open",
+            "Payment channels open to providers",
+        );
+        let channel_deposits = gauge(
+            "gateway_channel_deposits_base_units",
+            "Deposits locked in the open channels, base units (1e9 per AGR)",
+        );
+        let channel_signed = gauge(
+            "gateway_channel_signed_base_units",
+            "Vouchers signed on the open channels (what providers can claim), base units",
+        );
         Self {
             registry,
             requests,
             errors,
             tokens,
             failovers,
+            channels_open,
+            channel_deposits,
+            channel_signed,
         }
+    }
+
+    /// The open channels' count, deposits and signed totals (base units).
+    pub fn channels(&self, open: usize, deposits: u128, signed: u128) {
+        let clamp = |v: u128| i64::try_from(v).unwrap_or(i64::MAX);
+        self.channels_open.set(clamp(open as u128));
+        self.channel_deposits.set(clamp(deposits));
+        self.channel_signed.set(clamp(signed));
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn request(&self, endpoint: &str) {

@@ -38,6 +38,7 @@ use agora_provider::{ChainClient, ChainError, Price, ProviderSettings, ServedMod
 use agora_types::{Amount, SecretKey};
 
 use crate::config::{NodeConfig, P2pConfig};
+use crate::metrics::MetricsHub;
 use crate::models::{self, ModelError, ServedInfo};
 use crate::{NodeHandle, StartError, keystore};
 
@@ -247,6 +248,8 @@ impl NodeBuilder {
             models: Vec::new(),
             overlays: Vec::new(),
             tasks: Vec::new(),
+            metrics: Arc::new(MetricsHub::default()),
+            metrics_addr: None,
         };
         let auditor_key = validator_key
             .as_ref()
@@ -270,6 +273,10 @@ impl NodeBuilder {
                 self.start_services(&mut node, &cfg, provider, gateway_key)
                     .await
             }
+            Err(e) => Err(e),
+        };
+        let started = match started {
+            Ok(()) => serve_metrics(&mut node, &cfg).await,
             Err(e) => Err(e),
         };
         match started {
@@ -430,8 +437,43 @@ async fn start_auditor(
             ..Default::default()
         },
     );
+    node.metrics.add(role.metrics().registry().clone());
     tracing::info!(target: "agora::node", from = tip, "auditor following receipt commitments");
     node.tasks.push(tokio::spawn(role.run(tip)));
+    Ok(())
+}
+
+/// Gathers every started role's metrics and, with `[metrics] listen`, serves them.
+async fn serve_metrics(node: &mut RunningNode, cfg: &NodeConfig) -> Result<(), LaunchError> {
+    let hub = node.metrics.clone();
+    if let Some(v) = &node.validator {
+        hub.add_ledger(v.shared.clone());
+    }
+    for o in &node.overlays {
+        hub.add(o.metrics().registry().clone());
+    }
+    if let Some(g) = &node.gateway {
+        hub.add(g.metrics.registry().clone());
+    }
+    if let Some(p) = &node.provider {
+        hub.add(p.net.metrics().registry().clone());
+        hub.add(p.provider.metrics().registry().clone());
+    }
+    let Some(listen) = cfg.metrics.listen else {
+        return Ok(());
+    };
+    let (addr, task) =
+        crate::metrics::serve(listen, hub)
+            .await
+            .map_err(|e| LaunchError::Setting {
+                section: "metrics",
+                key: "listen",
+                value: listen.to_string(),
+                message: e.to_string(),
+            })?;
+    tracing::info!(target: "agora::node", %addr, "metrics at /metrics");
+    node.metrics_addr = Some(addr);
+    node.tasks.push(task);
     Ok(())
 }
 
@@ -515,8 +557,12 @@ pub struct RunningNode {
     /// What the provider serves.
     pub models: Vec<ServedInfo>,
     overlays: Vec<agora_p2p::Handle>,
-    /// Background roles (the auditor), stopped first.
+    /// Background roles (the auditor) and the metrics server, stopped first.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every role's metrics in this process.
+    pub metrics: Arc<MetricsHub>,
+    /// Where `GET /metrics` answers (`[metrics] listen`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What a shutdown did.

@@ -23,6 +23,16 @@ pub struct NodeConfig {
     pub provider: ProviderConfig,
     pub gateway: GatewayConfig,
     pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the process's Prometheus endpoint (every role's metrics, `GET /metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address; `None` (the default): no endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// The ledger: storage, genesis, the node's account, its RPC and mempool.

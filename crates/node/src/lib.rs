@@ -17,6 +17,7 @@ pub mod builder;
 pub mod chain;
 pub mod config;
 pub mod keystore;
+pub mod metrics;
 pub mod models;
 pub mod rpc;
 pub mod store;

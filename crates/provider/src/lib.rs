@@ -11,6 +11,7 @@
 //! [`register`] puts a provider's models, prices and stake on the ledger; [`launch`] starts it all.
 
 pub mod launch;
+pub mod metrics;
 pub mod payments;
 pub mod register;
 pub mod service;

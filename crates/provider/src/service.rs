@@ -86,6 +86,7 @@ pub struct Provider {
     active: AtomicU32,
     /// Held by a redeem round.
     redeeming: tokio::sync::Mutex<()>,
+    metrics: crate::metrics::ProviderMetrics,
 }
 
 /// What a job has delivered so far: its bill and its output.
@@ -227,7 +228,13 @@ impl Provider {
             settings,
             active: AtomicU32::new(0),
             redeeming: tokio::sync::Mutex::new(()),
+            metrics: crate::metrics::ProviderMetrics::new(),
         }
+    }
+
+    /// Jobs, tokens and billing, for the node's `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::ProviderMetrics {
+        &self.metrics
     }
 
     /// Jobs being served right now.
@@ -260,7 +267,10 @@ impl Provider {
             let me = self.clone();
             tokio::spawn(async move {
                 me.active.fetch_add(1, Ordering::Relaxed);
-                me.handle_job(call).await;
+                me.metrics.active.inc();
+                let outcome = me.handle_job(call).await;
+                me.metrics.jobs.with_label_values(&[outcome]).inc();
+                me.metrics.active.dec();
                 me.active.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -284,7 +294,8 @@ impl Provider {
             .send(serde_json::to_vec(&reply).unwrap_or_default());
     }
 
-    async fn handle_job(&self, call: InferenceCall) {
+    /// Serves one job; returns how it ended (the `outcome` label of `agora_provider_jobs_total`).
+    async fn handle_job(&self, call: InferenceCall) -> &'static str {
         let InferenceCall {
             peer,
             request,
@@ -294,11 +305,12 @@ impl Provider {
         let job = match Job::decode(&request.payload) {
             Ok(j) => j,
             Err(e) => {
-                return fail(
+                fail(
                     sink,
                     Failure::new(FailureCode::InvalidRequest, e.to_string()),
                 )
                 .await;
+                return "refused";
             }
         };
         // The payer's account key is its overlay identity: a job billed to anyone but the peer
@@ -311,7 +323,8 @@ impl Provider {
                     job.payer
                 ),
             );
-            return fail(sink, f).await;
+            fail(sink, f).await;
+            return "refused";
         }
         let Some(model) = self.models.get(&request.model) else {
             let f = Failure::new(
@@ -321,7 +334,8 @@ impl Provider {
                     hex::encode(request.model)
                 ),
             );
-            return fail(sink, f).await;
+            fail(sink, f).await;
+            return "refused";
         };
         if !job.price.covers(&model.price) {
             let f = Failure::new(
@@ -334,10 +348,12 @@ impl Provider {
                     model.price.output_per_million.0
                 ),
             );
-            return fail(sink, f).await;
+            fail(sink, f).await;
+            return "refused";
         }
         if let Err(e) = self.payments.admit(&job.channel, &job.payer).await {
-            return fail(sink, e.into()).await;
+            fail(sink, e.into()).await;
+            return "refused";
         }
         let mut delivered = Delivered::new(&job);
         let result = match &model.engine {
@@ -354,9 +370,14 @@ impl Provider {
                     .await
             }
         };
+        self.metrics.tokens.inc_by(delivered.tokens.len() as u64);
+        self.metrics
+            .billed
+            .inc_by(u64::try_from(delivered.meter.owed().0).unwrap_or(u64::MAX));
         match result {
             Ok(()) => {
                 let _ = sink.finish().await;
+                "ok"
             }
             // Work was delivered before the failure: the payer gets a signed receipt for it.
             Err(Failure::Job { code, message }) if delivered.any() => {
@@ -372,14 +393,19 @@ impl Provider {
                 if sink.send(frame.encode()).await.is_ok() {
                     let _ = sink.finish().await;
                 }
+                "failed"
             }
             Err(Failure::RequesterGone) => {
                 // Off the job's slot: the grace for the payer's last vouchers runs on its own.
                 let (payments, channel, owed) =
                     (self.payments.clone(), job.channel, delivered.meter.owed());
                 tokio::spawn(async move { payments.requester_left(&channel, owed).await });
+                "cancelled"
             }
-            Err(f) => fail(sink, f).await,
+            Err(f) => {
+                fail(sink, f).await;
+                "failed"
+            }
         }
     }
 

@@ -251,6 +251,14 @@ fn spawn_providers(
         if let Some(ms) = args.serve.test_engine {
             cmd.arg("--test-engine").arg(ms.to_string());
         }
+        // With a metrics endpoint here, each child has one on the next ports.
+        if let Some(m) = cfg.metrics.listen {
+            let port = u32::from(m.port()) + n as u32;
+            if let Ok(port) = u16::try_from(port) {
+                cmd.arg("--metrics-listen")
+                    .arg(std::net::SocketAddr::new(m.ip(), port).to_string());
+            }
+        }
         cmd.arg("--threads")
             .arg(cfg.provider.threads.to_string())
             .arg("--stop-on-stdin-eof")
@@ -377,6 +385,9 @@ fn banner(
                 String::new()
             }
         );
+    }
+    if let Some(a) = node.metrics_addr {
+        println!("  metrics      http://{a}/metrics");
     }
     if let Some(k) = api_key {
         println!("  API key      {k}");

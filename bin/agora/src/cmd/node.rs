@@ -123,6 +123,9 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
         if let Some(g) = &node.gateway {
             println!("gateway {} at {}", g.payer.address(), g.base_url());
         }
+        if let Some(a) = node.metrics_addr {
+            println!("metrics at http://{a}/metrics");
+        }
         if (node.gateway.is_some() || node.provider.is_some())
             && let Some(a) = &node.p2p_addr
         {

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// [default 10000].
     #[arg(long)]
     pub stall_ms: Option<u64>,
+    /// Prometheus endpoint (GET /metrics) with every role's metrics in this process
+    /// [metrics.listen, default off].
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Model directory [provider.models_dir, default models].
     #[arg(long, env = "AGORA_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
@@ -112,6 +116,9 @@ impl ServeArgs {
             gateway.api_keys = self.api_keys.clone();
         }
         set(&mut gateway.stall_ms, &self.stall_ms);
+        if self.metrics_listen.is_some() {
+            cfg.metrics.listen = self.metrics_listen;
+        }
     }
 }
 

@@ -55,15 +55,17 @@ pub struct Tolerance {
     /// The largest margin (logit units) accepted as a near tie, and how far below the filtered
     /// set's cut a claimed token may lie.
     ///
-    /// Default 0.6. An honest margin is at most twice the largest difference between one of the
+    /// Default 1.0. An honest margin is at most twice the largest difference between one of the
     /// provider's logits and the auditor's (the claimed token's score can be that much lower, the
-    /// best one's that much higher). Measured (`docs/design/inference.md`, "Determinism
-    /// findings"): SmolLM2-135M Q4_1 on llama.cpp CPU replays exactly (every margin 0); on
-    /// Gemma 3 270M a change of batch shape alone moved the chosen tokens' log-probabilities by
-    /// up to 0.26 and split greedy runs at near ties with gaps 0.007, 0.07 and 0.17. Twice 0.26
-    /// is 0.52, rounded up to 0.6. A cheater can therefore only choose among tokens within 0.6
-    /// logits of the right one. Calibrate per model and backend from honest runs; 0 demands an
-    /// exact replay.
+    /// best one's that much higher). Measured on SmolLM2-135M Q4_1, llama.cpp CPU, the provider
+    /// decoding token by token and the auditor in one prefill (`slow` audit binary,
+    /// `docs/benchmarks.md`): over 300 honest responses of 64 and 128 tokens (28,800 tokens,
+    /// 1 and 2 threads, batches of 4, reused prefixes) the largest margin was 0.698, 2 tokens
+    /// over 0.6, none over 0.8; the largest seen anywhere, 0.726 (one of 19,200 tokens at 64).
+    /// The first default, 0.6 (from Gemma's batch-shape differences, 2 x 0.26), flagged those
+    /// honest tokens. 1.0 leaves 1.38x the largest honest margin seen. A cheater can therefore
+    /// only choose among tokens within 1.0 logit of the right one. Calibrate per model and
+    /// backend from honest runs; 0 demands an exact replay.
     pub margin: f64,
     /// Tokens over the margin (or outside the filtered set) still accepted in one response.
     /// Default 0: on an exact-replay stack one is already a lie; set it from the honest rate
@@ -74,7 +76,7 @@ pub struct Tolerance {
 impl Default for Tolerance {
     fn default() -> Self {
         Self {
-            margin: 0.6,
+            margin: 1.0,
             max_flagged: 0,
         }
     }

@@ -170,7 +170,7 @@ fn honest_replay_with_slightly_different_logits_passes() {
 #[test]
 fn honest_replay_within_half_the_tolerance_is_never_flagged() {
     let n = 48;
-    let amp = 0.29; // < 0.6 / 2
+    let amp = 0.49; // < 1.0 / 2
     for seed in 0..40u64 {
         let rows = logits(500 + seed, n);
         let auditor = perturbed(&rows, 900 + seed, amp);
@@ -215,24 +215,36 @@ fn tokens_from_another_seed_or_temperature_are_flagged() {
     let n = 64;
     let rows = logits(2, n);
     let claimed = sampled(11);
-    // (parameters the tokens were really drawn with, the least number of flags expected)
-    for (other, min_flagged) in [
-        (sampled(12), 10),
+    let tight = Tolerance {
+        margin: 0.6,
+        ..Tolerance::default()
+    };
+    // (parameters the tokens were really drawn with, the least number of flags expected, and
+    // whether the default tolerance still catches it). Greedy tokens claimed as sampled are
+    // caught at 0.6 but not at the default 1.0 on these synthetic logits: with one token far
+    // above the rest the 1.0 band leaves only it certain inside top-p, and the argmax is then
+    // always within the margin. How often that happens on a real model is what the `slow` audit
+    // binary's TamperedSampler row measures.
+    for (other, min_flagged, default_catches) in [
+        (sampled(12), 10, true),
         (
             SamplingParams {
                 temperature: 1.6,
                 ..sampled(11)
             },
             5,
+            true,
         ),
-        (SamplingParams::greedy(256), 1),
+        (SamplingParams::greedy(256), 1, false),
     ] {
         let toks = provider(&other, PROMPT, &rows, n, None);
-        let r = run(&claimed, PROMPT, &[], &toks, &rows, &Tolerance::default());
-        assert!(!r.pass);
+        let r = run(&claimed, PROMPT, &[], &toks, &rows, &tight);
+        assert!(!r.pass, "{other:?}: {} flagged", r.flagged);
         assert!(r.flagged >= min_flagged, "{other:?}: {} flagged", r.flagged);
         assert!(r.max_margin > 0.6, "{other:?}: {}", r.max_margin);
         assert!(r.clipped_mean(3.0) > 0.0);
+        let d = run(&claimed, PROMPT, &[], &toks, &rows, &Tolerance::default());
+        assert_eq!(!d.pass, default_catches, "{other:?}: {d:?}");
     }
 }
 
