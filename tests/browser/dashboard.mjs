@@ -90,6 +90,11 @@ try {
   await page.waitForFunction((h) => Number(document.querySelector("#height").textContent) > h, h1, { timeout: 30_000 });
   const providerAddrs = await page.$$eval("#providers tbody tr", (rows) => rows.map((r) => r.dataset.address));
   assert.equal(new Set(providerAddrs).size, 2, "two distinct providers listed");
+  // The dev market, with both providers as members.
+  const members = page.locator('#markets .market[data-market="chat/smollm2-135m-instruct"] tr[data-member]');
+  await members.nth(1).waitFor({ timeout: 30_000 });
+  const memberAddrs = await members.evaluateAll((rows) => rows.map((r) => r.dataset.member));
+  assert.deepEqual(new Set(memberAddrs), new Set(providerAddrs), "both providers are members of the dev market");
   await page.screenshot({ path: join(artifacts, "1-overview-two-providers.png"), fullPage: true });
 
   // The playground: the key came in the URL's fragment; chat and watch the answer stream in.

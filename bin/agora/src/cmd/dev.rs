@@ -1,6 +1,7 @@
-//! `agora dev`: a whole local network: one validator producing blocks (the ledger and its RPC),
-//! a provider serving the bundled models on the overlay, the OpenAI-compatible gateway in front
-//! of it with its dashboard, and an API key ready to use, all in this process; `--providers N`
+//! `agora dev`: a whole local network: one validator producing blocks (the ledger and its RPC)
+//! and auditing one receipt in four of the served generative models, a provider serving the
+//! bundled models on the overlay, the OpenAI-compatible gateway in front of it with its
+//! dashboard, and an API key ready to use, all in this process; `--providers N`
 //! adds N-1 providers as child processes (`agora node --provider`, files in `<dir>/providers`,
 //! logs in `<dir>/logs`), each
 //! with its own funded account, so routing, payments, failover and audits can be watched live.
@@ -20,6 +21,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEV_PASSWORD: &str = "dev";
+/// The dev chain's audit probability (basis points).
+const DEV_AUDIT_BPS: u16 = 2_500;
+/// Blocks per incentive epoch on the dev chain (the default is 360): about a minute of idle dev
+/// blocks, so the dashboard's market charts move while one watches.
+const DEV_EPOCH_BLOCKS: u64 = 60;
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -80,7 +86,15 @@ fn write_genesis(dir: &Path, genesis_path: &Path) -> eyre::Result<()> {
     let genesis = Genesis {
         chain_id: "agora-dev".into(),
         timestamp_ms: 0,
-        params: Params::default(),
+        // One receipt in four audited (the default is 3%), so a dev network shows audits soon.
+        params: Params {
+            audit_bps: DEV_AUDIT_BPS,
+            incentives: agora_ledger::incentives::IncentiveParams {
+                epoch_blocks: DEV_EPOCH_BLOCKS,
+                ..Default::default()
+            },
+            ..Params::default()
+        },
         accounts: vec![
             GenesisAccount {
                 address: dev.public(),
@@ -119,6 +133,30 @@ fn config(args: &DevArgs) -> eyre::Result<NodeConfig> {
     cfg.gateway.key = Some(dir.join("keys/gateway.json"));
     cfg.gateway.state_dir = Some(dir.join("services"));
     args.serve.apply(&mut cfg);
+    // The validator audits the dev gateway's receipts of the served generative models (known
+    // by name: a GGUF path's kind is not known before it is opened), so audits show up on the
+    // dashboard. Not with the test engine, which has no model file to replay.
+    if !args.chain_only && cfg.provider.test_engine.is_none() {
+        cfg.audit.models = cfg
+            .provider
+            .models
+            .iter()
+            .filter(|m| {
+                agora_inference::store::known(m).is_some_and(|k| {
+                    matches!(
+                        k.kind,
+                        agora_types::ModelKind::Chat | agora_types::ModelKind::Completion
+                    )
+                })
+            })
+            .cloned()
+            .collect();
+        cfg.audit.models_dir = cfg.provider.models_dir.clone();
+        cfg.audit.threads = 1;
+        cfg.audit.gateways = vec![format!("http://{}", cfg.gateway.listen)];
+        // Receipts committed for audit every 2 s instead of 10: verdicts follow answers closely.
+        cfg.gateway.commit_ms = 2_000;
+    }
     Ok(cfg)
 }
 
@@ -183,6 +221,11 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             if let Some(g) = &node.gateway {
                 wait_for_providers(g, args.providers as usize, Duration::from_secs(120)).await;
             }
+        }
+        if !args.chain_only
+            && let Err(e) = open_market(&args.dir, &node, &extra_keys).await
+        {
+            eprintln!("agora dev: the dev market could not be opened: {e}");
         }
         banner(
             &args,
@@ -272,6 +315,51 @@ fn spawn_providers(
         children.push(child);
     }
     Ok(children)
+}
+
+/// A market over the first chat model ("chat/<name>", opened by the dev account) with every dev
+/// provider a member, so the validator's scores, Yuma and emission run each incentive epoch and
+/// the dashboard charts them. Kept when the chain is resumed.
+async fn open_market(
+    dir: &Path,
+    node: &agora_node::RunningNode,
+    extra_keys: &[PathBuf],
+) -> eyre::Result<()> {
+    let (Some(chain), Some(model)) = (
+        &node.chain,
+        agora_node::models::first_chat_model(&node.models),
+    ) else {
+        return Ok(());
+    };
+    let name = format!("chat/{}", model.name);
+    let id = agora_types::market_id(&name);
+    if chain.market(&id).await?.is_none() {
+        let dev = keystore::load(&dir.join("keys/dev.json"), DEV_PASSWORD)?;
+        agora_provider::TxSender::new(dev, chain.clone())
+            .await?
+            .send(agora_types::TxBody::CreateMarket(agora_types::MarketSpec {
+                name,
+                models: vec![model.sha256],
+            }))
+            .await?;
+    }
+    let members: Vec<Address> = chain
+        .market(&id)
+        .await?
+        .map(|m| m.record.members.iter().map(|m| m.provider).collect())
+        .unwrap_or_default();
+    let keys = std::iter::once(dir.join("keys/provider.json")).chain(extra_keys.iter().cloned());
+    for path in keys {
+        let key = keystore::load(&path, DEV_PASSWORD)?;
+        if members.contains(&key.public()) {
+            continue;
+        }
+        agora_provider::TxSender::new(key, chain.clone())
+            .await?
+            .send(agora_types::TxBody::JoinMarket { market: id })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Waits until the gateway routes to `want` providers (the children load their models first).

@@ -5,6 +5,8 @@
 //!  GET /dashboard/api/overview  one snapshot: chain, validators, models, providers (stake, prices,
 //!                               load, how they served, probation), this gateway's channels and
 //!                               the recent requests, verdicts and blocks
+//!  GET /dashboard/api/markets   each market (members, usage) with its last epochs' reports:
+//!                               emission, each provider's incentive and pay, validators' weights
 //!  GET /dashboard/api/me        the wallet behind a bearer API key: credit, spent, ledger balance
 //!  GET /dashboard/events        server-sent events from the [`Feed`]: the history, then live
 //! ```
@@ -76,6 +78,7 @@ pub fn router(state: DashboardState) -> Router {
             get(|| asset(STYLE_CSS, "text/css; charset=utf-8")),
         )
         .route("/dashboard/api/overview", get(overview))
+        .route("/dashboard/api/markets", get(markets))
         .route("/dashboard/api/me", get(me))
         .route("/dashboard/events", get(events))
         .with_state(Arc::new(state))
@@ -209,6 +212,69 @@ async fn overview(State(s): State<Shared>) -> Response {
         requests: kind("request"),
         verdicts: kind("verdict"),
         blocks: kind("block"),
+    })
+    .into_response()
+}
+
+/// Markets shown, and epochs of each (the most recent).
+const MAX_MARKETS: usize = 16;
+const EPOCHS_SHOWN: u64 = 30;
+
+#[derive(Serialize)]
+struct MarketsOverview {
+    height: u64,
+    /// Epochs end at heights `k * epoch_blocks - 1`.
+    epoch_blocks: u64,
+    markets: Vec<MarketRow>,
+}
+
+#[derive(Serialize)]
+struct MarketRow {
+    id: Hash,
+    name: String,
+    owner: Address,
+    members: Vec<agora_ledger::state::Member>,
+    /// Paid usage since the last epoch.
+    usage: Amount,
+    epochs_run: u64,
+    /// The last epochs' reports, oldest first.
+    epochs: Vec<agora_ledger::incentives::EpochReport>,
+}
+
+async fn markets(State(s): State<Shared>) -> Response {
+    let view = match s.chain.markets().await {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError::upstream("ledger_unavailable", format!("the ledger: {e}"))
+                .into_response();
+        }
+    };
+    let mut markets = Vec::new();
+    for m in view.markets.into_iter().take(MAX_MARKETS) {
+        let members = match s.chain.market(&m.id).await {
+            Ok(Some(v)) => v.record.members,
+            _ => Vec::new(),
+        };
+        let mut epochs = Vec::new();
+        for e in m.epochs_run.saturating_sub(EPOCHS_SHOWN)..m.epochs_run {
+            if let Ok(Some(r)) = s.chain.epoch_report(&m.id, e, None).await {
+                epochs.push(r.report);
+            }
+        }
+        markets.push(MarketRow {
+            id: m.id,
+            name: m.name,
+            owner: m.owner,
+            members,
+            usage: m.usage,
+            epochs_run: m.epochs_run,
+            epochs,
+        });
+    }
+    Json(MarketsOverview {
+        height: view.height,
+        epoch_blocks: view.epoch_blocks,
+        markets,
     })
     .into_response()
 }

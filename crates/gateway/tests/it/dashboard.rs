@@ -90,6 +90,18 @@ async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment
         "{o}"
     );
 
+    // Markets: none on this chain yet, but the epoch length the page times its refresh by.
+    let m: Value = c
+        .get(net.url("/dashboard/api/markets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(m["epoch_blocks"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["markets"], json!([]), "{m}");
+
     // Subscribe, then ask: the request arrives as an event naming who served and what it cost,
     // exactly what the answer says.
     let mut events = c.get(net.url("/dashboard/events")).send().await.unwrap();

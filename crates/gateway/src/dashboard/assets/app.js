@@ -11,7 +11,7 @@ const state = {
   requests: 0,
   paid: 0n,
   verdicts: new Map(),    // provider -> {pass, fail}
-  blocks: [],             // recent block timestamps (ms)
+  blocks: [],             // recent [height, timestamp ms]
   seenRequests: new Set(),
   seenVerdicts: new Set(),
   seenBlocks: new Set(),
@@ -116,6 +116,122 @@ function renderProviders() {
   $("#provider-count").textContent = state.providers.size;
 }
 
+// ---- markets ----
+
+const COLORS = ["#2f5bd3", "#1a7f37", "#b42318", "#b7791f", "#7c3aed", "#0e7490", "#be185d", "#4b5563"];
+let epochBlocks = 0;
+
+// A line chart of `series` ([{name, values}]) over `labels`, as an SVG element.
+function chart(title, labels, series, fmt) {
+  const W = 460, H = 150, L = 56, B = 20, T = 18;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("class", "chart");
+  const text = (x, y, t, anchor = "start") => {
+    const e = document.createElementNS(ns, "text");
+    e.setAttribute("x", x); e.setAttribute("y", y); e.setAttribute("text-anchor", anchor);
+    e.textContent = t; svg.appendChild(e);
+  };
+  text(L, 12, title);
+  const max = Math.max(1e-12, ...series.flatMap((s) => s.values));
+  text(L - 4, T + 4, fmt(max), "end");
+  text(L - 4, H - B, "0", "end");
+  if (labels.length) {
+    text(L, H - 4, `epoch ${labels[0]}`);
+    text(W - 4, H - 4, `epoch ${labels[labels.length - 1]}`, "end");
+  }
+  const x = (i) => L + (labels.length < 2 ? (W - L) / 2 : (i * (W - L - 8)) / (labels.length - 1));
+  const y = (v) => H - B - ((H - B - T) * v) / max;
+  series.forEach((s, k) => {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", COLORS[k % COLORS.length]);
+    line.setAttribute("stroke-width", "2");
+    line.setAttribute("points", s.values.map((v, i) => `${x(i)},${y(v)}`).join(" "));
+    svg.appendChild(line);
+    for (const [i, v] of s.values.entries()) {
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", x(i)); dot.setAttribute("cy", y(v)); dot.setAttribute("r", 2.5);
+      dot.setAttribute("fill", COLORS[k % COLORS.length]);
+      svg.appendChild(dot);
+    }
+  });
+  return svg;
+}
+
+function legend(names) {
+  const d = document.createElement("div");
+  d.className = "legend";
+  names.forEach((n, k) => {
+    const s = document.createElement("span");
+    const i = document.createElement("i");
+    i.style.background = COLORS[k % COLORS.length];
+    s.append(i, n);
+    d.appendChild(s);
+  });
+  return d;
+}
+
+async function loadMarkets() {
+  const r = await fetch("/dashboard/api/markets");
+  if (!r.ok) return;
+  const m = await r.json();
+  epochBlocks = m.epoch_blocks;
+  const box = $("#markets");
+  if (!m.markets.length) { box.replaceChildren(Object.assign(document.createElement("p"), { className: "muted", textContent: "no market yet" })); return; }
+  box.replaceChildren(...m.markets.map(renderMarket));
+}
+
+function renderMarket(mk) {
+  const div = document.createElement("div");
+  div.className = "market";
+  div.dataset.market = mk.name;
+  const h = document.createElement("h3");
+  h.textContent = `${mk.name}: ${mk.members.length} members, ${mk.epochs_run} epochs run, usage this epoch ${agr(mk.usage)} AGR`;
+  div.appendChild(h);
+  const labels = mk.epochs.map((e) => e.epoch);
+  const providers = [...new Set(mk.epochs.flatMap((e) => e.providers.map((p) => p.provider)))];
+  const charts = document.createElement("div");
+  charts.className = "charts";
+  const toAgr = (u) => Number(BigInt(u) * 1000000n / UNITS) / 1e6;
+  charts.appendChild(chart("emission per epoch (AGR)", labels, [
+    { name: "emission", values: mk.epochs.map((e) => toAgr(e.emission)) },
+    { name: "usage", values: mk.epochs.map((e) => toAgr(e.usage)) },
+  ], (v) => v.toFixed(3)));
+  charts.appendChild(chart("incentive per provider (%)", labels, providers.map((p) => ({
+    name: p,
+    values: mk.epochs.map((e) => { const l = e.providers.find((x) => x.provider === p); return l ? l.incentive_ppm / 1e4 : 0; }),
+  })), (v) => `${v.toFixed(0)}%`));
+  charts.appendChild(chart("paid per provider (AGR)", labels, providers.map((p) => ({
+    name: p,
+    values: mk.epochs.map((e) => { const l = e.providers.find((x) => x.provider === p); return l ? toAgr(l.paid) : 0; }),
+  })), (v) => v.toFixed(3)));
+  div.appendChild(charts);
+  const legends = document.createElement("div");
+  legends.className = "charts";
+  legends.append(legend(["emission", "usage"]), legend(providers.map(short)));
+  div.appendChild(legends);
+  const last = mk.epochs[mk.epochs.length - 1];
+  const t = document.createElement("table");
+  t.innerHTML = "<thead><tr><th>member</th><th>joined at</th><th>incentive (last epoch)</th><th>paid (last epoch, AGR)</th><th>why nothing</th></tr></thead><tbody></tbody>";
+  for (const mem of mk.members) {
+    const l = last ? last.providers.find((p) => p.provider === mem.provider) : null;
+    t.tBodies[0].appendChild(row([short(mem.provider), mem.joined_at, `${(mem.incentive_ppm / 1e4).toFixed(1)}%`,
+      l ? agr(l.paid) : "-", l && l.reason ? l.reason : ""], { "data-member": mem.provider }));
+  }
+  div.appendChild(t);
+  if (last && last.validators.length) {
+    const v = document.createElement("table");
+    v.innerHTML = "<thead><tr><th>validator</th><th>weights (last epoch)</th><th>trust</th><th>paid (AGR)</th></tr></thead><tbody></tbody>";
+    for (const val of last.validators) {
+      const w = (val.weights || []).map((x) => `${short(x.provider)} ${(x.weight_ppm / 1e4).toFixed(0)}%`).join(", ");
+      v.tBodies[0].appendChild(row([short(val.validator), w || "-", `${(val.validator_trust_ppm / 1e4).toFixed(0)}%`, agr(val.paid)]));
+    }
+    div.appendChild(v);
+  }
+  return div;
+}
+
 // ---- live events ----
 
 function onRequest(e, inSnapshot = false) {
@@ -168,16 +284,20 @@ function onBlock(e) {
   if (state.seenBlocks.has(e.height)) return;
   state.seenBlocks.add(e.height);
   $("#height").textContent = e.height;
-  state.blocks.push(e.timestamp_ms);
+  // Block time from consecutive blocks only (a page opened late has a gap in its history).
+  state.blocks.push([e.height, e.timestamp_ms]);
   if (state.blocks.length > 20) state.blocks.shift();
-  if (state.blocks.length > 1) {
-    const span = state.blocks[state.blocks.length - 1] - state.blocks[0];
-    $("#block-time").textContent = `${(span / (state.blocks.length - 1) / 1000).toFixed(2)} s`;
+  const gaps = state.blocks.slice(1).map(([h, t], i) => [h - state.blocks[i][0], t - state.blocks[i][1]])
+    .filter(([dh]) => dh === 1).map(([, dt]) => dt);
+  if (gaps.length) {
+    $("#block-time").textContent = `${(gaps.reduce((a, b) => a + b, 0) / gaps.length / 1000).toFixed(2)} s`;
   }
   const slashed = e.slashed.length ? cell(e.slashed.map(short).join(", "), "bad") : cell("");
   prepend("blocks", row([e.height, time(e.timestamp_ms), e.txs, slashed]), 20);
   // A slash moves a stake and a probation: take a fresh snapshot.
   if (e.slashed.length) loadOverview().catch(console.error);
+  // An incentive epoch ended with this block (epochs end at k * epoch_blocks - 1).
+  if (epochBlocks && (e.height + 1) % epochBlocks === 0) loadMarkets().catch(console.error);
 }
 
 function onProviders(e) {
@@ -340,3 +460,4 @@ $("#send").addEventListener("click", send);
 $("#prompt").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } });
 $("#wallet-refresh").addEventListener("click", () => loadWallet().catch(console.error));
 loadOverview().catch(console.error).finally(connect);
+loadMarkets().catch(console.error);
