@@ -22,8 +22,9 @@ pub struct NodeConfig {
     pub p2p: P2pConfig,
     pub provider: ProviderConfig,
     pub gateway: GatewayConfig,
-    pub audit: AuditConfig,
+    // Before `audit`, which tools that edit a written config expect last.
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
 }
 
 /// `[metrics]`: the process's Prometheus endpoint (every role's metrics, `GET /metrics`).

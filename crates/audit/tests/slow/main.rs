@@ -113,6 +113,9 @@ struct Margins {
     all: Vec<f64>,
     /// Per response: the largest margin.
     per_response_max: Vec<f64>,
+    /// Near misses accepted (`Tolerance::near_margin`), and responses with one.
+    near: usize,
+    near_responses: usize,
 }
 
 impl Margins {
@@ -121,6 +124,8 @@ impl Margins {
             let finite = t.tokens.iter().map(|f| f.margin).filter(|m| m.is_finite());
             self.all.extend(finite);
             self.per_response_max.push(t.max_margin);
+            self.near += t.near;
+            self.near_responses += usize::from(t.near > 0);
         }
     }
 
@@ -148,9 +153,11 @@ impl Margins {
             })
             .collect();
         format!(
-            "honest margins: {} tokens in {} responses, {nonzero} not the auditor's choice; quantiles 99% {:.4}, 99.9% {:.4}, 99.99% {:.4}, max {:.4}; {}",
+            "honest margins: {} tokens in {} responses, {nonzero} not the auditor's choice, {} near misses accepted in {} responses; quantiles 99% {:.4}, 99.9% {:.4}, 99.99% {:.4}, max {:.4}; {}",
             self.all.len(),
             self.per_response_max.len(),
+            self.near,
+            self.near_responses,
             q(&self.all, 0.99),
             q(&self.all, 0.999),
             q(&self.all, 0.9999),

@@ -47,6 +47,17 @@ async fn next_event(
     }
 }
 
+async fn get_json(net: &TestNet, path: &str) -> Value {
+    client()
+        .get(net.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment_and_receipt() {
     let net = TestNet::start(
@@ -71,14 +82,7 @@ async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment
     }
 
     // The snapshot: the chain, both providers with the model's price, the model.
-    let o: Value = c
-        .get(net.url("/dashboard/api/overview"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let o: Value = get_json(&net, "/dashboard/api/overview").await;
     assert!(o["chain"]["height"].as_u64().unwrap() > 0, "{o}");
     assert_eq!(o["providers"].as_array().unwrap().len(), 2, "{o}");
     assert!(
@@ -91,14 +95,7 @@ async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment
     );
 
     // Markets: none on this chain yet, but the epoch length the page times its refresh by.
-    let m: Value = c
-        .get(net.url("/dashboard/api/markets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = get_json(&net, "/dashboard/api/markets").await;
     assert!(m["epoch_blocks"].as_u64().unwrap() > 0, "{m}");
     assert_eq!(m["markets"], json!([]), "{m}");
 
@@ -137,14 +134,7 @@ async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment
     let mut late = c.get(net.url("/dashboard/events")).send().await.unwrap();
     let mut buf = String::new();
     next_event(&mut late, &mut buf, "request", |v| v["request_id"] == id).await;
-    let o: Value = c
-        .get(net.url("/dashboard/api/overview"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let o: Value = get_json(&net, "/dashboard/api/overview").await;
     assert!(
         o["requests"]
             .as_array()
@@ -166,7 +156,7 @@ async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let w: Value = c
+    let w: Value = client()
         .get(net.url("/dashboard/api/me"))
         .bearer_auth(API_KEY)
         .send()

@@ -55,29 +55,37 @@ pub struct Tolerance {
     /// The largest margin (logit units) accepted as a near tie, and how far below the filtered
     /// set's cut a claimed token may lie.
     ///
-    /// Default 1.0. An honest margin is at most twice the largest difference between one of the
+    /// Default 0.6. An honest margin is at most twice the largest difference between one of the
     /// provider's logits and the auditor's (the claimed token's score can be that much lower, the
-    /// best one's that much higher). Measured on SmolLM2-135M Q4_1, llama.cpp CPU, the provider
-    /// decoding token by token and the auditor in one prefill (`slow` audit binary,
-    /// `docs/benchmarks.md`): over 300 honest responses of 64 and 128 tokens (28,800 tokens,
-    /// 1 and 2 threads, batches of 4, reused prefixes) the largest margin was 0.698, 2 tokens
-    /// over 0.6, none over 0.8; the largest seen anywhere, 0.726 (one of 19,200 tokens at 64).
-    /// The first default, 0.6 (from Gemma's batch-shape differences, 2 x 0.26), flagged those
-    /// honest tokens. 1.0 leaves 1.38x the largest honest margin seen. A cheater can therefore
-    /// only choose among tokens within 1.0 logit of the right one. Calibrate per model and
-    /// backend from honest runs; 0 demands an exact replay.
+    /// best one's that much higher). Set from Gemma 3 270M, where a change of batch shape alone
+    /// moved chosen tokens' log-probabilities by up to 0.26 (2 x 0.26, rounded up). On SmolLM2
+    /// Q4_1 the provider's token-by-token decode against the auditor's one prefill goes further
+    /// on rare tokens (`slow` audit binary, `docs/benchmarks.md`: over 28,800 honest tokens at
+    /// 64-128, 99.99% of margins under 0.42, 2 tokens over 0.6, the largest 0.698; 0.726 once in
+    /// another 19,200): those are the near misses below. 0 demands an exact replay.
     pub margin: f64,
-    /// Tokens over the margin (or outside the filtered set) still accepted in one response.
-    /// Default 0: on an exact-replay stack one is already a lie; set it from the honest rate
-    /// where replays are noisy.
+    /// Tokens over the margin (or outside the filtered set) still accepted in one response,
+    /// besides the near misses. Default 0: any other flag fails the response.
     pub max_flagged: usize,
+    /// A token over `margin` but within `near_margin` is a near miss: decode-against-prefill
+    /// noise that is rare per token but not per response. Default 1.5 (twice the largest
+    /// honest margin measured).
+    pub near_margin: f64,
+    /// Near misses accepted: one per this many generated tokens, and at least one (0: none).
+    /// Default 64. Two near misses in one 64-token response are about 1 in 100,000 honest
+    /// responses at the measured rate (7e-5 per token); a cheater choosing its own tokens gets
+    /// one free choice per 64 among tokens within 1.5 logits of the sampler's, which the honest
+    /// sampler itself picks often.
+    pub near_per_tokens: usize,
 }
 
 impl Default for Tolerance {
     fn default() -> Self {
         Self {
-            margin: 1.0,
+            margin: 0.6,
             max_flagged: 0,
+            near_margin: 1.5,
+            near_per_tokens: 64,
         }
     }
 }
@@ -130,6 +138,8 @@ pub struct TokenReport {
     pub exact: usize,
     /// Tokens flagged for their margin or filter distance (what [`Tolerance::max_flagged`] bounds).
     pub flagged: usize,
+    /// Of those, the near misses accepted ([`Tolerance::near_margin`]).
+    pub near: usize,
     /// Tokens with a flag no noise explains ([`Flag::is_invalid`]).
     pub invalid: usize,
     /// The largest finite margin (0 when there is none).
@@ -278,18 +288,34 @@ pub fn check(
         .map(|t| t.margin)
         .filter(|m| m.is_finite())
         .fold(0.0, f64::max);
+    let near = near_misses(&tokens, claim.generated.len(), tolerance, tol);
     let pass = !over_max_tokens
         && !continuation_after_end
         && invalid == 0
-        && flagged <= tolerance.max_flagged;
+        && flagged - near <= tolerance.max_flagged;
     Ok(TokenReport {
         tokens,
         exact,
         flagged,
+        near,
         invalid,
         max_margin,
         over_max_tokens,
         continuation_after_end,
         pass,
     })
+}
+
+/// How many of the tokens over the margin are accepted as near misses: those within
+/// `near_margin`, at most one per `near_per_tokens` generated tokens (at least one).
+fn near_misses(tokens: &[TokenFinding], generated: usize, t: &Tolerance, tol: f64) -> usize {
+    if t.near_per_tokens == 0 || !t.near_margin.is_finite() || t.near_margin <= tol {
+        return 0;
+    }
+    let allowed = generated.div_ceil(t.near_per_tokens).max(1);
+    let near = tokens
+        .iter()
+        .filter(|f| f.flag == Some(Flag::OverMargin) && f.margin <= t.near_margin)
+        .count();
+    near.min(allowed)
 }

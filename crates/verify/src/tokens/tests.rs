@@ -145,6 +145,8 @@ fn honest_replay_passes_exactly() {
         let exact = Tolerance {
             margin: 0.0,
             max_flagged: 0,
+            near_margin: 0.0,
+            near_per_tokens: 0,
         };
         assert!(run(&params, PROMPT, &[], &toks, &rows, &exact).pass);
     }
@@ -170,7 +172,7 @@ fn honest_replay_with_slightly_different_logits_passes() {
 #[test]
 fn honest_replay_within_half_the_tolerance_is_never_flagged() {
     let n = 48;
-    let amp = 0.49; // < 1.0 / 2
+    let amp = 0.29; // < 0.6 / 2
     for seed in 0..40u64 {
         let rows = logits(500 + seed, n);
         let auditor = perturbed(&rows, 900 + seed, amp);
@@ -215,27 +217,22 @@ fn tokens_from_another_seed_or_temperature_are_flagged() {
     let n = 64;
     let rows = logits(2, n);
     let claimed = sampled(11);
+    // Every token over the margin counts (no near misses), to see each cheat's flags.
     let tight = Tolerance {
-        margin: 0.6,
+        near_per_tokens: 0,
         ..Tolerance::default()
     };
-    // (parameters the tokens were really drawn with, the least number of flags expected, and
-    // whether the default tolerance still catches it). Greedy tokens claimed as sampled are
-    // caught at 0.6 but not at the default 1.0 on these synthetic logits: with one token far
-    // above the rest the 1.0 band leaves only it certain inside top-p, and the argmax is then
-    // always within the margin. How often that happens on a real model is what the `slow` audit
-    // binary's TamperedSampler row measures.
-    for (other, min_flagged, default_catches) in [
-        (sampled(12), 10, true),
+    // (parameters the tokens were really drawn with, the least number of flags expected)
+    for (other, min_flagged) in [
+        (sampled(12), 10),
         (
             SamplingParams {
                 temperature: 1.6,
                 ..sampled(11)
             },
             5,
-            true,
         ),
-        (SamplingParams::greedy(256), 1, false),
+        (SamplingParams::greedy(256), 2),
     ] {
         let toks = provider(&other, PROMPT, &rows, n, None);
         let r = run(&claimed, PROMPT, &[], &toks, &rows, &tight);
@@ -243,9 +240,69 @@ fn tokens_from_another_seed_or_temperature_are_flagged() {
         assert!(r.flagged >= min_flagged, "{other:?}: {} flagged", r.flagged);
         assert!(r.max_margin > 0.6, "{other:?}: {}", r.max_margin);
         assert!(r.clipped_mean(3.0) > 0.0);
+        // The default's one near miss per 64 tokens does not let any of them through.
         let d = run(&claimed, PROMPT, &[], &toks, &rows, &Tolerance::default());
-        assert_eq!(!d.pass, default_catches, "{other:?}: {d:?}");
+        assert!(!d.pass, "{other:?}: {d:?}");
+        assert!(d.near <= 1);
     }
+}
+
+/// Near misses: one token per 64 over the margin but within `near_margin` is decode noise; a
+/// second one, or one beyond `near_margin`, fails the response. Greedy, so that each margin is
+/// exactly how far the auditor's rows put another token above the claimed one.
+#[test]
+fn one_near_miss_per_64_tokens_is_accepted_and_no_more() {
+    let n = 64;
+    let rows = logits(3, n);
+    let params = SamplingParams::greedy(256);
+    let honest = provider(&params, PROMPT, &rows, n, None);
+    // In the auditor's rows, another token `by` above the claimed one at each index of `at`.
+    let rival = |at: &[usize], by: f32| {
+        let mut a = rows.clone();
+        for &i in at {
+            let claimed = honest[i] as usize;
+            let other = if claimed + 1 == EOG as usize || claimed + 1 >= VOCAB {
+                (claimed + 2) % VOCAB
+            } else {
+                claimed + 1
+            };
+            a[i * VOCAB + other] = a[i * VOCAB + claimed] + by;
+        }
+        a
+    };
+    let t = Tolerance::default();
+    let one = run(&params, PROMPT, &[], &honest, &rival(&[10], 1.0), &t);
+    assert!(one.pass, "{one:?}");
+    assert_eq!((one.flagged, one.near), (1, 1));
+    assert!((one.max_margin - 1.0).abs() < 1e-4, "{}", one.max_margin);
+    let two = run(&params, PROMPT, &[], &honest, &rival(&[10, 40], 1.0), &t);
+    assert!(!two.pass, "two near misses in 64 tokens: {two:?}");
+    assert_eq!((two.flagged, two.near), (2, 1));
+    let far = run(&params, PROMPT, &[], &honest, &rival(&[10], 2.0), &t);
+    assert!(!far.pass, "{far:?}");
+    assert_eq!((far.flagged, far.near), (1, 0));
+    // One per 32 tokens: two in 64 pass.
+    let per_32 = Tolerance {
+        near_per_tokens: 32,
+        ..Tolerance::default()
+    };
+    assert!(
+        run(
+            &params,
+            PROMPT,
+            &[],
+            &honest,
+            &rival(&[10, 40], 1.0),
+            &per_32
+        )
+        .pass
+    );
+    // Off: the first one fails.
+    let off = Tolerance {
+        near_per_tokens: 0,
+        ..Tolerance::default()
+    };
+    assert!(!run(&params, PROMPT, &[], &honest, &rival(&[10], 1.0), &off).pass);
 }
 
 #[test]
@@ -338,11 +395,15 @@ fn near_ties_within_the_tolerance_pass() {
     let strict = Tolerance {
         margin: 0.05,
         max_flagged: 0,
+        near_margin: 0.0,
+        near_per_tokens: 0,
     };
     assert!(!run(&params, PROMPT, &[], &[11], &rows, &strict).pass);
     let lenient = Tolerance {
         margin: 0.05,
         max_flagged: 1,
+        near_margin: 0.0,
+        near_per_tokens: 0,
     };
     assert!(run(&params, PROMPT, &[], &[11], &rows, &lenient).pass);
     assert!(!run(&params, PROMPT, &[], &[12], &rows, &Tolerance::default()).pass);
@@ -399,6 +460,8 @@ fn near_ties_within_the_tolerance_pass() {
         &Tolerance {
             margin: 0.0,
             max_flagged: 0,
+            near_margin: 0.0,
+            near_per_tokens: 0,
         },
     );
     assert!(matches!(r.tokens[0].flag, Some(Flag::OutsideFilter { .. })));
