@@ -450,13 +450,21 @@ async fn serve_metrics(node: &mut RunningNode, cfg: &NodeConfig) -> Result<(), L
         hub.add_ledger(v.shared.clone());
     }
     for o in &node.overlays {
-        hub.add(o.metrics().registry().clone());
+        hub.add_labelled(
+            o.metrics().registry().clone(),
+            "peer",
+            &o.peer_id().to_string(),
+        );
     }
     if let Some(g) = &node.gateway {
         hub.add(g.metrics.registry().clone());
     }
     if let Some(p) = &node.provider {
-        hub.add(p.net.metrics().registry().clone());
+        hub.add_labelled(
+            p.net.metrics().registry().clone(),
+            "peer",
+            &p.net.peer_id().to_string(),
+        );
         hub.add(p.provider.metrics().registry().clone());
     }
     let Some(listen) = cfg.metrics.listen else {

@@ -15,7 +15,8 @@ use crate::Shared;
 /// The registries of every role in this process, and the ledger's gauges.
 #[derive(Default)]
 pub struct MetricsHub {
-    registries: Mutex<Vec<Registry>>,
+    /// Each with the label its series get here (an overlay's peer id), if any.
+    registries: Mutex<Vec<(Registry, Option<(String, String)>)>>,
     ledger: Mutex<Option<LedgerGauges>>,
 }
 
@@ -42,7 +43,16 @@ impl MetricsHub {
         self.registries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(registry);
+            .push((registry, None));
+    }
+
+    /// Adds a registry whose series all get the label `name="value"` here: the overlays of
+    /// several roles in one process export the same names, told apart by `peer`.
+    pub fn add_labelled(&self, registry: Registry, name: &str, value: &str) {
+        self.registries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((registry, Some((name.to_string(), value.to_string()))));
     }
 
     /// Reads the ledger's figures from this validator's chain at each scrape.
@@ -92,13 +102,26 @@ impl MetricsHub {
             l.read();
             families.extend(l.registry.gather());
         }
-        for r in self
+        for (r, label) in self
             .registries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            families.extend(r.gather());
+            let mut gathered = r.gather();
+            if let Some((name, value)) = label {
+                for f in &mut gathered {
+                    for m in f.mut_metric() {
+                        let mut pair = prometheus::proto::LabelPair::default();
+                        pair.set_name(name.clone());
+                        pair.set_value(value.clone());
+                        let mut labels = m.get_label().to_vec();
+                        labels.push(pair);
+                        m.set_label(labels);
+                    }
+                }
+            }
+            families.extend(gathered);
         }
         // Two overlays in one process (a gateway's and a provider's) export the same names with
         // different `peer` labels: one family each, with both series.
@@ -220,11 +243,11 @@ mod tests {
         let gateway = agora_gateway::metrics::Metrics::new();
         gateway.request("chat");
         gateway.error(503);
-        let overlay = agora_p2p::metrics::Metrics::for_peer("12D3KooWtest");
+        let overlay = agora_p2p::metrics::Metrics::new();
         hub.add(provider.registry().clone());
         hub.add(audit.registry().clone());
         hub.add(gateway.registry().clone());
-        hub.add(overlay.registry().clone());
+        hub.add_labelled(overlay.registry().clone(), "peer", "12D3KooWtest");
         let text = hub.render();
         // The ledger's gauges need a running chain; their names are checked against this file.
         let ledger = include_str!("metrics.rs");
@@ -245,9 +268,9 @@ mod tests {
     fn two_overlays_in_one_process_export_one_family_with_both_peers() {
         let hub = MetricsHub::default();
         for peer in ["a", "b"] {
-            let m = agora_p2p::metrics::Metrics::for_peer(peer);
+            let m = agora_p2p::metrics::Metrics::new();
             m.connected_peers.set(1);
-            hub.add(m.registry().clone());
+            hub.add_labelled(m.registry().clone(), "peer", peer);
         }
         let text = hub.render();
         assert_eq!(

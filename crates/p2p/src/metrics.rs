@@ -45,17 +45,7 @@ fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounte
 impl Metrics {
     /// Creates and registers all metrics in a fresh registry.
     pub fn new() -> Self {
-        Self::in_registry(Registry::new())
-    }
-
-    /// Like [`Metrics::new`], every series labelled `peer` with this node's peer id, so that the
-    /// overlays of several roles in one process can be exported together.
-    pub fn for_peer(peer: &str) -> Self {
-        let labels = std::collections::HashMap::from([("peer".to_string(), peer.to_string())]);
-        Self::in_registry(Registry::new_custom(None, Some(labels)).expect("a valid label"))
-    }
-
-    fn in_registry(registry: Registry) -> Self {
+        let registry = Registry::new();
         let connected_peers =
             IntGauge::new("p2p_connected_peers", "Peers currently connected").expect("static");
         registry

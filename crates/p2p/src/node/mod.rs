@@ -72,7 +72,7 @@ pub async fn spawn(
         .accept(INFER_PROTOCOL)
         .map_err(|e| SpawnError::Behaviour(e.to_string()))?;
 
-    let metrics = Metrics::for_peer(&peer_id.to_string());
+    let metrics = Metrics::new();
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(1024);
     let (infer_tx, infer_rx) = mpsc::channel(64);
