@@ -15,10 +15,12 @@ use crate::Shared;
 /// The registries of every role in this process, and the ledger's gauges.
 #[derive(Default)]
 pub struct MetricsHub {
-    /// Each with the label its series get here (an overlay's peer id), if any.
-    registries: Mutex<Vec<(Registry, Option<(String, String)>)>>,
+    registries: Mutex<Vec<Source>>,
     ledger: Mutex<Option<LedgerGauges>>,
 }
+
+/// A role's registry, with the label its series get here (an overlay's peer id), if any.
+type Source = (Registry, Option<(String, String)>);
 
 /// The ledger's figures, read from the validator's chain at each scrape.
 struct LedgerGauges {
