@@ -1,6 +1,11 @@
 //! `GET /v1/receipts/{request_id}`: the signed receipts of one completion, one per provider that
-//! served part of it, as the gateway checked and kept them. The request id is in the response's
-//! `agora.request_id` (and, for streams, the `x-agora-request-id` header).
+//! served part of it, as the gateway checked and kept them, with their proofs. The request id is
+//! in the response's `agora.request_id` (and, for streams, the `x-agora-request-id` header).
+//!
+//! Receipts and proofs carry hashes and counts only. The replay an auditor needs (the prompt and
+//! the generated tokens) is left out: any key may ask for any request id, and the dashboard's
+//! feed shows request ids to everyone, so this must not hand one customer another's text.
+//! Auditors get the replay from the audit case endpoint, which only active validators may call.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -20,7 +25,10 @@ pub(super) async fn get(
         let id = agora_types::Hash::from_hex(&request_id).map_err(|_| {
             ApiError::invalid("request_id must be 64 hex digits", Some("request_id"))
         })?;
-        let data = s.upstream.receipts(&id);
+        let mut data = s.upstream.receipts(&id);
+        for kept in &mut data {
+            kept.replay = None;
+        }
         if data.is_empty() {
             return Err(ApiError::receipts_not_found(&request_id));
         }
