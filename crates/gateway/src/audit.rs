@@ -231,7 +231,7 @@ impl AuditDesk {
         let event = VerdictEvent {
             at_ms: now_ms(),
             receipt_id: v.verdict.receipt,
-            provider: Some(kept.signed.receipt.provider),
+            provider: kept.signed.receipt.provider,
             auditor: v.auditor,
             failed: v.verdict.failed,
         };

@@ -84,7 +84,8 @@ pub struct SegmentEvent {
 pub struct VerdictEvent {
     pub at_ms: u64,
     pub receipt_id: Hash,
-    pub provider: Option<Address>,
+    /// The receipt's provider.
+    pub provider: Address,
     pub auditor: PublicKey,
     pub failed: bool,
 }

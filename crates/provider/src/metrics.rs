@@ -11,7 +11,7 @@ pub struct ProviderMetrics {
     pub jobs: IntCounterVec,
     /// Tokens generated and delivered.
     pub tokens: IntCounter,
-    /// Jobs running now.
+    /// Jobs running now: also the load the provider's offer reports (`Provider::active_jobs`).
     pub active: IntGauge,
     /// What delivered work was billed at (base units), the sum of the jobs' meters.
     pub billed: IntCounter,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agora_inference::backends::candle::Embedder;
@@ -82,8 +81,6 @@ pub struct Provider {
     models: BTreeMap<[u8; 32], ServedModel>,
     payments: Arc<Payments>,
     settings: ProviderSettings,
-    /// Jobs running now (the load our offer reports).
-    active: AtomicU32,
     /// Held by a redeem round.
     redeeming: tokio::sync::Mutex<()>,
     metrics: crate::metrics::ProviderMetrics,
@@ -226,7 +223,6 @@ impl Provider {
             models: models.into_iter().map(|m| (m.sha256.0, m)).collect(),
             payments,
             settings,
-            active: AtomicU32::new(0),
             redeeming: tokio::sync::Mutex::new(()),
             metrics: crate::metrics::ProviderMetrics::new(),
         }
@@ -239,7 +235,8 @@ impl Provider {
 
     /// Jobs being served right now.
     pub fn active_jobs(&self) -> u32 {
-        self.active.load(Ordering::Relaxed)
+        // The metrics' gauge is the one count: the offer's load and `/metrics` read it.
+        u32::try_from(self.metrics.active.get()).unwrap_or(0)
     }
 
     pub fn payments(&self) -> &Arc<Payments> {
@@ -266,12 +263,10 @@ impl Provider {
         while let Some(call) = inference.recv().await {
             let me = self.clone();
             tokio::spawn(async move {
-                me.active.fetch_add(1, Ordering::Relaxed);
                 me.metrics.active.inc();
                 let outcome = me.handle_job(call).await;
                 me.metrics.jobs.with_label_values(&[outcome]).inc();
                 me.metrics.active.dec();
-                me.active.fetch_sub(1, Ordering::Relaxed);
             });
         }
         rpcs.abort();

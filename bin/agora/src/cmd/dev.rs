@@ -176,7 +176,7 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
     let dev_path = args.dir.join("keys/dev.json");
     let dev_address = keystore::address(&dev_path)?;
     let validator = keystore::address(&cfg.chain.key_file)?;
-    let mut builder = NodeBuilder::new(cfg)
+    let mut builder = NodeBuilder::new(cfg.clone())
         .password(DEV_PASSWORD)
         .with_validator();
     let extra_keys: Vec<PathBuf> = (1..args.providers)
@@ -217,7 +217,7 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
         node.wait_until_routable(Duration::from_secs(15)).await;
         let mut children = Vec::new();
         if !args.chain_only && !extra_keys.is_empty() {
-            children = spawn_providers(&args, &node, &extra_keys)?;
+            children = spawn_providers(&args, &cfg, &node, &extra_keys)?;
             if let Some(g) = &node.gateway {
                 wait_for_providers(g, args.providers as usize, Duration::from_secs(120)).await;
             }
@@ -246,6 +246,7 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
 /// serving the same models, each on its own overlay port, logging to `<dir>/logs`.
 fn spawn_providers(
     args: &DevArgs,
+    cfg: &NodeConfig,
     node: &agora_node::RunningNode,
     keys: &[PathBuf],
 ) -> eyre::Result<Vec<std::process::Child>> {
@@ -259,7 +260,6 @@ fn spawn_providers(
         .ok_or_else(|| eyre::eyre!("the dev provider has no overlay address"))?;
     let logs = args.dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let cfg = config(args)?;
     // The children listen on the ports after this process's own.
     let listen = cfg.p2p.listen.to_string();
     let base_port: u32 = listen

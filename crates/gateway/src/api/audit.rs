@@ -45,7 +45,7 @@ pub(super) async fn case(
             |name| headers.get(name).and_then(|v| v.to_str().ok()),
             "GET",
             &path,
-            super::now_millis(),
+            crate::feed::now_ms(),
         )
         .map_err(|e| ApiError::audit_auth(&e))?;
         desk.check_validator(&auditor)

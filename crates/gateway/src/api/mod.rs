@@ -106,25 +106,25 @@ fn answer(s: &AppState, result: Result<Response, ApiError>) -> Response {
     })
 }
 
-fn now_millis() -> u64 {
-    crate::feed::now_ms()
-}
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-/// The customer behind the request's bearer token.
-fn auth(s: &AppState, headers: &HeaderMap) -> Result<KeyHash, ApiError> {
-    let token = headers
+/// The API key in the request's `Authorization: Bearer` header, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+}
+
+/// The customer behind the request's bearer token.
+fn auth(s: &AppState, headers: &HeaderMap) -> Result<KeyHash, ApiError> {
     s.customers
-        .authorize(token)
+        .authorize(bearer(headers))
         .map(|(h, _)| h)
         .map_err(ApiError::auth)
 }

@@ -15,7 +15,6 @@
 //! playground talks to the ordinary `/v1/chat/completions` with the key the user gives it (or
 //! the one `agora dev` puts in the URL's fragment, which browsers never send to the server).
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +36,7 @@ use tokio::sync::broadcast;
 use crate::api::ApiError;
 use crate::customers::Customers;
 use crate::feed::{BlockEvent, Feed, FeedEvent, ProviderEntry, ProvidersEvent};
-use crate::market::Market;
+use crate::market::{Market, ProviderView};
 use crate::payer::Payer;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -119,14 +118,11 @@ struct ModelRow {
 
 #[derive(Serialize)]
 struct ProviderRow {
-    address: Address,
-    peer: String,
-    stake: Amount,
-    /// Model sha256 to its price.
-    prices: BTreeMap<Hash, Price>,
+    /// What the feed's `providers` event carries for it.
+    #[serde(flatten)]
+    entry: ProviderEntry,
     load_permille: u16,
     free_slots: u32,
-    on_probation: bool,
     /// How it served this gateway.
     in_flight: u32,
     successes: u64,
@@ -162,13 +158,9 @@ async fn overview(State(s): State<Shared>) -> Response {
         .map(|p| {
             let st = stats.get(&p.peer).cloned().unwrap_or_default();
             ProviderRow {
-                address: p.address,
-                peer: p.peer.to_string(),
-                stake: p.stake,
-                prices: p.prices,
                 load_permille: p.load_permille,
                 free_slots: p.free_slots,
-                on_probation: p.on_probation,
+                entry: provider_entry(p),
                 in_flight: st.in_flight,
                 successes: st.successes,
                 failures: st.failures,
@@ -292,12 +284,7 @@ struct Wallet {
 }
 
 async fn me(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let customer = match s.customers.authorize(token) {
+    let customer = match s.customers.authorize(crate::api::bearer(&headers)) {
         Ok((_, c)) => c,
         Err(e) => return ApiError::auth(e).into_response(),
     };
@@ -348,18 +335,14 @@ fn sse(e: &FeedEvent) -> SseEvent {
 }
 
 /// The market's providers as the feed shows them.
-fn provider_entries(market: &Market) -> Vec<ProviderEntry> {
-    market
-        .providers()
-        .into_iter()
-        .map(|p| ProviderEntry {
-            address: p.address,
-            peer: p.peer.to_string(),
-            stake: p.stake,
-            prices: p.prices,
-            on_probation: p.on_probation,
-        })
-        .collect()
+fn provider_entry(p: ProviderView) -> ProviderEntry {
+    ProviderEntry {
+        address: p.address,
+        peer: p.peer.to_string(),
+        stake: p.stake,
+        prices: p.prices,
+        on_probation: p.on_probation,
+    }
 }
 
 /// Announces each new finalized block (its transactions and the providers it slashed) from the
@@ -374,7 +357,7 @@ pub async fn watch(chain: ChainClient, market: Arc<Market>, feed: Arc<Feed>, eve
     let mut providers = Vec::new();
     loop {
         tick.tick().await;
-        let now = provider_entries(&market);
+        let now: Vec<ProviderEntry> = market.providers().into_iter().map(provider_entry).collect();
         if now != providers {
             providers = now;
             feed.publish(FeedEvent::Providers(ProvidersEvent {
