@@ -46,7 +46,9 @@ def start_agora(binary, workdir, threads, slots):
            "--rpc", f"127.0.0.1:{rpc}", "--gateway-listen", f"127.0.0.1:{gw}",
            "--p2p-listen", f"/ip4/127.0.0.1/tcp/{p2p}",
            "--serve-model", "smollm2-135m-instruct",
-           "--threads", str(threads), "--slots", str(slots)]
+           "--threads", str(threads), "--slots", str(slots),
+           # Audits run on validators' machines, not beside the provider being measured.
+           "--no-audit"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     info, lines = {}, []

@@ -44,6 +44,10 @@ pub struct DevArgs {
     /// Providers to run: this process's own, plus N-1 child processes serving the same models.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     providers: u32,
+    /// Leave this node's auditor off (benchmarks of the request path: on the real network audits
+    /// run on validators' machines, not beside the provider).
+    #[arg(long)]
+    no_audit: bool,
     #[command(flatten)]
     serve: super::serve::ServeArgs,
 }
@@ -136,7 +140,7 @@ fn config(args: &DevArgs) -> eyre::Result<NodeConfig> {
     // The validator audits the dev gateway's receipts of the served generative models (known
     // by name: a GGUF path's kind is not known before it is opened), so audits show up on the
     // dashboard. Not with the test engine, which has no model file to replay.
-    if !args.chain_only && cfg.provider.test_engine.is_none() {
+    if !args.chain_only && !args.no_audit && cfg.provider.test_engine.is_none() {
         cfg.audit.models = cfg
             .provider
             .models
@@ -522,4 +526,33 @@ fn rand_bytes() -> [u8; 16] {
     SecretKey::generate().to_bytes()[..16]
         .try_into()
         .unwrap_or([0; 16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
+    fn dev_config(args: &[&str]) -> NodeConfig {
+        let cli = Cli::try_parse_from(std::iter::once("dev").chain(args.iter().copied()))
+            .expect("arguments parse");
+        config(&cli.dev).expect("config builds")
+    }
+
+    #[test]
+    fn the_dev_validator_audits_the_served_chat_model_unless_told_not_to() {
+        let on = dev_config(&["--serve-model", "smollm2-135m-instruct"]);
+        assert_eq!(on.audit.models, vec!["smollm2-135m-instruct".to_string()]);
+        assert_eq!(on.gateway.commit_ms, 2_000);
+        let off = dev_config(&["--serve-model", "smollm2-135m-instruct", "--no-audit"]);
+        assert!(off.audit.models.is_empty(), "{:?}", off.audit.models);
+        // The auditor is off while its model list is empty (config/agora.toml, [audit]).
+        assert_eq!(off.audit.models, NodeConfig::default().audit.models);
+    }
 }
