@@ -28,6 +28,7 @@ pub mod proof_bench;
 pub mod requant;
 pub mod scheduler;
 pub mod store;
+pub mod template;
 pub mod text;
 pub mod vocab;
 

@@ -23,6 +23,7 @@ use crate::engine::{
 };
 use crate::gguf;
 use crate::scheduler::{LoadError, Scheduler, SchedulerConfig};
+use crate::template::ChatTemplate;
 
 /// Settings of one llama.cpp engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +104,13 @@ pub struct LlamaEngine<'m> {
     eog: Vec<bool>,
     /// Whether each index of the last batch was an output.
     outputs: Vec<bool>,
+    /// The GGUF's own Jinja template, rendered as llama.cpp's Jinja engine does.
+    jinja: Option<ChatTemplate>,
+    /// llama.cpp's built-in rendering, for a template the Jinja engine cannot compile.
     template: Option<LlamaChatTemplate>,
+    /// The text of the BOS token, dropped from the front of a rendering when the tokenizer adds
+    /// BOS itself (as llama.cpp does), so the prompt does not start with two.
+    bos_text: String,
 }
 
 impl<'m> LlamaEngine<'m> {
@@ -158,6 +165,22 @@ impl<'m> LlamaEngine<'m> {
             eog.push(vocab.is_eog(tok));
         }
         let template = model.chat_template(None).ok();
+        let token_text = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let bos_text = token_text(vocab.bos());
+        let jinja = match template.as_ref().map(LlamaChatTemplate::to_str) {
+            Some(Ok(source)) => {
+                match ChatTemplate::new(source, &bos_text, &token_text(vocab.eos())) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::warn!(target: "agora_inference", model = name, error = %e, "the model's chat template does not compile; using llama.cpp's built-in rendering");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let architecture = model
             .meta_val_str("general.architecture")
             .unwrap_or_else(|_| "unknown".into());
@@ -185,7 +208,9 @@ impl<'m> LlamaEngine<'m> {
             pieces,
             eog,
             outputs: Vec::new(),
+            jinja,
             template,
+            bos_text,
         })
     }
 
@@ -219,6 +244,15 @@ impl Engine for LlamaEngine<'_> {
     }
 
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
+        if let Some(jinja) = &self.jinja {
+            let rendered = jinja
+                .render(messages, true)
+                .map_err(|e| TemplateError::Apply(e.to_string()))?;
+            return Ok(match rendered.strip_prefix(&self.bos_text) {
+                Some(rest) if self.info.add_bos && !self.bos_text.is_empty() => rest.to_owned(),
+                _ => rendered,
+            });
+        }
         let template = self
             .template
             .as_ref()

@@ -11,3 +11,4 @@ mod generation;
 mod hidden;
 mod resume;
 mod schema;
+mod template;
