@@ -94,6 +94,10 @@ pub trait Engine {
     fn piece(&self, token: TokenId) -> &[u8];
     /// End-of-generation token (EOS, EOT, ...)?
     fn is_eog(&self, token: TokenId) -> bool;
+    /// The vocabulary's control tokens by their text, looked for in chat templates' text.
+    fn control_tokens(&self) -> &ControlTokens {
+        &NO_CONTROL_TOKENS
+    }
     /// Render `messages` with the model's own chat template, adding the assistant prefix.
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TemplateError>;
     /// Run one batch. Afterwards, `logits(i)`/`hidden(i)` are valid for batch indices marked output.
@@ -110,9 +114,73 @@ pub trait Engine {
 const SENTINEL_OPEN: char = '\u{F8F0}';
 const SENTINEL_CLOSE: char = '\u{F8F1}';
 
-/// Build the token sequence of a chat prompt so that message *contents* can never become control
-/// tokens: the template is rendered around sentinels, template text is tokenized with special-token
-/// parsing and each content with it switched off.
+/// The texts of a vocabulary's control tokens (`<|im_start|>`), found in a chat template's own
+/// text. llama.cpp splits a prompt at these and tokenizes what lies between as plain text; a chat
+/// prompt does the same, except that a message's content is never searched, so a user cannot
+/// open a turn of their own by typing one.
+pub struct ControlTokens {
+    finder: Option<aho_corasick::AhoCorasick>,
+    ids: Vec<TokenId>,
+}
+
+/// One piece of template text: plain text, or a control token.
+enum Piece<'a> {
+    Text(&'a str),
+    Control(TokenId),
+}
+
+impl ControlTokens {
+    /// No control tokens: template text is all plain text.
+    pub const NONE: ControlTokens = ControlTokens {
+        finder: None,
+        ids: Vec::new(),
+    };
+
+    /// From the vocabulary's control tokens and their texts (empty texts are left out); where
+    /// two texts start at the same place, the longer wins.
+    pub fn new(tokens: impl IntoIterator<Item = (String, TokenId)>) -> ControlTokens {
+        let (texts, ids): (Vec<String>, Vec<TokenId>) =
+            tokens.into_iter().filter(|(t, _)| !t.is_empty()).unzip();
+        if texts.is_empty() {
+            return ControlTokens::NONE;
+        }
+        let finder = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&texts)
+            .ok();
+        ControlTokens { finder, ids }
+    }
+
+    /// Calls `f` with the pieces of `text` in order.
+    fn split<'a, E>(
+        &self,
+        text: &'a str,
+        mut f: impl FnMut(Piece<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut at = 0;
+        if let Some(finder) = &self.finder {
+            for m in finder.find_iter(text) {
+                if m.start() > at {
+                    f(Piece::Text(&text[at..m.start()]))?;
+                }
+                f(Piece::Control(self.ids[m.pattern().as_usize()]))?;
+                at = m.end();
+            }
+        }
+        if at < text.len() {
+            f(Piece::Text(&text[at..]))?;
+        }
+        Ok(())
+    }
+}
+
+static NO_CONTROL_TOKENS: ControlTokens = ControlTokens::NONE;
+
+/// Build the token sequence of a chat prompt as llama.cpp tokenizes the rendered template (split
+/// at control tokens, each run of text between them tokenized whole), except that message
+/// *contents* can never become control tokens: the template is rendered around sentinels, control
+/// tokens are looked for in the template's own text only, and each content joins the text run it
+/// sits in (so tokens form across its edges as they would in llama.cpp).
 pub fn chat_tokens<E: Engine + ?Sized>(
     engine: &E,
     messages: &[ChatMessage],
@@ -144,31 +212,42 @@ pub fn chat_tokens<E: Engine + ?Sized>(
     {
         out.push(b);
     }
+    // The run of plain text since the last control token.
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut Vec<TokenId>| -> Result<(), EngineError> {
+        if !run.is_empty() {
+            out.extend(engine.tokenize(run, false)?);
+            run.clear();
+        }
+        Ok(())
+    };
+    let control = engine.control_tokens();
+    let mut template_text = |text: &str, run: &mut String, out: &mut Vec<TokenId>| {
+        control.split(text, |piece| match piece {
+            Piece::Text(t) => {
+                run.push_str(t);
+                Ok(())
+            }
+            Piece::Control(id) => {
+                flush(run, out)?;
+                out.push(id);
+                Ok(())
+            }
+        })
+    };
+    let mangled = || TemplateError::Apply("template mangled a message".into());
     let mut rest = rendered.as_str();
     while let Some(open) = rest.find(SENTINEL_OPEN) {
         let (template, after) = rest.split_at(open);
-        if !template.is_empty() {
-            out.extend(engine.tokenize(template, true)?);
-        }
+        template_text(template, &mut run, &mut out)?;
         let after = &after[SENTINEL_OPEN.len_utf8()..];
-        let close = after
-            .find(SENTINEL_CLOSE)
-            .ok_or_else(|| TemplateError::Apply("template mangled a message".into()))?;
-        let index: usize = after[..close]
-            .parse()
-            .map_err(|_| TemplateError::Apply("template mangled a message".into()))?;
-        let content = &messages
-            .get(index)
-            .ok_or_else(|| TemplateError::Apply("template mangled a message".into()))?
-            .content;
-        if !content.is_empty() {
-            out.extend(engine.tokenize(content, false)?);
-        }
+        let close = after.find(SENTINEL_CLOSE).ok_or_else(mangled)?;
+        let index: usize = after[..close].parse().map_err(|_| mangled())?;
+        run.push_str(&messages.get(index).ok_or_else(mangled)?.content);
         rest = &after[close + SENTINEL_CLOSE.len_utf8()..];
     }
-    if !rest.is_empty() {
-        out.extend(engine.tokenize(rest, true)?);
-    }
+    template_text(rest, &mut run, &mut out)?;
+    flush(&mut run, &mut out)?;
     Ok(out)
 }
 

@@ -19,7 +19,8 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::{
-    BatchToken, ChatMessage, Engine, EngineError, ModelInfo, TemplateError, TokenId,
+    BatchToken, ChatMessage, ControlTokens, Engine, EngineError, ModelInfo, TemplateError,
+    TokenId,
 };
 use crate::gguf;
 use crate::scheduler::{LoadError, Scheduler, SchedulerConfig};
@@ -111,6 +112,8 @@ pub struct LlamaEngine<'m> {
     /// The text of the BOS token, dropped from the front of a rendering when the tokenizer adds
     /// BOS itself (as llama.cpp does), so the prompt does not start with two.
     bos_text: String,
+    /// The control tokens a chat template's text is split at.
+    control: ControlTokens,
 }
 
 impl<'m> LlamaEngine<'m> {
@@ -159,15 +162,19 @@ impl<'m> LlamaEngine<'m> {
         let n_vocab = u32::try_from(vocab.n_tokens()).unwrap_or(0);
         let mut pieces = Vec::with_capacity(n_vocab as usize);
         let mut eog = Vec::with_capacity(n_vocab as usize);
+        let mut control = Vec::new();
+        let token_text = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
         for t in 0..n_vocab as i32 {
             let tok = LlamaToken::new(t);
             pieces.push(vocab.token_to_piece(tok, false, None));
             eog.push(vocab.is_eog(tok));
+            if vocab.is_control(tok) {
+                control.push((token_text(tok), t as TokenId));
+            }
         }
         let template = model.chat_template(None).ok();
-        let token_text = |t: LlamaToken| {
-            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
-        };
         let bos_text = token_text(vocab.bos());
         let jinja = match template.as_ref().map(LlamaChatTemplate::to_str) {
             Some(Ok(source)) => {
@@ -211,6 +218,7 @@ impl<'m> LlamaEngine<'m> {
             jinja,
             template,
             bos_text,
+            control: ControlTokens::new(control),
         })
     }
 
@@ -241,6 +249,10 @@ impl Engine for LlamaEngine<'_> {
 
     fn is_eog(&self, token: TokenId) -> bool {
         self.eog.get(token as usize).copied().unwrap_or(false)
+    }
+
+    fn control_tokens(&self) -> &ControlTokens {
+        &self.control
     }
 
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {

@@ -31,7 +31,8 @@
 use std::time::Duration;
 
 use crate::engine::{
-    BatchToken, ChatMessage, Engine, EngineError, ModelInfo, TemplateError, TokenId,
+    BatchToken, ChatMessage, ControlTokens, Engine, EngineError, ModelInfo, TemplateError,
+    TokenId,
 };
 use crate::scheduler::{LoadError, Scheduler, SchedulerConfig};
 
@@ -148,6 +149,7 @@ pub struct TestEngine {
     rows: Vec<Option<usize>>,
     logits: Vec<f32>,
     hidden: Vec<f32>,
+    control: ControlTokens,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -192,6 +194,7 @@ impl TestEngine {
             rows: Vec::new(),
             logits: Vec::new(),
             hidden: Vec::new(),
+            control: ControlTokens::new(CONTROL.map(|(s, t)| (s.to_string(), t))),
         })
     }
 
@@ -299,6 +302,10 @@ impl Engine for TestEngine {
 
     fn is_eog(&self, token: TokenId) -> bool {
         token == EOS || token == IM_END
+    }
+
+    fn control_tokens(&self) -> &ControlTokens {
+        &self.control
     }
 
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
