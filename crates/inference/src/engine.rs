@@ -118,6 +118,7 @@ const SENTINEL_CLOSE: char = '\u{F8F1}';
 /// text. llama.cpp splits a prompt at these and tokenizes what lies between as plain text; a chat
 /// prompt does the same, except that a message's content is never searched, so a user cannot
 /// open a turn of their own by typing one.
+#[derive(Debug)]
 pub struct ControlTokens {
     finder: Option<aho_corasick::AhoCorasick>,
     ids: Vec<TokenId>,
@@ -152,11 +153,11 @@ impl ControlTokens {
     }
 
     /// Calls `f` with the pieces of `text` in order.
-    fn split<'a, E>(
+    fn split<'a>(
         &self,
         text: &'a str,
-        mut f: impl FnMut(Piece<'a>) -> Result<(), E>,
-    ) -> Result<(), E> {
+        mut f: impl FnMut(Piece<'a>) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
         let mut at = 0;
         if let Some(finder) = &self.finder {
             for m in finder.find_iter(text) {
@@ -222,7 +223,7 @@ pub fn chat_tokens<E: Engine + ?Sized>(
         Ok(())
     };
     let control = engine.control_tokens();
-    let mut template_text = |text: &str, run: &mut String, out: &mut Vec<TokenId>| {
+    let template_text = |text: &str, run: &mut String, out: &mut Vec<TokenId>| {
         control.split(text, |piece| match piece {
             Piece::Text(t) => {
                 run.push_str(t);

@@ -14,15 +14,22 @@ fn golden(name: &str) -> Vec<u32> {
 #[test]
 fn smollm_answers_a_chat_prompt_in_english() {
     let s = serve(SMOLLM, config(1, 1));
-    let out = run(
-        &s,
-        Prompt::Chat(vec![ChatMessage::new(
+    // With the caller's system prompt, and with the one SmolLM2's own template adds when there is
+    // none. (Greedy SmolLM2-135M is brittle to wording under its default system prompt: "What is
+    // the capital of France?" gets a list of French words, as through llama-server.)
+    for messages in [
+        vec![
+            ChatMessage::new("system", "Answer in one short sentence."),
+            ChatMessage::new("user", "What is the capital of France?"),
+        ],
+        vec![ChatMessage::new(
             "user",
-            "What is the capital of France?",
-        )]),
-        SamplingParams::greedy(16),
-    );
-    assert!(out.text.contains("Paris"), "{:?}", out.text);
+            "Which city is the capital of France?",
+        )],
+    ] {
+        let out = run(&s, Prompt::Chat(messages), SamplingParams::greedy(16));
+        assert!(out.text.contains("Paris"), "{:?}", out.text);
+    }
 }
 
 #[test]
@@ -151,7 +158,8 @@ fn special_tokens_in_user_text_stay_plain_text() {
             "control token {id} leaked from user text"
         );
     }
-    assert_eq!(count(&benign.completion.prompt, 1), 2);
+    // The template's own turns: its default system prompt, the user, the assistant.
+    assert_eq!(count(&benign.completion.prompt, 1), 3);
     assert!(hostile.completion.prompt.len() > benign.completion.prompt.len() + 10);
 }
 

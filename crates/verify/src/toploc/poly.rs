@@ -171,6 +171,23 @@ fn inverse(a: u64) -> u64 {
     acc
 }
 
+/// Replaces each (nonzero) value by its inverse mod 65497 with one [`inverse`] (Montgomery's
+/// trick: invert the product, then peel the prefix products off it).
+fn invert_all(values: &mut [u64]) {
+    let mut prefix = Vec::with_capacity(values.len());
+    let mut acc = 1u64;
+    for &v in values.iter() {
+        prefix.push(acc);
+        acc = acc * v % P;
+    }
+    let mut inv = inverse(acc);
+    for (v, before) in values.iter_mut().zip(prefix).rev() {
+        let this = inv * before % P;
+        inv = inv * *v % P;
+        *v = this;
+    }
+}
+
 /// The coefficients (ascending) of the polynomial of degree < n through `(xs[i], ys[i])` mod
 /// 65497: Newton divided differences in place, then expansion of the Newton form with a running
 /// product `(x - x_0)..(x - x_{i-1})`. `xs` must be distinct and below 65497 (residues of an
@@ -178,11 +195,16 @@ fn inverse(a: u64) -> u64 {
 fn interpolate(xs: &[u64], ys: &[u64]) -> Vec<u16> {
     let n = xs.len();
     let mut dd: Vec<u64> = ys.iter().map(|y| y % P).collect();
+    let mut inv = Vec::with_capacity(n);
     for k in 1..n {
+        // All of this round's divisors inverted at once: one exponentiation per round instead
+        // of one per point (the proof is computed for every response).
+        inv.clear();
+        inv.extend((k..n).map(|i| (xs[i] + P - xs[i - k]) % P));
+        invert_all(&mut inv);
         for i in (k..n).rev() {
             let num = (dd[i] + P - dd[i - 1]) % P;
-            let den = (xs[i] + P - xs[i - k]) % P;
-            dd[i] = num * inverse(den) % P;
+            dd[i] = num * inv[i - k] % P;
         }
     }
     let mut coeffs = vec![0u64; n];
@@ -217,6 +239,17 @@ mod tests {
         assert_eq!(p.coeffs().len(), 128);
         for &(i, y) in &pts {
             assert_eq!(p.eval(i), y, "index {i}");
+        }
+    }
+
+    #[test]
+    fn inverting_all_at_once_gives_each_inverse() {
+        let mut values: Vec<u64> = (1..300u64).map(|i| i * 7919 % P).collect();
+        let want: Vec<u64> = values.iter().map(|&v| inverse(v)).collect();
+        invert_all(&mut values);
+        assert_eq!(values, want);
+        for (v, i) in (1..300u64).map(|i| i * 7919 % P).zip(&values) {
+            assert_eq!(v * i % P, 1);
         }
     }
 
