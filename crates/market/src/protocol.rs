@@ -1,12 +1,16 @@
 //! What a gateway and a provider say to each other over the overlay.
 //!
-//! A [`Job`] travels as the payload of one `/agora/infer/1` stream; the provider answers with
+//! A [`Job`] travels as the payload of one `/agora/infer/2` stream; the provider answers with
 //! [`Frame`]s, one per chunk, ending with `Done` (carrying a signed [`InferenceReceipt`]) or `Failed`.
-//! Vouchers travel beside the stream on `/agora/rpc/1` as [`RpcRequest::Voucher`]. Everything is
-//! JSON: small, debuggable, and bounded by the overlay's frame limits before it is parsed.
+//! Vouchers travel beside the stream on `/agora/rpc/1` as [`RpcRequest::Voucher`], in JSON. Jobs
+//! and frames are binary ([`codec`]), bounded by the overlay's frame limits before they are
+//! decoded and by per-field limits while they are.
 
+use agora_types::codec::{Decode, DecodeError, Encode};
 use agora_types::{Address, Amount, Hash, HashDomain, SignedVoucher};
 use serde::{Deserialize, Serialize};
+
+mod codec;
 
 pub use crate::failure::FailureCode;
 
@@ -63,7 +67,7 @@ pub struct Job {
 /// Why a job was refused before any work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
-    #[error("job is not valid JSON of the expected shape: {0}")]
+    #[error("job is not a valid encoding: {0}")]
     Malformed(String),
     #[error("{0}")]
     TooLarge(String),
@@ -73,13 +77,15 @@ pub enum JobError {
 
 impl Job {
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        Encode::encode(self)
     }
 
-    /// Parses and bounds-checks untrusted bytes.
+    /// Decodes and bounds-checks untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Job, JobError> {
-        let job: Job =
-            serde_json::from_slice(bytes).map_err(|e| JobError::Malformed(e.to_string()))?;
+        let job: Job = Decode::decode(bytes).map_err(|e| match e {
+            DecodeError::TooLong { .. } => JobError::TooLarge(e.to_string()),
+            e => JobError::Malformed(e.to_string()),
+        })?;
         job.check()?;
         Ok(job)
     }
@@ -228,11 +234,11 @@ impl<'de> Deserialize<'de> for ProofBytes {
 
 impl Frame {
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        Encode::encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Frame, JobError> {
-        serde_json::from_slice(bytes).map_err(|e| JobError::Malformed(e.to_string()))
+        Decode::decode(bytes).map_err(|e| JobError::Malformed(e.to_string()))
     }
 }
 
@@ -335,6 +341,17 @@ mod tests {
             Job::decode(b"{not json"),
             Err(JobError::Malformed(_))
         ));
+        // Cut anywhere, or with a byte more: refused, never a panic.
+        let bytes = base.encode();
+        for cut in 0..bytes.len() {
+            assert!(matches!(
+                Job::decode(&bytes[..cut]),
+                Err(JobError::Malformed(_))
+            ));
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(Job::decode(&long), Err(JobError::Malformed(_))));
         assert!(matches!(
             Job::decode(&[0xff; 64]),
             Err(JobError::Malformed(_))

@@ -179,8 +179,12 @@ pub struct Payments {
     tip: AtomicU64,
     challenge_blocks: AtomicU64,
     state_path: Option<PathBuf>,
-    /// Serialises disk writes (the books lock is never held across IO).
-    disk: tokio::sync::Mutex<()>,
+    /// Serialises disk writes (the books lock is never held across IO) and holds the
+    /// [`Payments::changes`] count the file on disk covers.
+    disk: tokio::sync::Mutex<u64>,
+    /// Changes to persist so far, counted after each is made in the books: a write whose
+    /// snapshot was taken at count `n` covers every change numbered `n` or less.
+    changes: AtomicU64,
 }
 
 impl Payments {
@@ -219,7 +223,8 @@ impl Payments {
             tip: AtomicU64::new(0),
             challenge_blocks: AtomicU64::new(0),
             state_path,
-            disk: tokio::sync::Mutex::new(()),
+            disk: tokio::sync::Mutex::new(0),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -569,12 +574,20 @@ impl Payments {
     }
 
     /// Writes the unredeemed vouchers. The snapshot is taken under the disk lock, so the last
-    /// write always holds the newest state.
+    /// write always holds the newest state. Concurrent callers share writes (group commit): one
+    /// that finds its change already covered by a write made while it waited returns at once,
+    /// so a burst of vouchers costs one fsync, not one each.
     async fn persist(&self) {
         let Some(path) = &self.state_path else {
             return;
         };
-        let _guard = self.disk.lock().await;
+        let mine = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut on_disk = self.disk.lock().await;
+        if *on_disk >= mine {
+            return;
+        }
+        // Read before the snapshot: every change counted up to here is in the books already.
+        let covers = self.changes.load(Ordering::SeqCst);
         let snap = Persisted {
             vouchers: self.redeemable(),
         };
@@ -587,8 +600,11 @@ impl Payments {
             tokio::fs::rename(&tmp, path).await
         }
         .await;
-        if let Err(e) = res {
-            tracing::error!(target: "agora::provider", error = %e, path = %path.display(), "cannot persist vouchers");
+        match res {
+            Ok(()) => *on_disk = covers,
+            Err(e) => {
+                tracing::error!(target: "agora::provider", error = %e, path = %path.display(), "cannot persist vouchers")
+            }
         }
     }
 
@@ -778,6 +794,70 @@ mod tests {
 mod cancel_tests {
     use super::*;
     use agora_types::{SecretKey, Voucher};
+
+    /// Concurrent vouchers share disk writes (group commit), yet each `persist` returns only
+    /// once a file holding its voucher, or a better one, is on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_voucher_is_on_disk_when_persist_returns_though_writes_are_shared() {
+        let payer = SecretKey::from_test_seed("payer");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vouchers.json");
+        let p = std::sync::Arc::new(Payments::new(
+            SecretKey::from_test_seed("provider").public(),
+            "agora-test".into(),
+            ChainClient::new("http://127.0.0.1:9"),
+            Amount(100),
+            Amount(400),
+            Duration::from_secs(1),
+            Some(path.clone()),
+        ));
+        let ch = Hash([7; 32]);
+        p.books().insert(
+            ch,
+            ChannelBook {
+                payer: Some(payer.public()),
+                deposit: Amount(1_000_000),
+                expiry_height: u64::MAX,
+                ..ChannelBook::default()
+            },
+        );
+        let on_disk = |path: &Path| -> u128 {
+            let snap: Persisted = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            snap.vouchers
+                .iter()
+                .map(|v| v.voucher.cumulative.0)
+                .max()
+                .unwrap_or(0)
+        };
+        let tasks: Vec<_> = (1..=48u128)
+            .map(|k| {
+                let (p, path) = (p.clone(), path.clone());
+                tokio::spawn(async move {
+                    let payer = SecretKey::from_test_seed("payer");
+                    let sv = Voucher {
+                        chain_id: "agora-test".into(),
+                        channel: ch,
+                        cumulative: Amount(k * 100),
+                        per_model: vec![(Hash([1; 32]), Amount(k * 100))],
+                    }
+                    .sign(&payer);
+                    {
+                        let mut books = p.books();
+                        let b = books.get_mut(&ch).unwrap();
+                        if b.paid() < sv.voucher.cumulative {
+                            b.best = Some(sv);
+                        }
+                    }
+                    p.persist().await;
+                    assert!(on_disk(&path) >= k * 100, "voucher {k} acknowledged before written");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(on_disk(&path), 4_800);
+    }
 
     /// A payer that never pays cannot farm forgiveness: what it is forgiven beyond 5% of what it
     /// paid counts against it, and an honest payer's lost frames fit in the allowance.

@@ -5,7 +5,7 @@
 //! model's vocabulary and the JSON-schema compiler); this crate only defines the values, their
 //! defaults and their canonical encoding.
 
-use crate::codec::{Encode, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::{Hash, HashDomain};
 
 /// Sampling parameters of one request. `Default` is OpenAI's: temperature 1, no truncation, no
@@ -123,9 +123,93 @@ impl Encode for SamplingParams {
     }
 }
 
+/// Decoding limits, generous: a job's own check bounds the lists and texts tighter.
+const MAX_LOGIT_BIAS: usize = 4096;
+const MAX_STOP: usize = 64;
+const MAX_STOP_BYTES: usize = 64 * 1024;
+const MAX_SCHEMA_BYTES: usize = 1 << 20;
+
+fn finite_f32(r: &mut Reader<'_>, what: &'static str) -> Result<f32, DecodeError> {
+    let v = f32::from_bits(r.u32()?);
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(DecodeError::Invalid {
+            what,
+            reason: "not a finite number",
+        })
+    }
+}
+
+/// The inverse of [`Encode`] for jobs on the wire: every float must be finite.
+impl Decode for SamplingParams {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let temperature = finite_f32(r, "temperature")?;
+        let top_k = r.u32()?;
+        let top_p = finite_f32(r, "top_p")?;
+        let min_p = finite_f32(r, "min_p")?;
+        let repetition_penalty = finite_f32(r, "repetition_penalty")?;
+        let frequency_penalty = finite_f32(r, "frequency_penalty")?;
+        let presence_penalty = finite_f32(r, "presence_penalty")?;
+        let penalty_last_n = r.u32()?;
+        let n = r.len("logit_bias", MAX_LOGIT_BIAS, 8)?;
+        let logit_bias = (0..n)
+            .map(|_| Ok((r.u32()?, finite_f32(r, "logit_bias")?)))
+            .collect::<Result<_, DecodeError>>()?;
+        let n = r.len("stop", MAX_STOP, 4)?;
+        let stop = (0..n)
+            .map(|_| r.string("stop", MAX_STOP_BYTES))
+            .collect::<Result<_, _>>()?;
+        Ok(SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            frequency_penalty,
+            presence_penalty,
+            penalty_last_n,
+            logit_bias,
+            stop,
+            max_tokens: r.u32()?,
+            seed: r.u64()?,
+            logprobs: r.option("logprobs")?,
+            json: r.bool("json")?,
+            json_schema: if r.bool("json_schema")? {
+                Some(r.string("json_schema", MAX_SCHEMA_BYTES)?)
+            } else {
+                None
+            },
+            ignore_eos: r.bool("ignore_eos")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_decode_as_encoded_and_only_finite_floats_decode() {
+        let p = SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            logit_bias: vec![(5, -1.5)],
+            stop: vec!["\n\n".into()],
+            seed: 9,
+            logprobs: Some(3),
+            json_schema: Some("{}".into()),
+            ..SamplingParams::default()
+        };
+        assert_eq!(SamplingParams::decode(&p.encode()), Ok(p.clone()));
+        let mut nan = p.clone();
+        nan.temperature = f32::NAN;
+        assert!(SamplingParams::decode(&nan.encode()).is_err());
+        let bytes = p.encode();
+        for cut in 0..bytes.len() {
+            assert!(SamplingParams::decode(&bytes[..cut]).is_err());
+        }
+    }
 
     #[test]
     fn every_parameter_moves_the_hash() {
