@@ -121,6 +121,20 @@ impl<'a> Reader<'a> {
         Ok(u128::from_le_bytes(self.array()?))
     }
 
+    /// A float by its IEEE-754 bits; only finite values decode (JSON, which some of these
+    /// values travelled as before, can carry no other, and engines need none).
+    pub fn finite_f32(&mut self, what: &'static str) -> Result<f32, DecodeError> {
+        let v = f32::from_bits(self.u32()?);
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(DecodeError::Invalid {
+                what,
+                reason: "not a finite number",
+            })
+        }
+    }
+
     pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
@@ -191,6 +205,8 @@ pub trait Writer {
     fn put_u32(&mut self, v: u32);
     fn put_u64(&mut self, v: u64);
     fn put_u128(&mut self, v: u128);
+    /// A float by its IEEE-754 bits: exact and platform independent.
+    fn put_f32(&mut self, v: f32);
     fn put_bool(&mut self, v: bool);
     fn put_bytes(&mut self, v: &[u8]);
     fn put_len(&mut self, len: usize);
@@ -213,6 +229,9 @@ impl Writer for Vec<u8> {
     }
     fn put_u128(&mut self, v: u128) {
         self.extend_from_slice(&v.to_le_bytes());
+    }
+    fn put_f32(&mut self, v: f32) {
+        self.put_u32(v.to_bits());
     }
     fn put_bool(&mut self, v: bool) {
         self.push(v as u8);

@@ -84,25 +84,20 @@ impl SamplingParams {
     }
 }
 
-/// Floats are encoded by their IEEE-754 bits, so the encoding is exact and platform independent.
-fn put_f32(out: &mut Vec<u8>, v: f32) {
-    out.put_u32(v.to_bits());
-}
-
 impl Encode for SamplingParams {
     fn encode_to(&self, out: &mut Vec<u8>) {
-        put_f32(out, self.temperature);
+        out.put_f32(self.temperature);
         out.put_u32(self.top_k);
-        put_f32(out, self.top_p);
-        put_f32(out, self.min_p);
-        put_f32(out, self.repetition_penalty);
-        put_f32(out, self.frequency_penalty);
-        put_f32(out, self.presence_penalty);
+        out.put_f32(self.top_p);
+        out.put_f32(self.min_p);
+        out.put_f32(self.repetition_penalty);
+        out.put_f32(self.frequency_penalty);
+        out.put_f32(self.presence_penalty);
         out.put_u32(self.penalty_last_n);
         out.put_len(self.logit_bias.len());
         for &(token, bias) in &self.logit_bias {
             out.put_u32(token);
-            put_f32(out, bias);
+            out.put_f32(bias);
         }
         out.put_len(self.stop.len());
         for s in &self.stop {
@@ -129,32 +124,20 @@ const MAX_STOP: usize = 64;
 const MAX_STOP_BYTES: usize = 64 * 1024;
 const MAX_SCHEMA_BYTES: usize = 1 << 20;
 
-fn finite_f32(r: &mut Reader<'_>, what: &'static str) -> Result<f32, DecodeError> {
-    let v = f32::from_bits(r.u32()?);
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(DecodeError::Invalid {
-            what,
-            reason: "not a finite number",
-        })
-    }
-}
-
 /// The inverse of [`Encode`] for jobs on the wire: every float must be finite.
 impl Decode for SamplingParams {
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let temperature = finite_f32(r, "temperature")?;
+        let temperature = r.finite_f32("temperature")?;
         let top_k = r.u32()?;
-        let top_p = finite_f32(r, "top_p")?;
-        let min_p = finite_f32(r, "min_p")?;
-        let repetition_penalty = finite_f32(r, "repetition_penalty")?;
-        let frequency_penalty = finite_f32(r, "frequency_penalty")?;
-        let presence_penalty = finite_f32(r, "presence_penalty")?;
+        let top_p = r.finite_f32("top_p")?;
+        let min_p = r.finite_f32("min_p")?;
+        let repetition_penalty = r.finite_f32("repetition_penalty")?;
+        let frequency_penalty = r.finite_f32("frequency_penalty")?;
+        let presence_penalty = r.finite_f32("presence_penalty")?;
         let penalty_last_n = r.u32()?;
         let n = r.len("logit_bias", MAX_LOGIT_BIAS, 8)?;
         let logit_bias = (0..n)
-            .map(|_| Ok((r.u32()?, finite_f32(r, "logit_bias")?)))
+            .map(|_| Ok((r.u32()?, r.finite_f32("logit_bias")?)))
             .collect::<Result<_, DecodeError>>()?;
         let n = r.len("stop", MAX_STOP, 4)?;
         let stop = (0..n)

@@ -34,22 +34,6 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.put_bytes(s.as_bytes());
 }
 
-fn put_f32(out: &mut Vec<u8>, v: f32) {
-    out.put_u32(v.to_bits());
-}
-
-fn finite(r: &mut Reader<'_>, what: &'static str) -> Result<f32, DecodeError> {
-    let v = f32::from_bits(r.u32()?);
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(DecodeError::Invalid {
-            what,
-            reason: "not a finite number",
-        })
-    }
-}
-
 fn strings(r: &mut Reader<'_>, what: &'static str, max: usize) -> Result<Vec<String>, DecodeError> {
     let n = r.len(what, MAX_ITEMS, 4)?;
     (0..n).map(|_| r.string(what, max)).collect()
@@ -153,13 +137,13 @@ impl Encode for Tok {
             None => out.put_u8(0),
             Some(l) => {
                 out.put_u8(1);
-                put_f32(out, l);
+                out.put_f32(l);
             }
         }
         out.put_len(self.top.len());
         for &(id, l) in &self.top {
             out.put_u32(id);
-            put_f32(out, l);
+            out.put_f32(l);
         }
         put_strings(out, &self.top_text);
     }
@@ -177,7 +161,7 @@ impl Decode for Tok {
         };
         let n = r.len("top logprobs", MAX_TOP, 8)?;
         let top = (0..n)
-            .map(|_| Ok((r.u32()?, finite(r, "top logprob")?)))
+            .map(|_| Ok((r.u32()?, r.finite_f32("top logprob")?)))
             .collect::<Result<_, DecodeError>>()?;
         let n = r.len("top texts", MAX_TOP, 4)?;
         let top_text = (0..n)
@@ -254,7 +238,7 @@ impl Encode for Frame {
                 for v in vectors {
                     out.put_len(v.len());
                     for &x in v {
-                        put_f32(out, x);
+                        out.put_f32(x);
                     }
                 }
             }
@@ -311,7 +295,7 @@ impl Decode for Frame {
                 let vectors = (0..n)
                     .map(|_| {
                         let dims = r.len("dimensions", MAX_DIMS, 4)?;
-                        (0..dims).map(|_| finite(r, "embedding")).collect()
+                        (0..dims).map(|_| r.finite_f32("embedding")).collect()
                     })
                     .collect::<Result<_, DecodeError>>()?;
                 Frame::Embeddings {
