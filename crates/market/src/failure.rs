@@ -153,7 +153,10 @@ mod tests {
         assert!(code.fails_over() && !code.is_client_fault() && !code.is_payment());
         // Re-encoded as received.
         assert_eq!(code.to_string(), "quantum_flux");
-        assert_eq!(FailureCode::from_name("overloaded"), FailureCode::Overloaded);
+        assert_eq!(
+            FailureCode::from_name("overloaded"),
+            FailureCode::Overloaded
+        );
         // A name that is not UTF-8: a decoding error, not a panic.
         let at = bytes.windows(4).position(|w| w == b"quan").unwrap();
         let mut bad = bytes.clone();

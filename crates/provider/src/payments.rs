@@ -849,7 +849,10 @@ mod cancel_tests {
                         }
                     }
                     p.persist().await;
-                    assert!(on_disk(&path) >= k * 100, "voucher {k} acknowledged before written");
+                    assert!(
+                        on_disk(&path) >= k * 100,
+                        "voucher {k} acknowledged before written"
+                    );
                 })
             })
             .collect();

@@ -19,8 +19,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
 use crate::engine::{
-    BatchToken, ChatMessage, ControlTokens, Engine, EngineError, ModelInfo, TemplateError,
-    TokenId,
+    BatchToken, ChatMessage, ControlTokens, Engine, EngineError, ModelInfo, TemplateError, TokenId,
 };
 use crate::gguf;
 use crate::scheduler::{LoadError, Scheduler, SchedulerConfig};

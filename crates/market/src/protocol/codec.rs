@@ -385,7 +385,9 @@ mod tests {
                     },
                 ],
             },
-            Frame::Text { text: "tail".into() },
+            Frame::Text {
+                text: "tail".into(),
+            },
             Frame::Embeddings {
                 first_index: 2,
                 vectors: vec![vec![0.5, -1.0], vec![]],
