@@ -87,9 +87,10 @@ pub enum TemplateError {
 pub trait Engine {
     /// Facts about the model and context.
     fn info(&self) -> &ModelInfo;
-    /// Tokenize `text`. With `parse_special == false`, text that looks like a control token
-    /// (`<|im_start|>`) is tokenized as plain text.
-    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<TokenId>, EngineError>;
+    /// Tokenize `text` as plain text: text that looks like a control token (`<|im_start|>`)
+    /// stays text. Control tokens enter a prompt only through [`chat_tokens`], from the
+    /// template's own text ([`Engine::control_tokens`]).
+    fn tokenize(&self, text: &str) -> Result<Vec<TokenId>, EngineError>;
     /// The bytes a token renders to in output text (control tokens render as nothing).
     fn piece(&self, token: TokenId) -> &[u8];
     /// End-of-generation token (EOS, EOT, ...)?
@@ -217,7 +218,7 @@ pub fn chat_tokens<E: Engine + ?Sized>(
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut Vec<TokenId>| -> Result<(), EngineError> {
         if !run.is_empty() {
-            out.extend(engine.tokenize(run, false)?);
+            out.extend(engine.tokenize(run)?);
             run.clear();
         }
         Ok(())
@@ -263,7 +264,7 @@ pub fn completion_tokens<E: Engine + ?Sized>(
     {
         out.push(b);
     }
-    out.extend(engine.tokenize(prompt, false)?);
+    out.extend(engine.tokenize(prompt)?);
     Ok(out)
 }
 

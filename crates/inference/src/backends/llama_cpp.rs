@@ -232,11 +232,11 @@ impl Engine for LlamaEngine<'_> {
         &self.info
     }
 
-    fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<TokenId>, EngineError> {
+    fn tokenize(&self, text: &str) -> Result<Vec<TokenId>, EngineError> {
         Ok(self
             .model
             .vocab()
-            .tokenize(text.as_bytes(), false, parse_special)
+            .tokenize(text.as_bytes(), false, false)
             .into_iter()
             .map(|t| t.0 as u32)
             .collect())

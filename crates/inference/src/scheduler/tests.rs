@@ -53,7 +53,7 @@ impl Engine for Fake {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
-    fn tokenize(&self, text: &str, _parse_special: bool) -> Result<Vec<TokenId>, EngineError> {
+    fn tokenize(&self, text: &str) -> Result<Vec<TokenId>, EngineError> {
         Ok(text.bytes().map(|b| 1 + u32::from(b) % 49).collect())
     }
     fn piece(&self, token: TokenId) -> &[u8] {
