@@ -191,22 +191,16 @@ fn usage(r: &mut Reader<'_>) -> Result<Usage, DecodeError> {
     })
 }
 
-fn put_proof(out: &mut Vec<u8>, proof: &Option<ProofBytes>) {
-    match proof {
-        None => out.put_u8(0),
-        Some(p) => {
-            out.put_u8(1);
-            out.put_bytes(&p.0);
-        }
+impl Encode for ProofBytes {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.put_bytes(&self.0);
     }
 }
 
-fn proof(r: &mut Reader<'_>) -> Result<Option<ProofBytes>, DecodeError> {
-    Ok(if r.bool("proof")? {
-        Some(ProofBytes(r.bytes("proof", MAX_PROOF)?))
-    } else {
-        None
-    })
+impl Decode for ProofBytes {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ProofBytes(r.bytes("proof", MAX_PROOF)?))
+    }
 }
 
 impl Encode for Frame {
@@ -252,7 +246,7 @@ impl Encode for Frame {
                 put_str(out, finish_reason);
                 put_usage(out, usage);
                 receipt.encode_to(out);
-                put_proof(out, proof);
+                out.put_option(proof);
             }
             Frame::Failed {
                 code,
@@ -270,7 +264,7 @@ impl Encode for Frame {
                         r.encode_to(out);
                     }
                 }
-                put_proof(out, proof);
+                out.put_option(proof);
             }
         }
     }
@@ -307,7 +301,7 @@ impl Decode for Frame {
                 finish_reason: r.string("finish reason", MAX_NAME)?,
                 usage: usage(r)?,
                 receipt: Box::new(SignedReceipt::decode_from(r)?),
-                proof: proof(r)?,
+                proof: r.option("proof")?,
             },
             5 => Frame::Failed {
                 code: FailureCode::from_name(&r.string("failure code", MAX_NAME)?),
@@ -317,7 +311,7 @@ impl Decode for Frame {
                 } else {
                     None
                 },
-                proof: proof(r)?,
+                proof: r.option("proof")?,
             },
             tag => return Err(DecodeError::InvalidTag { what: "frame", tag }),
         })
