@@ -4,7 +4,8 @@ Run by scripts/test.sh after the Rust tests:
     AGORA_BIN=target/debug/agora python3 tests/openai/test_openai.py
 Starts `agora dev` (validator + provider serving SmolLM2 and MiniLM + gateway) in a temporary
 directory on free loopback ports, then checks chat (plain and streamed), completions,
-embeddings, the models list and the error cases through the SDK.
+embeddings, the models list and the error cases through the SDK, then function calling
+(tools_checks.py).
 """
 
 import math
@@ -18,6 +19,8 @@ import threading
 import time
 
 import openai
+
+import tools_checks
 
 
 def free_port():
@@ -146,6 +149,8 @@ def run_checks(info):
         raise AssertionError("unknown model accepted")
     except openai.NotFoundError as err:
         check("unknown model is 404", err.status_code == 404 and err.code == "model_not_found", err)
+
+    tools_checks.run(client, chat_model, check)
 
 
 if __name__ == "__main__":

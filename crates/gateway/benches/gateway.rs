@@ -30,10 +30,8 @@ async fn direct_once(net: &TestNet, channel: Hash, peer: agora_p2p::PeerId) -> D
     let job = Job {
         request_id: Hash(rand::random()),
         work: Work::Chat {
-            messages: vec![ChatMessage {
-                role: "user".into(),
-                content: "hello".into(),
-            }],
+            messages: vec![ChatMessage::new("user", "hello")],
+            tools: None,
         },
         sampling: SamplingParams {
             max_tokens: 1,

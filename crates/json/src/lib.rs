@@ -1,6 +1,6 @@
 //! Constrained JSON output: byte-level validators for JSON mode and a bounded JSON-Schema subset, shared by the inference engine and the gateway.
 //!
-//! It has no dependencies beyond serde_json, so the gateway can check a client's schema
+//! It depends on nothing beyond serde_json and `agora-types`, so the gateway can check a client's schema
 //! ([`Schema::parse`]) without linking an ML framework; `agora-inference` re-exports it as
 //! `agora_inference::json`.
 //!
@@ -16,6 +16,7 @@
 //! [`Constraint`] is what the scheduler holds for either. Neither costs anything when unused.
 
 pub mod schema;
+pub mod tools;
 
 pub use schema::{Schema, SchemaError, SchemaPrefix};
 

@@ -12,6 +12,7 @@
 //! - a continuation is counted exactly: the payer sent those token ids;
 //! - an embedding input adds at most [`TOKENS_PER_INPUT`] special tokens (`[CLS]`, `[SEP]`).
 
+use agora_json::tools::prompt_messages;
 use agora_types::{Amount, SamplingParams};
 
 use crate::protocol::{Price, Work};
@@ -28,7 +29,9 @@ pub const TOKENS_PER_INPUT: u64 = 4;
 /// `u32::MAX`, which no honest count reaches.
 pub fn prompt_token_bound(work: &Work, continuation: usize) -> u32 {
     let text: u64 = match work {
-        Work::Chat { messages } => messages
+        // The turns the engine renders: with tools, their instruction and the calls and results
+        // written out (`agora_json::tools`), counted from what the payer sent.
+        Work::Chat { messages, tools } => prompt_messages(messages, tools.as_ref())
             .iter()
             .map(|m| {
                 (m.role.len() as u64)
@@ -79,6 +82,7 @@ mod tests {
     fn the_bound_grows_with_what_was_sent_and_nothing_else() {
         let hi = Work::Chat {
             messages: vec![ChatMessage::new("user", "hi")],
+            tools: None,
         };
         // "user" + "hi" + one message's and one request's template allowance.
         assert_eq!(prompt_token_bound(&hi, 0), 4 + 2 + 16 + 256);

@@ -1,13 +1,13 @@
 //! What a gateway and a provider say to each other over the overlay.
 //!
-//! A [`Job`] travels as the payload of one `/agora/infer/2` stream; the provider answers with
+//! A [`Job`] travels as the payload of one `/agora/infer/3` stream; the provider answers with
 //! [`Frame`]s, one per chunk, ending with `Done` (carrying a signed [`InferenceReceipt`]) or `Failed`.
 //! Vouchers travel beside the stream on `/agora/rpc/1` as [`RpcRequest::Voucher`], in JSON. Jobs
 //! and frames are binary ([`codec`]), bounded by the overlay's frame limits before they are
 //! decoded and by per-field limits while they are.
 
 use agora_types::codec::{Decode, DecodeError, Encode};
-use agora_types::{Address, Amount, Hash, HashDomain, SignedVoucher};
+use agora_types::{Address, Amount, Hash, HashDomain, SignedVoucher, Tools};
 use serde::{Deserialize, Serialize};
 
 mod codec;
@@ -18,6 +18,8 @@ pub use crate::failure::FailureCode;
 pub const MAX_ITEMS: usize = 256;
 /// Most bytes of text in one job (prompt, messages, stop sequences together).
 pub const MAX_TEXT_BYTES: usize = 512 * 1024;
+/// Most functions one chat may offer.
+pub use agora_json::tools::MAX_TOOLS;
 /// Most tokens a job may carry as continuation.
 pub const MAX_CONTINUATION: usize = 32 * 1024;
 /// Most stop sequences.
@@ -35,8 +37,13 @@ pub use agora_types::ChatMessage;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Work {
-    /// Messages rendered with the model's chat template.
-    Chat { messages: Vec<ChatMessage> },
+    /// Messages rendered with the model's chat template, offering `tools` when there are some
+    /// (in `agora_json::tools`' envelope format).
+    Chat {
+        messages: Vec<ChatMessage>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tools: Option<Tools>,
+    },
     /// A plain completion prompt.
     Text { prompt: String },
     /// Sentence embeddings, one vector per input.
@@ -94,7 +101,7 @@ impl Job {
     pub fn check(&self) -> Result<(), JobError> {
         let mut text = 0usize;
         match &self.work {
-            Work::Chat { messages } => {
+            Work::Chat { messages, tools } => {
                 if messages.is_empty() {
                     return Err(JobError::Invalid("messages must not be empty".into()));
                 }
@@ -104,10 +111,16 @@ impl Job {
                         messages.len()
                     )));
                 }
-                text += messages
-                    .iter()
-                    .map(|m| m.content.len() + m.role.len())
-                    .sum::<usize>();
+                text += messages.iter().map(ChatMessage::text_len).sum::<usize>();
+                if let Some(tools) = tools {
+                    if tools.list.is_empty() || tools.list.len() > MAX_TOOLS {
+                        return Err(JobError::Invalid(format!(
+                            "{} tools; between 1 and {MAX_TOOLS}",
+                            tools.list.len()
+                        )));
+                    }
+                    text += tools.text_len();
+                }
             }
             Work::Text { prompt } => text += prompt.len(),
             Work::Embed { inputs } => {
@@ -371,7 +384,10 @@ mod tests {
             Err(JobError::Invalid(_))
         ));
         let mut empty = base.clone();
-        empty.work = Work::Chat { messages: vec![] };
+        empty.work = Work::Chat {
+            messages: vec![],
+            tools: None,
+        };
         assert!(matches!(
             Job::decode(&empty.encode()),
             Err(JobError::Invalid(_))

@@ -3,7 +3,7 @@
 //! Every frame is `len: u32 big-endian | body`. A reader refuses a length above its cap before
 //! allocating anything, so a hostile peer cannot make us buffer more than the cap.
 //!
-//! * `/agora/infer/2` (a libp2p stream): the client writes one request frame
+//! * `/agora/infer/3` (a libp2p stream): the client writes one request frame
 //!   (`model sha256[32] | payload`), the server answers with chunk frames
 //!   (`0 | token bytes`, `1` = end, `2 | utf-8 message` = error) and closes.
 //! * `/agora/rpc/1` (request-response): one request frame, one response frame.
@@ -16,7 +16,7 @@ use libp2p::StreamProtocol;
 use crate::offer::ModelId;
 
 /// The streamed inference protocol.
-pub const INFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/agora/infer/2");
+pub const INFER_PROTOCOL: StreamProtocol = StreamProtocol::new("/agora/infer/3");
 /// The small request-response protocol.
 pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/agora/rpc/1");
 

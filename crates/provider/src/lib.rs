@@ -1,7 +1,7 @@
 //! The provider service: serves models over the overlay, streams tokens under a per-token payment channel, signs receipts and redeems vouchers on the ledger.
 //!
 //! ```text
-//!  gateway ──Job (/agora/infer/2)──► Provider::handle_job ──► Scheduler (agora-inference)
+//!  gateway ──Job (/agora/infer/3)──► Provider::handle_job ──► Scheduler (agora-inference)
 //!     ▲                                   │ Frame::Started / Tokens / Text / Done{receipt}
 //!     └───────────── frames ◄─────────────┘   each frame waits for the channel's credit
 //!  gateway ──Voucher (/agora/rpc/1)──► Payments::accept (verified, persisted) ──► redeem loop

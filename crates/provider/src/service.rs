@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_inference::backends::candle::Embedder;
-use agora_inference::{ChatMessage, Event, GenerateError, Prompt, Request, Scheduler, SubmitError};
+use agora_inference::json::tools::prompt_messages;
+use agora_inference::{Event, GenerateError, Prompt, Request, Scheduler, SubmitError};
 use agora_market::Meter;
 use agora_p2p::{Inbound, InferenceCall, RpcCall, TokenSink};
 use agora_types::{Amount, Encode, Hash, SecretKey, TxBody};
@@ -436,12 +437,11 @@ impl Provider {
         delivered: &mut Delivered,
     ) -> Result<(), Failure> {
         let prompt = match &job.work {
-            Work::Chat { messages } => Prompt::Chat(
-                messages
-                    .iter()
-                    .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
-                    .collect(),
-            ),
+            // Tools and tool turns written out in agora-json's envelope format, as the gateway
+            // bounded them and an auditor will rebuild them.
+            Work::Chat { messages, tools } => {
+                Prompt::Chat(prompt_messages(messages, tools.as_ref()).into_owned())
+            }
             Work::Text { prompt } => Prompt::Text(prompt.clone()),
             Work::Embed { .. } => {
                 return Err(Failure::new(

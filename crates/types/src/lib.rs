@@ -20,7 +20,7 @@ pub mod usage;
 pub use amount::Amount;
 pub use audit::{AuditVerdict, SignedVerdict, receipt_id};
 pub use block::{Block, BlockHeader, Outcome, Receipt};
-pub use chat::ChatMessage;
+pub use chat::{ChatMessage, Tool, ToolCall, ToolChoice, Tools};
 pub use codec::{Decode, DecodeError, Encode};
 pub use hash::{Hash, HashDomain};
 pub use keys::{Address, BatchVerifier, PublicKey, SecretKey, SignDomain, Signature};

@@ -207,7 +207,7 @@ struct Generated {
 fn generate(engine: &Scheduler, work: &Work, params: SamplingParams) -> Generated {
     let prompt = match work {
         Work::Text { prompt } => Prompt::Text(prompt.clone()),
-        Work::Chat { messages } => Prompt::Chat(messages.clone()),
+        Work::Chat { messages, .. } => Prompt::Chat(messages.clone()),
         Work::Embed { .. } => unreachable!(),
     };
     let mut r = Request::generate(prompt, params);
@@ -239,7 +239,7 @@ fn prefill_rows(engine: &Scheduler, work: &Work, tokens: &[u32]) -> Vec<Vec<f32>
     let mut r = Request::score(Vec::new(), true);
     r.prompt = match work {
         Work::Text { prompt } => Prompt::Text(prompt.clone()),
-        Work::Chat { messages } => Prompt::Chat(messages.clone()),
+        Work::Chat { messages, .. } => Prompt::Chat(messages.clone()),
         Work::Embed { .. } => unreachable!(),
     };
     r.continuation = tokens[..tokens.len() - 1].to_vec();
@@ -488,7 +488,7 @@ fn real_prompt(engine: &Scheduler, work: &Work) -> Vec<u32> {
     let mut r = Request::score(Vec::new(), false);
     r.prompt = match work {
         Work::Text { prompt } => Prompt::Text(prompt.clone()),
-        Work::Chat { messages } => Prompt::Chat(messages.clone()),
+        Work::Chat { messages, .. } => Prompt::Chat(messages.clone()),
         Work::Embed { .. } => unreachable!(),
     };
     engine.generate_blocking(r).unwrap().completion.prompt

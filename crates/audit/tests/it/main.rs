@@ -163,6 +163,7 @@ fn a_gateway_cannot_frame_an_honest_provider_with_a_job_its_receipt_does_not_bin
 fn chat(text: &str) -> Work {
     Work::Chat {
         messages: vec![agora_market::protocol::ChatMessage::new("user", text)],
+        tools: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: messages in, a `chat.completion` or its chunks out.
 
 use agora_market::protocol::Work;
+use agora_types::{ChatMessage, Tool, ToolCall, ToolChoice, Tools};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -31,6 +32,45 @@ struct ContentPart {
 struct InMessage {
     role: String,
     content: Option<Content>,
+    tool_calls: Option<Vec<InToolCall>>,
+    tool_call_id: Option<String>,
+    /// OpenAI's optional participant name; accepted, not shown to the model.
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+/// A call in an assistant message of the history, as the client got it from us.
+#[derive(Deserialize)]
+struct InToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    function: InFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct InFunctionCall {
+    name: String,
+    arguments: String,
+}
+
+/// One entry of `tools`.
+#[derive(Deserialize)]
+struct InTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: InFunction,
+}
+
+/// A function's definition; `strict` is accepted and always true here (arguments follow the
+/// schema by construction).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct InFunction {
+    name: String,
+    description: Option<String>,
+    parameters: Option<serde_json::Value>,
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +113,9 @@ const CHAT_FIELDS: &[&str] = &[
     "metadata",
     "store",
     "service_tier",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
     "agora",
 ];
 
@@ -86,6 +129,9 @@ struct ChatRequest {
     logprobs: Option<bool>,
     top_logprobs: Option<u8>,
     response_format: Option<ResponseFormat>,
+    tools: Option<Vec<InTool>>,
+    tool_choice: Option<serde_json::Value>,
+    parallel_tool_calls: Option<bool>,
     agora: Option<AgoraOptions>,
     #[serde(flatten)]
     sampling: SamplingFields,
@@ -114,47 +160,7 @@ async fn chat_inner(
             Some("messages"),
         ));
     }
-    let mut messages = Vec::with_capacity(req.messages.len());
-    for (i, m) in req.messages.into_iter().enumerate() {
-        if !matches!(
-            m.role.as_str(),
-            "system" | "developer" | "user" | "assistant"
-        ) {
-            return Err(ApiError::invalid(
-                format!(
-                    "messages[{i}].role {:?} is not supported (system, developer, user, assistant)",
-                    m.role
-                ),
-                Some("messages"),
-            ));
-        }
-        let content = match m.content {
-            None => String::new(),
-            Some(Content::Text(t)) => t,
-            Some(Content::Parts(parts)) => {
-                let mut t = String::new();
-                for p in parts {
-                    if p.kind != "text" {
-                        return Err(ApiError::invalid(
-                            format!(
-                                "messages[{i}] has a {:?} part; only text is supported",
-                                p.kind
-                            ),
-                            Some("messages"),
-                        ));
-                    }
-                    t.push_str(&p.text.unwrap_or_default());
-                }
-                t
-            }
-        };
-        let role = if m.role == "developer" {
-            "system".into()
-        } else {
-            m.role
-        };
-        messages.push(agora_market::protocol::ChatMessage { role, content });
-    }
+    let messages = messages(req.messages)?;
     if req.logprobs == Some(true) {
         let top = req.top_logprobs.unwrap_or(0);
         if top > 20 {
@@ -170,10 +176,15 @@ async fn chat_inner(
             Some("top_logprobs"),
         ));
     }
+    // What a text answer must be, for the tools' envelope when the model may answer in text.
+    let mut content_schema = None;
     if let Some(rf) = &req.response_format {
         match rf.kind.as_str() {
             "text" => {}
-            "json_object" => sampling.json = true,
+            "json_object" => {
+                sampling.json = true;
+                content_schema = Some(serde_json::json!({"type": "object"}));
+            }
             "json_schema" => {
                 let param = Some("response_format.json_schema.schema");
                 let Some(schema) = rf.json_schema.as_ref().and_then(|j| j.schema.as_ref()) else {
@@ -187,6 +198,7 @@ async fn chat_inner(
                     .map_err(|e| ApiError::invalid(e.to_string(), param))?;
                 sampling.json = true;
                 sampling.json_schema = Some(schema.to_string());
+                content_schema = Some(schema.clone());
             }
             other => {
                 return Err(ApiError::invalid(
@@ -222,8 +234,22 @@ async fn chat_inner(
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
-    let work = Work::Chat { messages };
-    let shape = Shape::new(&model, true, &sampling);
+    let tools = tools(req.tools, req.tool_choice, req.parallel_tool_calls)?;
+    let mut envelope = None;
+    if let Some(t) = &tools {
+        let schema = agora_json::tools::output_schema(t, content_schema.as_ref())
+            .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?;
+        // Compiled by output_schema already; compiled again here for the output's check.
+        envelope = Some(
+            agora_json::Schema::from_value(&schema)
+                .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?,
+        );
+        sampling.json = true;
+        sampling.json_schema = Some(schema.to_string());
+    }
+    let work = Work::Chat { messages, tools };
+    let mut shape = Shape::new(&model, true, &sampling);
+    shape.tools = envelope;
     let n_jobs = NChoices {
         n,
         constraints: c,
@@ -240,6 +266,202 @@ async fn chat_inner(
         include_usage,
     )
     .await
+}
+
+/// The request's messages as the job carries them: text contents, `developer` as `system`, an
+/// assistant's tool calls, and `tool` results that answer a call made earlier in the chat.
+fn messages(input: Vec<InMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut calls_made = std::collections::BTreeSet::new();
+    for (i, m) in input.into_iter().enumerate() {
+        if !matches!(
+            m.role.as_str(),
+            "system" | "developer" | "user" | "assistant" | "tool"
+        ) {
+            return Err(ApiError::invalid(
+                format!(
+                    "messages[{i}].role {:?} is not supported (system, developer, user, assistant, tool)",
+                    m.role
+                ),
+                Some("messages"),
+            ));
+        }
+        let content = match m.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t,
+            Some(Content::Parts(parts)) => {
+                let mut t = String::new();
+                for p in parts {
+                    if p.kind != "text" {
+                        return Err(ApiError::invalid(
+                            format!(
+                                "messages[{i}] has a {:?} part; only text is supported",
+                                p.kind
+                            ),
+                            Some("messages"),
+                        ));
+                    }
+                    t.push_str(&p.text.unwrap_or_default());
+                }
+                t
+            }
+        };
+        let role = if m.role == "developer" {
+            "system".into()
+        } else {
+            m.role
+        };
+        let mut msg = ChatMessage::new(role, content);
+        if let Some(calls) = m.tool_calls {
+            if msg.role != "assistant" {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}]: only assistant messages have tool_calls"),
+                    Some("messages"),
+                ));
+            }
+            for (j, c) in calls.into_iter().enumerate() {
+                if c.kind != "function" {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "messages[{i}].tool_calls[{j}].type {:?} is not supported (function)",
+                            c.kind
+                        ),
+                        Some("messages"),
+                    ));
+                }
+                calls_made.insert(c.id.clone());
+                msg.tool_calls.push(ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                });
+            }
+        }
+        match (msg.role.as_str(), m.tool_call_id) {
+            ("tool", Some(id)) if calls_made.contains(&id) => msg.tool_call_id = Some(id),
+            ("tool", Some(id)) => {
+                return Err(ApiError::invalid(
+                    format!(
+                        "messages[{i}] answers tool call {id:?}, which no earlier assistant message made"
+                    ),
+                    Some("messages"),
+                ));
+            }
+            ("tool", None) => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}]: a tool message needs tool_call_id"),
+                    Some("messages"),
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}]: only tool messages have tool_call_id"),
+                    Some("messages"),
+                ));
+            }
+            _ => {}
+        }
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls` as the job's [`Tools`]; `None` when no
+/// function may be called (no tools, or `tool_choice: "none"`, which sends none to the model).
+fn tools(
+    input: Option<Vec<InTool>>,
+    choice: Option<serde_json::Value>,
+    parallel: Option<bool>,
+) -> Result<Option<Tools>, ApiError> {
+    use serde_json::Value;
+    let Some(input) = input else {
+        if choice.is_some() {
+            return Err(ApiError::invalid(
+                "tool_choice is only allowed when tools are specified",
+                Some("tool_choice"),
+            ));
+        }
+        return Ok(None);
+    };
+    let max = agora_json::tools::MAX_TOOLS;
+    if input.is_empty() || input.len() > max {
+        return Err(ApiError::invalid(
+            format!(
+                "tools must list between 1 and {max} functions, got {}",
+                input.len()
+            ),
+            Some("tools"),
+        ));
+    }
+    let mut list: Vec<Tool> = Vec::with_capacity(input.len());
+    for (i, t) in input.into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].type {:?} is not supported (function)", t.kind),
+                Some(&format!("tools[{i}].type")),
+            ));
+        }
+        let f = t.function;
+        let parameters = f
+            .parameters
+            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+        let tool = Tool {
+            name: f.name,
+            description: f.description.unwrap_or_default(),
+            parameters: parameters.to_string(),
+        };
+        agora_json::tools::check_tool(&tool).map_err(|e| {
+            let at = format!("tools[{i}].{}", e.at);
+            ApiError::invalid(format!("{at}: {}", e.reason), Some(&at))
+        })?;
+        if list.iter().any(|o| o.name == tool.name) {
+            return Err(ApiError::invalid(
+                format!(
+                    "tools[{i}]: a function named {:?} is already listed",
+                    tool.name
+                ),
+                Some(&format!("tools[{i}].function.name")),
+            ));
+        }
+        list.push(tool);
+    }
+    let bad_choice = || {
+        ApiError::invalid(
+            "tool_choice must be \"none\", \"auto\", \"required\" or              {\"type\": \"function\", \"function\": {\"name\": ...}}",
+            Some("tool_choice"),
+        )
+    };
+    let choice = match choice {
+        None => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => return Ok(None),
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            _ => return Err(bad_choice()),
+        },
+        Some(Value::Object(o)) => {
+            let name = match (o.get("type"), o.get("function").and_then(|f| f.get("name"))) {
+                (Some(Value::String(t)), Some(Value::String(n))) if t == "function" => n.clone(),
+                _ => return Err(bad_choice()),
+            };
+            if !list.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid(
+                    format!("tool_choice names function {name:?}, which is not in tools"),
+                    Some("tool_choice"),
+                ));
+            }
+            ToolChoice::Function(name)
+        }
+        Some(_) => return Err(bad_choice()),
+    };
+    Ok(Some(Tools {
+        list,
+        choice,
+        // One call per answer unless the client asks for more: llama.cpp's server default, not
+        // OpenAI's; small open models asked for an open list repeat the same call until
+        // max_tokens (docs/design/gateway.md, "Function calling").
+        parallel: parallel.unwrap_or(false),
+    }))
 }
 
 #[cfg(test)]

@@ -170,6 +170,17 @@ impl ApiError {
         )
     }
 
+    /// 502: a provider's output does not have the form the request bound it to (a tool call
+    /// outside the tools' schemas).
+    pub fn bad_output(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "provider_output",
+            message,
+        )
+    }
+
     /// 400 with the relay's code when the request is at fault, 429 when the key's free credit
     /// cannot cover it, 503 for network trouble.
     pub fn from_relay(e: RelayError) -> Self {

@@ -13,6 +13,7 @@ use futures::Stream;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::tool_calls::{self, Added, ToolOutput};
 use super::wire::{
     AgoraSegment, AgoraSummary, AssistantMessage, ChatChoice, ChatChunkChoice, ChatLogprobs, Chunk,
     Completion, Delta, RedundantCheck, TextChoice, TextChunkChoice, TextLogprobs, TokenLogprob,
@@ -90,6 +91,8 @@ pub(super) struct Shape {
     model: String,
     chat: bool,
     logprobs: bool,
+    /// With tools: the envelope schema the output follows, read into `tool_calls`.
+    pub(super) tools: Option<agora_json::Schema>,
 }
 
 impl Shape {
@@ -100,6 +103,7 @@ impl Shape {
             model: model.name.clone(),
             chat,
             logprobs: sampling.logprobs.is_some(),
+            tools: None,
         }
     }
 
@@ -292,17 +296,31 @@ async fn collect_response(
             .tokens(summary.completion_tokens, summary.segments.len());
         let mut agora = agora_summary(&summary);
         agora.redundant = redundant;
-        let finish_reason = summary.finish_reason;
+        let mut finish_reason = summary.finish_reason;
         if shape.chat {
+            let (content, tool_calls) = match &shape.tools {
+                None => (Some(text), Vec::new()),
+                Some(schema) => {
+                    let mut out = ToolOutput::new(schema);
+                    let parts = [out.feed(&text), out.finish()];
+                    let parts = parts
+                        .into_iter()
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| ApiError::bad_output(e.to_string()))?;
+                    finish_reason = tool_calls::finish_reason(&finish_reason, out.calls());
+                    tool_calls::assemble(parts)
+                }
+            };
             chat_choices.push(ChatChoice {
                 agora,
                 finish_reason,
                 index,
                 logprobs: shape.logprobs.then_some(ChatLogprobs { content: lps }),
                 message: AssistantMessage {
-                    content: text,
+                    content,
                     refusal: None,
                     role: "assistant",
+                    tool_calls,
                 },
             });
         } else {
@@ -370,6 +388,7 @@ impl Chunker {
             delta: Delta {
                 content: Some(String::new()),
                 role: Some("assistant"),
+                tool_calls: Vec::new(),
             },
             finish_reason: None,
             index,
@@ -385,10 +404,36 @@ impl Chunker {
         lp: Option<TokenLogprob>,
         end: Option<&Summary>,
     ) -> SseEvent {
+        self.piece_with(
+            index,
+            Added {
+                content: Some(text),
+                tool_calls: Vec::new(),
+            },
+            lp,
+            end,
+            0,
+        )
+    }
+
+    /// What choice `index` adds to its message (text, tool-call deltas) and its
+    /// log-probability, or (with `end`) the choice's end after `calls` tool calls.
+    fn piece_with(
+        &self,
+        index: usize,
+        added: Added,
+        lp: Option<TokenLogprob>,
+        end: Option<&Summary>,
+        calls: usize,
+    ) -> SseEvent {
         let (agora, finish_reason) = match end {
-            Some(sm) => (Some(agora_summary(sm)), Some(sm.finish_reason.clone())),
+            Some(sm) => (
+                Some(agora_summary(sm)),
+                Some(tool_calls::finish_reason(&sm.finish_reason, calls)),
+            ),
             None => (None, None),
         };
+        let text = added.content.unwrap_or_default();
         if !self.shape.chat {
             return self.chunk(vec![TextChunkChoice {
                 agora,
@@ -402,8 +447,9 @@ impl Chunker {
             Delta::default()
         } else {
             Delta {
-                content: Some(text),
+                content: (!text.is_empty() || added.tool_calls.is_empty()).then_some(text),
                 role: None,
+                tool_calls: added.tool_calls,
             }
         };
         self.chunk(vec![ChatChunkChoice {
@@ -475,23 +521,75 @@ fn stream_response(
             }
         }
         let (mut prompt_tokens, mut completion_tokens, mut done) = (0u32, 0u32, 0usize);
+        // With tools, each choice's text is read into content and tool-call deltas.
+        let mut readers: Vec<Option<ToolOutput>> = (0..n)
+            .map(|_| chunker.shape.tools.as_ref().map(ToolOutput::new))
+            .collect();
         while let Some((i, ev)) = merged.recv().await {
+            let reader = readers.get_mut(i).and_then(Option::as_mut);
+            let text = match &ev {
+                RelayEvent::Token(t) => Some(t.text.as_str()),
+                RelayEvent::Text(t) => Some(t.as_str()),
+                _ => None,
+            };
+            let added = match (reader, text) {
+                (Some(r), Some(text)) => Some(r.feed(text)),
+                _ => None,
+            };
+            let added = match added {
+                Some(Err(e)) => {
+                    let e = ApiError::bad_output(e.to_string());
+                    metrics.error(e.status.as_u16());
+                    let _ = tx.send(event(&e.body())).await;
+                    return;
+                }
+                Some(Ok(a)) => Some(a),
+                None => None,
+            };
             let out = match ev {
                 RelayEvent::Token(t) => {
                     let lp = chunker.shape.logprobs.then(|| token_logprob(&t));
-                    if t.text.is_empty() && lp.is_none() {
-                        continue;
+                    match added {
+                        Some(a) if a == Added::default() && lp.is_none() => continue,
+                        Some(a) => chunker.piece_with(i, a, lp, None, 0),
+                        None if t.text.is_empty() && lp.is_none() => continue,
+                        None => chunker.piece(i, t.text, lp, None),
                     }
-                    chunker.piece(i, t.text, lp, None)
                 }
-                RelayEvent::Text(t) => chunker.piece(i, t, None, None),
+                RelayEvent::Text(t) => match added {
+                    Some(a) if a == Added::default() => continue,
+                    Some(a) => chunker.piece_with(i, a, None, None, 0),
+                    None => chunker.piece(i, t, None, None),
+                },
                 RelayEvent::Embeddings { .. } => continue,
                 RelayEvent::Done(sm) => {
                     prompt_tokens = prompt_tokens.saturating_add(sm.prompt_tokens);
                     completion_tokens = completion_tokens.saturating_add(sm.completion_tokens);
                     metrics.tokens(sm.completion_tokens, sm.segments.len());
                     done += 1;
-                    chunker.piece(i, String::new(), None, Some(&sm))
+                    let mut calls = 0;
+                    if let Some(r) = readers.get_mut(i).and_then(Option::as_mut) {
+                        match r.finish() {
+                            Ok(rest) => {
+                                calls = r.calls();
+                                if rest != Added::default()
+                                    && tx
+                                        .send(chunker.piece_with(i, rest, None, None, 0))
+                                        .await
+                                        .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let e = ApiError::bad_output(e.to_string());
+                                metrics.error(e.status.as_u16());
+                                let _ = tx.send(event(&e.body())).await;
+                                return;
+                            }
+                        }
+                    }
+                    chunker.piece_with(i, Added::default(), None, Some(&sm), calls)
                 }
                 RelayEvent::Error(e) => {
                     let e = ApiError::from_relay(e);

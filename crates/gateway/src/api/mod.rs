@@ -21,6 +21,7 @@ mod models;
 mod ops;
 mod receipts;
 mod request;
+mod tool_calls;
 pub mod upstream;
 pub mod wire;
 

@@ -148,9 +148,47 @@ pub struct ChatChoice {
 
 #[derive(Serialize)]
 pub struct AssistantMessage {
-    pub content: String,
+    /// `null` when the message is only tool calls, as OpenAI sends it.
+    pub content: Option<String>,
     pub refusal: Option<String>,
     pub role: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut>,
+}
+
+/// One function call of an assistant message.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallOut {
+    pub function: FunctionCallOut,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct FunctionCallOut {
+    /// JSON text, as OpenAI sends it.
+    pub arguments: String,
+    pub name: String,
+}
+
+/// A piece of one tool call in a chunk: the first carries its id, type and name, the rest more
+/// of its arguments' text.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    pub function: FunctionDelta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub index: usize,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct FunctionDelta {
+    pub arguments: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -175,6 +213,8 @@ pub struct Delta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
 }
 
 #[derive(Serialize)]

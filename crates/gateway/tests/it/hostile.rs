@@ -365,6 +365,7 @@ async fn a_stranger_cannot_bill_a_job_to_someone_elses_channel() {
         request_id: Hash(rand::random()),
         work: Work::Chat {
             messages: vec![ChatMessage::new("user", "write me a long essay")],
+            tools: None,
         },
         sampling: SamplingParams::greedy(64),
         continuation: Vec::new(),
@@ -547,6 +548,7 @@ impl DirectPayer {
             request_id: Hash(rand::random()),
             work: Work::Chat {
                 messages: vec![ChatMessage::new("user", "hello")],
+                tools: None,
             },
             sampling: SamplingParams::greedy(max_tokens),
             continuation: Vec::new(),

@@ -1,4 +1,4 @@
-//! The binary encoding of jobs and frames on `/agora/infer/2`, in `agora_types::codec`'s rules:
+//! The binary encoding of jobs and frames on `/agora/infer/3`, in `agora_types::codec`'s rules:
 //! fixed-width integers, lengths checked against a per-field maximum and the bytes left before
 //! anything is allocated, unknown tags refused, no trailing bytes. Floats travel as their IEEE-754
 //! bits and must be finite, as JSON (the encoding of `/agora/infer/1`) could carry no other.
@@ -7,15 +7,20 @@
 //! hashes in every receipt, hex proofs, and a parse per token frame.
 
 use agora_types::codec::{Decode, DecodeError, Encode, Reader, Writer};
-use agora_types::{ChatMessage, SamplingParams, Usage};
+use agora_types::{ChatMessage, SamplingParams, Tool, ToolCall, ToolChoice, Tools, Usage};
 
 use super::{
-    Frame, Job, MAX_CONTINUATION, MAX_ITEMS, MAX_TEXT_BYTES, ProofBytes, SignedReceipt, Tok, Work,
+    Frame, Job, MAX_CONTINUATION, MAX_ITEMS, MAX_TEXT_BYTES, MAX_TOOLS, ProofBytes, SignedReceipt,
+    Tok, Work,
 };
 use crate::failure::FailureCode;
 
 /// Longest role name (`system`, `user`, `assistant`; the engine refuses others).
 const MAX_ROLE: usize = 64;
+/// Longest tool call id and function name.
+const MAX_TOOL_NAME: usize = 256;
+/// Most tool calls in one assistant message.
+const MAX_CALLS: usize = 128;
 /// Longest text one token frame entry carries (a token's piece plus bytes held back before it).
 const MAX_TOKEN_TEXT: usize = 64 * 1024;
 /// Most tokens in one frame, and most alternatives per token.
@@ -49,12 +54,18 @@ fn put_strings(out: &mut Vec<u8>, v: &[String]) {
 impl Encode for Work {
     fn encode_to(&self, out: &mut Vec<u8>) {
         match self {
-            Work::Chat { messages } => {
+            Work::Chat { messages, tools } => {
                 out.put_u8(0);
                 out.put_len(messages.len());
                 for m in messages {
-                    put_str(out, &m.role);
-                    put_str(out, &m.content);
+                    put_message(out, m);
+                }
+                match tools {
+                    None => out.put_u8(0),
+                    Some(t) => {
+                        out.put_u8(1);
+                        put_tools(out, t);
+                    }
                 }
             }
             Work::Text { prompt } => {
@@ -75,14 +86,14 @@ impl Decode for Work {
             0 => {
                 let n = r.len("messages", MAX_ITEMS, 8)?;
                 let messages = (0..n)
-                    .map(|_| {
-                        Ok(ChatMessage {
-                            role: r.string("role", MAX_ROLE)?,
-                            content: r.string("content", MAX_TEXT_BYTES)?,
-                        })
-                    })
+                    .map(|_| message(r))
                     .collect::<Result<_, DecodeError>>()?;
-                Work::Chat { messages }
+                let tools = match r.u8()? {
+                    0 => None,
+                    1 => Some(tools(r)?),
+                    tag => return Err(DecodeError::InvalidTag { what: "tools", tag }),
+                };
+                Work::Chat { messages, tools }
             }
             1 => Work::Text {
                 prompt: r.string("prompt", MAX_TEXT_BYTES)?,
@@ -93,6 +104,104 @@ impl Decode for Work {
             tag => return Err(DecodeError::InvalidTag { what: "work", tag }),
         })
     }
+}
+
+// ChatMessage and Tools are agora-types' (the engine renders them); their encoding, bounded by
+// this protocol's limits, lives here as functions.
+fn put_message(out: &mut Vec<u8>, m: &ChatMessage) {
+    put_str(out, &m.role);
+    put_str(out, &m.content);
+    out.put_len(m.tool_calls.len());
+    for c in &m.tool_calls {
+        put_str(out, &c.id);
+        put_str(out, &c.name);
+        put_str(out, &c.arguments);
+    }
+    match &m.tool_call_id {
+        None => out.put_u8(0),
+        Some(id) => {
+            out.put_u8(1);
+            put_str(out, id);
+        }
+    }
+}
+
+fn message(r: &mut Reader<'_>) -> Result<ChatMessage, DecodeError> {
+    let role = r.string("role", MAX_ROLE)?;
+    let content = r.string("content", MAX_TEXT_BYTES)?;
+    let n = r.len("tool_calls", MAX_CALLS, 12)?;
+    let tool_calls = (0..n)
+        .map(|_| {
+            Ok(ToolCall {
+                id: r.string("tool call id", MAX_TOOL_NAME)?,
+                name: r.string("tool call name", MAX_TOOL_NAME)?,
+                arguments: r.string("tool call arguments", MAX_TEXT_BYTES)?,
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    let tool_call_id = match r.u8()? {
+        0 => None,
+        1 => Some(r.string("tool_call_id", MAX_TOOL_NAME)?),
+        tag => {
+            return Err(DecodeError::InvalidTag {
+                what: "tool_call_id",
+                tag,
+            });
+        }
+    };
+    Ok(ChatMessage {
+        role,
+        content,
+        tool_calls,
+        tool_call_id,
+    })
+}
+
+fn put_tools(out: &mut Vec<u8>, tools: &Tools) {
+    out.put_len(tools.list.len());
+    for t in &tools.list {
+        put_str(out, &t.name);
+        put_str(out, &t.description);
+        put_str(out, &t.parameters);
+    }
+    match &tools.choice {
+        ToolChoice::Auto => out.put_u8(0),
+        ToolChoice::Required => out.put_u8(1),
+        ToolChoice::Function(name) => {
+            out.put_u8(2);
+            put_str(out, name);
+        }
+    }
+    out.put_bool(tools.parallel);
+}
+
+fn tools(r: &mut Reader<'_>) -> Result<Tools, DecodeError> {
+    let n = r.len("tools", MAX_TOOLS, 12)?;
+    let list = (0..n)
+        .map(|_| {
+            Ok(Tool {
+                name: r.string("tool name", MAX_TOOL_NAME)?,
+                description: r.string("tool description", MAX_TEXT_BYTES)?,
+                parameters: r.string("tool parameters", MAX_TEXT_BYTES)?,
+            })
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    let choice = match r.u8()? {
+        0 => ToolChoice::Auto,
+        1 => ToolChoice::Required,
+        2 => ToolChoice::Function(r.string("tool_choice", MAX_TOOL_NAME)?),
+        tag => {
+            return Err(DecodeError::InvalidTag {
+                what: "tool_choice",
+                tag,
+            });
+        }
+    };
+    Ok(Tools {
+        list,
+        choice,
+        parallel: r.bool("parallel_tool_calls")?,
+    })
 }
 
 impl Encode for Job {

@@ -6,7 +6,7 @@
 //!   Handle ◀──oneshot── │ Swarm<Behaviour>  OffersTable      │──NetEvent──▶ subscribers
 //!                       │ PeerBook (scores, rate limits)     │
 //!                       └───────┬────────────────────────────┘
-//!   Handle::infer ──libp2p-stream Control──▶ /agora/infer/2 ──▶ accept task ──▶ Inbound.inference
+//!   Handle::infer ──libp2p-stream Control──▶ /agora/infer/3 ──▶ accept task ──▶ Inbound.inference
 //! ```
 //!
 //! Streams carry the tokens so the actor never touches them: the swarm only multiplexes, and

@@ -1,4 +1,4 @@
-//! Inference streams on `/agora/infer/2`: the requester's side (open, send the request frame,
+//! Inference streams on `/agora/infer/3`: the requester's side (open, send the request frame,
 //! retry a stream lost before its first frame, forward tokens) and the provider's side (accept
 //! within the peer's rate and the inbound-stream cap, read one bounded request, write the
 //! tokens back with one flush per burst). The actor never touches these streams.

@@ -6,6 +6,7 @@ pub(crate) mod fake;
 
 mod errors;
 mod success;
+mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -43,7 +43,7 @@ async fn chat_completion_whole() {
     let jobs = fake.jobs();
     assert_eq!(jobs.len(), 2);
     assert_eq!((jobs[0].sampling.seed, jobs[1].sampling.seed), (7, 8));
-    let Work::Chat { messages } = &jobs[0].work else {
+    let Work::Chat { messages, .. } = &jobs[0].work else {
         panic!("chat work");
     };
     assert_eq!(
