@@ -5,7 +5,7 @@ Run by scripts/test.sh after the Rust tests:
 Starts `agora dev` (validator + provider serving SmolLM2 and MiniLM + gateway) in a temporary
 directory on free loopback ports, then checks chat (plain and streamed), completions,
 embeddings, the models list and the error cases through the SDK, then function calling
-(tools_checks.py).
+(tools_checks.py) and the Responses API (responses_checks.py).
 """
 
 import math
@@ -20,6 +20,7 @@ import time
 
 import openai
 
+import responses_checks
 import tools_checks
 
 
@@ -151,6 +152,7 @@ def run_checks(info):
         check("unknown model is 404", err.status_code == 404 and err.code == "model_not_found", err)
 
     tools_checks.run(client, chat_model, check)
+    responses_checks.run(client, chat_model, check)
 
 
 if __name__ == "__main__":

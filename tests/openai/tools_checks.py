@@ -19,7 +19,7 @@ WEATHER = {
         "parameters": {
             "type": "object",
             "properties": {
-                "city": {"type": "string"},
+                "city": {"type": "string", "maxLength": 40},
                 "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
             },
             "required": ["city", "unit"],
@@ -35,14 +35,14 @@ BOOK = {
         "parameters": {
             "type": "object",
             "properties": {
-                "restaurant": {"type": "string"},
+                "restaurant": {"type": "string", "maxLength": 40},
                 "people": {"type": "integer"},
                 "when": {
                     "type": "object",
                     "properties": {"day": {"enum": ["mon", "tue", "wed"]}, "hour": {"type": "integer"}},
                     "required": ["day", "hour"],
                 },
-                "notes": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+                "notes": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 3},
                 "outdoor": {"type": "boolean"},
             },
             "required": ["restaurant", "people", "when"],
@@ -150,7 +150,7 @@ def run(client, model, check):
 
     def one(seed):
         r = create(model=model, messages=[{"role": "user", "content": prompts[seed % len(prompts)]}],
-                   tools=TOOLS, tool_choice="required", temperature=0.8, seed=seed, max_tokens=160)
+                   tools=TOOLS, tool_choice="required", temperature=0.8, seed=seed, max_tokens=256)
         c = r.choices[0]
         if c.finish_reason != "tool_calls":
             return ("cut", seed, c.finish_reason)

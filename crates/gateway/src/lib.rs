@@ -184,6 +184,7 @@ impl Gateway {
             metrics: metrics.clone(),
             audit: Some(desk.clone()),
             body_timeout: config.http.body_timeout,
+            responses: Default::default(),
         })
         .merge(dashboard::router(dashboard::DashboardState {
             market: market.clone(),

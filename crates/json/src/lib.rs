@@ -1,4 +1,4 @@
-//! Constrained JSON output: byte-level validators for JSON mode and a bounded JSON-Schema subset, shared by the inference engine and the gateway.
+//! Constrained JSON output: byte-level validators for JSON mode, a bounded JSON-Schema subset and the tool-call envelope, shared by the inference engine, the provider and the gateway.
 //!
 //! It depends on nothing beyond serde_json and `agora-types`, so the gateway can check a client's schema
 //! ([`Schema::parse`]) without linking an ML framework; `agora-inference` re-exports it as

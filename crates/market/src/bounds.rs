@@ -105,6 +105,32 @@ mod tests {
     }
 
     #[test]
+    fn tools_count_as_the_text_the_engine_renders() {
+        use agora_types::{Tool, ToolChoice, Tools};
+        let tools = Tools {
+            list: vec![Tool {
+                name: "get_weather".into(),
+                description: "Weather now".into(),
+                parameters: "{\"type\":\"object\"}".into(),
+            }],
+            choice: ToolChoice::Auto,
+            parallel: false,
+        };
+        let plain = vec![ChatMessage::new("user", "hi")];
+        let with = Work::Chat {
+            messages: plain.clone(),
+            tools: Some(tools.clone()),
+        };
+        // The instruction becomes a system message of its own: its bytes and one message's
+        // allowance more than the chat without tools.
+        let instruction = agora_json::tools::instruction(&tools);
+        assert_eq!(
+            prompt_token_bound(&with, 0),
+            4 + 2 + 16 + 256 + ("system".len() + instruction.len()) as u32 + 16
+        );
+    }
+
+    #[test]
     fn max_cost_is_the_price_of_both_bounds() {
         let price = Price {
             input_per_million: Amount(1_000_000),

@@ -399,4 +399,83 @@ mod tests {
             Err(JobError::TooLarge(_))
         ));
     }
+
+    fn tool_job() -> Job {
+        use agora_types::{Tool, ToolCall, ToolChoice};
+        let mut asked = ChatMessage::new("assistant", "");
+        asked.tool_calls.push(ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: "{\"city\":\"Paris\"}".into(),
+        });
+        let mut answer = ChatMessage::new("tool", "22 C");
+        answer.tool_call_id = Some("call_1".into());
+        Job {
+            request_id: Hash([3; 32]),
+            work: Work::Chat {
+                messages: vec![ChatMessage::new("user", "Weather?"), asked, answer],
+                tools: Some(Tools {
+                    list: vec![Tool {
+                        name: "get_weather".into(),
+                        description: "Weather now".into(),
+                        parameters: "{\"type\":\"object\"}".into(),
+                    }],
+                    choice: ToolChoice::Function("get_weather".into()),
+                    parallel: false,
+                }),
+            },
+            sampling: SamplingParams::default(),
+            continuation: vec![],
+            payer: SecretKey::from_test_seed("payer").public(),
+            channel: Hash([0; 32]),
+            price: price(1, 1),
+        }
+    }
+
+    #[test]
+    fn a_chat_with_tools_and_tool_turns_decodes_as_it_was_encoded() {
+        let job = tool_job();
+        let bytes = job.encode();
+        assert_eq!(Job::decode(&bytes).unwrap(), job);
+        for cut in 0..bytes.len() {
+            assert!(Job::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn hostile_tool_fields_are_refused() {
+        // Too many functions: refused by the check, not only by the gateway that should not
+        // have sent them.
+        let mut many = tool_job();
+        if let Work::Chat { tools: Some(t), .. } = &mut many.work {
+            t.list = vec![t.list[0].clone(); MAX_TOOLS + 1];
+        }
+        assert!(Job::decode(&many.encode()).is_err());
+        let mut none = tool_job();
+        if let Work::Chat { tools: Some(t), .. } = &mut none.work {
+            t.list.clear();
+        }
+        assert!(matches!(
+            Job::decode(&none.encode()),
+            Err(JobError::Invalid(_))
+        ));
+        // Tool text counts toward the job's text limit.
+        let mut big = tool_job();
+        if let Work::Chat { tools: Some(t), .. } = &mut big.work {
+            t.list[0].description = "x".repeat(MAX_TEXT_BYTES);
+        }
+        assert!(matches!(
+            Job::decode(&big.encode()),
+            Err(JobError::TooLarge(_))
+        ));
+        // An unknown tool_choice tag.
+        let bytes = tool_job().encode();
+        let tag_at = bytes
+            .windows(2)
+            .rposition(|w| w == [2, 11])
+            .expect("the choice tag before its 11-byte name's length");
+        let mut bad = bytes.clone();
+        bad[tag_at] = 9;
+        assert!(matches!(Job::decode(&bad), Err(JobError::Malformed(_))));
+    }
 }

@@ -1,6 +1,6 @@
 //! `POST /v1/chat/completions`: messages in, a `chat.completion` or its chunks out.
 
-use agora_market::protocol::Work;
+use agora_market::protocol::{SamplingParams, Work};
 use agora_types::{ChatMessage, Tool, ToolCall, ToolChoice, Tools};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -56,7 +56,7 @@ struct InFunctionCall {
 
 /// One entry of `tools`.
 #[derive(Deserialize)]
-struct InTool {
+pub(super) struct InTool {
     #[serde(rename = "type")]
     kind: String,
     function: InFunction,
@@ -66,7 +66,7 @@ struct InTool {
 /// schema by construction).
 #[derive(Deserialize)]
 #[allow(dead_code)]
-struct InFunction {
+pub(super) struct InFunction {
     name: String,
     description: Option<String>,
     parameters: Option<serde_json::Value>,
@@ -176,77 +176,24 @@ async fn chat_inner(
             Some("top_logprobs"),
         ));
     }
-    // What a text answer must be, for the tools' envelope when the model may answer in text.
-    let mut content_schema = None;
-    if let Some(rf) = &req.response_format {
-        match rf.kind.as_str() {
-            "text" => {}
-            "json_object" => {
-                sampling.json = true;
-                content_schema = Some(serde_json::json!({"type": "object"}));
-            }
-            "json_schema" => {
-                let param = Some("response_format.json_schema.schema");
-                let Some(schema) = rf.json_schema.as_ref().and_then(|j| j.schema.as_ref()) else {
-                    return Err(ApiError::invalid(
-                        "response_format json_schema needs json_schema.schema",
-                        param,
-                    ));
-                };
-                // Refused here with the reason, before any provider is paid to refuse it.
-                agora_json::Schema::from_value(schema)
-                    .map_err(|e| ApiError::invalid(e.to_string(), param))?;
-                sampling.json = true;
-                sampling.json_schema = Some(schema.to_string());
-                content_schema = Some(schema.clone());
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    format!(
-                        "response_format type {other:?} is not supported (text, json_object, json_schema)"
-                    ),
-                    Some("response_format"),
-                ));
-            }
-        }
-    }
-    let model = find_model(s, &req.model)?;
-    match model.kind {
-        ModelKind::Chat => {}
-        ModelKind::Completion => {
-            return Err(ApiError::invalid(
-                format!(
-                    "{} is a base model without a chat template; use /v1/completions",
-                    model.name
-                ),
-                Some("model"),
-            ));
-        }
-        ModelKind::Embedding => {
-            return Err(ApiError::invalid(
-                format!("{} is an embedding model; use /v1/embeddings", model.name),
-                Some("model"),
-            ));
-        }
-    }
+    let content_schema = match &req.response_format {
+        None => None,
+        Some(rf) => output_format(
+            &mut sampling,
+            &rf.kind,
+            rf.json_schema.as_ref().and_then(|j| j.schema.as_ref()),
+            "response_format",
+            "response_format.json_schema.schema",
+        )?,
+    };
+    let model = chat_model(s, &req.model)?;
     let c = constraints(req.agora, headers)?;
     let include_usage = req
         .stream_options
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     let tools = tools(req.tools, req.tool_choice, req.parallel_tool_calls)?;
-    let mut envelope = None;
-    if let Some(t) = &tools {
-        let schema = agora_json::tools::output_schema(t, content_schema.as_ref())
-            .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?;
-        // Compiled by output_schema already; compiled again here for the output's check.
-        envelope = Some(
-            agora_json::Schema::from_value(&schema)
-                .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?,
-        );
-        sampling.json = true;
-        sampling.json_schema = Some(schema.to_string());
-    }
+    let envelope = bind_tools(&mut sampling, tools.as_ref(), content_schema.as_ref())?;
     let work = Work::Chat { messages, tools };
     let mut shape = Shape::new(&model, true, &sampling);
     shape.tools = envelope;
@@ -266,6 +213,104 @@ async fn chat_inner(
         include_usage,
     )
     .await
+}
+
+impl InTool {
+    /// A tool of `kind` (only `function` is accepted) defining `function`.
+    pub(super) fn function(kind: String, function: InFunction) -> Self {
+        Self { kind, function }
+    }
+}
+
+impl InFunction {
+    pub(super) fn new(
+        name: String,
+        description: Option<String>,
+        parameters: Option<serde_json::Value>,
+    ) -> Self {
+        Self {
+            name,
+            description,
+            parameters,
+            strict: None,
+        }
+    }
+}
+
+/// A model that renders chats, by name (base and embedding models are refused with the endpoint
+/// to use instead).
+pub(super) fn chat_model(s: &Shared, name: &str) -> Result<crate::market::ModelView, ApiError> {
+    let model = find_model(s, name)?;
+    match model.kind {
+        ModelKind::Chat => Ok(model),
+        ModelKind::Completion => Err(ApiError::invalid(
+            format!(
+                "{} is a base model without a chat template; use /v1/completions",
+                model.name
+            ),
+            Some("model"),
+        )),
+        ModelKind::Embedding => Err(ApiError::invalid(
+            format!("{} is an embedding model; use /v1/embeddings", model.name),
+            Some("model"),
+        )),
+    }
+}
+
+/// Binds the output to a format (`text`, `json_object`, `json_schema` with its `schema`; `param`
+/// names the request field, `schema_param` the schema's); returns the schema a text answer must
+/// follow, if any.
+pub(super) fn output_format(
+    sampling: &mut SamplingParams,
+    kind: &str,
+    schema: Option<&serde_json::Value>,
+    param: &str,
+    schema_param: &str,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    match kind {
+        "text" => Ok(None),
+        "json_object" => {
+            sampling.json = true;
+            Ok(Some(serde_json::json!({"type": "object"})))
+        }
+        "json_schema" => {
+            let at = schema_param;
+            let Some(schema) = schema else {
+                return Err(ApiError::invalid(
+                    format!("{param} json_schema needs a schema"),
+                    Some(at),
+                ));
+            };
+            // Refused here with the reason, before any provider is paid to refuse it.
+            agora_json::Schema::from_value(schema)
+                .map_err(|e| ApiError::invalid(e.to_string(), Some(at)))?;
+            sampling.json = true;
+            sampling.json_schema = Some(schema.to_string());
+            Ok(Some(schema.clone()))
+        }
+        other => Err(ApiError::invalid(
+            format!("{param} type {other:?} is not supported (text, json_object, json_schema)"),
+            Some(param),
+        )),
+    }
+}
+
+/// Binds the output to the tools' envelope (a text answer, when allowed, follows
+/// `content_schema`); returns the compiled envelope the answer is read through.
+pub(super) fn bind_tools(
+    sampling: &mut SamplingParams,
+    tools: Option<&Tools>,
+    content_schema: Option<&serde_json::Value>,
+) -> Result<Option<agora_json::Schema>, ApiError> {
+    let Some(t) = tools else { return Ok(None) };
+    let schema = agora_json::tools::output_schema(t, content_schema)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?;
+    // Compiled by output_schema already; compiled again here for the output's check.
+    let envelope = agora_json::Schema::from_value(&schema)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?;
+    sampling.json = true;
+    sampling.json_schema = Some(schema.to_string());
+    Ok(Some(envelope))
 }
 
 /// The request's messages as the job carries them: text contents, `developer` as `system`, an
@@ -368,7 +413,7 @@ fn messages(input: Vec<InMessage>) -> Result<Vec<ChatMessage>, ApiError> {
 
 /// `tools`, `tool_choice` and `parallel_tool_calls` as the job's [`Tools`]; `None` when no
 /// function may be called (no tools, or `tool_choice: "none"`, which sends none to the model).
-fn tools(
+pub(super) fn tools(
     input: Option<Vec<InTool>>,
     choice: Option<serde_json::Value>,
     parallel: Option<bool>,

@@ -80,6 +80,21 @@ impl ApiError {
     }
 
     /// 404: the model is unknown or has no live provider.
+    /// 404: no response `id` is kept for this key (never kept, expired, or another key's).
+    pub fn response_not_found(id: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "response_not_found",
+            format!(
+                "No response with id `{id}` is kept for this API key (responses are kept for a \
+                 day, in memory, for the key that created them)."
+            ),
+        );
+        e.param = Some("previous_response_id".into());
+        e
+    }
+
     pub fn model_not_found(name: &str) -> Self {
         let mut e = Self::new(
             StatusCode::NOT_FOUND,

@@ -144,7 +144,7 @@ fn token_logprob(t: &Tok) -> TokenLogprob {
 }
 
 /// Who served a completion and what each was paid (an extension stock SDKs ignore).
-fn agora_summary(sm: &Summary) -> AgoraSummary {
+pub(super) fn agora_summary(sm: &Summary) -> AgoraSummary {
     AgoraSummary {
         charged: sm.charged,
         redundant: None,
@@ -191,14 +191,14 @@ fn ended_early() -> ApiError {
 }
 
 /// One choice run to its end: its text, log-probabilities (when asked), token ids and summary.
-struct Collected {
-    text: String,
+pub(super) struct Collected {
+    pub(super) text: String,
     lps: Vec<TokenLogprob>,
     ids: Vec<u32>,
-    summary: Summary,
+    pub(super) summary: Summary,
 }
 
-async fn collect_choice(
+pub(super) async fn collect_choice(
     rx: &mut mpsc::Receiver<RelayEvent>,
     logprobs: bool,
 ) -> Result<Collected, ApiError> {
@@ -355,7 +355,7 @@ fn whole<C: Serialize>(shape: &Shape, choices: Vec<C>, usage: Usage) -> Response
     .into_response()
 }
 
-fn event(body: &impl Serialize) -> SseEvent {
+pub(super) fn event(body: &impl Serialize) -> SseEvent {
     // Serializing these types cannot fail (string keys, no custom errors).
     SseEvent::default().data(serde_json::to_string(body).unwrap_or_default())
 }
@@ -624,7 +624,7 @@ fn stream_response(
 /// separated), the keys of `GET /v1/receipts/{request_id}`.
 pub const REQUEST_ID_HEADER: &str = "x-agora-request-id";
 
-struct ReceiverStream(mpsc::Receiver<SseEvent>);
+pub(super) struct ReceiverStream(pub(super) mpsc::Receiver<SseEvent>);
 
 impl Stream for ReceiverStream {
     type Item = Result<SseEvent, Infallible>;

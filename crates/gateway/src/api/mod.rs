@@ -6,8 +6,8 @@
 //! Agora's own options travel in an `agora` object (ignored by stock SDKs) or in `x-agora-*`
 //! headers: `max_price_per_mtok`, `min_trust`, `verification` (the trust tier).
 //!
-//! One module per endpoint (`chat`, `completions`, `embeddings`, `models`, `ops` for health and
-//! metrics); `generate` runs and shapes the choices chat and completions share; `request` reads
+//! One module per endpoint (`chat`, `completions`, `embeddings`, `responses`, `models`, `ops`
+//! for health and metrics); `generate` runs and shapes the choices chat and completions share; `request` reads
 //! and checks bodies; `wire` holds the response types; `error` the one error mapping;
 //! `upstream` the network the handlers talk to, behind a trait so they run against a fake.
 
@@ -21,6 +21,7 @@ mod models;
 mod ops;
 mod receipts;
 mod request;
+pub mod responses;
 mod tool_calls;
 pub mod upstream;
 pub mod wire;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub audit: Option<Arc<crate::audit::AuditDesk>>,
     /// Longest wait for the next piece of a request body (then 408).
     pub body_timeout: Duration,
+    /// Responses kept for `previous_response_id` (`POST /v1/responses`).
+    pub responses: Arc<responses::store::ResponseStore>,
 }
 
 type Shared = Arc<AppState>;
@@ -75,6 +78,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::handle))
         .route("/v1/completions", post(completions::handle))
         .route("/v1/embeddings", post(embeddings::handle))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/v1/receipts/{request_id}", get(receipts::get))

@@ -157,18 +157,38 @@ pub(super) struct SamplingFields {
     presence_penalty: Option<f32>,
     logit_bias: Option<BTreeMap<String, f32>>,
     n: Option<u32>,
+    /// The token limit's name in errors when it is not chat's (`max_output_tokens`).
+    #[serde(skip)]
+    limit_param: Option<&'static str>,
 }
 
 impl SamplingFields {
+    /// The fields the Responses API has: a token limit (named `limit_param` in errors),
+    /// temperature and top-p.
+    pub(super) fn from_limits(
+        max_tokens: Option<u32>,
+        temperature: Option<f32>,
+        top_p: Option<f32>,
+        limit_param: &'static str,
+    ) -> Self {
+        Self {
+            max_completion_tokens: max_tokens,
+            temperature,
+            top_p,
+            limit_param: Some(limit_param),
+            ..Self::default()
+        }
+    }
+
     pub(super) fn to_sampling(&self, default_max: u32) -> Result<(SamplingParams, u32), ApiError> {
         let max_tokens = self
             .max_completion_tokens
             .or(self.max_tokens)
             .unwrap_or(default_max);
-        let param = if self.max_completion_tokens.is_some() {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
+        let param = match self.limit_param {
+            Some(p) => p,
+            None if self.max_completion_tokens.is_some() => "max_completion_tokens",
+            None => "max_tokens",
         };
         if max_tokens == 0 {
             return Err(ApiError::invalid(

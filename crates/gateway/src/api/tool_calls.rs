@@ -12,7 +12,7 @@ use agora_json::{Schema, SchemaPrefix};
 use super::wire::{FunctionCallOut, FunctionDelta, ToolCallDelta, ToolCallOut};
 
 /// What one piece of output adds to the message.
-#[derive(Default, Debug, PartialEq)]
+#[derive(Default, Debug, Clone, PartialEq)]
 pub(super) struct Added {
     pub(super) content: Option<String>,
     pub(super) tool_calls: Vec<ToolCallDelta>,

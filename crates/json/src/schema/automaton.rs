@@ -58,9 +58,18 @@ enum St {
     ArrayFirst,
     /// After a value inside an object or array.
     After,
+    /// Inside a string value of `node` (a `ValueNode`, for its length limits). `len`: code
+    /// points so far (UTF-8 lead bytes and whole escapes; a `\uXXXX` high surrogate counts 0,
+    /// so a surrogate pair counts 1); `high`: the `\u` escape being read is so far a high
+    /// surrogate (`D8`..`DB`); `cont`: continuation bytes the last UTF-8 lead byte still expects
+    /// (so the end of a character that reached `maxLength` may follow, but no stray byte).
     Str {
+        node: NodeId,
+        len: u32,
         escape: bool,
         hex: u8,
+        high: bool,
+        cont: u8,
     },
     /// `digits`: digits so far in the integer part or the exponent (capped, so every number
     /// stays a finite f64 for the client's parser).
@@ -171,8 +180,12 @@ impl Cfg {
             }
             b'"' if t & T_STRING != 0 => {
                 self.state = St::Str {
+                    node: id,
+                    len: 0,
                     escape: false,
                     hex: 0,
+                    high: false,
+                    cont: 0,
                 }
             }
             b'-' | b'0'..=b'9' if t & (T_NUMBER | T_INTEGER) != 0 => {
@@ -326,14 +339,66 @@ impl Cfg {
                 (b'}' | b']', _) if self.close(nodes, b) => out.push(self),
                 _ => {}
             },
-            St::Str { escape, hex } => {
-                if let Some(next) = string_byte(escape, hex, b) {
-                    match next {
-                        None => self.after_value(),
-                        Some((escape, hex)) => self.state = St::Str { escape, hex },
+            St::Str {
+                node,
+                len,
+                escape,
+                hex,
+                high,
+                cont,
+            } => {
+                let Some(v) = value_node(nodes, node) else {
+                    return;
+                };
+                match string_byte(escape, hex, b) {
+                    None => return,
+                    // The closing quote, once `minLength` is reached.
+                    Some(None) if len >= v.min_length => self.after_value(),
+                    Some(None) => return,
+                    Some(Some((next_escape, next_hex))) => {
+                        let mut next_cont = 0;
+                        let (len, high) = if hex > 0 {
+                            // A `\u` escape counts when its last digit arrives, unless it is a
+                            // high surrogate (the low one that follows counts for the pair).
+                            match hex {
+                                4 => (len, matches!(b, b'd' | b'D')),
+                                3 => (
+                                    len,
+                                    high && matches!(b, b'8'..=b'9' | b'a'..=b'b' | b'A'..=b'B'),
+                                ),
+                                2 => (len, high),
+                                _ => (len.saturating_add(u32::from(!high)), false),
+                            }
+                        } else if escape {
+                            (len.saturating_add(u32::from(b != b'u')), false)
+                        } else {
+                            // A new character (a UTF-8 lead byte or a backslash) only below
+                            // `maxLength`, and at it only the rest of the last character; a
+                            // backslash counts when its escape is complete.
+                            let lead = b & 0xC0 != 0x80;
+                            if len >= v.max_length && (lead || cont == 0) {
+                                return;
+                            }
+                            next_cont = match b {
+                                0xC0..=0xDF => 1,
+                                0xE0..=0xEF => 2,
+                                0xF0..=0xFF => 3,
+                                0x80..=0xBF => cont.saturating_sub(1),
+                                _ => 0,
+                            };
+                            (len.saturating_add(u32::from(lead && b != b'\\')), false)
+                        };
+                        self.state = St::Str {
+                            node,
+                            len,
+                            escape: next_escape,
+                            hex: next_hex,
+                            high,
+                            cont: next_cont,
+                        };
                     }
-                    out.push(self);
                 }
+                out.push(self);
             }
             St::KeyStr {
                 lo,

@@ -41,8 +41,8 @@ pub enum SchemaError {
     TooManyNodes,
     #[error(
         "json_schema at {path}: `{keyword}` is not supported (supported: type, properties, \
-         required, additionalProperties, items, minItems, maxItems, enum, const, anyOf, $ref to \
-         #/$defs/... or #/definitions/...)"
+         required, additionalProperties, items, minItems, maxItems, minLength, maxLength, enum, \
+         const, anyOf, $ref to #/$defs/... or #/definitions/...)"
     )]
     Unsupported { path: String, keyword: String },
     #[error("json_schema at {path}: {reason}")]
@@ -154,6 +154,8 @@ impl<'a> Compiler<'a> {
             "items",
             "minItems",
             "maxItems",
+            "minLength",
+            "maxLength",
             "enum",
             "const",
             "anyOf",
@@ -222,10 +224,14 @@ impl<'a> Compiler<'a> {
         let has_array_kw = ["items", "minItems", "maxItems"]
             .iter()
             .any(|k| m.contains_key(*k));
+        let has_string_kw = ["minLength", "maxLength"]
+            .iter()
+            .any(|k| m.contains_key(*k));
         node.types = match m.get("type") {
-            None if has_object_kw || has_array_kw => {
+            None if has_object_kw || has_array_kw || has_string_kw => {
                 (if has_object_kw { T_OBJECT } else { 0 })
                     | (if has_array_kw { T_ARRAY } else { 0 })
+                    | (if has_string_kw { T_STRING } else { 0 })
             }
             None => T_ALL,
             Some(Value::String(s)) => type_bit(s)
@@ -344,6 +350,12 @@ impl<'a> Compiler<'a> {
         node.max_items = count("maxItems")?.unwrap_or(u32::MAX);
         if node.min_items > node.max_items {
             node.types &= !T_ARRAY;
+        }
+        // Strings (lengths in code points).
+        node.min_length = count("minLength")?.unwrap_or(0);
+        node.max_length = count("maxLength")?.unwrap_or(u32::MAX);
+        if node.min_length > node.max_length {
+            node.types &= !T_STRING;
         }
         // enum / const: the literal values that also satisfy the rest of this node.
         let mut literals: Option<Vec<&Value>> = None;
@@ -494,7 +506,8 @@ fn prune(nodes: &mut [Node]) {
         let arr = v.types & T_ARRAY != 0
             && v.min_items <= v.max_items
             && (v.min_items == 0 || s(v.items));
-        let scalar = v.types & (T_STRING | T_NUMBER | T_INTEGER | T_BOOLEAN | T_NULL) != 0;
+        let scalar = v.types & (T_NUMBER | T_INTEGER | T_BOOLEAN | T_NULL) != 0
+            || (v.types & T_STRING != 0 && v.min_length <= v.max_length);
         (obj, arr, scalar)
     };
     loop {

@@ -16,16 +16,18 @@
 //!
 //! Supported keywords: `type` (one or a list of object, array, string, number, integer, boolean,
 //! null), `properties`, `required`, `additionalProperties` (true, false or a schema), `items` (one
-//! schema), `minItems`, `maxItems`, `enum`, `const`, `anyOf`, and `$ref` to `#`, `#/$defs/NAME` or
-//! `#/definitions/NAME`. Annotations (`title`, `description`, `default`, `examples`, `$schema`,
-//! `$id`, `$comment`, `deprecated`, `readOnly`, `writeOnly`) are ignored. Every other keyword
-//! (`pattern`, `format`, `minimum`, `minLength`, `oneOf`, `allOf`, tuple `items`, ...) is an error,
-//! so a client never gets output that silently breaks its schema.
+//! schema), `minItems`, `maxItems`, `minLength`, `maxLength` (in Unicode code points, after
+//! unescaping; a `\uXXXX` surrogate pair is one), `enum`, `const`, `anyOf`, and `$ref` to `#`,
+//! `#/$defs/NAME` or `#/definitions/NAME`. Annotations (`title`, `description`, `default`,
+//! `examples`, `$schema`, `$id`, `$comment`, `deprecated`, `readOnly`, `writeOnly`) are ignored.
+//! Every other keyword (`pattern`, `format`, `minimum`, `oneOf`, `allOf`, tuple `items`, ...) is an
+//! error, so a client never gets output that silently breaks its schema. Counts and lengths above
+//! `u32::MAX` are clamped to it.
 //!
 //! The generated text is also a little stricter than the schema: `integer` values are written
 //! without fraction or exponent, `enum`/`const` values in their compact serde_json form, a schema
-//! with no `type` but object (array) keywords generates objects (arrays), keys never repeat, and
-//! whitespace between tokens is capped at 4 bytes in a row.
+//! with no `type` but object (array, string) keywords generates objects (arrays, strings), keys
+//! never repeat, and whitespace between tokens is capped at 4 bytes in a row.
 //!
 //! The compiler (`compile`: schema text to the node arena below, with [`SchemaError`]) and the
 //! automaton (`automaton`: [`SchemaPrefix`] stepping over those nodes) live apart; this file holds
@@ -108,6 +110,9 @@ struct ValueNode {
     items: NodeId,
     min_items: u32,
     max_items: u32,
+    /// `minLength`/`maxLength` of strings, in code points.
+    min_length: u32,
+    max_length: u32,
 }
 
 impl ValueNode {
@@ -120,6 +125,8 @@ impl ValueNode {
             items: ANY,
             min_items: 0,
             max_items: u32::MAX,
+            min_length: 0,
+            max_length: u32::MAX,
         }
     }
 }
@@ -175,7 +182,12 @@ fn validate_node(nodes: &[Node], id: NodeId, v: &Value, depth: usize) -> bool {
                 || (n.types & T_INTEGER != 0
                     && (x.is_i64() || x.is_u64() || x.as_f64().is_some_and(|f| f.fract() == 0.0)))
         }
-        Value::String(_) => n.types & T_STRING != 0,
+        Value::String(s) => {
+            n.types & T_STRING != 0 && {
+                let len = s.chars().count();
+                len >= n.min_length as usize && len <= n.max_length as usize
+            }
+        }
         Value::Array(a) => {
             n.types & T_ARRAY != 0
                 && a.len() >= n.min_items as usize

@@ -300,6 +300,14 @@ fn random_walks_never_get_stuck_and_end_valid() {
         r#"{"type":"object","properties":{"a":{"type":"string"},"ab":{"const":null}},
             "additionalProperties":{"type":["number","boolean"]},"required":["ab"]}"#,
         "{}",
+        r#"{"type":"object","properties":{
+            "s":{"type":"string","minLength":3,"maxLength":5},
+            "list":{"type":"array","maxItems":3,"items":{"type":"object","properties":{
+                "t":{"type":"string","minLength":1,"maxLength":2},
+                "u":{"type":["string","integer","null"],"maxLength":0}},
+                "required":["t"],"additionalProperties":false}},
+            "e":{"anyOf":[{"type":"string","minLength":4},{"type":"string","maxLength":1}]}},
+            "required":["s","list"],"additionalProperties":false}"#,
     ];
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
@@ -310,6 +318,7 @@ fn random_walks_never_get_stuck_and_end_valid() {
     };
     let priority = b"\"}]0nultrefas:";
     let mut finished = 0;
+    let walks = schemas.len() * 60;
     for text in schemas {
         let s = schema(text);
         for _walk in 0..60 {
@@ -353,7 +362,139 @@ fn random_walks_never_get_stuck_and_end_valid() {
             }
         }
     }
-    assert!(finished >= 120, "only {finished} of 240 walks finished");
+    assert!(
+        finished >= walks / 2,
+        "only {finished} of {walks} walks finished"
+    );
+}
+
+/// The automaton's verdict on a whole document and the oracle's must agree.
+fn agree(s: &Schema, doc: &str, valid: bool) {
+    assert_eq!(complete(s, doc), valid, "automaton on {doc}");
+    let v: Value = serde_json::from_str(doc).unwrap();
+    assert_eq!(s.validate(&v), valid, "oracle on {doc}");
+}
+
+#[test]
+fn string_length_limits_count_code_points() {
+    let s = schema(
+        r#"{"type":"object","properties":{"s":{"type":"string","minLength":2,"maxLength":4}},
+            "required":["s"],"additionalProperties":false}"#,
+    );
+    for doc in [
+        r#"{"s":"ab"}"#,
+        r#"{"s":"abcd"}"#,
+        r#"{"s":"é😀x"}"#,               // 3 code points, 6 bytes
+        r#"{"s":"\u00e9\ud83d\ude00"}"#, // 2 code points: a surrogate pair is one
+        r#"{"s":"\n\t\"\\"}"#,           // 4 escapes, 4 code points
+        r#"{"s":"abc\ud83d\ude00"}"#,    // the pair is the 4th code point
+        r#"{"s":"😀😀😀😀"}"#,           // 16 bytes, 4 code points
+    ] {
+        accepts_doc(&s, doc);
+        agree(&s, doc, true);
+    }
+    for doc in [
+        r#"{"s":"a"}"#,
+        r#"{"s":"abcde"}"#,
+        r#"{"s":""}"#,
+        r#"{"s":"\ud83d\ude00"}"#,
+        r#"{"s":"😀😀😀😀😀"}"#,
+        r#"{"s":"abc\u00e9\n"}"#,
+    ] {
+        agree(&s, doc, false);
+    }
+    // Where exactly the automaton refuses: the closing quote below minLength ...
+    assert!(prefix_ok(&s, r#"{"s":"a"#));
+    assert!(!prefix_ok(&s, r#"{"s":"a""#));
+    assert!(!prefix_ok(&s, r#"{"s":"\ud83d\ude00""#));
+    assert!(prefix_ok(&s, r#"{"s":"\ud83d\ude00x""#));
+    // ... and any new character (lead byte or backslash) at maxLength, but not the rest of one.
+    assert!(prefix_ok(&s, r#"{"s":"abcd"#));
+    for next in ["e", "\\", "é", "\""] {
+        let text = format!(r#"{{"s":"abcd{next}"#);
+        assert_eq!(prefix_ok(&s, &text), next == "\"", "{text}");
+    }
+    assert!(prefix_ok(&s, r#"{"s":"abc\ud83d\ude00""#));
+    assert!(!prefix_ok(&s, r#"{"s":"abcd\u"#));
+    assert!(s.prefix().feed_all(b"{\"s\":\"abc\xf0\x9f\x98"));
+    assert!(s.prefix().feed_all(b"{\"s\":\"abc\xf0\x9f\x98\x80\""));
+    assert!(!s.prefix().feed_all(b"{\"s\":\"abcd\xf0"));
+    assert!(!s.prefix().feed_all(b"{\"s\":\"abc\xf0\x9f\x98\x80\x80"));
+    assert!(!s.prefix().feed_all(b"{\"s\":\"ab\xf0c\x80"));
+    // At maxLength only the closing quote may follow: there is always a way on.
+    let mut p = s.prefix();
+    assert!(p.feed_all(br#"{"s":"abcd"#));
+    let allowed: Vec<u8> = (0..=255u8).filter(|&b| p.accepts(&[b])).collect();
+    assert_eq!(allowed, vec![b'"']);
+}
+
+#[test]
+fn string_length_limits_apply_to_strings_only() {
+    // maxLength 0 still allows "".
+    let z = schema(r#"{"type":"string","maxLength":0}"#);
+    accepts_doc(&z, r#""""#);
+    assert!(!prefix_ok(&z, r#""a"#));
+    // Other types are unconstrained by string lengths.
+    let t = schema(r#"{"type":["string","integer"],"maxLength":1}"#);
+    accepts_doc(&t, "12345 ");
+    agree(&t, r#""ab""#, false);
+    agree(&t, r#""a""#, true);
+    // Without `type`, string keywords generate strings (like array and object keywords).
+    let u = schema(r#"{"minLength":1}"#);
+    accepts_doc(&u, r#""x""#);
+    assert!(!prefix_ok(&u, "1"));
+    // enum/const values are kept only when their length fits.
+    let e = schema(r#"{"type":["string","integer"],"enum":["ab","abc",1],"maxLength":2}"#);
+    accepts_doc(&e, r#""ab""#);
+    accepts_doc(&e, "1 ");
+    assert!(!prefix_ok(&e, r#""abc"#));
+    assert!(!e.validate(&serde_json::json!("abc")));
+    // Limits above u32::MAX are clamped, like item counts.
+    let big = schema(r#"{"type":"string","minLength":0,"maxLength":99999999999999}"#);
+    accepts_doc(&big, r#""a long string""#);
+}
+
+#[test]
+fn invalid_and_unsatisfiable_string_lengths() {
+    for (text, path) in [
+        (r#"{"type":"string","maxLength":-1}"#, "#/maxLength"),
+        (r#"{"maxLength":1.5}"#, "#/maxLength"),
+        (r#"{"minLength":"3"}"#, "#/minLength"),
+        (
+            r#"{"properties":{"a":{"type":"string","minLength":null}}}"#,
+            "#/properties/a/minLength",
+        ),
+    ] {
+        match Schema::parse(text) {
+            Err(SchemaError::Invalid { path: p, reason }) => {
+                assert_eq!(p, path, "{text}");
+                assert!(reason.contains("non-negative integer"), "{text}: {reason}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        Schema::parse(r#"{"type":"string","minLength":5,"maxLength":2}"#).unwrap_err(),
+        SchemaError::Unsatisfiable { path: "#".into() }
+    );
+    // Only the string type is pruned when other types remain.
+    let s = schema(r#"{"type":["string","null"],"minLength":5,"maxLength":2}"#);
+    accepts_doc(&s, "null");
+    assert!(!prefix_ok(&s, r#"""#));
+    // A required property that can never be a string makes its object unsatisfiable too.
+    let e = Schema::parse(
+        r#"{"type":"object","properties":{"a":{"type":"string","minLength":3,"maxLength":1}},
+            "required":["a"]}"#,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SchemaError::Unsatisfiable { .. }), "{e}");
+    // An optional one is only never offered.
+    let o = schema(
+        r#"{"type":"object","properties":{"a":{"type":"string","minLength":3,"maxLength":1}},
+            "additionalProperties":false}"#,
+    );
+    assert!(!prefix_ok(&o, r#"{"a"#));
+    accepts_doc(&o, "{}");
 }
 
 #[test]

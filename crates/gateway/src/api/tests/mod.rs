@@ -5,6 +5,7 @@
 pub(crate) mod fake;
 
 mod errors;
+mod responses;
 mod success;
 mod tools;
 
@@ -26,10 +27,16 @@ use fake::{Fake, Script};
 pub(crate) const KEY: &str = "sk-test";
 /// A key whose credit is spent.
 pub(crate) const BROKE: &str = "sk-broke";
+/// Another customer with credit.
+pub(crate) const OTHER: &str = "sk-other";
 
 pub(crate) fn state_with(fake: Arc<Fake>, body_timeout: Duration) -> AppState {
     let customers = Customers::open(None).unwrap();
-    for (key, credit) in [(KEY, Amount::from_agr(1000)), (BROKE, Amount::ZERO)] {
+    for (key, credit) in [
+        (KEY, Amount::from_agr(1000)),
+        (BROKE, Amount::ZERO),
+        (OTHER, Amount::from_agr(1000)),
+    ] {
         customers.insert(
             key,
             Customer {
@@ -46,6 +53,7 @@ pub(crate) fn state_with(fake: Arc<Fake>, body_timeout: Duration) -> AppState {
         metrics: Metrics::new(),
         audit: None,
         body_timeout,
+        responses: Default::default(),
     }
 }
 
