@@ -37,6 +37,11 @@ enum Command {
     Wallet(cmd::wallet::WalletArgs),
     /// Build, sign and submit a transaction.
     Tx(cmd::wallet::TxArgs),
+    /// Agents: accounts with their own keys and spending limits, asking the network through
+    /// their own payment channels.
+    Agent(cmd::agent::AgentArgs),
+    /// Ask a question about the chain: the network's own model, read-only tools over the RPC.
+    Ask(cmd::ask::AskArgs),
     /// Markets: list them, show one with its members.
     Market(cmd::market::MarketArgs),
     /// Incentive epochs: what each account of a market was paid, and why.
@@ -97,6 +102,8 @@ fn main() -> eyre::Result<()> {
         Command::Testnet(args) => cmd::testnet::run(args),
         Command::Wallet(args) => cmd::wallet::run_wallet(args),
         Command::Tx(args) => cmd::wallet::run_tx(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Ask(args) => cmd::ask::run(args),
         Command::Market(args) => cmd::market::run_market(args),
         Command::Epoch(args) => cmd::market::run_epoch(args),
         Command::Models(args) => cmd::models::run(args),

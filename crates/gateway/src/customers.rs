@@ -27,6 +27,19 @@ pub struct Customer {
     pub credit: Amount,
     /// Charged so far.
     pub spent: Amount,
+    /// What an agent's key may not exceed besides its credit.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Spending limits of a key beyond its credit (an agent's key carries them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The most one request may cost, failovers included, checked against its worst case
+    /// before any work is bought.
+    pub per_request: Option<Amount>,
+    /// Unix time (seconds) from which the key is refused.
+    pub expires_at: Option<u64>,
 }
 
 impl Customer {
@@ -49,7 +62,18 @@ struct Book {
 pub enum AuthError {
     Missing,
     Unknown,
-    NoCredit { remaining: Amount },
+    NoCredit {
+        remaining: Amount,
+    },
+    /// The key's `expires_at` has passed.
+    Expired {
+        at: u64,
+    },
+    /// The request's worst case (with what it already cost) is over the key's per-request cap.
+    OverCap {
+        cap: Amount,
+        need: Amount,
+    },
 }
 
 /// All customers of this gateway.
@@ -66,6 +90,12 @@ pub struct Customers {
     scanned: Mutex<Option<u64>>,
     path: Option<PathBuf>,
     dirty: std::sync::atomic::AtomicBool,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub fn key_hash(key: &str) -> KeyHash {
@@ -116,6 +146,7 @@ impl Customers {
                 account,
                 credit,
                 spent: Amount::ZERO,
+                limits: Limits::default(),
             },
         );
         key
@@ -132,6 +163,11 @@ impl Customers {
         let h = key_hash(key);
         let map = self.map();
         let c = map.get(&h).cloned().ok_or(AuthError::Unknown)?;
+        if let Some(at) = c.limits.expires_at
+            && now_secs() >= at
+        {
+            return Err(AuthError::Expired { at });
+        }
         let free = c.remaining().saturating_sub(self.held_locked(&h));
         if free.is_zero() {
             return Err(AuthError::NoCredit { remaining: free });
@@ -139,10 +175,18 @@ impl Customers {
         Ok((h, c))
     }
 
-    /// Holds `amount` of the key's free credit for a completion, or refuses when less is free.
-    pub fn hold(&self, key: &KeyHash, amount: Amount) -> Result<(), AuthError> {
+    /// Holds `amount` of the key's free credit for a completion that has already cost
+    /// `already`, or refuses when less is free or the two together are over the key's
+    /// per-request cap.
+    pub fn hold(&self, key: &KeyHash, amount: Amount, already: Amount) -> Result<(), AuthError> {
         let map = self.map();
         let c = map.get(key).ok_or(AuthError::Unknown)?;
+        if let Some(cap) = c.limits.per_request {
+            let need = already.checked_add(amount).unwrap_or(Amount(u128::MAX));
+            if need > cap {
+                return Err(AuthError::OverCap { cap, need });
+            }
+        }
         let held = self.held_locked(key);
         let free = c.remaining().saturating_sub(held);
         let mut holds = self.holds();
@@ -249,5 +293,65 @@ impl Customers {
         };
         let bytes = serde_json::to_vec_pretty(&book).map_err(std::io::Error::other)?;
         crate::durable::write_atomically(path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(limits: Limits) -> Customer {
+        Customer {
+            name: "agent".into(),
+            account: agora_types::SecretKey::from_test_seed("agent").public(),
+            credit: Amount(1_000),
+            spent: Amount::ZERO,
+            limits,
+        }
+    }
+
+    #[test]
+    fn a_per_request_cap_counts_what_the_request_already_cost() {
+        let book = Customers::open(None).unwrap();
+        book.insert(
+            "k",
+            customer(Limits {
+                per_request: Some(Amount(100)),
+                expires_at: None,
+            }),
+        );
+        let k = key_hash("k");
+        assert_eq!(
+            book.hold(&k, Amount(101), Amount::ZERO),
+            Err(AuthError::OverCap {
+                cap: Amount(100),
+                need: Amount(101)
+            })
+        );
+        assert_eq!(book.held(&k), Amount::ZERO, "a refused hold holds nothing");
+        // A failover's second attempt: 60 already paid, 50 more may cost: over the cap.
+        assert!(matches!(
+            book.hold(&k, Amount(50), Amount(60)),
+            Err(AuthError::OverCap { .. })
+        ));
+        assert!(book.hold(&k, Amount(40), Amount(60)).is_ok());
+    }
+
+    #[test]
+    fn an_expired_key_is_refused() {
+        let book = Customers::open(None).unwrap();
+        book.insert(
+            "old",
+            customer(Limits {
+                per_request: None,
+                expires_at: Some(1),
+            }),
+        );
+        book.insert("new", customer(Limits::default()));
+        assert_eq!(
+            book.authorize(Some("old")).unwrap_err(),
+            AuthError::Expired { at: 1 }
+        );
+        assert!(book.authorize(Some("new")).is_ok());
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 //! See `docs/design/gateway.md`.
 
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod customers;

@@ -441,18 +441,33 @@ impl Relay {
         // The most this attempt can cost at this provider's price, held before any work is bought.
         let hold = max_cost(&cand.price, &job.work, &job.sampling, delivered.len())
             .unwrap_or(Amount(u128::MAX));
-        if let Err(e) = self.customers.hold(&job.customer, hold) {
-            let free = match e {
-                crate::customers::AuthError::NoCredit { remaining } => remaining,
-                _ => Amount::ZERO,
-            };
-            return Attempt::Fatal(RelayError {
-                code: "insufficient_quota".into(),
-                message: format!(
-                    "this request may cost up to {} base units at the provider's price; the key has {} free",
-                    hold.0, free.0
-                ),
-                fault: Fault::Quota,
+        if let Err(e) = self.customers.hold(&job.customer, hold, summary.charged) {
+            use crate::customers::AuthError;
+            return Attempt::Fatal(match e {
+                AuthError::OverCap { cap, need } => RelayError {
+                    code: "request_over_cap".into(),
+                    message: format!(
+                        "this request may cost up to {} base units at the provider's price; the \
+                         key's per-request cap is {}",
+                        need.0, cap.0
+                    ),
+                    fault: Fault::Client,
+                },
+                other => {
+                    let free = match other {
+                        AuthError::NoCredit { remaining } => remaining,
+                        _ => Amount::ZERO,
+                    };
+                    RelayError {
+                        code: "insufficient_quota".into(),
+                        message: format!(
+                            "this request may cost up to {} base units at the provider's price; \
+                             the key has {} free",
+                            hold.0, free.0
+                        ),
+                        fault: Fault::Quota,
+                    }
+                }
             });
         }
         let (result, charged) = self

@@ -258,6 +258,10 @@ impl State {
     pub fn account(&self, a: &Address) -> Account {
         self.accounts.get(a).cloned().unwrap_or_default()
     }
+    /// Every account, in address order.
+    pub fn accounts(&self) -> impl Iterator<Item = (&Address, &Account)> {
+        self.accounts.iter()
+    }
     pub fn balance(&self, a: &Address) -> Amount {
         self.accounts.get(a).map(|x| x.balance).unwrap_or_default()
     }
@@ -299,6 +303,14 @@ impl State {
     }
     pub fn channel(&self, id: &Hash) -> Option<&Channel> {
         self.channels.get(id)
+    }
+    /// The channels `payer` opened, in id order (a scan of every channel: for the RPC, not for
+    /// transaction processing).
+    pub fn channels_paid_by<'a>(
+        &'a self,
+        payer: &'a Address,
+    ) -> impl Iterator<Item = (&'a Hash, &'a Channel)> + 'a {
+        self.channels.iter().filter(move |(_, c)| c.payer == *payer)
     }
     pub fn evidence_used(&self, id: &Hash) -> bool {
         self.evidence.contains(id)

@@ -9,13 +9,14 @@ use crate::Shared;
 use agora_consensus::AdmitError;
 use agora_ledger::TxError;
 use agora_rpc::api::{
-    Accepted, AccountView, ActiveValidator, BatchRequest, BatchResponse, BatchResult, BlockTxs,
-    BlockView, ChannelView, EpochReportView, ErrorBody, ErrorDetail, LockedEarnings, MarketSummary,
-    MarketView, MarketsView, ModelView, ProviderView, StateRootView, StatusView, SubmitRequest,
-    SubmitResponse, TxView, Unbonding, ValidatorsView, paths,
+    Accepted, AccountBalance, AccountView, AccountsView, ActiveValidator, BatchRequest,
+    BatchResponse, BatchResult, BlockTxs, BlockView, ChannelView, EpochReportView, ErrorBody,
+    ErrorDetail, LockedEarnings, MarketSummary, MarketView, MarketsView, ModelView, ProviderView,
+    ProvidersView, SpendView, StateRootView, StatusView, SubmitRequest, SubmitResponse, TopQuery,
+    TxView, Unbonding, ValidatorsView, paths,
 };
 use agora_types::tx::limits::MAX_TX_BYTES;
-use agora_types::{Address, Decode, Hash, SignedTx};
+use agora_types::{Address, Amount, Decode, Hash, SignedTx};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -44,7 +45,10 @@ pub fn app(shared: Arc<Shared>) -> Router {
             post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
         )
         .route(paths::TX, get(get_tx))
+        .route(paths::ACCOUNTS, get(top_accounts))
+        .route(paths::PROVIDERS, get(list_providers))
         .route(paths::ACCOUNT, get(get_account))
+        .route(paths::ACCOUNT_SPEND, get(get_spend))
         .route(paths::PROVIDER, get(get_provider))
         .route(paths::MODEL, get(get_model))
         .route(paths::CHANNEL, get(get_channel))
@@ -410,6 +414,95 @@ async fn get_account(
             .map(|&(unlock_height, amount)| LockedEarnings {
                 unlock_height,
                 amount,
+            })
+            .collect(),
+        height: s.height(),
+    }))
+}
+
+async fn top_accounts(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<TopQuery>,
+) -> ApiResult<AccountsView> {
+    let max = agora_rpc::api::MAX_TOP_ACCOUNTS;
+    let top = q.top.unwrap_or(10) as usize;
+    if top == 0 || top > max {
+        return Err(ApiError::bad(
+            "bad_query",
+            format!("top must be between 1 and {max}"),
+        ));
+    }
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    let mut all: Vec<(&Address, Amount)> = s.accounts().map(|(a, x)| (a, x.balance)).collect();
+    let total = all.len() as u64;
+    // Richest first; equal balances in address order, so the answer is the same on every node.
+    all.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    all.truncate(top);
+    Ok(Json(AccountsView {
+        accounts: all
+            .into_iter()
+            .map(|(a, balance)| AccountBalance {
+                address: *a,
+                balance,
+            })
+            .collect(),
+        total,
+        height: s.height(),
+    }))
+}
+
+async fn list_providers(State(shared): State<Arc<Shared>>) -> ApiResult<ProvidersView> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    let providers = s
+        .providers()
+        .take(agora_rpc::api::MAX_PROVIDERS_LISTED)
+        .map(|(a, p)| ProviderView {
+            address: *a,
+            record: p.clone(),
+            stake: s.total_stake(a),
+            probation_until: s.probation_until(a).unwrap_or(0),
+            height: s.height(),
+        })
+        .collect();
+    Ok(Json(ProvidersView {
+        providers,
+        total: s.providers().count() as u64,
+        height: s.height(),
+    }))
+}
+
+async fn get_spend(
+    State(shared): State<Arc<Shared>>,
+    Path(address): Path<String>,
+) -> ApiResult<SpendView> {
+    let a = parse_address(&address)?;
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    let (mut redeemed, mut unspent, mut count) = (0u128, 0u128, 0u64);
+    let mut newest: Vec<(&Hash, &agora_ledger::state::Channel)> = Vec::new();
+    for (id, c) in s.channels_paid_by(&a) {
+        redeemed = redeemed.saturating_add(c.redeemed.0);
+        if !c.settled {
+            unspent = unspent.saturating_add(c.unspent().0);
+        }
+        count += 1;
+        newest.push((id, c));
+    }
+    newest.sort_by(|x, y| y.1.opened_at.cmp(&x.1.opened_at).then(x.0.cmp(y.0)));
+    newest.truncate(agora_rpc::api::MAX_SPEND_CHANNELS);
+    Ok(Json(SpendView {
+        address: a,
+        redeemed: Amount(redeemed),
+        unspent: Amount(unspent),
+        channel_count: count,
+        channels: newest
+            .into_iter()
+            .map(|(id, c)| ChannelView {
+                id: *id,
+                unspent: c.unspent(),
+                channel: c.clone(),
             })
             .collect(),
         height: s.height(),

@@ -20,7 +20,10 @@ pub mod paths {
     pub const SUBMIT_TX: &str = "/v1/txs";
     pub const SUBMIT_BATCH: &str = "/v1/txs/batch";
     pub const TX: &str = "/v1/txs/{id}";
+    pub const ACCOUNTS: &str = "/v1/accounts";
     pub const ACCOUNT: &str = "/v1/accounts/{address}";
+    pub const ACCOUNT_SPEND: &str = "/v1/accounts/{address}/spend";
+    pub const PROVIDERS: &str = "/v1/providers";
     pub const PROVIDER: &str = "/v1/providers/{address}";
     pub const MODEL: &str = "/v1/models/{sha256}";
     pub const CHANNEL: &str = "/v1/channels/{id}";
@@ -166,6 +169,69 @@ pub struct ModelView {
     #[schema(value_type = Object)]
     pub record: ModelRecord,
 }
+
+/// `GET /v1/accounts?top=N`: the accounts holding the most, richest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountsView {
+    pub accounts: Vec<AccountBalance>,
+    /// Accounts on the ledger in all.
+    pub total: u64,
+    /// The height this answer was read at.
+    pub height: u64,
+}
+
+/// One account's balance (its spendable AGR; stake and locked earnings are not in it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountBalance {
+    #[schema(value_type = AddressSchema)]
+    pub address: Address,
+    #[schema(value_type = AmountSchema)]
+    pub balance: Amount,
+}
+
+/// The most accounts `GET /v1/accounts` lists.
+pub const MAX_TOP_ACCOUNTS: usize = 100;
+
+/// `?top=` of `GET /v1/accounts` (default 10, at most [`MAX_TOP_ACCOUNTS`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct TopQuery {
+    pub top: Option<u32>,
+}
+
+/// `GET /v1/providers`: every registered provider, in address order (at most
+/// [`MAX_PROVIDERS_LISTED`]; `total` counts them all).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvidersView {
+    pub providers: Vec<ProviderView>,
+    pub total: u64,
+    pub height: u64,
+}
+
+/// The most providers `GET /v1/providers` lists.
+pub const MAX_PROVIDERS_LISTED: usize = 1000;
+
+/// `GET /v1/accounts/{address}/spend`: what an account (an agent, a gateway) has paid providers
+/// through the payment channels it opened.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SpendView {
+    #[schema(value_type = AddressSchema)]
+    pub address: Address,
+    /// Paid out of its channels to providers so far: what it has spent.
+    #[schema(value_type = AmountSchema)]
+    pub redeemed: Amount,
+    /// Deposits not yet paid out of channels not yet settled (refunded after a close).
+    #[schema(value_type = AmountSchema)]
+    pub unspent: Amount,
+    /// How many channels it opened, settled ones included.
+    pub channel_count: u64,
+    /// Its most recently opened channels, at most [`MAX_SPEND_CHANNELS`], newest first.
+    pub channels: Vec<ChannelView>,
+    /// The height this answer was read at.
+    pub height: u64,
+}
+
+/// Most channels one `SpendView` lists (the totals cover all of them).
+pub const MAX_SPEND_CHANNELS: usize = 256;
 
 /// `GET /v1/channels/{id}`: a payment channel and what a settle would refund.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -1,9 +1,10 @@
 //! The one async client of the node API: typed answers, bounded bodies, timeouts.
 
 use crate::api::{
-    AccountView, BatchRequest, BatchResponse, BlockTxs, BlockView, ChannelView, EpochReportView,
-    ErrorBody, MarketView, MarketsView, ModelView, ProviderView, StateRootView, StatusView,
-    SubmitRequest, SubmitResponse, TxView, ValidatorsView, paths,
+    AccountView, AccountsView, BatchRequest, BatchResponse, BlockTxs, BlockView, ChannelView,
+    EpochReportView, ErrorBody, MarketView, MarketsView, ModelView, ProviderView, ProvidersView,
+    SpendView, StateRootView, StatusView, SubmitRequest, SubmitResponse, TxView, ValidatorsView,
+    paths,
 };
 use agora_ledger::state::{Channel, ModelRecord};
 use agora_types::{Address, Amount, Encode, Hash, Receipt, SignedTx};
@@ -160,6 +161,30 @@ impl ChainClient {
 
     pub async fn model(&self, sha: &Hash) -> Result<Option<ModelRecord>, ChainError> {
         Ok(self.model_view(sha).await?.map(|m| m.record))
+    }
+
+    /// The `top` accounts with the largest balances.
+    pub async fn top_accounts(&self, top: u32) -> Result<AccountsView, ChainError> {
+        self.get(&format!("{}?top={top}", paths::ACCOUNTS), MAX_ANSWER_BYTES)
+            .await?
+            .ok_or_else(|| ChainError::BadAnswer("no accounts view".into()))
+    }
+
+    /// Every registered provider (at most `MAX_PROVIDERS_LISTED`).
+    pub async fn providers(&self) -> Result<ProvidersView, ChainError> {
+        self.get(paths::PROVIDERS, MAX_ANSWER_BYTES)
+            .await?
+            .ok_or_else(|| ChainError::BadAnswer("no providers view".into()))
+    }
+
+    /// What `a` has paid providers through its channels.
+    pub async fn spend(&self, a: &Address) -> Result<SpendView, ChainError> {
+        self.get(
+            &fill(paths::ACCOUNT_SPEND, "{address}", a),
+            MAX_ANSWER_BYTES,
+        )
+        .await?
+        .ok_or_else(|| ChainError::BadAnswer("no spend view".into()))
     }
 
     pub async fn channel_view(&self, id: &Hash) -> Result<Option<ChannelView>, ChainError> {

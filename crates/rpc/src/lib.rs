@@ -11,12 +11,13 @@ pub mod client;
 pub mod openapi;
 mod schema;
 pub mod sender;
+pub mod tools;
 
 pub use api::{
-    AccountView, BatchRequest, BatchResponse, BatchResult, BlockTxs, BlockView, ChannelView,
-    EpochReportView, ErrorBody, ErrorDetail, LockedEarnings, MarketSummary, MarketView,
-    MarketsView, ModelView, ProviderView, StateRootView, StatusView, SubmitRequest, SubmitResponse,
-    TxView, Unbonding, paths,
+    AccountBalance, AccountView, AccountsView, BatchRequest, BatchResponse, BatchResult, BlockTxs,
+    BlockView, ChannelView, EpochReportView, ErrorBody, ErrorDetail, LockedEarnings, MarketSummary,
+    MarketView, MarketsView, ModelView, ProviderView, ProvidersView, SpendView, StateRootView,
+    StatusView, SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
 };
 pub use client::{ChainClient, ChainError, ChainInfo, MAX_ANSWER_BYTES};
 pub use sender::TxSender;

@@ -29,7 +29,10 @@ has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. A transac
         submit_tx,
         submit_batch,
         tx,
+        accounts,
         account,
+        account_spend,
+        providers,
         provider,
         model,
         channel,
@@ -123,6 +126,40 @@ fn tx() {}
     )
 )]
 fn account() {}
+
+#[utoipa::path(
+    get,
+    path = paths::ACCOUNTS,
+    summary = "The accounts with the largest balances, richest first (`top`: default 10, at most 100).",
+    params(TopQuery),
+    responses(
+        (status = 200, description = "accounts", body = AccountsView),
+        (status = 400, description = "top out of range", body = ErrorBody)
+    )
+)]
+fn accounts() {}
+
+#[utoipa::path(
+    get,
+    path = paths::PROVIDERS,
+    summary = "Every registered provider (its record, stake and probation), in address order, at \
+most 1,000.",
+    responses((status = 200, description = "providers", body = ProvidersView))
+)]
+fn providers() {}
+
+#[utoipa::path(
+    get,
+    path = paths::ACCOUNT_SPEND,
+    summary = "What an account has paid providers through the payment channels it opened: the \
+totals over all of them and its 256 newest channels.",
+    params(("address" = AddressSchema, Path)),
+    responses(
+        (status = 200, description = "spend", body = SpendView),
+        (status = 400, description = "not an address", body = ErrorBody)
+    )
+)]
+fn account_spend() {}
 
 #[utoipa::path(
     get,

@@ -429,6 +429,7 @@ fn dev_api_key(dir: &Path, g: &agora_gateway::Gateway, dev: Address) -> eyre::Re
                 account: dev,
                 credit: Amount::from_agr(1_000),
                 spent: Amount::ZERO,
+                limits: Default::default(),
             },
         );
         let _ = g.customers.flush();

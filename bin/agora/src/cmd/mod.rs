@@ -1,5 +1,7 @@
 //! One module per command family.
 
+pub mod agent;
+pub mod ask;
 pub mod bench;
 #[cfg(feature = "llama-cpp")]
 pub mod bench_inference;

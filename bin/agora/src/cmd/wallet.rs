@@ -202,13 +202,13 @@ pub(crate) fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".agora"))
 }
 
-fn keystore_path(opts: &ClientOpts) -> PathBuf {
+pub(crate) fn keystore_path(opts: &ClientOpts) -> PathBuf {
     opts.keystore
         .clone()
         .unwrap_or_else(|| home().join("keys").join("default.json"))
 }
 
-fn password(confirm: bool) -> eyre::Result<String> {
+pub(crate) fn password(confirm: bool) -> eyre::Result<String> {
     if let Ok(p) = std::env::var("AGORA_PASSWORD") {
         return Ok(p);
     }
@@ -223,7 +223,7 @@ fn password(confirm: bool) -> eyre::Result<String> {
     Ok(p)
 }
 
-fn load_key(opts: &ClientOpts) -> eyre::Result<SecretKey> {
+pub(crate) fn load_key(opts: &ClientOpts) -> eyre::Result<SecretKey> {
     let path = keystore_path(opts);
     if !path.exists() {
         bail!(
@@ -345,7 +345,7 @@ pub fn run_wallet(args: WalletArgs) -> eyre::Result<()> {
     Ok(())
 }
 
-fn agr(s: &str) -> eyre::Result<Amount> {
+pub(crate) fn agr(s: &str) -> eyre::Result<Amount> {
     Amount::parse_agr(s).map_err(|e| eyre!("{s:?}: {e}"))
 }
 

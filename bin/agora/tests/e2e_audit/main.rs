@@ -295,6 +295,7 @@ fn a_cheating_provider_is_audited_slashed_and_routed_around_while_the_honest_one
                 account: SecretKey::from_test_seed("e2e-audit-customer").public(),
                 credit: Amount::from_agr(100),
                 spent: Amount::ZERO,
+                limits: Default::default(),
             },
         );
 

@@ -66,6 +66,23 @@ impl ApiError {
                 "insufficient_quota",
                 "You exceeded your current quota: this key has no credit left.",
             ),
+            AuthError::Expired { at } => Self::new(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                "expired_api_key",
+                format!("This API key expired at unix time {at}."),
+            ),
+            // Raised by the relay before any work; kept here so every refusal maps once.
+            AuthError::OverCap { cap, need } => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "request_over_cap",
+                format!(
+                    "This request may cost up to {} base units; this key's per-request cap is {}. \
+                     Lower max_tokens or send less.",
+                    need.0, cap.0
+                ),
+            ),
         }
     }
 

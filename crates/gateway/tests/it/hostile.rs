@@ -423,6 +423,7 @@ async fn a_key_cannot_spend_credit_it_lacks_by_running_completions_at_once() {
             account: net.owner.public(),
             credit: Amount(320),
             spent: Amount::ZERO,
+            limits: Default::default(),
         },
     );
     let client = reqwest::Client::new();

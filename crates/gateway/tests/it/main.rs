@@ -1,6 +1,7 @@
 //! Gateway integration tests on an in-process network (ledger node, providers on the test engine,
 //! gateway), over real loopback sockets.
 
+mod agent;
 mod channels;
 mod dashboard;
 mod hostile;

@@ -153,6 +153,7 @@ async fn run_case(actions: Vec<Action>) {
             account: net.owner.public(),
             credit: Amount(2_000),
             spent: Amount::ZERO,
+            limits: Default::default(),
         },
     );
     let honest = net.providers[0].as_ref().unwrap();

@@ -165,6 +165,7 @@ impl TestNet {
                 account: owner.public(),
                 credit: Amount::from_agr(100),
                 spent: Amount::ZERO,
+                limits: Default::default(),
             },
         );
         let mut net = TestNet {

@@ -98,6 +98,7 @@ async fn validator_provider_and_gateway_from_one_config_serve_and_stop_in_order(
             account: customer.public(),
             credit: Amount::from_agr(100),
             spent: Amount::ZERO,
+            limits: Default::default(),
         },
     );
     let before = chain.account(&provider.public()).await.unwrap();

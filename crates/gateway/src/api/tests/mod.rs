@@ -44,6 +44,7 @@ pub(crate) fn state_with(fake: Arc<Fake>, body_timeout: Duration) -> AppState {
                 account: PublicKey([1; 32]),
                 credit,
                 spent: Amount::ZERO,
+                limits: Default::default(),
             },
         );
     }
