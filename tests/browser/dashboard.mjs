@@ -142,6 +142,11 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#wallet tbody tr").length >= 5, null, { timeout: 15_000 });
   const wallet = await page.textContent("#wallet");
   assert.match(wallet, /spent \(AGR\)0\.\d+/, `the wallet shows what was spent: ${wallet}`);
+  // The spend view, prefilled with the gateway's account, which opened a channel to pay.
+  await page.click("#spend-show");
+  await page.waitForFunction(() => document.querySelectorAll("#spend tbody tr").length >= 3, null, { timeout: 15_000 });
+  const spend = await page.textContent("#spend");
+  assert.match(spend, /channels[1-9]/, `the spend view shows the gateway's channel: ${spend}`);
   await page.screenshot({ path: join(artifacts, "4-wallet.png"), fullPage: true });
 
   assert.deepEqual(errors, [], "no script errors on the page");

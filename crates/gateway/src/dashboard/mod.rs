@@ -7,7 +7,10 @@
 //!                               the recent requests, verdicts and blocks
 //!  GET /dashboard/api/markets   each market (members, usage) with its last epochs' reports:
 //!                               emission, each provider's incentive and pay, validators' weights
-//!  GET /dashboard/api/me        the wallet behind a bearer API key: credit, spent, ledger balance
+//!  GET /dashboard/api/me        the wallet behind a bearer API key: credit, spent, its limits,
+//!                               ledger balance, and this gateway's own account
+//!  GET /dashboard/api/spend/{a}  what an account (an agent, a gateway) paid providers through
+//!                               its channels, from the ledger
 //!  GET /dashboard/events        server-sent events from the [`Feed`]: the history, then live
 //! ```
 //!
@@ -79,6 +82,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/dashboard/api/overview", get(overview))
         .route("/dashboard/api/markets", get(markets))
         .route("/dashboard/api/me", get(me))
+        .route("/dashboard/api/spend/{address}", get(spend))
         .route("/dashboard/events", get(events))
         .with_state(Arc::new(state))
 }
@@ -278,9 +282,14 @@ struct Wallet {
     /// What the key may spend at this gateway, and what it spent.
     credit: Amount,
     spent: Amount,
+    /// The key's limits beyond its credit (an agent's key carries them).
+    per_request_cap: Option<Amount>,
+    expires_at: Option<u64>,
     /// The account's balance and stake on the ledger (`None`: the ledger did not answer).
     balance: Option<Amount>,
     nonce: Option<u64>,
+    /// The account this gateway pays providers from.
+    gateway_account: Address,
 }
 
 async fn me(State(s): State<Shared>, headers: HeaderMap) -> Response {
@@ -294,10 +303,30 @@ async fn me(State(s): State<Shared>, headers: HeaderMap) -> Response {
         account: customer.account,
         credit: customer.credit,
         spent: customer.spent,
+        per_request_cap: customer.limits.per_request,
+        expires_at: customer.limits.expires_at,
         balance: account.as_ref().map(|a| a.balance),
         nonce: account.map(|a| a.nonce),
+        gateway_account: s.payer.address(),
     })
     .into_response()
+}
+
+/// What `address` paid providers through its channels, as the ledger says (an agent's spend).
+async fn spend(
+    State(s): State<Shared>,
+    axum::extract::Path(address): axum::extract::Path<String>,
+) -> Response {
+    let Ok(a) = address.parse::<Address>() else {
+        return ApiError::invalid(format!("{address:?} is not an address"), Some("address"))
+            .into_response();
+    };
+    match s.chain.spend(&a).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => {
+            ApiError::upstream("ledger_unavailable", format!("the ledger: {e}")).into_response()
+        }
+    }
 }
 
 /// The feed as server-sent events: each event's `event:` is its `type`; a subscriber that fell

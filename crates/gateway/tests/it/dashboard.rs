@@ -167,4 +167,15 @@ async fn the_dashboard_shows_providers_and_streams_each_request_with_its_payment
         .unwrap();
     assert_eq!(w["spent"], agora["charged"], "{w}");
     assert!(w["balance"].is_string(), "{w}");
+    // The gateway's own account, as the spend view's first address: it opened a channel.
+    let gw = w["gateway_account"].as_str().unwrap();
+    assert_eq!(gw, net.gateway.payer.address().to_string());
+    let v = get_json(&net, &format!("/dashboard/api/spend/{gw}")).await;
+    assert!(v["channel_count"].as_u64().unwrap() >= 1, "{v}");
+    let r = c
+        .get(net.url("/dashboard/api/spend/not-an-address"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

@@ -558,19 +558,33 @@ fn body(echo: &Echo, status: &str, output: Vec<Value>, summary: Option<&Summary>
 fn finish(
     s: &Shared,
     echo: Echo,
-    mut conversation: Vec<ChatMessage>,
+    conversation: Vec<ChatMessage>,
     owner: KeyHash,
     mut out: Output,
     summary: &Summary,
 ) -> Result<Value, ApiError> {
     out.end()?;
+    Ok(close(s, &echo, conversation, owner, &out, None, summary))
+}
+
+/// The final response object of `out` (with `streamed`, the items as a stream sent them, so
+/// their ids match its events), kept unless `store: false`.
+fn close(
+    s: &Shared,
+    echo: &Echo,
+    mut conversation: Vec<ChatMessage>,
+    owner: KeyHash,
+    out: &Output,
+    streamed: Option<Vec<Value>>,
+    summary: &Summary,
+) -> Value {
     let (items, content, calls) = out.items();
     let status = if summary.finish_reason == "length" {
         "incomplete"
     } else {
         "completed"
     };
-    let response = body(&echo, status, items, Some(summary));
+    let response = body(echo, status, streamed.unwrap_or(items), Some(summary));
     if echo.store {
         let mut turn = ChatMessage::new("assistant", content.unwrap_or_default());
         turn.tool_calls = calls;
@@ -584,7 +598,7 @@ fn finish(
             },
         );
     }
-    Ok(response)
+    response
 }
 
 /// The Responses API's events for one response, each `event: <type>` with its JSON.
@@ -666,35 +680,16 @@ fn stream(s: &Shared, mut rx: mpsc::Receiver<RelayEvent>, turn: Turn) -> Respons
         if !items.send(&mut ev, rest).await || !items.close(&mut ev).await {
             return;
         }
-        // The items as streamed, so their ids match the deltas the client saw.
-        let mut out_items = items.done;
-        let (_, content, calls) = out.items();
-        let status = if summary.finish_reason == "length" {
-            "incomplete"
-        } else {
-            "completed"
-        };
-        let response = body(
+        let response = close(
+            &shared,
             &echo,
-            status,
-            std::mem::take(&mut out_items),
-            Some(&summary),
+            conversation,
+            owner,
+            &out,
+            Some(items.done),
+            &summary,
         );
-        if echo.store {
-            let mut conversation = conversation;
-            let mut turn = ChatMessage::new("assistant", content.unwrap_or_default());
-            turn.tool_calls = calls;
-            conversation.push(turn);
-            shared.responses.put(
-                echo.id.clone(),
-                Stored {
-                    owner,
-                    conversation,
-                    body: response.clone(),
-                },
-            );
-        }
-        let kind = if status == "completed" {
+        let kind = if response["status"] == "completed" {
             "response.completed"
         } else {
             "response.incomplete"

@@ -428,7 +428,21 @@ async function loadWallet() {
     row(["name", w.name]), row(["account", w.account]),
     row(["credit at this gateway (AGR)", agr(w.credit)]), row(["spent (AGR)", agr(w.spent)]),
     row(["ledger balance (AGR)", w.balance === null ? "unknown" : agr(w.balance)]),
-    row(["nonce", w.nonce === null ? "unknown" : w.nonce]));
+    row(["nonce", w.nonce === null ? "unknown" : w.nonce]),
+    ...(w.per_request_cap === null ? [] : [row(["per-request cap (AGR)", agr(w.per_request_cap)])]),
+    ...(w.expires_at === null ? [] : [row(["expires", new Date(w.expires_at * 1000).toISOString()])]));
+  if (!$("#spend-address").value) $("#spend-address").value = w.gateway_account;
+}
+
+async function loadSpend() {
+  const body = $("#spend tbody");
+  const address = $("#spend-address").value.trim();
+  const r = await fetch(`/dashboard/api/spend/${encodeURIComponent(address)}`);
+  const v = await r.json();
+  if (!r.ok) { body.replaceChildren(row(["error", (v.error && v.error.message) || `HTTP ${r.status}`])); return; }
+  body.replaceChildren(
+    row(["paid to providers (AGR)", agr(v.redeemed)]), row(["unspent deposits (AGR)", agr(v.unspent)]),
+    row(["channels", v.channel_count]), row(["at height", v.height]));
 }
 
 // ---- tabs and start ----
@@ -459,5 +473,6 @@ showTab();
 $("#send").addEventListener("click", send);
 $("#prompt").addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); } });
 $("#wallet-refresh").addEventListener("click", () => loadWallet().catch(console.error));
+$("#spend-show").addEventListener("click", () => loadSpend().catch(console.error));
 loadOverview().catch(console.error).finally(connect);
 loadMarkets().catch(console.error);
