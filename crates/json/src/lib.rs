@@ -55,6 +55,7 @@ enum State {
     Done,
 }
 
+/// Where a number is in the JSON grammar `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NumPhase {
     Minus,
@@ -68,6 +69,22 @@ enum NumPhase {
 }
 
 impl NumPhase {
+    /// The phase after byte `b`, by the grammar alone (`None`: `b` cannot continue the number).
+    /// The validators add their own limits (digit counts, integers only) on top.
+    fn next(self, b: u8) -> Option<NumPhase> {
+        use NumPhase::*;
+        match (self, b) {
+            (Minus, b'0') => Some(Zero),
+            (Minus | Int, b'0'..=b'9') => Some(Int),
+            (Zero | Int, b'.') => Some(Dot),
+            (Dot | Frac, b'0'..=b'9') => Some(Frac),
+            (Zero | Int | Frac, b'e' | b'E') => Some(E),
+            (E, b'+' | b'-') => Some(ESign),
+            (E | ESign | Exp, b'0'..=b'9') => Some(Exp),
+            _ => None,
+        }
+    }
+
     fn can_end(self) -> bool {
         matches!(
             self,
@@ -376,17 +393,11 @@ impl JsonPrefix {
             State::Num(p) => {
                 use NumPhase::*;
                 let d = self.num_digits;
-                let next = match (p, b) {
-                    (Minus, b'0') => Some(Zero),
-                    (Minus, b'1'..=b'9') => Some(Int),
-                    (Int, b'0'..=b'9') if d < schema::MAX_INT_DIGITS => Some(Int),
-                    (Zero | Int, b'.') => Some(Dot),
-                    (Dot | Frac, b'0'..=b'9') => Some(Frac),
-                    (Zero | Int | Frac, b'e' | b'E') => Some(E),
-                    (E, b'+' | b'-') => Some(ESign),
-                    (E | ESign, b'0'..=b'9') => Some(Exp),
-                    (Exp, b'0'..=b'9') if d < schema::MAX_EXP_DIGITS => Some(Exp),
-                    _ => None,
+                let next = match (p, p.next(b)) {
+                    // Digits are capped so every number stays a finite f64.
+                    (Int, Some(Int)) if d >= schema::MAX_INT_DIGITS => None,
+                    (Exp, Some(Exp)) if d >= schema::MAX_EXP_DIGITS => None,
+                    (_, next) => next,
                 };
                 match next {
                     Some(n) => {

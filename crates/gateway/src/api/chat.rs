@@ -303,10 +303,7 @@ pub(super) fn bind_tools(
     content_schema: Option<&serde_json::Value>,
 ) -> Result<Option<agora_json::Schema>, ApiError> {
     let Some(t) = tools else { return Ok(None) };
-    let schema = agora_json::tools::output_schema(t, content_schema)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?;
-    // Compiled by output_schema already; compiled again here for the output's check.
-    let envelope = agora_json::Schema::from_value(&schema)
+    let (schema, envelope) = agora_json::tools::output_schema(t, content_schema)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("tools")))?;
     sampling.json = true;
     sampling.json_schema = Some(schema.to_string());

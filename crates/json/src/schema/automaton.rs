@@ -458,17 +458,11 @@ impl Cfg {
                 digits,
             } => {
                 use NumPhase::*;
-                let next = match (phase, b) {
-                    (Minus, b'0') => Some(Zero),
-                    (Minus, b'1'..=b'9') => Some(Int),
-                    (Int, b'0'..=b'9') if digits < MAX_INT_DIGITS => Some(Int),
-                    (Zero | Int, b'.') if !integer => Some(Dot),
-                    (Dot | Frac, b'0'..=b'9') => Some(Frac),
-                    (Zero | Int | Frac, b'e' | b'E') if !integer => Some(E),
-                    (E, b'+' | b'-') => Some(ESign),
-                    (E | ESign, b'0'..=b'9') => Some(Exp),
-                    (Exp, b'0'..=b'9') if digits < MAX_EXP_DIGITS => Some(Exp),
-                    _ => None,
+                let next = match (phase, phase.next(b)) {
+                    (Int, Some(Int)) if digits >= MAX_INT_DIGITS => None,
+                    (Exp, Some(Exp)) if digits >= MAX_EXP_DIGITS => None,
+                    (_, Some(Dot | E)) if integer => None,
+                    (_, next) => next,
                 };
                 match next {
                     Some(next) => {

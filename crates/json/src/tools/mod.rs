@@ -74,9 +74,13 @@ pub fn check_tool(tool: &Tool) -> Result<(), ToolsError> {
 }
 
 /// The JSON Schema every output must follow for `tools`: the envelope, with each call's
-/// `arguments` under its function's parameters. `content`, the schema of a text answer when
-/// the model may answer instead of calling (`auto`), defaults to a string.
-pub fn output_schema(tools: &Tools, content: Option<&Value>) -> Result<Value, ToolsError> {
+/// `arguments` under its function's parameters, as JSON (for the job) and compiled (to check
+/// the output against). `content`, the schema of a text answer when the model may answer
+/// instead of calling (`auto`), defaults to a string.
+pub fn output_schema(
+    tools: &Tools,
+    content: Option<&Value>,
+) -> Result<(Value, Schema), ToolsError> {
     if tools.list.is_empty() || tools.list.len() > MAX_TOOLS {
         return Err(tools_error(
             "tools",
@@ -142,8 +146,9 @@ pub fn output_schema(tools: &Tools, content: Option<&Value>) -> Result<Value, To
         _ => tool_calls,
     };
     envelope["$defs"] = Value::Object(defs);
-    Schema::from_value(&envelope).map_err(|e: SchemaError| tools_error("tools", e.to_string()))?;
-    Ok(envelope)
+    let compiled = Schema::from_value(&envelope)
+        .map_err(|e: SchemaError| tools_error("tools", e.to_string()))?;
+    Ok((envelope, compiled))
 }
 
 /// `anyOf` allows a bounded number of branches: more calls nest in groups.

@@ -12,6 +12,8 @@
 
 use std::mem;
 
+use crate::NumPhase;
+
 /// Deepest nesting of objects and arrays, the top-level object included (as in JSON mode).
 const MAX_DEPTH: usize = 64;
 /// Longest `name` value, in bytes once decoded; real names are far shorter.
@@ -104,19 +106,6 @@ enum Esc {
     },
 }
 
-/// The JSON number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Num {
-    Minus,
-    Zero,
-    Int,
-    Dot,
-    Frac,
-    ExpStart,
-    ExpSign,
-    Exp,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Before the top-level `{`.
@@ -139,7 +128,7 @@ enum State {
         esc: Esc,
         high: Option<u32>,
     },
-    Num(Num),
+    Num(NumPhase),
     /// Inside `true`, `false` or `null`; `next` indexes the letter expected next.
     Lit {
         word: &'static [u8],
@@ -370,20 +359,14 @@ impl EnvelopeReader {
             },
             State::Str { .. } => self.string_char(piece, i, ch, out),
             State::Num(phase) => {
-                let next = match (phase, ch) {
-                    (Num::Minus, '0') => Some(Num::Zero),
-                    (Num::Zero, '0'..='9') => return Err("invalid number"),
-                    (Num::Minus | Num::Int, '0'..='9') => Some(Num::Int),
-                    (Num::Zero | Num::Int, '.') => Some(Num::Dot),
-                    (Num::Dot | Num::Frac, '0'..='9') => Some(Num::Frac),
-                    (Num::Zero | Num::Int | Num::Frac, 'e' | 'E') => Some(Num::ExpStart),
-                    (Num::ExpStart, '+' | '-') => Some(Num::ExpSign),
-                    (Num::ExpStart | Num::ExpSign | Num::Exp, '0'..='9') => Some(Num::Exp),
-                    (Num::Minus | Num::Dot | Num::ExpStart | Num::ExpSign, _) => {
-                        return Err("invalid number");
-                    }
-                    (Num::Zero | Num::Int | Num::Frac | Num::Exp, _) => None,
-                };
+                // A leading zero takes no more digits: an error here, not the end of the number.
+                if phase == NumPhase::Zero && ch.is_ascii_digit() {
+                    return Err("invalid number");
+                }
+                let next = u8::try_from(ch).ok().and_then(|b| phase.next(b));
+                if next.is_none() && !phase.can_end() {
+                    return Err("invalid number");
+                }
                 match next {
                     Some(phase) => {
                         self.state = State::Num(phase);
@@ -568,9 +551,9 @@ impl EnvelopeReader {
                 esc: Esc::None,
                 high: None,
             },
-            '-' => State::Num(Num::Minus),
-            '0' => State::Num(Num::Zero),
-            '1'..='9' => State::Num(Num::Int),
+            '-' => State::Num(NumPhase::Minus),
+            '0' => State::Num(NumPhase::Zero),
+            '1'..='9' => State::Num(NumPhase::Int),
             't' => State::Lit {
                 word: b"true",
                 next: 1,

@@ -38,7 +38,7 @@ fn tools(choice: ToolChoice, parallel: bool) -> Tools {
 }
 
 fn compiled(t: &Tools) -> Schema {
-    Schema::from_value(&output_schema(t, None).unwrap()).unwrap()
+    output_schema(t, None).unwrap().1
 }
 
 fn call(name: &str, arguments: Value) -> Value {
@@ -109,9 +109,9 @@ fn each_choice_bounds_the_output() {
 fn a_structured_text_answer_follows_the_response_schema() {
     let content =
         json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
-    let s =
-        Schema::from_value(&output_schema(&tools(ToolChoice::Auto, true), Some(&content)).unwrap())
-            .unwrap();
+    let s = output_schema(&tools(ToolChoice::Auto, true), Some(&content))
+        .unwrap()
+        .1;
     assert!(s.validate(&json!({"content": {"n": 3}})));
     assert!(!s.validate(&json!({"content": "three"})));
 }
