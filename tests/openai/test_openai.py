@@ -5,7 +5,8 @@ Run by scripts/test.sh after the Rust tests:
 Starts `agora dev` (validator + provider serving SmolLM2 and MiniLM + gateway) in a temporary
 directory on free loopback ports, then checks chat (plain and streamed), completions,
 embeddings, the models list and the error cases through the SDK, then function calling
-(tools_checks.py), the Responses API (responses_checks.py) and `agora ask` (ask_checks.py).
+(tools_checks.py), the Responses API (responses_checks.py), an agent's own key at the gateway
+(agent_key_checks.py) and `agora ask` (ask_checks.py).
 """
 
 import math
@@ -20,6 +21,7 @@ import time
 
 import openai
 
+import agent_key_checks
 import ask_checks
 import responses_checks
 import tools_checks
@@ -57,6 +59,9 @@ def start_network(binary, workdir):
         m = re.search(r"^\s*RPC\s+(\S+)", line)
         if m:
             info["rpc"] = m.group(1)
+        m = re.search(r"keystore\s+(\S+) \(password", line)
+        if m:
+            info["keystore"] = m.group(1)
         m = re.search(r"API key\s+(\S+)", line)
         if m:
             info["key"] = m.group(1)
@@ -92,6 +97,7 @@ def main():
         proc, info = start_network(binary, workdir)
         try:
             run_checks(info)
+            agent_key_checks.run(binary, info, check, "smollm2-135m-instruct")
             ask_checks.run(binary, info, check)
         finally:
             proc.terminate()

@@ -55,6 +55,39 @@ struct Book {
     /// a crash can neither lose nor repeat a deposit).
     #[serde(default)]
     deposits_scanned: Option<u64>,
+    /// Keys issued on their account's signed request (`POST /v1/keys`), one per account.
+    #[serde(default)]
+    requested: Vec<(Address, Requested)>,
+}
+
+/// The key an account asked for itself, and when it last asked.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Requested {
+    /// The signed request's time; a request not later than this is a replay.
+    at_ms: u64,
+    key: KeyHash,
+}
+
+/// Most keys issued on request that wait for their first deposit; past it the oldest of those
+/// asked for over [`UNFUNDED_TTL_MS`] ago are dropped, else new requests wait (a stranger can
+/// make accounts for free, so keys without money must not grow the book without end).
+pub const MAX_UNFUNDED_KEYS: usize = 1_024;
+/// How long a requested key without credit is kept for sure.
+pub const UNFUNDED_TTL_MS: u64 = 3_600_000;
+
+/// Why a signed key request was refused by the book.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    #[error(
+        "this account's last key request was signed at {last_ms} ms; a new one must be signed later (a request is used once)"
+    )]
+    Replayed { last_ms: u64 },
+    #[error("the account's current key has requests running; ask again when they finish")]
+    Busy,
+    #[error("{MAX_UNFUNDED_KEYS} keys are waiting for their first deposit; try again later")]
+    Full,
+    #[error("the key book could not be written: {0}")]
+    Io(String),
 }
 
 /// Why a key was refused.
@@ -88,6 +121,10 @@ pub struct Customers {
     held: Mutex<BTreeMap<KeyHash, Amount>>,
     /// Read and written only with `by_key` locked.
     scanned: Mutex<Option<u64>>,
+    /// Keys issued on request, per account. Locked only with `by_key` locked.
+    requested: Mutex<BTreeMap<Address, Requested>>,
+    /// Held while the book is written (taken before `by_key`, never inside it).
+    writing: Mutex<()>,
     path: Option<PathBuf>,
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -107,9 +144,11 @@ impl Customers {
     pub fn open(path: Option<PathBuf>) -> std::io::Result<Customers> {
         let mut by_key = BTreeMap::new();
         let mut scanned = None;
+        let mut requested = BTreeMap::new();
         if let Some(p) = &path {
             let book: Book = crate::durable::read_json_or_default(p)?;
             scanned = book.deposits_scanned;
+            requested = book.requested.into_iter().collect();
             for (hex_hash, c) in book.customers {
                 let mut h = [0u8; 32];
                 if hex::decode_to_slice(&hex_hash, &mut h).is_ok() {
@@ -121,6 +160,8 @@ impl Customers {
             by_key: Mutex::new(by_key),
             held: Mutex::new(BTreeMap::new()),
             scanned: Mutex::new(scanned),
+            requested: Mutex::new(requested),
+            writing: Mutex::new(()),
             path,
             dirty: false.into(),
         })
@@ -150,6 +191,85 @@ impl Customers {
             },
         );
         key
+    }
+
+    /// A key for `request`'s account with its limits, on its signed request (checked by the
+    /// caller: signature, gateway, time), at the gateway's `now_ms`. A later request of the same
+    /// account replaces its key, which keeps the credit and spend; an earlier or equal one is a
+    /// replay. The book is written before the key is returned, so a key the customer holds
+    /// survives a crash.
+    pub fn issue(
+        &self,
+        request: &agora_market::keys::KeyRequest,
+        now_ms: u64,
+    ) -> Result<(String, Customer), IssueError> {
+        let mut map = self.map();
+        let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = requested.get(&request.account).copied();
+        if let Some(p) = previous {
+            if request.at_ms <= p.at_ms {
+                return Err(IssueError::Replayed { last_ms: p.at_ms });
+            }
+            // A completion of the old key settles against it; moving its record mid-request
+            // would lose that charge.
+            if !self.held_locked(&p.key).is_zero() {
+                return Err(IssueError::Busy);
+            }
+        }
+        let old = previous.and_then(|p| map.get(&p.key).cloned());
+        let funded = |c: &Customer| !c.credit.is_zero() || !c.spent.is_zero();
+        if old.as_ref().is_none_or(|c| !funded(c)) {
+            let unfunded = |map: &BTreeMap<KeyHash, Customer>, r: &Requested| {
+                map.get(&r.key).is_some_and(|c| !funded(c))
+            };
+            let count = requested.values().filter(|r| unfunded(&map, r)).count();
+            if count >= MAX_UNFUNDED_KEYS {
+                let stale: Vec<(Address, KeyHash)> = requested
+                    .iter()
+                    .filter(|(_, r)| {
+                        unfunded(&map, r) && now_ms.saturating_sub(r.at_ms) > UNFUNDED_TTL_MS
+                    })
+                    .map(|(a, r)| (*a, r.key))
+                    .collect();
+                if stale.is_empty() {
+                    return Err(IssueError::Full);
+                }
+                for (account, key) in stale {
+                    requested.remove(&account);
+                    map.remove(&key);
+                }
+            }
+        }
+        let key = format!("sk-agora-{}", hex::encode(rand::random::<[u8; 24]>()));
+        let hash = key_hash(&key);
+        let customer = Customer {
+            name: request.name.clone(),
+            account: request.account,
+            credit: old.as_ref().map_or(Amount::ZERO, |c| c.credit),
+            spent: old.as_ref().map_or(Amount::ZERO, |c| c.spent),
+            limits: Limits {
+                per_request: request.per_request_cap,
+                expires_at: request.expires_at,
+            },
+        };
+        if let Some(p) = previous {
+            map.remove(&p.key);
+        }
+        map.insert(hash, customer.clone());
+        requested.insert(
+            request.account,
+            Requested {
+                at_ms: request.at_ms,
+                key: hash,
+            },
+        );
+        drop(requested);
+        drop(map);
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        // On failure the key stays in memory, unknown to anyone (the book is retried by the
+        // next flush); the customer signs a new request, which replaces it.
+        self.persist().map_err(|e| IssueError::Io(e.to_string()))?;
+        Ok((key, customer))
     }
 
     fn holds(&self) -> std::sync::MutexGuard<'_, BTreeMap<KeyHash, Amount>> {
@@ -238,8 +358,9 @@ impl Customers {
     }
 
     /// Credits the deposits found in block `height` (sender account, amount) and records the
-    /// block as scanned, atomically. A deposit goes to the sender's key with the lowest digest;
-    /// one from an account with no key is not credited (returned, for the operator).
+    /// block as scanned, atomically. A deposit goes to the key the sender asked for itself
+    /// (`issue`), else to the sender's key with the lowest digest; one from an account with no
+    /// key is not credited (returned, for the operator).
     pub fn deposit_block(
         &self,
         height: u64,
@@ -250,9 +371,15 @@ impl Customers {
         if scanned.is_some_and(|s| height <= s) {
             return Vec::new();
         }
+        let requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
         let mut unclaimed = Vec::new();
         for (account, amount) in deposits {
-            match map.values_mut().find(|c| c.account == *account) {
+            let own = requested.get(account).map(|r| r.key);
+            let target = match own.filter(|k| map.contains_key(k)) {
+                Some(k) => map.get_mut(&k),
+                None => map.values_mut().find(|c| c.account == *account),
+            };
+            match target {
                 Some(c) => c.credit = c.credit.checked_add(*amount).unwrap_or(c.credit),
                 None => unclaimed.push((*account, *amount)),
             }
@@ -275,24 +402,45 @@ impl Customers {
 
     /// Writes the book if it changed.
     pub fn flush(&self) -> std::io::Result<()> {
+        if !self.dirty.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.persist()
+    }
+
+    /// Writes the book now. One writer at a time, each with a snapshot taken after the previous
+    /// write, so an older snapshot never overwrites a newer one.
+    fn persist(&self) -> std::io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
-        }
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let book = {
             let map = self.map();
+            self.dirty
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             Book {
                 customers: map
                     .iter()
                     .map(|(h, c)| (hex::encode(h), c.clone()))
                     .collect(),
                 deposits_scanned: *self.scanned.lock().unwrap_or_else(|e| e.into_inner()),
+                requested: self
+                    .requested
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(a, r)| (*a, *r))
+                    .collect(),
             }
         };
-        let bytes = serde_json::to_vec_pretty(&book).map_err(std::io::Error::other)?;
-        crate::durable::write_atomically(path, &bytes)
+        let written = serde_json::to_vec_pretty(&book)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::durable::write_atomically(path, &bytes));
+        if written.is_err() {
+            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
     }
 }
 
@@ -353,5 +501,72 @@ mod tests {
             AuthError::Expired { at: 1 }
         );
         assert!(book.authorize(Some("new")).is_ok());
+    }
+
+    fn ask(account: &agora_types::SecretKey, at_ms: u64) -> agora_market::keys::KeyRequest {
+        agora_market::keys::KeyRequest {
+            account: account.public(),
+            gateway: agora_types::SecretKey::from_test_seed("gateway").public(),
+            name: "k".into(),
+            per_request_cap: None,
+            expires_at: None,
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn keys_waiting_for_a_deposit_are_bounded_and_the_stale_ones_make_room() {
+        let book = Customers::open(None).unwrap();
+        let t0 = 1_000_000;
+        let accounts: Vec<_> = (0..=MAX_UNFUNDED_KEYS)
+            .map(|i| agora_types::SecretKey::from_test_seed(&format!("a{i}")))
+            .collect();
+        for a in &accounts[..MAX_UNFUNDED_KEYS] {
+            book.issue(&ask(a, t0), t0).unwrap();
+        }
+        let last = &accounts[MAX_UNFUNDED_KEYS];
+        assert_eq!(
+            book.issue(&ask(last, t0 + 1), t0 + 1),
+            Err(IssueError::Full)
+        );
+        // One of them deposits: a funded key no longer counts, so there is room.
+        book.deposit_block(1, &[(accounts[0].public(), Amount(5))]);
+        let (_, c) = book.issue(&ask(last, t0 + 2), t0 + 2).unwrap();
+        assert!(c.credit.is_zero());
+        // Full again; an hour later the unfunded ones are dropped, the funded one is kept.
+        let late = agora_types::SecretKey::from_test_seed("late");
+        let later = t0 + 2 + UNFUNDED_TTL_MS + 1;
+        assert_eq!(
+            book.issue(&ask(&late, t0 + 3), t0 + 3),
+            Err(IssueError::Full)
+        );
+        book.issue(&ask(&late, later), later).unwrap();
+        let keys = book.map().len();
+        assert_eq!(keys, 2, "the funded key and the new one");
+        assert!(
+            book.map()
+                .values()
+                .any(|c| c.account == accounts[0].public())
+        );
+    }
+
+    #[test]
+    fn an_issued_key_and_its_request_time_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let agent = agora_types::SecretKey::from_test_seed("agent");
+        let key = {
+            let book = Customers::open(Some(path.clone())).unwrap();
+            let (key, _) = book.issue(&ask(&agent, 10), 10).unwrap();
+            key // no flush: issue writes the book itself
+        };
+        let book = Customers::open(Some(path)).unwrap();
+        book.deposit_block(1, &[(agent.public(), Amount(7))]);
+        assert_eq!(book.authorize(Some(&key)).unwrap().1.credit, Amount(7));
+        assert_eq!(
+            book.issue(&ask(&agent, 10), 20),
+            Err(IssueError::Replayed { last_ms: 10 }),
+            "a replay after the restart is still one"
+        );
     }
 }

@@ -182,6 +182,7 @@ impl Gateway {
         let app = api::app(api::AppState {
             upstream: Arc::new(api::RelayUpstream(relay.clone())),
             customers: customers.clone(),
+            account: payer.address(),
             metrics: metrics.clone(),
             audit: Some(desk.clone()),
             body_timeout: config.http.body_timeout,

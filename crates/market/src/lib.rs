@@ -5,13 +5,15 @@
 //! travels over the overlay, [`offer`] is what a provider gossips about itself, [`meter`] is what
 //! a job owes (one computation for both sides), [`bounds`] the most it can owe (the payer's own
 //! figure), [`failure`] is why a job failed and whose fault
-//! it is, [`audit`] is what gateways and auditors exchange about committed receipts, [`chain`] re-exports how either side reads the ledger and submits transactions through
+//! it is, [`audit`] is what gateways and auditors exchange about committed receipts, [`keys`] how a
+//! customer asks a gateway for an API key with its account's signature, [`chain`] re-exports how either side reads the ledger and submits transactions through
 //! a node's RPC (`agora-rpc`).
 
 pub mod audit;
 pub mod bounds;
 pub mod chain;
 pub mod failure;
+pub mod keys;
 pub mod meter;
 pub mod offer;
 pub mod protocol;

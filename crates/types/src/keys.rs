@@ -28,6 +28,8 @@ pub enum SignDomain {
     Audit,
     /// An auditor's request for a job's replay from a gateway (method, path, time).
     AuditFetch,
+    /// A customer's signed request for an API key at a gateway (`agora_market::keys`).
+    KeyRequest,
 }
 
 impl SignDomain {
@@ -40,6 +42,7 @@ impl SignDomain {
             SignDomain::Offer => b"_AGORA_OFFER_V1",
             SignDomain::Audit => b"_AGORA_AUDIT_V1",
             SignDomain::AuditFetch => b"_AGORA_AUDIT_FETCH_V1",
+            SignDomain::KeyRequest => b"_AGORA_KEY_REQUEST_V1",
         }
     }
 

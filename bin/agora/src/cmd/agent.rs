@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use agora_gateway::RelaySettings;
 use agora_gateway::agent::{Agent, AgentLimits};
+use agora_market::keys::IssuedKey;
 use agora_node::keystore;
 use agora_p2p::{Multiaddr, NetConfig};
 use agora_rpc::{ChainClient, TxSender};
@@ -48,6 +49,14 @@ pub enum AgentCommand {
         /// Sent on top of the budget for transaction fees, AGR.
         #[arg(long, default_value = "0.1")]
         fee_reserve: String,
+        /// Also get an API key at this gateway (its OpenAI base URL, e.g.
+        /// http://127.0.0.1:8646/v1), asked for with the agent's signature, with the agent's
+        /// per-request cap and an expiry; the agent then deposits its budget there.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Days until the gateway key expires.
+        #[arg(long, default_value_t = 30, requires = "gateway")]
+        expires_in_days: u64,
     },
     /// Ask the network as the agent: it opens its own channels to providers and pays per
     /// token with its own vouchers, within its limits; prints the answer and what it cost.
@@ -82,6 +91,9 @@ struct AgentFile {
     budget: Amount,
     per_request_cap: Amount,
     spent: Amount,
+    /// The gateway whose API key the agent holds (`api-key.txt` beside this file), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<String>,
 }
 
 fn agent_dir(name: &str) -> eyre::Result<PathBuf> {
@@ -122,12 +134,15 @@ pub fn run(args: AgentArgs) -> eyre::Result<()> {
             budget,
             per_request_cap,
             fee_reserve,
+            gateway,
+            expires_in_days,
         } => block_on(new(
             &args.opts,
             &name,
             &budget,
             &per_request_cap,
             &fee_reserve,
+            gateway.map(|url| (url, expires_in_days)),
         )),
         AgentCommand::Run {
             name,
@@ -184,6 +199,7 @@ async fn new(
     budget: &str,
     cap: &str,
     reserve: &str,
+    gateway: Option<(String, u64)>,
 ) -> eyre::Result<()> {
     let dir = agent_dir(name)?;
     if dir.join("agent.json").exists() {
@@ -205,6 +221,7 @@ async fn new(
         budget,
         per_request_cap: cap,
         spent: Amount::ZERO,
+        gateway: gateway.as_ref().map(|(url, _)| api_base(url)),
     };
     write_file(&dir, &file)?;
     // Funded last: an agent whose funding failed exists and can be funded by hand.
@@ -220,16 +237,131 @@ async fn new(
         })
         .await
         .map_err(node_error)?;
-    print(
-        opts,
-        &json!({"name": name, "address": key.public().to_string(), "budget": budget,
-            "per_request_cap": cap, "funded": amount, "tx": tx.to_string(), "height": height}),
-        format!(
-            "agent {name} created: account {}\n  funded with {amount} (tx {tx}, block {height})\n  budget {budget}, per-request cap {cap}\n  key and limits in {}\n  try:  agora agent run --name {name} --model <model> --bootstrap <overlay address> \"Hello!\"",
-            key.public(),
-            dir.display()
-        ),
+    let mut summary = json!({"name": name, "address": key.public().to_string(), "budget": budget,
+        "per_request_cap": cap, "funded": amount, "tx": tx.to_string(), "height": height});
+    let mut text = format!(
+        "agent {name} created: account {}\n  funded with {amount} (tx {tx}, block {height})\n  budget {budget}, per-request cap {cap}\n  key and limits in {}",
+        key.public(),
+        dir.display()
     );
+    match gateway {
+        None => text.push_str(&format!(
+            "\n  try:  agora agent run --name {name} --model <model> --bootstrap <overlay address> \"Hello!\""
+        )),
+        Some((url, days)) => {
+            let base = api_base(&url);
+            let issued = gateway_key(&base, &key, name, cap, days).await?;
+            write_secret(&dir.join("api-key.txt"), &issued.api_key)?;
+            // The agent pays its own deposit, so the gateway credits the agent's key.
+            let agent_sender = TxSender::new(key.clone(), ChainClient::new(&opts.rpc))
+                .await
+                .map_err(node_error)?;
+            let (deposit_tx, deposit_height) = agent_sender
+                .send(TxBody::Transfer {
+                    to: issued.deposit_to,
+                    amount: budget,
+                })
+                .await
+                .map_err(node_error)?;
+            summary["gateway"] = json!(base);
+            summary["api_key"] = json!(issued.api_key);
+            summary["expires_at"] = json!(issued.expires_at);
+            summary["deposit_tx"] = json!(deposit_tx.to_string());
+            text.push_str(&format!(
+                "\n  API key at {base}: {} (in {}; per-request cap {cap}, expires at unix time {})\n  deposited {budget} to the gateway's account {} (tx {deposit_tx}, block {deposit_height}); credited once final",
+                issued.api_key,
+                dir.join("api-key.txt").display(),
+                issued.expires_at.unwrap_or_default(),
+                issued.deposit_to,
+            ));
+        }
+    }
+    print(opts, &summary, text);
+    Ok(())
+}
+
+/// The OpenAI base URL of a gateway, ending in `/v1`, from what a user may type.
+fn api_base(url: &str) -> String {
+    let root = url.trim_end_matches('/');
+    let root = root.strip_suffix("/v1").unwrap_or(root);
+    format!("{root}/v1")
+}
+
+/// Asks the gateway at `base` for a key with the agent's signature (`agora_market::keys`).
+async fn gateway_key(
+    base: &str,
+    key: &SecretKey,
+    name: &str,
+    cap: Amount,
+    days: u64,
+) -> eyre::Result<IssuedKey> {
+    use agora_market::keys::{KeyRequest, KeyTerms};
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let terms_url = format!("{base}/keys");
+    let refused = |what: &str, status: reqwest::StatusCode, v: &serde_json::Value| {
+        eyre!(
+            "{what} {terms_url}: {status}: {}",
+            v["error"]["message"].as_str().unwrap_or("no message")
+        )
+    };
+    let resp = client
+        .get(&terms_url)
+        .send()
+        .await
+        .wrap_err_with(|| format!("cannot reach the gateway at {base}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let v = resp.json().await.unwrap_or_default();
+        return Err(refused("GET", status, &v));
+    }
+    let terms: KeyTerms = resp
+        .json()
+        .await
+        .wrap_err("the gateway's key terms are not what this client understands")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let at_ms = u64::try_from(now.as_millis())?;
+    let signed = KeyRequest {
+        account: key.public(),
+        gateway: terms.gateway,
+        name: name.into(),
+        per_request_cap: Some(cap),
+        expires_at: Some(now.as_secs().saturating_add(days.saturating_mul(86_400))),
+        at_ms,
+    }
+    .sign(key);
+    let resp = client.post(&terms_url).json(&signed).send().await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let v = resp.json().await.unwrap_or_default();
+        return Err(refused("POST", status, &v));
+    }
+    let issued: IssuedKey = resp
+        .json()
+        .await
+        .wrap_err("the gateway's answer is not a key")?;
+    if issued.account != key.public() {
+        bail!(
+            "the gateway issued a key for another account ({})",
+            issued.account
+        );
+    }
+    Ok(issued)
+}
+
+/// Written readable by the owner only.
+fn write_secret(path: &Path, text: &str) -> eyre::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
     Ok(())
 }
 

@@ -86,6 +86,56 @@ impl ApiError {
         }
     }
 
+    /// A signed key request that does not check: 403 when the signature is not the account's,
+    /// 400 for the rest (`param` names the field).
+    pub fn key_request(e: &agora_market::keys::KeyRequestError) -> Self {
+        use agora_market::keys::KeyRequestError as K;
+        let (status, code, param) = match e {
+            K::Signature => (StatusCode::FORBIDDEN, "bad_signature", "signature"),
+            K::Name => (
+                StatusCode::BAD_REQUEST,
+                "invalid_key_request",
+                "request.name",
+            ),
+            K::Cap => (
+                StatusCode::BAD_REQUEST,
+                "invalid_key_request",
+                "request.per_request_cap",
+            ),
+            K::Expired { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_key_request",
+                "request.expires_at",
+            ),
+            K::WrongGateway { .. } => (StatusCode::BAD_REQUEST, "wrong_gateway", "request.gateway"),
+            K::Skew { .. } => (StatusCode::BAD_REQUEST, "stale_request", "request.at_ms"),
+        };
+        let mut err = Self::new(status, INVALID_REQUEST, code, e.to_string());
+        err.param = Some(param.into());
+        err
+    }
+
+    /// The key book's refusals: 409 for a replayed request or a key busy with requests, 429
+    /// when too many keys wait for a deposit, 500 when the book cannot be written.
+    pub fn key_issue(e: &crate::customers::IssueError) -> Self {
+        use crate::customers::IssueError as I;
+        let (status, kind, code) = match e {
+            I::Replayed { .. } => (StatusCode::CONFLICT, INVALID_REQUEST, "replayed_request"),
+            I::Busy => (StatusCode::CONFLICT, INVALID_REQUEST, "key_busy"),
+            I::Full => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "too_many_keys",
+            ),
+            I::Io(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "key_book",
+            ),
+        };
+        Self::new(status, kind, code, e.to_string())
+    }
+
     /// 404: no route for the URL.
     pub fn unknown_url() -> Self {
         Self::new(

@@ -6,8 +6,8 @@
 //! Agora's own options travel in an `agora` object (ignored by stock SDKs) or in `x-agora-*`
 //! headers: `max_price_per_mtok`, `min_trust`, `verification` (the trust tier).
 //!
-//! One module per endpoint (`chat`, `completions`, `embeddings`, `responses`, `models`, `ops`
-//! for health and metrics); `generate` runs and shapes the choices chat and completions share; `request` reads
+//! One module per endpoint (`chat`, `completions`, `embeddings`, `responses`, `models`, `keys`
+//! for keys on an account's signed request, `ops` for health and metrics); `generate` runs and shapes the choices chat and completions share; `request` reads
 //! and checks bodies; `wire` holds the response types; `error` the one error mapping;
 //! `upstream` the network the handlers talk to, behind a trait so they run against a fake.
 
@@ -17,6 +17,7 @@ mod completions;
 mod embeddings;
 pub mod error;
 mod generate;
+mod keys;
 mod models;
 mod ops;
 mod receipts;
@@ -60,6 +61,8 @@ pub struct AppState {
     /// Where completions run and which models exist.
     pub upstream: Arc<dyn Upstream>,
     pub customers: Arc<Customers>,
+    /// The gateway's ledger account: what key requests name and where deposits go.
+    pub account: agora_types::Address,
     pub metrics: Metrics,
     /// Batches, cases and verdicts for auditors (`None`: the audit endpoints answer 404).
     pub audit: Option<Arc<crate::audit::AuditDesk>>,
@@ -86,6 +89,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/v1/receipts/{request_id}", get(receipts::get))
+        .route(
+            agora_market::keys::paths::KEYS,
+            get(keys::terms).post(keys::issue),
+        )
         .route(agora_market::audit::paths::BATCH, get(audit::batch))
         .route(agora_market::audit::paths::CASE, get(audit::case))
         .route(
@@ -119,6 +126,12 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The API key in the request's `Authorization: Bearer` header, if any.

@@ -5,6 +5,7 @@
 pub(crate) mod fake;
 
 mod errors;
+mod keys;
 mod responses;
 mod success;
 mod tools;
@@ -30,6 +31,11 @@ pub(crate) const BROKE: &str = "sk-broke";
 /// Another customer with credit.
 pub(crate) const OTHER: &str = "sk-other";
 
+/// The gateway's own ledger account in these tests.
+pub(crate) fn gateway_account() -> PublicKey {
+    agora_types::SecretKey::from_test_seed("gateway").public()
+}
+
 pub(crate) fn state_with(fake: Arc<Fake>, body_timeout: Duration) -> AppState {
     let customers = Customers::open(None).unwrap();
     for (key, credit) in [
@@ -51,6 +57,7 @@ pub(crate) fn state_with(fake: Arc<Fake>, body_timeout: Duration) -> AppState {
     AppState {
         upstream: fake,
         customers: Arc::new(customers),
+        account: gateway_account(),
         metrics: Metrics::new(),
         audit: None,
         body_timeout,
