@@ -29,7 +29,6 @@ pub mod scorer;
 
 use std::sync::Arc;
 
-use agora_inference::json::tools::prompt_messages;
 use agora_inference::{FinishReason, GenerateError, JsonMask, Prompt, Request, Scheduler};
 use agora_market::protocol::{ProofBytes, Replay, SignedReceipt, Work, token_hash};
 use agora_types::Hash;
@@ -87,9 +86,10 @@ impl Auditor {
             });
         }
         let prompt = match &replay.work {
-            Work::Chat { messages, tools } => {
-                Prompt::Chat(prompt_messages(messages, tools.as_ref()).into_owned())
-            }
+            Work::Chat { messages, tools } => Prompt::ToolChat {
+                messages: messages.clone(),
+                tools: tools.clone(),
+            },
             Work::Text { prompt } => Prompt::Text(prompt.clone()),
             Work::Embed { .. } => return Err(AuditError::Embeddings),
         };

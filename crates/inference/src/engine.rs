@@ -65,6 +65,7 @@ pub enum EngineError {
 
 /// A chat message (the one the gateway-provider protocol carries, from `agora-types`).
 pub use agora_types::ChatMessage;
+use agora_types::{Tool, Tools};
 
 /// Why a chat prompt could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -101,6 +102,22 @@ pub trait Engine {
     }
     /// Render `messages` with the model's own chat template, adding the assistant prefix.
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, TemplateError>;
+    /// Whether the model's template lays out tools, calls and results itself
+    /// ([`crate::template::ToolCaps::native`]); if not, chats with tools use the fallback format.
+    fn native_tools(&self) -> bool {
+        false
+    }
+    /// Render a chat with `tools` (empty: none), calls and `tool` messages natively, adding the
+    /// assistant prefix. Only asked of an engine whose [`Engine::native_tools`] is true.
+    fn render_tool_chat(
+        &self,
+        _messages: &[ChatMessage],
+        _tools: &[Tool],
+    ) -> Result<String, TemplateError> {
+        Err(TemplateError::Apply(
+            "the chat template does not render tools".into(),
+        ))
+    }
     /// Run one batch. Afterwards, `logits(i)`/`hidden(i)` are valid for batch indices marked output.
     fn decode(&mut self, batch: &[BatchToken]) -> Result<(), EngineError>;
     /// Logits of batch index `i` of the last `decode`.
@@ -153,6 +170,11 @@ impl ControlTokens {
         ControlTokens { finder, ids }
     }
 
+    /// Whether `text` holds a control token's text.
+    fn occur_in(&self, text: &str) -> bool {
+        self.finder.as_ref().is_some_and(|f| f.is_match(text))
+    }
+
     /// Calls `f` with the pieces of `text` in order.
     fn split<'a>(
         &self,
@@ -187,27 +209,128 @@ pub fn chat_tokens<E: Engine + ?Sized>(
     engine: &E,
     messages: &[ChatMessage],
 ) -> Result<Vec<TokenId>, ChatPromptError> {
-    if messages.is_empty() {
-        return Err(TemplateError::NoMessages.into());
-    }
-    let mut masked = Vec::with_capacity(messages.len());
-    for (index, m) in messages.iter().enumerate() {
-        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-            return Err(TemplateError::BadRole {
-                index,
-                role: m.role.clone(),
-            }
-            .into());
-        }
-        if m.content.contains('\0') || m.role.contains('\0') {
-            return Err(TemplateError::Nul { index }.into());
-        }
-        masked.push(ChatMessage::new(
-            m.role.clone(),
-            format!("{SENTINEL_OPEN}{index}{SENTINEL_CLOSE}"),
-        ));
-    }
+    let masked = masked(messages, &["system", "user", "assistant"])?;
     let rendered = engine.render_chat(&masked)?;
+    template_tokens(engine, &rendered, messages)
+}
+
+/// The tokens of a chat that may offer `tools` and carry calls and results, as the provider
+/// runs it and an auditor rebuilds it. Rendered natively (the template's own tool layout, with
+/// `agora_json::tools::native_messages`) when the engine's template supports tools and the
+/// native rendering is sound: it renders, it is within `native_limit`, it prints message contents
+/// as they are (the check that lets contents stay masked), and no client text it prints outside
+/// the contents holds a control token's text. Otherwise Agora's fallback format
+/// (`prompt_messages`) through [`chat_tokens`]; a chat without tools or tool turns is exactly
+/// [`chat_tokens`]'s.
+pub fn tool_chat_tokens<E: Engine + ?Sized>(
+    engine: &E,
+    messages: &[ChatMessage],
+    tools: Option<&Tools>,
+) -> Result<Vec<TokenId>, ChatPromptError> {
+    use agora_json::tools::{native_messages, prompt_messages};
+    let tool_turns = messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some() || m.role == "tool");
+    if engine.native_tools() && (tools.is_some() || tool_turns) {
+        let native = native_messages(messages, tools);
+        let list = tools.map_or(&[][..], |t| &t.list[..]);
+        let limit = agora_json::tools::native_limit(messages, tools);
+        if let Some(rendered) = native_rendering(engine, &native, list, limit) {
+            return template_tokens(engine, &rendered, &native);
+        }
+    }
+    chat_tokens(engine, &prompt_messages(messages, tools))
+}
+
+/// The native rendering with contents masked, or `None` where it is not sound (see
+/// [`tool_chat_tokens`]).
+fn native_rendering<E: Engine + ?Sized>(
+    engine: &E,
+    messages: &[ChatMessage],
+    tools: &[Tool],
+    limit: usize,
+) -> Option<String> {
+    let control = engine.control_tokens();
+    let unsafe_text = |t: &str| t.contains('\0') || control.occur_in(t);
+    let client_text = messages
+        .iter()
+        .flat_map(|m| {
+            m.tool_calls
+                .iter()
+                .flat_map(|c| [&c.id, &c.name, &c.arguments])
+                .chain(&m.tool_call_id)
+        })
+        .chain(
+            tools
+                .iter()
+                .flat_map(|t| [&t.name, &t.description, &t.parameters]),
+        );
+    if client_text.map(String::as_str).any(unsafe_text) {
+        return None;
+    }
+    let masked = masked(messages, &["system", "user", "assistant", "tool"]).ok()?;
+    let rendered = engine.render_tool_chat(&masked, tools).ok()?;
+    let real = engine.render_tool_chat(messages, tools).ok()?;
+    // A template that escapes, trims or drops a content would have it tokenized other than
+    // printed; only a rendering that prints every content as it is may keep them masked.
+    (real.len() <= limit && unmask(&rendered, messages).as_deref() == Some(real.as_str()))
+        .then_some(rendered)
+}
+
+/// `messages` with each content replaced by its sentinel, after checking roles and NULs.
+fn masked(messages: &[ChatMessage], roles: &[&str]) -> Result<Vec<ChatMessage>, TemplateError> {
+    if messages.is_empty() {
+        return Err(TemplateError::NoMessages);
+    }
+    messages
+        .iter()
+        .enumerate()
+        .map(|(index, m)| {
+            if !roles.contains(&m.role.as_str()) {
+                return Err(TemplateError::BadRole {
+                    index,
+                    role: m.role.clone(),
+                });
+            }
+            if m.content.contains('\0') || m.role.contains('\0') {
+                return Err(TemplateError::Nul { index });
+            }
+            // An empty content has nothing to protect, and templates test it (`if
+            // message.content`: Qwen's prints a call's content only when there is one), so it
+            // stays empty for the template to see.
+            if m.content.is_empty() {
+                return Ok(m.clone());
+            }
+            Ok(ChatMessage {
+                content: format!("{SENTINEL_OPEN}{index}{SENTINEL_CLOSE}"),
+                ..m.clone()
+            })
+        })
+        .collect()
+}
+
+/// The masked rendering with each sentinel replaced by its content.
+fn unmask(rendered: &str, messages: &[ChatMessage]) -> Option<String> {
+    let mut out = String::with_capacity(rendered.len());
+    let mut rest = rendered;
+    while let Some(open) = rest.find(SENTINEL_OPEN) {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + SENTINEL_OPEN.len_utf8()..];
+        let close = after.find(SENTINEL_CLOSE)?;
+        let index: usize = after[..close].parse().ok()?;
+        out.push_str(&messages.get(index)?.content);
+        rest = &after[close + SENTINEL_CLOSE.len_utf8()..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The tokens of a rendering made over masked `messages` (see [`chat_tokens`]).
+fn template_tokens<E: Engine + ?Sized>(
+    engine: &E,
+    rendered: &str,
+    messages: &[ChatMessage],
+) -> Result<Vec<TokenId>, ChatPromptError> {
     let mut out = Vec::new();
     if engine.info().add_bos
         && let Some(b) = engine.info().bos
@@ -238,7 +361,7 @@ pub fn chat_tokens<E: Engine + ?Sized>(
         })
     };
     let mangled = || TemplateError::Apply("template mangled a message".into());
-    let mut rest = rendered.as_str();
+    let mut rest = rendered;
     while let Some(open) = rest.find(SENTINEL_OPEN) {
         let (template, after) = rest.split_at(open);
         template_text(template, &mut run, &mut out)?;

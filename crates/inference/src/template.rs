@@ -4,12 +4,31 @@
 //! Python's separators), so a prompt has the default system prompt and layout the model's
 //! authors wrote. Checked against llama.cpp's rendering in `tests/it/template.rs`.
 //!
+//! Function calling: [`ChatTemplate::render_tools`] gives the template what llama.cpp gives it,
+//! in OpenAI's shapes: `tools` (`[{"type": "function", "function": {"name", "description",
+//! "parameters"}}]`, left undefined when there are none), an assistant's `tool_calls`
+//! (`[{"type": "function", "function": {"name", "arguments"}, "id"}]`, `arguments` an object
+//! where the template reads it as one, else the JSON text) and `tool` messages (`content`,
+//! `name` of the function called, `tool_call_id`). Whether a template lays tools out at all
+//! ([`ChatTemplate::tool_caps`]) is found once, when it compiles, as llama.cpp finds it: by
+//! rendering a probe conversation. Templates that do not get Agora's fallback format
+//! (`agora_json::tools::prompt_messages`) instead; either way the model answers in Agora's
+//! envelope, which the sampling constraint enforces. Checked against llama.cpp's rendering of
+//! its own tool-capable templates in the tests below.
+//!
 //! Templates come from model files, so rendering is bounded: a fuel limit stops a template that
 //! loops, and the output has a size cap.
 
-use minijinja::value::{Kwargs, ValueKind};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use agora_types::Tool;
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::Serialize;
+
+use crate::engine::ChatMessage;
 
 /// Name of the template inside the environment.
 const NAME: &str = "chat";
@@ -26,6 +45,27 @@ pub enum ChatTemplateError {
     Render(String),
     #[error("the rendered prompt is over {MAX_RENDERED} bytes")]
     TooLarge,
+    #[error("tool {name:?}: its parameters are not JSON")]
+    ToolParameters { name: String },
+}
+
+/// What a template does with function calling, found by rendering a probe conversation (as
+/// llama.cpp's `caps_get` does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToolCaps {
+    /// It prints the offered `tools`.
+    pub tools: bool,
+    /// It prints an assistant's `tool_calls` and the `tool` messages answering them.
+    pub tool_calls: bool,
+    /// It reads a call's `arguments` as an object (`| tojson`, `.items()`), so it gets one.
+    pub object_arguments: bool,
+}
+
+impl ToolCaps {
+    /// Whether a chat with tools renders natively: the tools and the calls and their results.
+    pub fn native(&self) -> bool {
+        self.tools && self.tool_calls
+    }
 }
 
 /// One model's compiled chat template.
@@ -33,6 +73,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    caps: ToolCaps,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -40,6 +81,7 @@ impl std::fmt::Debug for ChatTemplate {
         f.debug_struct("ChatTemplate")
             .field("bos_token", &self.bos_token)
             .field("eos_token", &self.eos_token)
+            .field("caps", &self.caps)
             .finish_non_exhaustive()
     }
 }
@@ -67,11 +109,147 @@ impl ChatTemplate {
         // templates that use it test `is defined` and fall back to a fixed date.
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| ChatTemplateError::Parse(describe(&e)))?;
-        Ok(Self {
+        let mut t = Self {
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
-        })
+            caps: ToolCaps::default(),
+        };
+        t.caps = t.probe();
+        Ok(t)
+    }
+
+    /// What the template does with tools (see [`ToolCaps`]).
+    pub fn tool_caps(&self) -> ToolCaps {
+        self.caps
+    }
+
+    /// The prompt for a chat that may offer `tools` and carry tool calls and results, in the
+    /// shapes llama.cpp gives a template (see the module's notes); `tools` is undefined when
+    /// empty. A tool message's `name` is the function of the call it answers.
+    pub fn render_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatTemplateError> {
+        let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+        let messages: Vec<Value> = messages
+            .iter()
+            .map(|m| {
+                for c in &m.tool_calls {
+                    names.insert(&c.id, &c.name);
+                }
+                let name = m
+                    .tool_call_id
+                    .as_deref()
+                    .and_then(|id| names.get(id).copied());
+                message_value(m, name, |args| self.arguments(args))
+            })
+            .collect();
+        let tools = tools
+            .iter()
+            .map(|t| {
+                let parameters: Value = serde_json::from_str(&t.parameters).map_err(|_| {
+                    ChatTemplateError::ToolParameters {
+                        name: t.name.clone(),
+                    }
+                })?;
+                Ok(tool_value(&t.name, &t.description, parameters))
+            })
+            .collect::<Result<Vec<Value>, ChatTemplateError>>()?;
+        self.render_value(Value::from(messages), tools, add_generation_prompt)
+    }
+
+    /// A call's arguments as the template reads them: the parsed object, or the text itself
+    /// (also when it is not JSON, where llama.cpp would refuse the chat).
+    fn arguments(&self, text: &str) -> Value {
+        if self.caps.object_arguments
+            && let Ok(v) = serde_json::from_str::<Value>(text)
+        {
+            return v;
+        }
+        Value::from(text)
+    }
+
+    fn render_value(
+        &self,
+        messages: Value,
+        tools: Vec<Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatTemplateError> {
+        let mut ctx = vec![("messages", messages)];
+        // Templates test `tools is defined` or `if tools`: absent, not empty, when there are none.
+        if !tools.is_empty() {
+            ctx.push(("tools", Value::from(tools)));
+        }
+        ctx.push(("add_generation_prompt", Value::from(add_generation_prompt)));
+        ctx.push(("bos_token", Value::from(self.bos_token.as_str())));
+        ctx.push(("eos_token", Value::from(self.eos_token.as_str())));
+        self.finish(Value::from_iter(ctx))
+    }
+
+    /// llama.cpp's capability probe: a user turn, an assistant's call, its result, an answer and
+    /// another user turn, with one tool offered. The tool and the call have names of their own,
+    /// so a template that prints calls but not the tools list is told apart.
+    fn probe(&self) -> ToolCaps {
+        const TOOL: &str = "agora_probe_tool";
+        const CALL: &str = "agora_probe_call";
+        const RESULT: &str = "agora_probe_result";
+        let tool = tool_value(
+            TOOL,
+            "Tool description",
+            serde_json::from_str(
+                r#"{"type": "object", "properties": {"arg": {"type": "string", "description": "Arg description"}}, "required": ["arg"]}"#,
+            )
+            .unwrap_or_default(),
+        );
+        let render = |arguments: Value| {
+            let call = ChatMessage {
+                tool_calls: vec![agora_types::ToolCall {
+                    id: "call00001".into(),
+                    name: CALL.into(),
+                    arguments: String::new(),
+                }],
+                ..ChatMessage::new("assistant", "")
+            };
+            let result = ChatMessage {
+                tool_call_id: Some("call00001".into()),
+                ..ChatMessage::new("tool", RESULT)
+            };
+            let messages = vec![
+                message_value(&ChatMessage::new("user", "User message"), None, |_| {
+                    Value::UNDEFINED
+                }),
+                message_value(&call, None, |_| arguments.clone()),
+                message_value(&result, Some(CALL), |_| Value::UNDEFINED),
+                message_value(
+                    &ChatMessage::new("assistant", "The tool response was 'tool response'"),
+                    None,
+                    |_| Value::UNDEFINED,
+                ),
+                message_value(&ChatMessage::new("user", "User message"), None, |_| {
+                    Value::UNDEFINED
+                }),
+            ];
+            self.render_value(Value::from(messages), vec![tool.clone()], true)
+                .ok()
+        };
+        let read = Arc::new(AtomicBool::new(false));
+        let object = Value::from_object(ProbeArguments { read: read.clone() });
+        let (out, object_arguments) = match render(object) {
+            Some(out) => (Some(out), read.load(Ordering::Relaxed)),
+            None => (render(Value::from(r#"{"arg": "value"}"#)), false),
+        };
+        let Some(out) = out else {
+            return ToolCaps::default();
+        };
+        let tool_calls = out.contains(CALL) && out.contains(RESULT);
+        ToolCaps {
+            tools: out.contains(TOOL),
+            tool_calls,
+            object_arguments: object_arguments && tool_calls,
+        }
     }
 
     /// The prompt for `messages` (anything that serializes as `{role, content, ...}` maps), with
@@ -81,17 +259,21 @@ impl ChatTemplate {
         messages: &[M],
         add_generation_prompt: bool,
     ) -> Result<String, ChatTemplateError> {
+        self.finish(Value::from_serialize(Context {
+            messages,
+            add_generation_prompt,
+            bos_token: &self.bos_token,
+            eos_token: &self.eos_token,
+        }))
+    }
+
+    fn finish(&self, ctx: Value) -> Result<String, ChatTemplateError> {
         let template = self
             .env
             .get_template(NAME)
             .map_err(|e| ChatTemplateError::Parse(describe(&e)))?;
         let out = template
-            .render(Context {
-                messages,
-                add_generation_prompt,
-                bos_token: &self.bos_token,
-                eos_token: &self.eos_token,
-            })
+            .render(ctx)
             .map_err(|e| ChatTemplateError::Render(describe(&e)))?;
         if out.len() > MAX_RENDERED {
             return Err(ChatTemplateError::TooLarge);
@@ -102,6 +284,84 @@ impl ChatTemplate {
     /// The text of the model's BOS token, which a template may print first.
     pub fn bos_token(&self) -> &str {
         &self.bos_token
+    }
+}
+
+/// A message as llama.cpp hands it to a template (`common_chat_msg::to_json_oaicompat`), keys in
+/// its order: role, content, name, tool_call_id, tool_calls (each type, function, id).
+fn message_value(m: &ChatMessage, name: Option<&str>, arguments: impl Fn(&str) -> Value) -> Value {
+    let mut fields = vec![
+        ("role", Value::from(m.role.as_str())),
+        ("content", Value::from(m.content.as_str())),
+    ];
+    if let Some(name) = name.filter(|_| m.role == "tool") {
+        fields.push(("name", Value::from(name)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        fields.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let function = Value::from_iter([
+                    ("name", Value::from(c.name.as_str())),
+                    ("arguments", arguments(&c.arguments)),
+                ]);
+                let mut call = vec![("type", Value::from("function")), ("function", function)];
+                if !c.id.is_empty() {
+                    call.push(("id", Value::from(c.id.as_str())));
+                }
+                Value::from_iter(call)
+            })
+            .collect();
+        fields.push(("tool_calls", Value::from(calls)));
+    }
+    Value::from_iter(fields)
+}
+
+/// A tool as llama.cpp hands it to a template (`common_chat_tools_to_json_oaicompat`).
+fn tool_value(name: &str, description: &str, parameters: Value) -> Value {
+    Value::from_iter([
+        ("type", Value::from("function")),
+        (
+            "function",
+            Value::from_iter([
+                ("name", Value::from(name)),
+                ("description", Value::from(description)),
+                ("parameters", parameters),
+            ]),
+        ),
+    ])
+}
+
+/// The probe's call arguments `{"arg": "value"}`, noting whether the template read `arg`: what
+/// llama.cpp's probe checks to give templates objects (printing the map whole does not count,
+/// as there; `tojson`, `.items()` and `arguments.arg` do).
+#[derive(Debug)]
+struct ProbeArguments {
+    read: Arc<AtomicBool>,
+}
+
+impl Object for ProbeArguments {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        (key.as_str() == Some("arg")).then(|| {
+            self.read.store(true, Ordering::Relaxed);
+            Value::from("value")
+        })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["arg"])
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"{"arg": "value"}"#)
     }
 }
 
@@ -313,5 +573,91 @@ mod tests {
             }
         }
         assert!(checked >= 8, "{checked}");
+    }
+
+    /// A chat in the fixture's OpenAI shapes as Agora carries it.
+    fn agora_chat(case: &serde_json::Value) -> (Vec<ChatMessage>, Vec<Tool>) {
+        agora_testkit::openai_chat(&case["messages"], &case["tools"])
+    }
+
+    /// llama.cpp's rendering of its own tool-capable templates with tools, calls and results,
+    /// and its capability probe's verdict, string for string.
+    #[test]
+    fn renders_tools_as_llama_cpp_does_for_its_tool_templates() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/chat_templates.json")).unwrap();
+        let (mut checked, mut with_tools, mut native) = (0, 0, 0);
+        for entry in fixture["tool_templates"].as_array().unwrap() {
+            let file = &entry["file"];
+            let t = ChatTemplate::new(
+                entry["template"].as_str().unwrap(),
+                entry["bos_token"].as_str().unwrap(),
+                entry["eos_token"].as_str().unwrap(),
+            )
+            .unwrap();
+            let caps = &entry["caps"];
+            assert_eq!(
+                t.tool_caps(),
+                ToolCaps {
+                    tools: caps["supports_tools"] == true,
+                    tool_calls: caps["supports_tool_calls"] == true,
+                    object_arguments: caps["supports_object_arguments"] == true,
+                },
+                "{file}"
+            );
+            native += usize::from(t.tool_caps().native());
+            for case in entry["cases"].as_array().unwrap() {
+                let (messages, tools) = agora_chat(case);
+                let got = t.render_tools(&messages, &tools, true).unwrap();
+                assert_eq!(
+                    got,
+                    case["prompt"].as_str().unwrap(),
+                    "{file}: {messages:?}"
+                );
+                checked += 1;
+                with_tools += usize::from(!tools.is_empty());
+            }
+        }
+        // Qwen 2.5, Hermes 3 and Llama 3.2 lay tools out; SmolLM3's template does not (it reads
+        // `xml_tools`, not `tools`). 4 templates x 7 chats, plus a parallel call for three.
+        assert_eq!((native, checked, with_tools), (3, 31, 27));
+    }
+
+    #[test]
+    fn a_template_reading_arguments_as_text_gets_text_and_tools_are_undefined_without_any() {
+        let src = "{% if tools is defined %}T{% endif %}{% for m in messages %}{% for c in m.tool_calls %}[{{ c.function.name }} {{ c.function.arguments }}]{% endfor %}{% if m.role == 'tool' %}({{ m.name }}: {{ m.content }}){% endif %}{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        // It prints calls and results but not the tools, and reads no argument.
+        assert_eq!(
+            t.tool_caps(),
+            ToolCaps {
+                tools: false,
+                tool_calls: true,
+                object_arguments: false
+            }
+        );
+        let call = ChatMessage {
+            tool_calls: vec![agora_types::ToolCall {
+                id: "c1".into(),
+                name: "f".into(),
+                arguments: "{\"a\":1}".into(),
+            }],
+            ..ChatMessage::new("assistant", "")
+        };
+        let result = ChatMessage {
+            tool_call_id: Some("c1".into()),
+            ..ChatMessage::new("tool", "ok")
+        };
+        let out = t.render_tools(&[call, result], &[], true).unwrap();
+        assert_eq!(out, "[f {\"a\":1}](f: ok)");
+        let bad = Tool {
+            name: "f".into(),
+            description: String::new(),
+            parameters: "{not json".into(),
+        };
+        assert!(matches!(
+            t.render_tools(&[], &[bad], true),
+            Err(ChatTemplateError::ToolParameters { .. })
+        ));
     }
 }

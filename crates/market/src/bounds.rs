@@ -9,10 +9,13 @@
 //! - the chat template adds its markers and possibly a default system prompt: at most
 //!   [`TEMPLATE_TOKENS`] per request plus [`TOKENS_PER_MESSAGE`] per message (generous: a
 //!   template that injects a long default system prompt needs a larger allowance);
+//! - a chat with tools or tool turns may render natively (the template's own tool section): the
+//!   engine does so only within `agora_json::tools::native_limit` bytes, which the bound
+//!   covers, and otherwise falls back to the format counted above;
 //! - a continuation is counted exactly: the payer sent those token ids;
 //! - an embedding input adds at most [`TOKENS_PER_INPUT`] special tokens (`[CLS]`, `[SEP]`).
 
-use agora_json::tools::prompt_messages;
+use agora_json::tools::{native_limit, prompt_messages};
 use agora_types::{Amount, SamplingParams};
 
 use crate::protocol::{Price, Work};
@@ -31,14 +34,26 @@ pub fn prompt_token_bound(work: &Work, continuation: usize) -> u32 {
     let text: u64 = match work {
         // The turns the engine renders: with tools, their instruction and the calls and results
         // written out (`agora_json::tools`), counted from what the payer sent.
-        Work::Chat { messages, tools } => prompt_messages(messages, tools.as_ref())
-            .iter()
-            .map(|m| {
-                (m.role.len() as u64)
-                    .saturating_add(m.content.len() as u64)
-                    .saturating_add(TOKENS_PER_MESSAGE)
-            })
-            .fold(TEMPLATE_TOKENS, u64::saturating_add),
+        Work::Chat { messages, tools } => {
+            let fallback = prompt_messages(messages, tools.as_ref())
+                .iter()
+                .map(|m| {
+                    (m.role.len() as u64)
+                        .saturating_add(m.content.len() as u64)
+                        .saturating_add(TOKENS_PER_MESSAGE)
+                })
+                .fold(TEMPLATE_TOKENS, u64::saturating_add);
+            let tool_turns = messages
+                .iter()
+                .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some() || m.role == "tool");
+            if tools.is_some() || tool_turns {
+                // The engine's native rendering: at most this many bytes, plus BOS.
+                let native = native_limit(messages, tools.as_ref()) as u64;
+                fallback.max(native.saturating_add(TOKENS_PER_INPUT))
+            } else {
+                fallback
+            }
+        }
         Work::Text { prompt } => (prompt.len() as u64).saturating_add(TOKENS_PER_INPUT),
         Work::Embed { inputs } => inputs
             .iter()
@@ -121,13 +136,56 @@ mod tests {
             messages: plain.clone(),
             tools: Some(tools.clone()),
         };
-        // The instruction becomes a system message of its own: its bytes and one message's
-        // allowance more than the chat without tools.
+        // Fallback: the instruction becomes a system message of its own, its bytes and one
+        // message's allowance more than the chat without tools. Native: the engine's limit on
+        // its rendering, plus BOS. The bound covers both.
         let instruction = agora_json::tools::instruction(&tools);
-        assert_eq!(
-            prompt_token_bound(&with, 0),
-            4 + 2 + 16 + 256 + ("system".len() + instruction.len()) as u32 + 16
-        );
+        let fallback = 4 + 2 + 16 + 256 + ("system".len() + instruction.len()) as u32 + 16;
+        let native = native_limit(&plain, Some(&tools)) as u32 + 4;
+        assert!(native > fallback);
+        assert_eq!(prompt_token_bound(&with, 0), native);
+    }
+
+    /// llama.cpp's native renderings of its tool templates (the inference crate's golden
+    /// fixture), with Agora's one-line format statement added, are within the bound.
+    #[test]
+    fn native_tool_renderings_are_within_the_bound() {
+        use agora_types::{ToolChoice, Tools};
+        let fixture: serde_json::Value = serde_json::from_str(include_str!(
+            "../../inference/tests/fixtures/chat_templates.json"
+        ))
+        .unwrap();
+        let mut checked = 0;
+        for entry in fixture["tool_templates"].as_array().unwrap() {
+            for case in entry["cases"].as_array().unwrap() {
+                if case["tools"].as_array().is_none() {
+                    continue;
+                }
+                let (messages, list) =
+                    agora_testkit::openai_chat(&case["messages"], &case["tools"]);
+                let tools = Tools {
+                    list,
+                    choice: ToolChoice::Auto,
+                    parallel: true,
+                };
+                let rendered = case["prompt"].as_str().unwrap().len()
+                    + agora_json::tools::format_line(&tools).len()
+                    + "\n\n".len();
+                assert!(
+                    rendered <= native_limit(&messages, Some(&tools)),
+                    "{}: {rendered}",
+                    entry["file"]
+                );
+                let work = Work::Chat {
+                    messages,
+                    tools: Some(tools),
+                };
+                // One token per byte, and one more for BOS.
+                assert!((rendered as u32) < prompt_token_bound(&work, 0));
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 27);
     }
 
     #[test]

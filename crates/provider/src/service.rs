@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_inference::backends::candle::Embedder;
-use agora_inference::json::tools::prompt_messages;
 use agora_inference::{Event, GenerateError, Prompt, Request, Scheduler, SubmitError};
 use agora_market::Meter;
 use agora_p2p::{Inbound, InferenceCall, RpcCall, TokenSink};
@@ -437,11 +436,12 @@ impl Provider {
         delivered: &mut Delivered,
     ) -> Result<(), Failure> {
         let prompt = match &job.work {
-            // Tools and tool turns written out in agora-json's envelope format, as the gateway
-            // bounded them and an auditor will rebuild them.
-            Work::Chat { messages, tools } => {
-                Prompt::Chat(prompt_messages(messages, tools.as_ref()).into_owned())
-            }
+            // Natively where the model's template lays out tools, else in agora-json's fallback
+            // format; the gateway bounded both and an auditor rebuilds the same.
+            Work::Chat { messages, tools } => Prompt::ToolChat {
+                messages: messages.clone(),
+                tools: tools.clone(),
+            },
             Work::Text { prompt } => Prompt::Text(prompt.clone()),
             Work::Embed { .. } => {
                 return Err(Failure::new(

@@ -141,3 +141,44 @@ impl Chain {
         built
     }
 }
+
+/// A chat in OpenAI's request shapes (`messages` with `tool_calls` and `tool_call_id`, `tools` as
+/// `[{"type": "function", "function": {...}}]`), as Agora carries it: the tool message's `name`
+/// is left out (Agora derives it from the call) and parameters are serde_json's text (keys
+/// sorted). Reads the chat-template golden fixture in the tests that use it.
+pub fn openai_chat(
+    messages: &serde_json::Value,
+    tools: &serde_json::Value,
+) -> (Vec<agora_types::ChatMessage>, Vec<agora_types::Tool>) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let messages = messages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| agora_types::ChatMessage {
+            tool_calls: m["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| agora_types::ToolCall {
+                    id: text(&c["id"]),
+                    name: text(&c["function"]["name"]),
+                    arguments: text(&c["function"]["arguments"]),
+                })
+                .collect(),
+            tool_call_id: m["tool_call_id"].as_str().map(str::to_owned),
+            ..agora_types::ChatMessage::new(text(&m["role"]), text(&m["content"]))
+        })
+        .collect();
+    let tools = tools
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| agora_types::Tool {
+            name: text(&t["function"]["name"]),
+            description: text(&t["function"]["description"]),
+            parameters: t["function"]["parameters"].to_string(),
+        })
+        .collect();
+    (messages, tools)
+}

@@ -225,6 +225,14 @@ impl<'m> LlamaEngine<'m> {
     pub fn model(&self) -> &LlamaModel {
         self.model
     }
+
+    /// Drops the template's BOS text when the tokenizer adds BOS itself, as llama.cpp does.
+    fn strip_bos(&self, rendered: String) -> String {
+        match rendered.strip_prefix(&self.bos_text) {
+            Some(rest) if self.info.add_bos && !self.bos_text.is_empty() => rest.to_owned(),
+            _ => rendered,
+        }
+    }
 }
 
 impl Engine for LlamaEngine<'_> {
@@ -259,10 +267,7 @@ impl Engine for LlamaEngine<'_> {
             let rendered = jinja
                 .render(messages, true)
                 .map_err(|e| TemplateError::Apply(e.to_string()))?;
-            return Ok(match rendered.strip_prefix(&self.bos_text) {
-                Some(rest) if self.info.add_bos && !self.bos_text.is_empty() => rest.to_owned(),
-                _ => rendered,
-            });
+            return Ok(self.strip_bos(rendered));
         }
         let template = self
             .template
@@ -278,6 +283,25 @@ impl Engine for LlamaEngine<'_> {
         self.model
             .apply_chat_template(template, &msgs, true)
             .map_err(|e| TemplateError::Apply(e.to_string()))
+    }
+
+    fn native_tools(&self) -> bool {
+        self.jinja.as_ref().is_some_and(|j| j.tool_caps().native())
+    }
+
+    fn render_tool_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[agora_types::Tool],
+    ) -> Result<String, TemplateError> {
+        let jinja = self
+            .jinja
+            .as_ref()
+            .ok_or_else(|| TemplateError::Apply("no Jinja chat template".into()))?;
+        let rendered = jinja
+            .render_tools(messages, tools, true)
+            .map_err(|e| TemplateError::Apply(e.to_string()))?;
+        Ok(self.strip_bos(rendered))
     }
 
     fn decode(&mut self, batch: &[BatchToken]) -> Result<(), EngineError> {

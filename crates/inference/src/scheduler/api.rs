@@ -20,6 +20,13 @@ pub enum Prompt {
     Text(String),
     /// Messages rendered with the model's chat template.
     Chat(Vec<ChatMessage>),
+    /// A chat that may offer function tools and carry calls and results: rendered natively
+    /// where the template supports tools, else in Agora's fallback format
+    /// ([`crate::engine::tool_chat_tokens`]; the provider's and the auditor's prompt).
+    ToolChat {
+        messages: Vec<ChatMessage>,
+        tools: Option<agora_types::Tools>,
+    },
     /// Raw token ids (e.g. a verifier replaying a transcript).
     Tokens(Vec<TokenId>),
 }

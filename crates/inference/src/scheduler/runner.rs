@@ -12,7 +12,9 @@ use super::generation::{Advance, Gen};
 use super::{
     Completion, Event, FinishReason, GenerateError, Job, Prompt, Request, Task, TokenEvent, Usage,
 };
-use crate::engine::{BatchToken, Engine, EngineError, TokenId, chat_tokens, completion_tokens};
+use crate::engine::{
+    BatchToken, Engine, EngineError, TokenId, chat_tokens, completion_tokens, tool_chat_tokens,
+};
 
 enum Kind {
     Generate(Box<Gen>),
@@ -116,6 +118,9 @@ impl<E: Engine> Runner<E> {
         let tokens = match &request.prompt {
             Prompt::Text(t) => completion_tokens(&self.engine, t).map_err(GenerateError::Engine)?,
             Prompt::Chat(m) => chat_tokens(&self.engine, m)?,
+            Prompt::ToolChat { messages, tools } => {
+                tool_chat_tokens(&self.engine, messages, tools.as_ref())?
+            }
             Prompt::Tokens(t) => {
                 if let Some(&token) = t.iter().find(|&&t| t >= info.n_vocab) {
                     return Err(GenerateError::BadToken {

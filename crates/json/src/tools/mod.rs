@@ -17,6 +17,14 @@
 //! without a tools section (SmolLM2's, most small models') need nothing of their own. The same
 //! function turns a job into its prompt at the provider and at an auditor, and into its token
 //! bound at the gateway, so all three agree.
+//!
+//! A template that lays tools out itself (Qwen 2.5's, Hermes', Llama 3.x's: the engine probes it
+//! when it loads the model) renders the chat natively instead: the tools, the assistant's calls
+//! and the `tool` messages go to the template as they are, and [`native_messages`] only states
+//! the envelope in one line of the system turn ([`format_line`]), since the template's own tool
+//! section asks for its own call syntax. The output is Agora's envelope either way: the
+//! constraint ([`output_schema`]) enforces it. A native rendering longer than [`native_limit`]
+//! falls back, so the gateway's token bound holds for any template.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -255,7 +263,14 @@ pub fn instruction(tools: &Tools) -> String {
             json_text(&t.parameters),
         ));
     }
-    s.push_str(
+    s.push_str(&format_line(tools));
+    s
+}
+
+/// The envelope the output must be, worded for `tools.choice`: the end of [`instruction`], and
+/// all the system turn says of tools when the template lays them out itself.
+pub fn format_line(tools: &Tools) -> String {
+    let mut s = String::from(
         "To call functions, answer with only this JSON: \
          {\"tool_calls\": [{\"name\": \"<function name>\", \"arguments\": {<its arguments>}}]}.",
     );
@@ -340,6 +355,61 @@ pub fn prompt_messages<'a>(
         }
     }
     Cow::Owned(out)
+}
+
+/// The conversation for a template that renders tools, calls and results itself: as it is, with
+/// [`format_line`] joining the system message (or opening the chat as one) when tools are
+/// offered. Borrowed as it is without tools.
+pub fn native_messages<'a>(
+    messages: &'a [ChatMessage],
+    tools: Option<&Tools>,
+) -> Cow<'a, [ChatMessage]> {
+    let Some(tools) = tools else {
+        return Cow::Borrowed(messages);
+    };
+    let mut out = messages.to_vec();
+    let line = format_line(tools);
+    match out.first_mut() {
+        Some(first) if first.role == "system" => {
+            first.content = format!("{}\n\n{line}", first.content);
+        }
+        _ => out.insert(0, ChatMessage::new("system", line)),
+    }
+    Cow::Owned(out)
+}
+
+/// Fixed text a template's own tool section may add: Hermes 3's, the longest of the golden
+/// templates, is about 1.1 KB.
+pub const NATIVE_FIXED_BYTES: usize = 4096;
+/// Template text per message (Llama 3's turn markers are about 60 bytes).
+pub const NATIVE_BYTES_PER_MESSAGE: usize = 128;
+/// Template text per tool (Hermes prints a tool's name three times, its parameters' names and
+/// descriptions twice, Llama 3 indents its schema).
+pub const NATIVE_BYTES_PER_TOOL: usize = 256;
+/// How many times a template may print what the client sent (a schema indented, descriptions
+/// repeated, arguments re-serialized with Python's spacing).
+pub const NATIVE_TEXT_FACTOR: usize = 4;
+
+/// The most bytes a native rendering of `messages` with `tools` may take. The engine uses the
+/// fallback ([`prompt_messages`]) above it, so a bound counted from these bytes holds (a token is
+/// at least a byte) whatever the template prints.
+pub fn native_limit(messages: &[ChatMessage], tools: Option<&Tools>) -> usize {
+    let text: usize = messages.iter().map(ChatMessage::text_len).sum::<usize>()
+        + tools.map_or(0, Tools::text_len);
+    let tools_fixed = tools.map_or(0, |t| {
+        format_line(t)
+            .len()
+            .saturating_add(t.list.len().saturating_mul(NATIVE_BYTES_PER_TOOL))
+    });
+    NATIVE_FIXED_BYTES
+        .saturating_add(text.saturating_mul(NATIVE_TEXT_FACTOR))
+        .saturating_add(
+            messages
+                .len()
+                .saturating_add(1)
+                .saturating_mul(NATIVE_BYTES_PER_MESSAGE),
+        )
+        .saturating_add(tools_fixed)
 }
 
 /// `s` as a JSON string.
