@@ -13,7 +13,6 @@ use std::sync::Mutex;
 
 use agora_types::{Address, Amount};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Digest of an API key.
 pub type KeyHash = [u8; 32];
@@ -79,11 +78,13 @@ pub const UNFUNDED_TTL_MS: u64 = 3_600_000;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IssueError {
     #[error(
-        "this account's last key request was signed at {last_ms} ms; a new one must be signed later (a request is used once)"
+        "this account's last key request was signed at {last_ms} ms; a new one must be signed later"
     )]
     Replayed { last_ms: u64 },
     #[error("the account's current key has requests running; ask again when they finish")]
     Busy,
+    #[error("that key is taken; choose another (a fresh random one)")]
+    Taken,
     #[error("{MAX_UNFUNDED_KEYS} keys are waiting for their first deposit; try again later")]
     Full,
     #[error("the key book could not be written: {0}")]
@@ -136,7 +137,7 @@ fn now_secs() -> u64 {
 }
 
 pub fn key_hash(key: &str) -> KeyHash {
-    Sha256::digest(key.as_bytes()).into()
+    agora_market::keys::key_digest(key)
 }
 
 impl Customers {
@@ -179,7 +180,7 @@ impl Customers {
 
     /// Creates a fresh random key for a customer and returns it.
     pub fn create(&self, name: &str, account: Address, credit: Amount) -> String {
-        let key = format!("sk-agora-{}", hex::encode(rand::random::<[u8; 24]>()));
+        let key = agora_market::keys::new_api_key();
         self.insert(
             &key,
             Customer {
@@ -193,16 +194,18 @@ impl Customers {
         key
     }
 
-    /// A key for `request`'s account with its limits, on its signed request (checked by the
-    /// caller: signature, gateway, time), at the gateway's `now_ms`. A later request of the same
-    /// account replaces its key, which keeps the credit and spend; an earlier or equal one is a
-    /// replay. The book is written before the key is returned, so a key the customer holds
-    /// survives a crash.
+    /// Makes the key whose digest `request` carries good for its account, with its limits, on
+    /// the account's signed request (checked by the caller: signature, gateway, time), at the
+    /// gateway's `now_ms`. A later request of the same account replaces its key, which keeps
+    /// the credit and spend; an earlier or equal one is a replay; a digest that is already
+    /// another key's is refused (it would take that customer's record). The book is written
+    /// before this returns, so a key the customer was told is good survives a crash.
     pub fn issue(
         &self,
         request: &agora_market::keys::KeyRequest,
         now_ms: u64,
-    ) -> Result<(String, Customer), IssueError> {
+    ) -> Result<Customer, IssueError> {
+        let hash = request.key_sha256;
         let mut map = self.map();
         let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
         let previous = requested.get(&request.account).copied();
@@ -215,6 +218,9 @@ impl Customers {
             if !self.held_locked(&p.key).is_zero() {
                 return Err(IssueError::Busy);
             }
+        }
+        if map.contains_key(&hash) && previous.is_none_or(|p| p.key != hash) {
+            return Err(IssueError::Taken);
         }
         let old = previous.and_then(|p| map.get(&p.key).cloned());
         let funded = |c: &Customer| !c.credit.is_zero() || !c.spent.is_zero();
@@ -240,8 +246,6 @@ impl Customers {
                 }
             }
         }
-        let key = format!("sk-agora-{}", hex::encode(rand::random::<[u8; 24]>()));
-        let hash = key_hash(&key);
         let customer = Customer {
             name: request.name.clone(),
             account: request.account,
@@ -266,10 +270,10 @@ impl Customers {
         drop(requested);
         drop(map);
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        // On failure the key stays in memory, unknown to anyone (the book is retried by the
-        // next flush); the customer signs a new request, which replaces it.
+        // On failure the key stays in memory (the book is retried by the next flush) but the
+        // customer is told it failed; a new signed request replaces it.
         self.persist().map_err(|e| IssueError::Io(e.to_string()))?;
-        Ok((key, customer))
+        Ok(customer)
     }
 
     fn holds(&self) -> std::sync::MutexGuard<'_, BTreeMap<KeyHash, Amount>> {
@@ -508,6 +512,7 @@ mod tests {
             account: account.public(),
             gateway: agora_types::SecretKey::from_test_seed("gateway").public(),
             name: "k".into(),
+            key_sha256: key_hash(&format!("sk-{}-{at_ms}", account.public())),
             per_request_cap: None,
             expires_at: None,
             at_ms,
@@ -531,7 +536,7 @@ mod tests {
         );
         // One of them deposits: a funded key no longer counts, so there is room.
         book.deposit_block(1, &[(accounts[0].public(), Amount(5))]);
-        let (_, c) = book.issue(&ask(last, t0 + 2), t0 + 2).unwrap();
+        let c = book.issue(&ask(last, t0 + 2), t0 + 2).unwrap();
         assert!(c.credit.is_zero());
         // Full again; an hour later the unfunded ones are dropped, the funded one is kept.
         let late = agora_types::SecretKey::from_test_seed("late");
@@ -555,11 +560,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
         let agent = agora_types::SecretKey::from_test_seed("agent");
-        let key = {
+        let key = format!("sk-{}-10", agent.public());
+        {
             let book = Customers::open(Some(path.clone())).unwrap();
-            let (key, _) = book.issue(&ask(&agent, 10), 10).unwrap();
-            key // no flush: issue writes the book itself
-        };
+            book.issue(&ask(&agent, 10), 10).unwrap(); // no flush: issue writes the book itself
+        }
         let book = Customers::open(Some(path)).unwrap();
         book.deposit_block(1, &[(agent.public(), Amount(7))]);
         assert_eq!(book.authorize(Some(&key)).unwrap().1.credit, Amount(7));
@@ -568,5 +573,18 @@ mod tests {
             Err(IssueError::Replayed { last_ms: 10 }),
             "a replay after the restart is still one"
         );
+    }
+
+    #[test]
+    fn a_request_cannot_take_another_customers_key() {
+        let book = Customers::open(None).unwrap();
+        book.insert("sk-victim", customer(Limits::default()));
+        let thief = agora_types::SecretKey::from_test_seed("thief");
+        let mut req = ask(&thief, 5);
+        req.key_sha256 = key_hash("sk-victim");
+        assert_eq!(book.issue(&req, 5), Err(IssueError::Taken));
+        let victim = book.get(&key_hash("sk-victim")).unwrap();
+        assert_eq!(victim.account, customer(Limits::default()).account);
+        assert_eq!(victim.credit, Amount(1_000));
     }
 }

@@ -3,15 +3,20 @@
 //!
 //! ```text
 //!  customer: GET  /v1/keys                   ◄── KeyTerms {gateway's account, limits}
-//!  customer: POST /v1/keys  SignedKeyRequest ──► IssuedKey {api_key (shown once), ...}
+//!  customer: picks a random API key, signs a request carrying only its sha256
+//!  customer: POST /v1/keys  SignedKeyRequest ──► IssuedKey {account, limits, deposit_to}
 //!  customer: transfer AGR to the gateway's account ──► credited to the key once final
 //! ```
+//!
+//! The key itself never travels to the gateway at issuance, only its digest (which is all the
+//! gateway keeps of any key): whoever sees or submits a signed request first gets nothing they
+//! can spend with, so a request in someone else's hands is not a key.
 //!
 //! A request is a claim, checked three ways before a key exists: the signature is the account's
 //! (an address is its public key), the request names this gateway (one signed for another
 //! gateway is refused there), and its time is within [`MAX_SKEW_MS`] of the gateway's clock and
-//! later than the account's last accepted request (the gateway's check, in its key book), so a
-//! captured request cannot mint a second key that spends the account's deposits.
+//! later than the account's last accepted request (the gateway's check, in its key book), so an
+//! old request cannot bring back a key the account has since replaced.
 //!
 //! An account holds one such key per gateway; a newer signed request replaces it (a lost or
 //! leaked key is rotated with the account's signature), keeping its credit and spend.
@@ -39,6 +44,9 @@ pub struct KeyRequest {
     pub gateway: Address,
     /// A label for the key (1 to 64 bytes of printable text).
     pub name: String,
+    /// sha256 of the API key the customer chose ([`key_digest`]); the key stays with them.
+    #[serde(with = "hex_digest")]
+    pub key_sha256: [u8; 32],
     /// The most one request with this key may cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_request_cap: Option<Amount>,
@@ -65,12 +73,11 @@ pub struct KeyTerms {
     pub max_skew_ms: u64,
 }
 
-/// `POST /v1/keys`: the new key. The key itself is shown only here; the gateway keeps its digest.
+/// `POST /v1/keys`: the key the request's digest stands for is now good at this gateway.
 /// (Fields in name order, as the gateway writes every JSON object.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedKey {
     pub account: Address,
-    pub api_key: String,
     /// Credit carried over from the account's key this one replaced (zero for a first key).
     pub credit: Amount,
     /// Transfers from `account` to this address are credited to the key once final.
@@ -80,6 +87,34 @@ pub struct IssuedKey {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_request_cap: Option<Amount>,
+}
+
+/// A fresh API key, as gateways write theirs: `sk-agora-` and 48 hex digits.
+pub fn new_api_key() -> String {
+    format!("sk-agora-{}", hex::encode(rand::random::<[u8; 24]>()))
+}
+
+/// The digest a gateway keeps of an API key (and a key request carries).
+pub fn key_digest(api_key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(api_key.as_bytes()).into()
+}
+
+/// 32 bytes as 64 hex digits in JSON.
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&text, &mut out)
+            .map_err(|_| serde::de::Error::custom("key_sha256 must be 64 hex digits"))?;
+        Ok(out)
+    }
 }
 
 /// Why a signed request was refused (before the gateway's own state is consulted).
@@ -109,6 +144,7 @@ impl KeyRequest {
         let name_len = u16::try_from(self.name.len()).unwrap_or(u16::MAX);
         m.extend_from_slice(&name_len.to_le_bytes());
         m.extend_from_slice(self.name.as_bytes());
+        m.extend_from_slice(&self.key_sha256);
         match self.per_request_cap {
             Some(cap) => {
                 m.push(1);
@@ -183,6 +219,7 @@ mod tests {
             account: account.public(),
             gateway,
             name: "scout".into(),
+            key_sha256: key_digest("sk-agora-test"),
             per_request_cap: Some(Amount(1_000)),
             expires_at: Some(NOW / 1000 + 3600),
             at_ms: NOW,
@@ -218,6 +255,9 @@ mod tests {
         let mut raised = signed.clone();
         raised.request.per_request_cap = Some(Amount(1_000_000));
         assert_eq!(raised.check(&gw, NOW), Err(KeyRequestError::Signature));
+        let mut swapped = signed.clone();
+        swapped.request.key_sha256 = key_digest("sk-agora-thief");
+        assert_eq!(swapped.check(&gw, NOW), Err(KeyRequestError::Signature));
         let mut forever = signed.clone();
         forever.request.expires_at = None;
         assert_eq!(forever.check(&gw, NOW), Err(KeyRequestError::Signature));

@@ -230,7 +230,8 @@ async fn new(
     let amount = budget
         .checked_add(reserve)
         .ok_or_else(|| eyre!("budget plus reserve overflows"))?;
-    let (tx, height) = sender
+    // `send` waits until the transfer is final.
+    let (tx, _nonce) = sender
         .send(TxBody::Transfer {
             to: key.public(),
             amount,
@@ -238,9 +239,9 @@ async fn new(
         .await
         .map_err(node_error)?;
     let mut summary = json!({"name": name, "address": key.public().to_string(), "budget": budget,
-        "per_request_cap": cap, "funded": amount, "tx": tx.to_string(), "height": height});
+        "per_request_cap": cap, "funded": amount, "tx": tx.to_string()});
     let mut text = format!(
-        "agent {name} created: account {}\n  funded with {amount} (tx {tx}, block {height})\n  budget {budget}, per-request cap {cap}\n  key and limits in {}",
+        "agent {name} created: account {}\n  funded with {amount} (tx {tx}, final)\n  budget {budget}, per-request cap {cap}\n  key and limits in {}",
         key.public(),
         dir.display()
     );
@@ -250,13 +251,15 @@ async fn new(
         )),
         Some((url, days)) => {
             let base = api_base(&url);
-            let issued = gateway_key(&base, &key, name, cap, days).await?;
-            write_secret(&dir.join("api-key.txt"), &issued.api_key)?;
+            // Chosen here; the gateway only ever sees its digest.
+            let api_key = agora_market::keys::new_api_key();
+            write_secret(&dir.join("api-key.txt"), &api_key)?;
+            let issued = gateway_key(&base, &key, &api_key, name, cap, days).await?;
             // The agent pays its own deposit, so the gateway credits the agent's key.
             let agent_sender = TxSender::new(key.clone(), ChainClient::new(&opts.rpc))
                 .await
                 .map_err(node_error)?;
-            let (deposit_tx, deposit_height) = agent_sender
+            let (deposit_tx, _nonce) = agent_sender
                 .send(TxBody::Transfer {
                     to: issued.deposit_to,
                     amount: budget,
@@ -264,12 +267,12 @@ async fn new(
                 .await
                 .map_err(node_error)?;
             summary["gateway"] = json!(base);
-            summary["api_key"] = json!(issued.api_key);
+            summary["api_key"] = json!(api_key);
             summary["expires_at"] = json!(issued.expires_at);
             summary["deposit_tx"] = json!(deposit_tx.to_string());
             text.push_str(&format!(
-                "\n  API key at {base}: {} (in {}; per-request cap {cap}, expires at unix time {})\n  deposited {budget} to the gateway's account {} (tx {deposit_tx}, block {deposit_height}); credited once final",
-                issued.api_key,
+                "\n  API key at {base}: {} (in {}; per-request cap {cap}, expires at unix time {})\n  deposited {budget} to the gateway's account {} (tx {deposit_tx}, final); credited to the key within a few seconds",
+                api_key,
                 dir.join("api-key.txt").display(),
                 issued.expires_at.unwrap_or_default(),
                 issued.deposit_to,
@@ -287,10 +290,12 @@ fn api_base(url: &str) -> String {
     format!("{root}/v1")
 }
 
-/// Asks the gateway at `base` for a key with the agent's signature (`agora_market::keys`).
+/// Asks the gateway at `base` to accept `api_key` for the agent, with the agent's signature
+/// over its digest (`agora_market::keys`).
 async fn gateway_key(
     base: &str,
     key: &SecretKey,
+    api_key: &str,
     name: &str,
     cap: Amount,
     days: u64,
@@ -326,6 +331,7 @@ async fn gateway_key(
         account: key.public(),
         gateway: terms.gateway,
         name: name.into(),
+        key_sha256: agora_market::keys::key_digest(api_key),
         per_request_cap: Some(cap),
         expires_at: Some(now.as_secs().saturating_add(days.saturating_mul(86_400))),
         at_ms,

@@ -115,13 +115,15 @@ impl ApiError {
         err
     }
 
-    /// The key book's refusals: 409 for a replayed request or a key busy with requests, 429
+    /// The key book's refusals: 409 for a replayed request, a key busy with requests or a key
+    /// digest that is already another key's, 429
     /// when too many keys wait for a deposit, 500 when the book cannot be written.
     pub fn key_issue(e: &crate::customers::IssueError) -> Self {
         use crate::customers::IssueError as I;
         let (status, kind, code) = match e {
             I::Replayed { .. } => (StatusCode::CONFLICT, INVALID_REQUEST, "replayed_request"),
             I::Busy => (StatusCode::CONFLICT, INVALID_REQUEST, "key_busy"),
+            I::Taken => (StatusCode::CONFLICT, INVALID_REQUEST, "key_taken"),
             I::Full => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",

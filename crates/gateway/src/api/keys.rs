@@ -1,8 +1,9 @@
 //! `GET /v1/keys` and `POST /v1/keys`: an API key on its account's own signed request
 //! (`agora_market::keys`), so a customer with a wallet or an agent needs no operator. The
-//! request is checked (signature, this gateway, time) and the book refuses replays; the key
-//! starts with no credit (or the credit of the key it replaces) and is funded by transfers from
-//! the account to the gateway's account.
+//! customer chose the key and sends only its digest; the request is checked (signature, this
+//! gateway, time) and the book refuses replays and digests already in use; the key starts with
+//! no credit (or the credit of the key it replaces) and is funded by transfers from the account
+//! to the gateway's account.
 
 use agora_market::keys::{IssuedKey, KeyTerms, MAX_SKEW_MS, SignedKeyRequest};
 use axum::Json;
@@ -32,13 +33,12 @@ async fn issue_inner(s: &Shared, body: axum::body::Body) -> Result<Response, Api
         .check(&s.account, now_ms)
         .map_err(|e| ApiError::key_request(&e))?;
     let request = &signed.request;
-    let (api_key, customer) = s
+    let customer = s
         .customers
         .issue(request, now_ms)
         .map_err(|e| ApiError::key_issue(&e))?;
     tracing::info!(target: "agora::gateway", account = %request.account, name = %request.name, "API key issued on the account's request");
     Ok(Json(IssuedKey {
-        api_key,
         credit: customer.remaining(),
         name: customer.name,
         account: customer.account,

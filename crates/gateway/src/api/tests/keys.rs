@@ -28,11 +28,17 @@ fn now_ms() -> u64 {
     crate::api::now_ms()
 }
 
+/// The API key `agent` chose for its request at `at_ms`.
+fn chosen(agent: &SecretKey, at_ms: u64) -> String {
+    format!("sk-agora-{}-{at_ms}", agent.public())
+}
+
 fn request(agent: &SecretKey, at_ms: u64) -> KeyRequest {
     KeyRequest {
         account: agent.public(),
         gateway: gateway_account(),
         name: "scout".into(),
+        key_sha256: agora_market::keys::key_digest(&chosen(agent, at_ms)),
         per_request_cap: Some(Amount(5_000)),
         expires_at: Some(at_ms / 1000 + 3600),
         at_ms,
@@ -65,10 +71,15 @@ async fn an_account_gets_a_key_by_its_signature_and_a_replay_gets_nothing() {
     let terms = json_exact(&terms);
     assert_eq!(terms["gateway"], gateway_account().to_string());
 
-    let signed = request(&agent, now_ms()).sign(&agent);
+    let at = now_ms();
+    let signed = request(&agent, at).sign(&agent);
     let (status, issued) = ask(&app, &signed).await;
     assert_eq!(status, StatusCode::OK, "{issued}");
-    let key = issued["api_key"].as_str().unwrap().to_string();
+    assert!(
+        issued.get("api_key").is_none(),
+        "the key never travels: {issued}"
+    );
+    let key = chosen(&agent, at);
     assert_eq!(issued["account"], agent.public().to_string());
     assert_eq!(issued["deposit_to"], gateway_account().to_string());
     assert_eq!(issued["per_request_cap"], "5000");
@@ -90,7 +101,8 @@ async fn an_account_gets_a_key_by_its_signature_and_a_replay_gets_nothing() {
     let c = customers.get(&crate::customers::key_hash(&key)).unwrap();
     assert_eq!(c.limits.per_request, Some(Amount(5_000)));
 
-    // The same signed request again (captured on the way): no second key on these deposits.
+    // The same signed request again (captured on the way): refused, and had it been sent first
+    // by whoever captured it, it would only have made the agent's own key good.
     let (status, body) = ask(&app, &signed).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_error(
@@ -111,16 +123,17 @@ async fn a_newer_request_rotates_the_key_and_keeps_its_credit() {
     let (app, customers) = setup();
     let agent = SecretKey::from_test_seed("agent");
     let at = now_ms();
-    let (_, first) = ask(&app, &request(&agent, at).sign(&agent)).await;
-    let old = first["api_key"].as_str().unwrap().to_string();
+    let (status, _) = ask(&app, &request(&agent, at).sign(&agent)).await;
+    assert_eq!(status, StatusCode::OK);
+    let old = chosen(&agent, at);
     customers.deposit_block(1, &[(agent.public(), Amount(100_000))]);
 
     let mut newer = request(&agent, at + 1);
     newer.per_request_cap = Some(Amount(7_000));
     let (status, second) = ask(&app, &newer.sign(&agent)).await;
     assert_eq!(status, StatusCode::OK, "{second}");
-    let new = second["api_key"].as_str().unwrap();
-    assert_ne!(new, old);
+    let new = &chosen(&agent, at + 1);
+    assert_ne!(new, &old);
     assert_eq!(
         second["credit"], "100000",
         "the old key's credit moves to the new one"
@@ -193,6 +206,13 @@ async fn forged_misdirected_stale_and_malformed_requests_are_refused() {
         None,
         Some("budget"),
     );
+
+    // A digest that is another customer's key: refused, that customer keeps its record.
+    let mut taking = request(&thief, at);
+    taking.key_sha256 = agora_market::keys::key_digest(super::KEY);
+    let (status, body) = ask(&app, &taking.sign(&thief)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_error(&body, "invalid_request_error", Some("key_taken"), None);
 
     // After all that, the agent's own request still works (nothing was recorded for it).
     let (status, _) = ask(&app, &request(&agent, at).sign(&agent)).await;
