@@ -228,10 +228,7 @@ pub fn tool_chat_tokens<E: Engine + ?Sized>(
     tools: Option<&Tools>,
 ) -> Result<Vec<TokenId>, ChatPromptError> {
     use agora_json::tools::{native_messages, prompt_messages};
-    let tool_turns = messages
-        .iter()
-        .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some() || m.role == "tool");
-    if engine.native_tools() && (tools.is_some() || tool_turns) {
+    if engine.native_tools() && (tools.is_some() || agora_json::tools::has_tool_turns(messages)) {
         let native = native_messages(messages, tools);
         let list = tools.map_or(&[][..], |t| &t.list[..]);
         let limit = agora_json::tools::native_limit(messages, tools);

@@ -43,10 +43,7 @@ pub fn prompt_token_bound(work: &Work, continuation: usize) -> u32 {
                         .saturating_add(TOKENS_PER_MESSAGE)
                 })
                 .fold(TEMPLATE_TOKENS, u64::saturating_add);
-            let tool_turns = messages
-                .iter()
-                .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some() || m.role == "tool");
-            if tools.is_some() || tool_turns {
+            if tools.is_some() || agora_json::tools::has_tool_turns(messages) {
                 // The engine's native rendering: at most this many bytes, plus BOS.
                 let native = native_limit(messages, tools.as_ref()) as u64;
                 fallback.max(native.saturating_add(TOKENS_PER_INPUT))

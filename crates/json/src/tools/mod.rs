@@ -299,9 +299,7 @@ pub fn prompt_messages<'a>(
     messages: &'a [ChatMessage],
     tools: Option<&Tools>,
 ) -> Cow<'a, [ChatMessage]> {
-    let plain =
-        |m: &ChatMessage| m.tool_calls.is_empty() && m.tool_call_id.is_none() && m.role != "tool";
-    if tools.is_none() && messages.iter().all(plain) {
+    if tools.is_none() && !has_tool_turns(messages) {
         return Cow::Borrowed(messages);
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
@@ -346,15 +344,26 @@ pub fn prompt_messages<'a>(
         out.push(ChatMessage::new(m.role.clone(), content));
     }
     if let Some(tools) = tools {
-        let text = instruction(tools);
-        match out.first_mut() {
-            Some(first) if first.role == "system" => {
-                first.content = format!("{}\n\n{text}", first.content);
-            }
-            _ => out.insert(0, ChatMessage::new("system", text)),
-        }
+        join_system(&mut out, instruction(tools));
     }
     Cow::Owned(out)
+}
+
+/// Whether a chat carries calls or tool results (which both prompt formats write out).
+pub fn has_tool_turns(messages: &[ChatMessage]) -> bool {
+    messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some() || m.role == "tool")
+}
+
+/// `text` joins the chat's system message, or opens the chat as one.
+fn join_system(out: &mut Vec<ChatMessage>, text: String) {
+    match out.first_mut() {
+        Some(first) if first.role == "system" => {
+            first.content = format!("{}\n\n{text}", first.content);
+        }
+        _ => out.insert(0, ChatMessage::new("system", text)),
+    }
 }
 
 /// The conversation for a template that renders tools, calls and results itself: as it is, with
@@ -368,13 +377,7 @@ pub fn native_messages<'a>(
         return Cow::Borrowed(messages);
     };
     let mut out = messages.to_vec();
-    let line = format_line(tools);
-    match out.first_mut() {
-        Some(first) if first.role == "system" => {
-            first.content = format!("{}\n\n{line}", first.content);
-        }
-        _ => out.insert(0, ChatMessage::new("system", line)),
-    }
+    join_system(&mut out, format_line(tools));
     Cow::Owned(out)
 }
 
