@@ -12,8 +12,8 @@ use agora_rpc::api::{
     Accepted, AccountBalance, AccountView, AccountsView, ActiveValidator, BatchRequest,
     BatchResponse, BatchResult, BlockTxs, BlockView, ChannelView, EpochReportView, ErrorBody,
     ErrorDetail, LockedEarnings, MarketSummary, MarketView, MarketsView, ModelView, ProviderView,
-    ProvidersView, SpendView, StateRootView, StatusView, SubmitRequest, SubmitResponse, TopQuery,
-    TxView, Unbonding, ValidatorsView, paths,
+    ProvidersView, SpendView, StateRootView, StatusView, SubmitRequest, SubmitResponse, SupplyView,
+    TopQuery, TxView, Unbonding, ValidatorsView, paths,
 };
 use agora_types::tx::limits::MAX_TX_BYTES;
 use agora_types::{Address, Amount, Decode, Hash, SignedTx};
@@ -54,6 +54,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route(paths::CHANNEL, get(get_channel))
         .route(paths::BLOCK, get(get_block))
         .route(paths::STATE_ROOT, get(state_root))
+        .route(paths::SUPPLY, get(supply))
         .route(paths::VALIDATORS, get(validators))
         .route(paths::MARKETS, get(markets))
         .route(paths::MARKET, get(get_market))
@@ -284,6 +285,19 @@ async fn state_root(State(shared): State<Arc<Shared>>) -> ApiResult<StateRootVie
     Ok(Json(StateRootView {
         height: chain.state().height(),
         state_root: chain.state().root(),
+    }))
+}
+
+async fn supply(State(shared): State<Arc<Shared>>) -> ApiResult<SupplyView> {
+    let chain = shared.chain.lock().map_err(ApiError::internal)?;
+    let s = chain.state();
+    let overflow = || ApiError::internal("supply overflows u128");
+    Ok(Json(SupplyView {
+        height: s.height(),
+        state_root: s.root(),
+        supply: s.supply().clone(),
+        expected_total: s.supply().expected_total().ok_or_else(overflow)?,
+        circulating: s.circulating_total().ok_or_else(overflow)?,
     }))
 }
 

@@ -71,6 +71,20 @@ pub fn write(
     password: &str,
     kdf_cost_kib: u32,
 ) -> Result<Testnet, TestnetError> {
+    let hosts = vec![Ipv4Addr::LOCALHOST; validators];
+    write_on(dir, &hosts, ports, password, kdf_cost_kib)
+}
+
+/// [`write`] with validator `i` on address `hosts[i]` (its RPC and validator ports there): a
+/// network whose nodes live in separate network namespaces, as the chaos runner builds.
+pub fn write_on(
+    dir: &Path,
+    hosts: &[Ipv4Addr],
+    ports: TestnetPorts,
+    password: &str,
+    kdf_cost_kib: u32,
+) -> Result<Testnet, TestnetError> {
+    let validators = hosts.len();
     if validators == 0 {
         return Err(TestnetError::NoValidators);
     }
@@ -86,7 +100,7 @@ pub fn write(
             .ok()
             .and_then(|i| base.checked_add(i))
             .ok_or(TestnetError::Ports)?;
-        Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        Ok(SocketAddr::from((hosts[i], port)))
     };
     let genesis = Genesis {
         chain_id: "agora-testnet".to_string(),

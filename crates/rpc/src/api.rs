@@ -29,6 +29,7 @@ pub mod paths {
     pub const CHANNEL: &str = "/v1/channels/{id}";
     pub const BLOCK: &str = "/v1/blocks/{height}";
     pub const STATE_ROOT: &str = "/v1/state_root";
+    pub const SUPPLY: &str = "/v1/supply";
     pub const VALIDATORS: &str = "/v1/validators";
     pub const MARKETS: &str = "/v1/markets";
     pub const MARKET: &str = "/v1/markets/{id}";
@@ -79,6 +80,26 @@ pub struct StateRootView {
     pub height: u64,
     #[schema(value_type = HashSchema)]
     pub state_root: Hash,
+}
+
+/// `GET /v1/supply`: what the state must add up to and what it does add up to, read together at
+/// one height. They differ only if the ledger created or lost money: the chaos checker's
+/// conservation test, also useful to anyone auditing a node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SupplyView {
+    pub height: u64,
+    #[schema(value_type = HashSchema)]
+    pub state_root: Hash,
+    /// `agora_ledger::state::Supply`: genesis, minted, burned.
+    #[schema(value_type = Object)]
+    pub supply: Supply,
+    /// genesis + minted - burned.
+    #[schema(value_type = AmountSchema)]
+    pub expected_total: Amount,
+    /// Every balance, stake, unbonding entry, locked earning, market deposit and unspent channel
+    /// deposit, added up.
+    #[schema(value_type = AmountSchema)]
+    pub circulating: Amount,
 }
 
 /// `GET /v1/validators`: the active validator set (registered, not jailed, enough stake, in the

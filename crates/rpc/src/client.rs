@@ -3,8 +3,8 @@
 use crate::api::{
     AccountView, AccountsView, BatchRequest, BatchResponse, BlockTxs, BlockView, ChannelView,
     EpochReportView, ErrorBody, MarketView, MarketsView, ModelView, ProviderView, ProvidersView,
-    SpendView, StateRootView, StatusView, SubmitRequest, SubmitResponse, TxView, ValidatorsView,
-    paths,
+    SpendView, StateRootView, StatusView, SubmitRequest, SubmitResponse, SupplyView, TxView,
+    ValidatorsView, paths,
 };
 use agora_ledger::state::{Channel, ModelRecord};
 use agora_types::{Address, Amount, Encode, Hash, Receipt, SignedTx};
@@ -109,6 +109,12 @@ impl ChainClient {
         self.get(paths::STATE_ROOT, MAX_ANSWER_BYTES)
             .await?
             .ok_or_else(|| ChainError::BadAnswer(format!("no {}", paths::STATE_ROOT)))
+    }
+
+    pub async fn supply(&self) -> Result<SupplyView, ChainError> {
+        self.get(paths::SUPPLY, MAX_ANSWER_BYTES)
+            .await?
+            .ok_or_else(|| ChainError::BadAnswer(format!("no {}", paths::SUPPLY)))
     }
 
     pub async fn validators(&self) -> Result<ValidatorsView, ChainError> {

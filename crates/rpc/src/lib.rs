@@ -17,7 +17,7 @@ pub use api::{
     AccountBalance, AccountView, AccountsView, BatchRequest, BatchResponse, BatchResult, BlockTxs,
     BlockView, ChannelView, EpochReportView, ErrorBody, ErrorDetail, LockedEarnings, MarketSummary,
     MarketView, MarketsView, ModelView, ProviderView, ProvidersView, SpendView, StateRootView,
-    StatusView, SubmitRequest, SubmitResponse, TxView, Unbonding, paths,
+    StatusView, SubmitRequest, SubmitResponse, SupplyView, TxView, Unbonding, paths,
 };
 pub use client::{ChainClient, ChainError, ChainInfo, MAX_ANSWER_BYTES};
 pub use sender::TxSender;

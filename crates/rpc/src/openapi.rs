@@ -38,6 +38,7 @@ has the body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}`. A transac
         channel,
         block,
         state_root,
+        supply,
         validators,
         markets,
         market,
@@ -224,6 +225,17 @@ fn block() {}
     responses((status = 200, description = "root", body = StateRootView))
 )]
 fn state_root() {}
+
+#[utoipa::path(
+    get,
+    path = paths::SUPPLY,
+    summary = "The supply the state must add up to, and what it adds up to, at one height.",
+    responses(
+        (status = 200, description = "supply", body = SupplyView),
+        (status = 500, description = "the sum overflowed", body = ErrorBody)
+    )
+)]
+fn supply() {}
 
 #[utoipa::path(
     get,

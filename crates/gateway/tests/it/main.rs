@@ -3,6 +3,7 @@
 
 mod agent;
 mod channels;
+mod chaos_regressions;
 mod dashboard;
 mod hostile;
 mod money;

@@ -435,3 +435,22 @@ async fn markets_and_their_epoch_reports_are_served() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     node.shutdown();
 }
+
+/// `GET /v1/supply` reads what the state must add up to and what it does add up to at one height;
+/// on an honest ledger they are equal, before and after fees are burned.
+#[tokio::test]
+async fn supply_reports_the_expected_and_the_circulating_total_at_one_height() {
+    let (_dir, node, _keys) = node_with(agora_ledger::Params::default(), 20).await;
+    let shared = node.shared.clone();
+    let (status, v) = call(&shared, get("/v1/supply")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let expected = v["expected_total"].as_str().unwrap().to_string();
+    assert_eq!(v["circulating"].as_str(), Some(expected.as_str()), "{v}");
+    let genesis: u128 = v["supply"]["genesis"].as_str().unwrap().parse().unwrap();
+    assert!(genesis >= Amount::from_agr(300).0, "{v}");
+    assert!(
+        v["height"].as_u64().is_some() && v["state_root"].as_str().is_some(),
+        "{v}"
+    );
+    node.shutdown();
+}

@@ -1,0 +1,99 @@
+//! The chaos suite's CI scenario (`scenarios/short.toml`, about 2 minutes of load): 4 validators,
+//! a gateway and 2 providers as separate `agora` processes in network namespaces, gateway and
+//! wallet clients, and one fault of each kind (validator killed, provider stalled mid-stream,
+//! provider killed, validator partitioned, packet loss, gateway killed). `agora testnet chaos`
+//! exits 0 only when the checker finds no violation in the recorded history; this test also
+//! reads the run's files to see that the run did what it says.
+//!
+//! Needs root, iproute2 and iptables (as the NAT lab). Skips, loudly, only when network
+//! namespaces cannot be created at all.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agora");
+
+fn namespaces_work() -> bool {
+    let name = format!("agch-probe-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _ = Command::new("ip").args(["netns", "del", &name]).output();
+    ok
+}
+
+fn repo_root() -> std::path::PathBuf {
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest).join("../..")
+}
+
+#[test]
+fn short_scenario_keeps_every_invariant_under_each_kind_of_fault() {
+    if !namespaces_work() {
+        eprintln!("SKIPPED: network namespaces cannot be created here (needs root and iproute2)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let out = Command::new(BIN)
+        .args(["testnet", "chaos", "--scenario"])
+        .arg(repo_root().join("scenarios/short.toml"))
+        .args(["--seed", "1", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "agora testnet chaos failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("chaos: no violations"), "{stdout}");
+
+    let history = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
+    let events: Vec<Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |ty: &str| events.iter().filter(|e| e["type"] == ty).count();
+    let faults: Vec<&Value> = events.iter().filter(|e| e["type"] == "fault").collect();
+    // Six faults, each begun and ended.
+    assert_eq!(faults.len(), 12, "{faults:?}");
+    for kind in ["kill", "stall", "partition", "loss"] {
+        assert!(
+            faults.iter().any(|f| f["fault"] == kind),
+            "no {kind} fault in the history"
+        );
+    }
+    assert!(
+        count("invoke") >= 100,
+        "only {} operations",
+        count("invoke")
+    );
+    assert!(
+        count("ok") * 10 >= count("invoke") * 8,
+        "{} of {} operations succeeded",
+        count("ok"),
+        count("invoke")
+    );
+    assert!(count("sample") >= 100, "{} chain samples", count("sample"));
+    let facts: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("facts.json")).unwrap()).unwrap();
+    assert_eq!(facts["validators"].as_array().unwrap().len(), 4);
+    assert_eq!(facts["customers"].as_array().unwrap().len(), 4);
+    // Providers were paid through channels, and the bills are not empty.
+    assert!(
+        facts["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["redeemed"].as_str() != Some("0")),
+        "no channel was redeemed: {}",
+        facts["channels"]
+    );
+}

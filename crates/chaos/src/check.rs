@@ -1,0 +1,1293 @@
+//! The checker: judges a finished run from its history and the facts read from the network
+//! afterwards, and names every broken invariant with the operations that show it. It trusts
+//! nothing it reads: sums saturate instead of overflowing, and an odd history is a finding,
+//! not a panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agora_types::{Address, Amount, Hash};
+use serde::Serialize;
+
+use crate::facts::Facts;
+use crate::history::{Body, Call, ClientError, Event, Outcome, Phase};
+
+/// The bounds the checker cannot know by itself; the runner passes the real ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most one request may cost. A stream cut before its `charged` arrived may have been
+    /// billed up to this much without the client seeing it.
+    pub max_charge_per_request: Amount,
+    /// How long past its timeout an operation may end before it counts as hung.
+    pub grace_ms: u64,
+}
+
+impl Default for Limits {
+    /// No unseen charge is allowed, and two seconds of grace.
+    fn default() -> Limits {
+        Limits {
+            max_charge_per_request: Amount::ZERO,
+            grace_ms: 2_000,
+        }
+    }
+}
+
+/// One broken invariant. Its `Display` is one English line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Violation {
+    /// Two validators finalized different blocks at `height` (the lowest such height of the
+    /// pair: after a fork every later height differs too).
+    #[error(
+        "validators {a} and {b} finalized different blocks at height {height}: id {} vs {}, \
+         state root {} vs {}",
+        short(.a_id), short(.b_id), short(.a_root), short(.b_root)
+    )]
+    BlocksDisagree {
+        height: u64,
+        a: String,
+        b: String,
+        a_id: Hash,
+        b_id: Hash,
+        a_root: Hash,
+        b_root: Hash,
+    },
+    /// Two validators' RPCs reported different state roots at one height (lowest per pair).
+    #[error(
+        "{a} and {b} reported different state roots at height {height}: {} (op {a_op}) vs {} \
+         (op {b_op})",
+        short(.a_root), short(.b_root)
+    )]
+    SampleRootsDisagree {
+        height: u64,
+        a: String,
+        b: String,
+        a_op: u64,
+        b_op: u64,
+        a_root: Hash,
+        b_root: Hash,
+    },
+    /// A validator's chain does not run 1, 2, 3, ... (the first break only).
+    #[error(
+        "validator {node}'s chain jumps to height {found_height} where {expected_height} was due"
+    )]
+    ChainGap {
+        node: String,
+        expected_height: u64,
+        found_height: u64,
+    },
+    /// Tokens appeared or vanished: the sum of every holding differs from genesis + minted -
+    /// burned. Reported once per node for each new discrepancy.
+    #[error(
+        "supply not conserved on {node} at height {height} (op {op}): {circulating} circulating, \
+         {expected} expected"
+    )]
+    SupplyBroken {
+        op: u64,
+        node: String,
+        height: u64,
+        expected: Amount,
+        circulating: Amount,
+    },
+    #[error("op {op} was invoked and never ended")]
+    Unanswered { op: u64 },
+    #[error("op {op} ended {ends} times")]
+    AnsweredTwice { op: u64, ends: u64 },
+    /// A completion whose invoke is not earlier in the history.
+    #[error("op {op} ended without an earlier invoke")]
+    EndWithoutInvoke { op: u64 },
+    #[error("op {op} took {took_ms} ms against a timeout of {timeout_ms} ms")]
+    Hung {
+        op: u64,
+        took_ms: u64,
+        timeout_ms: u64,
+    },
+    #[error(
+        "op {op} failed with an unclear error: status {}, code {:?}, message {:?}",
+        status_text(.error.status), .error.code, .error.message
+    )]
+    UnclearError { op: u64, error: ClientError },
+    /// A stream was billed for fewer tokens than content chunks arrived.
+    #[error(
+        "op {op} streamed {tokens_received} content chunks but usage says only \
+         {completion_tokens} completion tokens"
+    )]
+    UsageBelowReceived {
+        op: u64,
+        completion_tokens: u32,
+        tokens_received: u32,
+    },
+    #[error(
+        "op {op} was billed {completion_tokens} completion tokens with max_tokens {max_tokens}"
+    )]
+    UsageOverMax {
+        op: u64,
+        completion_tokens: u32,
+        max_tokens: u32,
+    },
+    /// The gateway's bill is above what the responses said they cost (plus what cut streams
+    /// may have cost unseen, `unseen_allowance`).
+    #[error(
+        "customer {customer} was billed {billed} but its {} requests' responses add up to \
+         {sum_of_responses}{}",
+        .ops.len(), unseen_note(*.unseen_allowance)
+    )]
+    Overcharged {
+        customer: String,
+        billed: Amount,
+        sum_of_responses: Amount,
+        unseen_allowance: Amount,
+        ops: Vec<u64>,
+    },
+    #[error(
+        "customer {customer} was billed only {billed} but its {} requests' responses add up to \
+         {sum_of_responses}",
+        .ops.len()
+    )]
+    Undercharged {
+        customer: String,
+        billed: Amount,
+        sum_of_responses: Amount,
+        ops: Vec<u64>,
+    },
+    #[error(
+        "channel {} redeemed cumulative {cumulative} at height {height} after {previous}",
+        short(.channel)
+    )]
+    RedeemNotIncreasing {
+        channel: Hash,
+        height: u64,
+        previous: Amount,
+        cumulative: Amount,
+    },
+    #[error(
+        "channel {} redeemed voucher {} twice, at heights {first_height} and {second_height}",
+        short(.channel), short(.voucher)
+    )]
+    RedeemedTwice {
+        channel: Hash,
+        voucher: Hash,
+        first_height: u64,
+        second_height: u64,
+    },
+    #[error(
+        "channel {} says {redeemed} redeemed but its last applied voucher was {last_cumulative}",
+        short(.channel)
+    )]
+    RedeemedMismatch {
+        channel: Hash,
+        last_cumulative: Amount,
+        redeemed: Amount,
+    },
+    #[error("channel {} paid out {redeemed}, more than its deposit {deposit}", short(.channel))]
+    OverDeposit {
+        channel: Hash,
+        redeemed: Amount,
+        deposit: Amount,
+    },
+    #[error("honest provider {provider} ({address}) was punished: {why}")]
+    HonestSlashed {
+        provider: String,
+        address: Address,
+        why: String,
+    },
+    #[error("cheating provider {provider} ({address}) was neither slashed nor jailed")]
+    CheaterNotSlashed { provider: String, address: Address },
+}
+
+/// Hashes are long; 16 hex digits name one unambiguously enough in a sentence.
+fn short(hash: &Hash) -> String {
+    hash.to_hex().chars().take(16).collect()
+}
+
+fn status_text(status: Option<u16>) -> String {
+    status.map_or_else(|| "none".to_string(), |s| s.to_string())
+}
+
+fn unseen_note(unseen_allowance: Amount) -> String {
+    if unseen_allowance.is_zero() {
+        String::new()
+    } else {
+        format!(" (plus at most {unseen_allowance} unseen)")
+    }
+}
+
+impl Violation {
+    /// The history operations that show the violation (empty for facts-only findings).
+    pub fn ops(&self) -> Vec<u64> {
+        use Violation::*;
+        match self {
+            SampleRootsDisagree { a_op, b_op, .. } => vec![*a_op, *b_op],
+            SupplyBroken { op, .. }
+            | Unanswered { op }
+            | AnsweredTwice { op, .. }
+            | EndWithoutInvoke { op }
+            | Hung { op, .. }
+            | UnclearError { op, .. }
+            | UsageBelowReceived { op, .. }
+            | UsageOverMax { op, .. } => vec![*op],
+            Overcharged { ops, .. } | Undercharged { ops, .. } => ops.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The block heights a facts-only finding is about, to find its moment in the history.
+    fn heights(&self) -> Option<(u64, u64)> {
+        use Violation::*;
+        match self {
+            BlocksDisagree { height, .. } | RedeemNotIncreasing { height, .. } => {
+                Some((*height, *height))
+            }
+            ChainGap {
+                expected_height: a,
+                found_height: b,
+                ..
+            }
+            | RedeemedTwice {
+                first_height: a,
+                second_height: b,
+                ..
+            } => Some((*a.min(b), *a.max(b))),
+            _ => None,
+        }
+    }
+}
+
+/// One operation: its invoke and every completion after it sharing its id.
+pub(crate) struct Operation<'a> {
+    pub invoke: &'a Event,
+    pub call: &'a Call,
+    pub timeout_ms: u64,
+    /// In history order; the first is the one that counts.
+    pub ends: Vec<&'a Event>,
+}
+
+impl<'a> Operation<'a> {
+    pub fn end(&self) -> Option<&'a Event> {
+        self.ends.first().copied()
+    }
+}
+
+/// Pairs each invoke with its completions, by op id. Completions with no earlier invoke come
+/// back apart. A repeated invoke of one id is ignored: the first one owns the id.
+pub(crate) fn operations(events: &[Event]) -> (BTreeMap<u64, Operation<'_>>, Vec<&Event>) {
+    let mut ops: BTreeMap<u64, Operation<'_>> = BTreeMap::new();
+    let mut orphans = Vec::new();
+    for event in events {
+        match &event.body {
+            Body::Invoke { call, timeout_ms } => {
+                ops.entry(event.op).or_insert(Operation {
+                    invoke: event,
+                    call,
+                    timeout_ms: *timeout_ms,
+                    ends: Vec::new(),
+                });
+            }
+            Body::Ok { .. } | Body::Fail { .. } => match ops.get_mut(&event.op) {
+                Some(op) => op.ends.push(event),
+                None => orphans.push(event),
+            },
+            Body::Fault { .. } | Body::Sample { .. } => {}
+        }
+    }
+    (ops, orphans)
+}
+
+/// A fault from its Start to its End. A Start never ended lasts to the end of the history; an
+/// End never started is taken to have begun with the run.
+pub(crate) struct FaultWindow<'a> {
+    pub fault: &'a str,
+    pub start_ms: u64,
+    /// `None`: still on when the history ends.
+    pub end_ms: Option<u64>,
+    pub start_index: Option<usize>,
+    pub end_index: Option<usize>,
+}
+
+impl FaultWindow<'_> {
+    /// Whether `t` falls in `start..end`.
+    pub fn contains(&self, t: u64) -> bool {
+        t >= self.start_ms && self.end_ms.is_none_or(|end| t < end)
+    }
+
+    pub fn overlaps(&self, from_ms: u64, to_ms: u64) -> bool {
+        self.start_ms <= to_ms && self.end_ms.is_none_or(|end| from_ms <= end)
+    }
+}
+
+/// Pairs each fault Start with the next End of the same fault on the same target.
+pub(crate) fn fault_windows(events: &[Event]) -> Vec<FaultWindow<'_>> {
+    let mut windows: Vec<FaultWindow<'_>> = Vec::new();
+    let mut open: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let Body::Fault {
+            fault,
+            target,
+            phase,
+        } = &event.body
+        else {
+            continue;
+        };
+        let key = (fault.as_str(), target.as_str());
+        match phase {
+            Phase::Start => {
+                open.insert(key, windows.len());
+                windows.push(FaultWindow {
+                    fault,
+                    start_ms: event.t_ms,
+                    end_ms: None,
+                    start_index: Some(index),
+                    end_index: None,
+                });
+            }
+            Phase::End => match open.remove(&key).and_then(|i| windows.get_mut(i)) {
+                Some(window) => {
+                    window.end_ms = Some(event.t_ms);
+                    window.end_index = Some(index);
+                }
+                None => windows.push(FaultWindow {
+                    fault,
+                    start_ms: 0,
+                    end_ms: Some(event.t_ms),
+                    start_index: None,
+                    end_index: Some(index),
+                }),
+            },
+        }
+    }
+    windows
+}
+
+/// Whether a failure says what went wrong: an HTTP status with an error code, or a named
+/// transport or ledger failure.
+pub fn is_clear_error(error: &ClientError) -> bool {
+    match error.status {
+        Some(_) => !error.code.is_empty(),
+        None => {
+            matches!(
+                error.code.as_str(),
+                "connect" | "timeout" | "stream_cut" | "body"
+            ) || error
+                .code
+                .strip_prefix("ledger_")
+                .is_some_and(|rest| !rest.is_empty())
+        }
+    }
+}
+
+/// A saturating sum: an overflow can only come from lying inputs, and a saturated sum still
+/// disagrees with any honest bill.
+fn add(a: Amount, b: Amount) -> Amount {
+    Amount(a.0.saturating_add(b.0))
+}
+
+/// Judges a run with [`Limits::default`].
+pub fn check(events: &[Event], facts: &Facts) -> Vec<Violation> {
+    check_with(events, facts, &Limits::default())
+}
+
+/// Judges a run: every violation found, grouped by invariant, in a stable order.
+pub fn check_with(events: &[Event], facts: &Facts, limits: &Limits) -> Vec<Violation> {
+    let mut found = Vec::new();
+    check_chains(facts, &mut found);
+    check_samples(events, &mut found);
+    let (ops, orphans) = operations(events);
+    check_operations(&ops, &orphans, limits, &mut found);
+    check_bills(&ops, facts, limits, &mut found);
+    check_channels(facts, &mut found);
+    check_providers(facts, &mut found);
+    found
+}
+
+/// A pair of node names in a fixed order, so (a, b) and (b, a) are reported once.
+fn pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+fn check_chains(facts: &Facts, found: &mut Vec<Violation>) {
+    for chain in &facts.validators {
+        let mut expected: u64 = 1;
+        for block in &chain.blocks {
+            if block.height != expected {
+                found.push(Violation::ChainGap {
+                    node: chain.node.clone(),
+                    expected_height: expected,
+                    found_height: block.height,
+                });
+                break;
+            }
+            expected = expected.saturating_add(1);
+        }
+    }
+    let mut by_height: BTreeMap<u64, Vec<(&str, &crate::facts::BlockFact)>> = BTreeMap::new();
+    for chain in &facts.validators {
+        for block in &chain.blocks {
+            by_height
+                .entry(block.height)
+                .or_default()
+                .push((&chain.node, block));
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for (height, blocks) in &by_height {
+        let Some(((first_node, first), rest)) = blocks.split_first() else {
+            continue;
+        };
+        for (node, block) in rest {
+            let differs = block.id != first.id || block.state_root != first.state_root;
+            if differs && node != first_node && reported.insert(pair(first_node, node)) {
+                found.push(Violation::BlocksDisagree {
+                    height: *height,
+                    a: first_node.to_string(),
+                    b: node.to_string(),
+                    a_id: first.id,
+                    b_id: block.id,
+                    a_root: first.state_root,
+                    b_root: block.state_root,
+                });
+            }
+        }
+    }
+}
+
+fn check_samples(events: &[Event], found: &mut Vec<Violation>) {
+    // The last discrepancy reported per node: a broken supply stays broken, so only a new gap
+    // is news.
+    let mut last_gap: BTreeMap<&str, (Amount, Amount)> = BTreeMap::new();
+    let mut by_height: BTreeMap<u64, Vec<(&str, u64, Hash)>> = BTreeMap::new();
+    for event in events {
+        let Body::Sample { node, sample } = &event.body else {
+            continue;
+        };
+        by_height
+            .entry(sample.height)
+            .or_default()
+            .push((node, event.op, sample.state_root));
+        if sample.circulating == sample.expected_total {
+            last_gap.remove(node.as_str());
+            continue;
+        }
+        let gap = (sample.expected_total, sample.circulating);
+        if last_gap.insert(node, gap) != Some(gap) {
+            found.push(Violation::SupplyBroken {
+                op: event.op,
+                node: node.clone(),
+                height: sample.height,
+                expected: sample.expected_total,
+                circulating: sample.circulating,
+            });
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for (height, samples) in &by_height {
+        let Some(((first_node, first_op, first_root), rest)) = samples.split_first() else {
+            continue;
+        };
+        for (node, op, root) in rest {
+            if root != first_root && node != first_node && reported.insert(pair(first_node, node)) {
+                found.push(Violation::SampleRootsDisagree {
+                    height: *height,
+                    a: first_node.to_string(),
+                    b: node.to_string(),
+                    a_op: *first_op,
+                    b_op: *op,
+                    a_root: *first_root,
+                    b_root: *root,
+                });
+            }
+        }
+    }
+}
+
+fn check_operations(
+    ops: &BTreeMap<u64, Operation<'_>>,
+    orphans: &[&Event],
+    limits: &Limits,
+    found: &mut Vec<Violation>,
+) {
+    for orphan in orphans {
+        found.push(Violation::EndWithoutInvoke { op: orphan.op });
+    }
+    for (&op, operation) in ops {
+        match operation.ends.len() {
+            0 => found.push(Violation::Unanswered { op }),
+            1 => {}
+            n => found.push(Violation::AnsweredTwice {
+                op,
+                ends: u64::try_from(n).unwrap_or(u64::MAX),
+            }),
+        }
+        let Some(end) = operation.end() else {
+            continue;
+        };
+        let took_ms = end.t_ms.saturating_sub(operation.invoke.t_ms);
+        if took_ms > operation.timeout_ms.saturating_add(limits.grace_ms) {
+            found.push(Violation::Hung {
+                op,
+                took_ms,
+                timeout_ms: operation.timeout_ms,
+            });
+        }
+        match &end.body {
+            Body::Fail { error, .. } if !is_clear_error(error) => {
+                found.push(Violation::UnclearError {
+                    op,
+                    error: error.clone(),
+                });
+            }
+            Body::Ok { outcome } => check_usage(op, operation.call, outcome, found),
+            _ => {}
+        }
+    }
+}
+
+fn check_usage(op: u64, call: &Call, outcome: &Outcome, found: &mut Vec<Violation>) {
+    let (stream, max_tokens) = match call {
+        Call::Chat {
+            stream, max_tokens, ..
+        }
+        | Call::Completion {
+            stream, max_tokens, ..
+        } => (*stream, *max_tokens),
+        Call::Embedding { .. } | Call::Transfer { .. } => return,
+    };
+    let Some(usage) = outcome.usage else {
+        return;
+    };
+    // Every content chunk carries at least one token, so a stream billed for fewer tokens than
+    // chunks received under-reports (a whole response counts its tokens from usage itself).
+    if stream && usage.completion_tokens < outcome.tokens_received {
+        found.push(Violation::UsageBelowReceived {
+            op,
+            completion_tokens: usage.completion_tokens,
+            tokens_received: outcome.tokens_received,
+        });
+    }
+    if usage.completion_tokens > max_tokens {
+        found.push(Violation::UsageOverMax {
+            op,
+            completion_tokens: usage.completion_tokens,
+            max_tokens,
+        });
+    }
+}
+
+/// What one customer's responses said they cost.
+#[derive(Default)]
+struct Tally {
+    sum: Amount,
+    /// Failed streams that received tokens but never learned their charge.
+    unseen: u128,
+    ops: Vec<u64>,
+}
+
+fn check_bills(
+    ops: &BTreeMap<u64, Operation<'_>>,
+    facts: &Facts,
+    limits: &Limits,
+    found: &mut Vec<Violation>,
+) {
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    for (&op, operation) in ops {
+        let (Some(customer), Some(end)) = (operation.call.customer(), operation.end()) else {
+            continue;
+        };
+        let tally = tallies.entry(customer).or_default();
+        tally.ops.push(op);
+        match &end.body {
+            Body::Ok { outcome } => tally.sum = add(tally.sum, outcome.charged.unwrap_or_default()),
+            Body::Fail { partial, .. } => match partial.charged {
+                Some(charged) => tally.sum = add(tally.sum, charged),
+                None if partial.tokens_received > 0 => {
+                    tally.unseen = tally.unseen.saturating_add(1)
+                }
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    let none = Tally::default();
+    for bill in &facts.customers {
+        let tally = tallies.get(bill.name.as_str()).unwrap_or(&none);
+        let unseen_allowance = Amount(limits.max_charge_per_request.0.saturating_mul(tally.unseen));
+        if bill.spent > add(tally.sum, unseen_allowance) {
+            found.push(Violation::Overcharged {
+                customer: bill.name.clone(),
+                billed: bill.spent,
+                sum_of_responses: tally.sum,
+                unseen_allowance,
+                ops: tally.ops.clone(),
+            });
+        } else if bill.spent < tally.sum {
+            found.push(Violation::Undercharged {
+                customer: bill.name.clone(),
+                billed: bill.spent,
+                sum_of_responses: tally.sum,
+                ops: tally.ops.clone(),
+            });
+        }
+    }
+}
+
+fn check_channels(facts: &Facts, found: &mut Vec<Violation>) {
+    for channel in &facts.channels {
+        let mut previous: Option<Amount> = None;
+        let mut vouchers: BTreeMap<Hash, u64> = BTreeMap::new();
+        for redeem in channel.redeems.iter().filter(|r| r.applied) {
+            if let Some(previous) = previous.filter(|p| *p >= redeem.cumulative) {
+                found.push(Violation::RedeemNotIncreasing {
+                    channel: channel.id,
+                    height: redeem.height,
+                    previous,
+                    cumulative: redeem.cumulative,
+                });
+            }
+            if let Some(&first_height) = vouchers.get(&redeem.voucher) {
+                found.push(Violation::RedeemedTwice {
+                    channel: channel.id,
+                    voucher: redeem.voucher,
+                    first_height,
+                    second_height: redeem.height,
+                });
+            } else {
+                vouchers.insert(redeem.voucher, redeem.height);
+            }
+            previous = Some(redeem.cumulative);
+        }
+        let last_cumulative = previous.unwrap_or_default();
+        if last_cumulative != channel.redeemed {
+            found.push(Violation::RedeemedMismatch {
+                channel: channel.id,
+                last_cumulative,
+                redeemed: channel.redeemed,
+            });
+        }
+        if channel.redeemed > channel.deposit {
+            found.push(Violation::OverDeposit {
+                channel: channel.id,
+                redeemed: channel.redeemed,
+                deposit: channel.deposit,
+            });
+        }
+    }
+}
+
+fn check_providers(facts: &Facts, found: &mut Vec<Violation>) {
+    let mut offences: BTreeMap<Address, Vec<&str>> = BTreeMap::new();
+    for slash in &facts.slashes {
+        offences
+            .entry(slash.offender)
+            .or_default()
+            .push(&slash.evidence);
+    }
+    for provider in &facts.providers {
+        let slashed_for = offences.get(&provider.address);
+        if provider.honest {
+            let mut why = Vec::new();
+            if let Some(evidence) = slashed_for {
+                why.push(format!("slashed for {}", evidence.join(", ")));
+            }
+            if provider.stake_after < provider.stake_before {
+                why.push(format!(
+                    "stake fell from {} to {}",
+                    provider.stake_before, provider.stake_after
+                ));
+            }
+            if provider.jailed {
+                why.push("jailed".to_string());
+            }
+            if !why.is_empty() {
+                found.push(Violation::HonestSlashed {
+                    provider: provider.name.clone(),
+                    address: provider.address,
+                    why: why.join("; "),
+                });
+            }
+        } else if slashed_for.is_none() && !provider.jailed {
+            found.push(Violation::CheaterNotSlashed {
+                provider: provider.name.clone(),
+                address: provider.address,
+            });
+        }
+    }
+}
+
+/// The smallest history slice that shows `violation`, in history order: the events of its
+/// ops and every fault whose window overlaps their time span (an op that never ended spans to
+/// the end of the history). A finding with no ops is placed in time by the samples at its
+/// heights (which are kept); with none of those, every fault is kept.
+pub fn failing_slice(events: &[Event], violation: &Violation) -> Vec<Event> {
+    let run_end_ms = events.iter().map(|e| e.t_ms).max().unwrap_or(0);
+    let ops: BTreeSet<u64> = violation.ops().into_iter().collect();
+    let mut keep: BTreeSet<usize> = BTreeSet::new();
+    let mut span: Option<(u64, u64)> = None;
+    let widen = |span: &mut Option<(u64, u64)>, t: u64| {
+        *span = Some(span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+    };
+    let mut ended: BTreeSet<u64> = BTreeSet::new();
+    for (index, event) in events.iter().enumerate() {
+        let is_op = ops.contains(&event.op) && !matches!(event.body, Body::Fault { .. });
+        if is_op {
+            keep.insert(index);
+            widen(&mut span, event.t_ms);
+            if matches!(event.body, Body::Ok { .. } | Body::Fail { .. }) {
+                ended.insert(event.op);
+            }
+        }
+    }
+    let never_ended = events.iter().any(|e| {
+        ops.contains(&e.op) && matches!(e.body, Body::Invoke { .. }) && !ended.contains(&e.op)
+    });
+    if never_ended {
+        widen(&mut span, run_end_ms);
+    }
+    if span.is_none()
+        && let Some((low, high)) = violation.heights()
+    {
+        for (index, event) in events.iter().enumerate() {
+            if let Body::Sample { sample, .. } = &event.body
+                && (low..=high).contains(&sample.height)
+            {
+                keep.insert(index);
+                widen(&mut span, event.t_ms);
+            }
+        }
+    }
+    for window in fault_windows(events) {
+        if span.is_none_or(|(lo, hi)| window.overlaps(lo, hi)) {
+            keep.extend(window.start_index);
+            keep.extend(window.end_index);
+        }
+    }
+    keep.into_iter()
+        .filter_map(|index| events.get(index).cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::{
+        BlockFact, ChannelFact, CustomerBill, NodeChain, ProviderFact, RedeemFact, SlashFact,
+    };
+    use crate::history::{ChainSample, Usage};
+    use agora_types::PublicKey;
+
+    fn at(t_ms: u64, op: u64, body: Body) -> Event {
+        Event {
+            t_ms,
+            op,
+            process: "client-0".into(),
+            body,
+        }
+    }
+    fn chat(customer: &str, stream: bool) -> Body {
+        let call = Call::Chat {
+            customer: customer.into(),
+            stream,
+            max_tokens: 16,
+        };
+        Body::Invoke {
+            call,
+            timeout_ms: 1_000,
+        }
+    }
+    fn ok(tokens_received: u32, charged: Option<u128>) -> Body {
+        let outcome = Outcome {
+            tokens_received,
+            charged: charged.map(Amount),
+            ..Outcome::default()
+        };
+        Body::Ok { outcome }
+    }
+    fn fail(status: Option<u16>, code: &str, tokens_received: u32) -> Body {
+        let error = ClientError {
+            status,
+            code: code.into(),
+            message: "m".into(),
+        };
+        let partial = Outcome {
+            tokens_received,
+            ..Outcome::default()
+        };
+        Body::Fail { error, partial }
+    }
+    fn fault(fault: &str, phase: Phase) -> Body {
+        Body::Fault {
+            fault: fault.into(),
+            target: "v1".into(),
+            phase,
+        }
+    }
+    fn sample(node: &str, height: u64, root: u8, expected: u128, circulating: u128) -> Body {
+        let sample = ChainSample {
+            height,
+            state_root: hash(root),
+            expected_total: Amount(expected),
+            circulating: Amount(circulating),
+        };
+        Body::Sample {
+            node: node.into(),
+            sample,
+        }
+    }
+    fn hash(byte: u8) -> Hash {
+        Hash([byte; 32])
+    }
+    fn bill(name: &str, spent: u128) -> CustomerBill {
+        let account = PublicKey([7; 32]);
+        CustomerBill {
+            name: name.into(),
+            account,
+            spent: Amount(spent),
+            credit: Amount(0),
+        }
+    }
+    fn chain(node: &str, roots: &[u8]) -> NodeChain {
+        let blocks = (1..)
+            .zip(roots)
+            .map(|(height, &root)| BlockFact {
+                height,
+                id: hash(root + 100),
+                state_root: hash(root),
+            })
+            .collect();
+        NodeChain {
+            node: node.into(),
+            blocks,
+        }
+    }
+    fn redeem(height: u64, cumulative: u128, voucher: u8) -> RedeemFact {
+        let cumulative = Amount(cumulative);
+        RedeemFact {
+            height,
+            tx: hash(height as u8),
+            cumulative,
+            voucher: hash(voucher),
+            applied: true,
+        }
+    }
+    fn channel(deposit: u128, redeemed: u128, redeems: Vec<RedeemFact>) -> ChannelFact {
+        ChannelFact {
+            id: hash(1),
+            payer: PublicKey([1; 32]),
+            provider: PublicKey([2; 32]),
+            deposit: Amount(deposit),
+            redeemed: Amount(redeemed),
+            settled: false,
+            closing: false,
+            redeems,
+        }
+    }
+    fn provider(name: &str, byte: u8, honest: bool) -> ProviderFact {
+        ProviderFact {
+            name: name.into(),
+            address: PublicKey([byte; 32]),
+            honest,
+            stake_before: Amount(100),
+            stake_after: Amount(100),
+            jailed: false,
+        }
+    }
+    fn slash(offender: u8) -> SlashFact {
+        let offender = PublicKey([offender; 32]);
+        SlashFact {
+            height: 9,
+            tx: hash(9),
+            offender,
+            evidence: "failed_audit".into(),
+        }
+    }
+    fn bills(customers: Vec<CustomerBill>) -> Facts {
+        Facts {
+            customers,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_run_has_no_violation() {
+        let events = vec![
+            at(0, 1, chat("c0", true)),
+            at(10, 2, sample("v1", 1, 1, 500, 500)),
+            at(11, 3, sample("v2", 1, 1, 500, 500)),
+            at(300, 1, ok(4, Some(5))),
+            at(400, 4, chat("c0", false)),
+            at(500, 4, fail(Some(429), "rate_limited", 0)),
+            at(600, 5, chat("c0", false)),
+            at(900, 5, fail(None, "timeout", 0)),
+        ];
+        let mut cheater = provider("p1", 4, false);
+        cheater.jailed = true;
+        let facts = Facts {
+            validators: vec![chain("v1", &[1, 2, 3]), chain("v2", &[1, 2])],
+            customers: vec![bill("c0", 5)],
+            channels: vec![channel(100, 30, vec![redeem(2, 10, 1), redeem(3, 30, 2)])],
+            providers: vec![provider("p0", 3, true), cheater, provider("p2", 5, false)],
+            slashes: vec![slash(5)],
+        };
+        assert_eq!(check(&events, &facts), vec![]);
+    }
+
+    #[test]
+    fn a_bill_above_the_responses_is_overcharged_and_below_undercharged() {
+        let events = vec![
+            at(0, 1, chat("c0", false)),
+            at(5, 1, ok(3, Some(5))),
+            at(6, 2, chat("c1", false)),
+            at(9, 2, ok(3, Some(8))),
+        ];
+        let found = check(&events, &bills(vec![bill("c0", 6), bill("c1", 7)]));
+        assert_eq!(found.len(), 2);
+        assert!(
+            matches!(&found[0], Violation::Overcharged { customer, billed: Amount(6),
+            sum_of_responses: Amount(5), ops, .. } if customer == "c0" && ops == &[1])
+        );
+        assert!(matches!(&found[1], Violation::Undercharged { customer, .. } if customer == "c1"));
+        assert_eq!(found[0].ops(), vec![1]);
+    }
+
+    #[test]
+    fn a_cut_stream_may_cost_at_most_the_per_request_limit_unseen() {
+        let events = vec![
+            at(0, 1, chat("c0", true)),
+            at(5, 1, ok(3, Some(5))),
+            at(6, 2, chat("c0", true)),
+            at(9, 2, fail(None, "stream_cut", 2)),
+        ];
+        let limits = Limits {
+            max_charge_per_request: Amount(10),
+            ..Limits::default()
+        };
+        assert_eq!(
+            check_with(&events, &bills(vec![bill("c0", 15)]), &limits),
+            vec![]
+        );
+        let over = check_with(&events, &bills(vec![bill("c0", 16)]), &limits);
+        assert!(matches!(
+            &over[..],
+            [Violation::Overcharged {
+                unseen_allowance: Amount(10),
+                ..
+            }]
+        ));
+        // Without a limit an unseen charge is not allowed at all.
+        assert!(matches!(
+            &check(&events, &bills(vec![bill("c0", 6)]))[..],
+            [Violation::Overcharged { .. }]
+        ));
+        assert!(matches!(
+            &check_with(&events, &bills(vec![bill("c0", 4)]), &limits)[..],
+            [Violation::Undercharged { .. }]
+        ));
+    }
+
+    #[test]
+    fn requests_must_end_once_and_in_time() {
+        let events = vec![
+            at(0, 1, chat("c0", false)),
+            at(0, 2, chat("c0", false)),
+            at(3_000, 2, ok(1, None)),
+            at(0, 3, chat("c0", false)),
+            at(3_001, 3, ok(1, None)),
+            at(5, 4, chat("c0", false)),
+            at(6, 4, ok(1, None)),
+            at(7, 4, ok(1, None)),
+            at(8, 5, ok(1, None)),
+        ];
+        let found = check(&events, &Facts::default());
+        let expected = vec![
+            Violation::EndWithoutInvoke { op: 5 },
+            Violation::Unanswered { op: 1 },
+            Violation::Hung {
+                op: 3,
+                took_ms: 3_001,
+                timeout_ms: 1_000,
+            },
+            Violation::AnsweredTwice { op: 4, ends: 2 },
+        ];
+        assert_eq!(found, expected);
+        assert_eq!(found[1].to_string(), "op 1 was invoked and never ended");
+    }
+
+    #[test]
+    fn an_error_must_say_what_went_wrong() {
+        let events = vec![
+            at(0, 1, chat("c0", false)),
+            at(1, 1, fail(None, "weird", 0)),
+            at(0, 2, chat("c0", false)),
+            at(1, 2, fail(Some(500), "", 0)),
+            at(0, 3, chat("c0", false)),
+            at(1, 3, fail(None, "ledger_insufficient_funds", 0)),
+            at(0, 4, chat("c0", false)),
+            at(1, 4, fail(None, "ledger_", 0)),
+        ];
+        let found = check(&events, &Facts::default());
+        let ops: Vec<u64> = found.iter().flat_map(Violation::ops).collect();
+        assert_eq!(ops, vec![1, 2, 4]);
+        assert!(
+            found
+                .iter()
+                .all(|v| matches!(v, Violation::UnclearError { .. }))
+        );
+        assert!(found[0].to_string().contains("\"weird\""));
+    }
+
+    #[test]
+    fn stream_usage_must_cover_received_tokens_and_stay_under_max_tokens() {
+        let with_usage = |tokens_received, completion_tokens| Body::Ok {
+            outcome: Outcome {
+                tokens_received,
+                usage: Some(Usage {
+                    prompt_tokens: 1,
+                    completion_tokens,
+                }),
+                ..Outcome::default()
+            },
+        };
+        let events = vec![
+            at(0, 1, chat("c0", true)),
+            at(1, 1, with_usage(5, 4)),
+            at(0, 2, chat("c0", true)),
+            at(1, 2, with_usage(5, 17)),
+            at(0, 3, chat("c0", false)),
+            at(1, 3, with_usage(4, 4)),
+        ];
+        let found = check(&events, &Facts::default());
+        let expected = vec![
+            Violation::UsageBelowReceived {
+                op: 1,
+                completion_tokens: 4,
+                tokens_received: 5,
+            },
+            Violation::UsageOverMax {
+                op: 2,
+                completion_tokens: 17,
+                max_tokens: 16,
+            },
+        ];
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn validators_that_fork_at_height_3_are_reported_once_at_3() {
+        let facts = Facts {
+            validators: vec![
+                chain("v1", &[1, 2, 3, 4]),
+                chain("v2", &[1, 2, 3, 4]),
+                chain("v3", &[1, 2, 9, 9]),
+            ],
+            ..Facts::default()
+        };
+        let found = check(&[], &facts);
+        // Each validator is compared with the first one holding the height: v2 agrees with v1,
+        // and the later heights of the fork are not reported again.
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            matches!(&found[0], Violation::BlocksDisagree { height: 3, a, b, .. }
+            if a == "v1" && b == "v3")
+        );
+        assert!(
+            found[0]
+                .to_string()
+                .starts_with("validators v1 and v3 finalized different")
+        );
+        assert_eq!(found[0].ops(), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_chain_must_run_from_height_1_without_gaps() {
+        let mut gapped = chain("v1", &[1, 2, 3, 4]);
+        gapped.blocks.remove(2);
+        let facts = Facts {
+            validators: vec![gapped, chain("v2", &[1, 2])],
+            ..Facts::default()
+        };
+        let gap = Violation::ChainGap {
+            node: "v1".into(),
+            expected_height: 3,
+            found_height: 4,
+        };
+        assert_eq!(check(&[], &facts), vec![gap]);
+    }
+
+    #[test]
+    fn samples_must_conserve_supply_and_agree_on_roots() {
+        let events = vec![
+            at(0, 1, sample("v1", 5, 1, 1_000, 1_000)),
+            at(1, 2, sample("v2", 5, 2, 1_000, 999)),
+            at(2, 3, sample("v2", 6, 3, 1_000, 999)),
+            at(3, 4, sample("v2", 7, 3, 1_000, 998)),
+            at(4, 5, sample("v1", 7, 3, 1_000, 1_000)),
+        ];
+        let found = check(&events, &Facts::default());
+        let broken = |op, height, circulating| Violation::SupplyBroken {
+            op,
+            node: "v2".into(),
+            height,
+            expected: Amount(1_000),
+            circulating: Amount(circulating),
+        };
+        // The unchanged gap at op 3 is not reported again.
+        assert_eq!(found[..2], [broken(2, 5, 999), broken(4, 7, 998)]);
+        assert!(matches!(
+            &found[2..],
+            [Violation::SampleRootsDisagree {
+                height: 5,
+                a_op: 1,
+                b_op: 2,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn vouchers_must_be_redeemed_once_in_increasing_order_within_the_deposit() {
+        let twice = channel(100, 40, vec![redeem(2, 20, 1), redeem(3, 40, 1)]);
+        let mut decreasing = channel(100, 30, vec![redeem(2, 50, 1), redeem(3, 30, 2)]);
+        decreasing.id = hash(2);
+        let mut mismatch = channel(10, 40, vec![redeem(2, 20, 1)]);
+        mismatch.redeems.push(RedeemFact {
+            applied: false,
+            ..redeem(3, 40, 2)
+        });
+        mismatch.id = hash(3);
+        let facts = Facts {
+            channels: vec![twice, decreasing, mismatch],
+            ..Facts::default()
+        };
+        let expected = vec![
+            Violation::RedeemedTwice {
+                channel: hash(1),
+                voucher: hash(1),
+                first_height: 2,
+                second_height: 3,
+            },
+            Violation::RedeemNotIncreasing {
+                channel: hash(2),
+                height: 3,
+                previous: Amount(50),
+                cumulative: Amount(30),
+            },
+            Violation::RedeemedMismatch {
+                channel: hash(3),
+                last_cumulative: Amount(20),
+                redeemed: Amount(40),
+            },
+            Violation::OverDeposit {
+                channel: hash(3),
+                redeemed: Amount(40),
+                deposit: Amount(10),
+            },
+        ];
+        assert_eq!(check(&[], &facts), expected);
+    }
+
+    #[test]
+    fn honest_providers_keep_their_stake_and_cheaters_lose_it() {
+        let mut shrunk = provider("p1", 4, true);
+        shrunk.stake_after = Amount(90);
+        let facts = Facts {
+            providers: vec![provider("p0", 3, true), shrunk, provider("p2", 5, false)],
+            slashes: vec![slash(3)],
+            ..Facts::default()
+        };
+        let found = check(&[], &facts);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            matches!(&found[0], Violation::HonestSlashed { provider, why, .. }
+            if provider == "p0" && why == "slashed for failed_audit")
+        );
+        assert!(
+            matches!(&found[1], Violation::HonestSlashed { provider, why, .. }
+            if provider == "p1" && why.contains("stake fell"))
+        );
+        assert!(
+            matches!(&found[2], Violation::CheaterNotSlashed { provider, .. } if provider == "p2")
+        );
+    }
+
+    #[test]
+    fn a_failing_slice_keeps_the_ops_and_only_overlapping_faults() {
+        let events = vec![
+            at(0, 10, fault("kill", Phase::Start)),
+            at(50, 10, fault("kill", Phase::End)),
+            at(100, 11, fault("partition", Phase::Start)),
+            at(120, 1, chat("c0", false)),
+            at(130, 2, chat("c0", false)),
+            at(150, 11, fault("partition", Phase::End)),
+            at(200, 1, fail(None, "weird", 0)),
+            at(210, 2, ok(1, None)),
+            at(300, 12, fault("stall", Phase::Start)),
+        ];
+        let found = check(&events, &Facts::default());
+        let slice = failing_slice(&events, &found[0]);
+        let kept: Vec<(u64, u64)> = slice.iter().map(|e| (e.t_ms, e.op)).collect();
+        assert_eq!(kept, vec![(100, 11), (120, 1), (150, 11), (200, 1)]);
+        // An op that never ends spans to the end of the history, reaching the open stall.
+        let unanswered: Vec<Event> = events.iter().filter(|e| e.t_ms != 200).cloned().collect();
+        let slice = failing_slice(&unanswered, &Violation::Unanswered { op: 1 });
+        let kept: Vec<u64> = slice.iter().map(|e| e.t_ms).collect();
+        assert_eq!(kept, vec![100, 120, 150, 300]);
+    }
+
+    #[test]
+    fn a_failing_slice_of_a_fork_is_placed_by_the_samples_at_its_height() {
+        let events = vec![
+            at(0, 10, fault("kill", Phase::Start)),
+            at(50, 10, fault("kill", Phase::End)),
+            at(90, 11, fault("partition", Phase::Start)),
+            at(100, 1, sample("v1", 3, 1, 5, 5)),
+            at(120, 12, fault("stall", Phase::Start)),
+            at(150, 2, sample("v1", 4, 1, 5, 5)),
+        ];
+        let fork_at = |height| Violation::BlocksDisagree {
+            height,
+            a: "v1".into(),
+            b: "v2".into(),
+            a_id: hash(1),
+            b_id: hash(2),
+            a_root: hash(1),
+            b_root: hash(2),
+        };
+        let times = |slice: Vec<Event>| slice.iter().map(|e| e.t_ms).collect::<Vec<_>>();
+        assert_eq!(times(failing_slice(&events, &fork_at(3))), vec![90, 100]);
+        // No sample at height 9 places it in time, so every fault is kept.
+        let everything = vec![0, 50, 90, 120];
+        assert_eq!(times(failing_slice(&events, &fork_at(9))), everything);
+    }
+
+    #[test]
+    fn hostile_numbers_do_not_panic() {
+        let events = vec![
+            at(
+                u64::MAX,
+                1,
+                Body::Invoke {
+                    call: Call::Embedding {
+                        customer: "c0".into(),
+                        inputs: 1,
+                    },
+                    timeout_ms: u64::MAX,
+                },
+            ),
+            at(0, 1, ok(u32::MAX, Some(u128::MAX))),
+            at(0, 2, chat("c0", false)),
+            at(u64::MAX, 2, ok(1, Some(u128::MAX))),
+        ];
+        let limits = Limits {
+            max_charge_per_request: Amount(u128::MAX),
+            grace_ms: 0,
+        };
+        let found = check_with(&events, &bills(vec![bill("c0", u128::MAX)]), &limits);
+        assert!(
+            found
+                .iter()
+                .any(|v| matches!(v, Violation::Hung { op: 2, .. }))
+        );
+        assert!(
+            !found
+                .iter()
+                .any(|v| matches!(v, Violation::Overcharged { .. }))
+        );
+    }
+}
