@@ -215,16 +215,7 @@ impl Gateway {
                 Duration::from_secs(1),
             )),
         ];
-        let book = customers.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                if let Err(e) = book.flush() {
-                    tracing::error!(target: "agora::gateway", error = %e, "cannot write the customer book");
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(customers.clone().write_loop()));
         tasks.push(tokio::spawn(watch_deposits(
             chain,
             payer.address(),

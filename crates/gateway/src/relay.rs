@@ -374,6 +374,9 @@ impl Relay {
         let last = self.attempts(&job, &mut summary, &tx).await;
         self.feed
             .publish(FeedEvent::Request(request_event(&job, &summary, &last)));
+        // The customer hears the end only once its charge is on disk: a crash after this point
+        // cannot lose what it was told it paid.
+        self.customers.wait_durable().await;
         let event = match last {
             Some(Ok(())) => RelayEvent::Done(summary),
             Some(Err(e)) => RelayEvent::Error(e),

@@ -119,6 +119,7 @@ impl TestNet {
         };
         cfg.validator.idle_block_ms = 200;
         let owner_key = owner.clone();
+        let book = dir.path().join("api-keys.json");
         // One process: the validator, then the gateway; providers bootstrap from its overlay
         // address.
         let mut node = NodeBuilder::new(cfg)
@@ -142,9 +143,11 @@ impl TestNet {
                 Ok(())
             })
             .gateway_settings(move |g| {
-                // In memory: no API-key book, no channel journal.
+                // The API-key book on disk, as a node keeps it (a charge is durable before its
+                // response ends); no channel journal.
                 *g = GatewayConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
+                    customers_path: Some(book),
                     relay,
                     refresh_every: Duration::from_millis(200),
                     deposits_every: Duration::from_millis(100),
@@ -249,6 +252,11 @@ impl TestNet {
     }
 
     /// Waits until the gateway's market lists `n` providers.
+    /// The gateway's customer book on disk.
+    pub fn customer_book(&self) -> std::path::PathBuf {
+        self.dir.path().join("api-keys.json")
+    }
+
     pub async fn wait_for_providers(&self, n: usize) {
         for _ in 0..200 {
             self.gateway.market.refresh().await;
