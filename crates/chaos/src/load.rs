@@ -19,6 +19,9 @@ use crate::scenario::{Load, Mix};
 /// The model every provider of the lab serves (the deterministic test engine).
 pub const MODEL: &str = "agora-test-engine-instruct";
 
+/// A client's pause after a failed call.
+const FAILURE_BACKOFF_MS: u64 = 500;
+
 /// One gateway client.
 pub struct GatewayClient {
     pub name: String,
@@ -87,10 +90,17 @@ impl GatewayClient {
                 "completions"
             };
             let end = self.call(&http, path, &body, stream).await;
+            let failed = matches!(end, Body::Fail { .. });
             history.record(op, &self.name, end);
             n += 1;
-            if load.think_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(load.think_ms)).await;
+            // After a failure a client backs off, as the OpenAI SDKs do between retries.
+            let pause = if failed {
+                load.think_ms.max(FAILURE_BACKOFF_MS)
+            } else {
+                load.think_ms
+            };
+            if pause > 0 {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }

@@ -474,20 +474,22 @@ impl Customers {
                 .store(false, std::sync::atomic::Ordering::Relaxed);
             let charges = self.charges.load(std::sync::atomic::Ordering::Relaxed);
             (
-            Book {
-                customers: map
-                    .iter()
-                    .map(|(h, c)| (hex::encode(h), c.clone()))
-                    .collect(),
-                deposits_scanned: *self.scanned.lock().unwrap_or_else(|e| e.into_inner()),
-                requested: self
-                    .requested
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .map(|(a, r)| (*a, *r))
-                    .collect(),
-            }, charges)
+                Book {
+                    customers: map
+                        .iter()
+                        .map(|(h, c)| (hex::encode(h), c.clone()))
+                        .collect(),
+                    deposits_scanned: *self.scanned.lock().unwrap_or_else(|e| e.into_inner()),
+                    requested: self
+                        .requested
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .map(|(a, r)| (*a, *r))
+                        .collect(),
+                },
+                charges,
+            )
         };
         let written = serde_json::to_vec_pretty(&book)
             .map_err(std::io::Error::other)

@@ -67,7 +67,12 @@ async fn short_seed_1_two_providers_registering_one_new_model_together_both_come
 /// second before the kill were lost. A response now ends only once its charge is on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_seed_1_a_charge_is_on_disk_before_its_response_ends() {
-    let net = TestNet::start(&[price(1_000_000, 1_000_000)], Duration::ZERO, Default::default()).await;
+    let net = TestNet::start(
+        &[price(1_000_000, 1_000_000)],
+        Duration::ZERO,
+        Default::default(),
+    )
+    .await;
     let client = reqwest::Client::new();
     let mut told = 0u128;
     for i in 0..3 {
@@ -89,11 +94,11 @@ async fn short_seed_1_a_charge_is_on_disk_before_its_response_ends() {
         assert!(charged > 0, "{v}");
         told += charged;
         // Read at once, as a crash right now would leave it.
-        let book: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(net.customer_book()).unwrap_or_else(|e| {
-                panic!("{}: {e}", net.customer_book().display())
-            }))
-            .unwrap();
+        let book: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(net.customer_book())
+                .unwrap_or_else(|e| panic!("{}: {e}", net.customer_book().display())),
+        )
+        .unwrap();
         let on_disk: u128 = book["customers"]
             .as_array()
             .unwrap()
