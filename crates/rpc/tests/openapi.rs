@@ -51,6 +51,7 @@ fn every_route_is_documented_once() {
         CHANNEL,
         BLOCK,
         STATE_ROOT,
+        SUPPLY,
         VALIDATORS,
         MARKETS,
         MARKET,
