@@ -142,14 +142,22 @@ pub async fn run(cfg: &RunConfig) -> eyre::Result<Outcome> {
     nemesis_result?;
     restarted?;
     println!("chaos: load done; settling and reading the facts");
-    // A few blocks for the last vouchers and the restarted nodes to catch up.
+    // The bills while the gateway is up; then the services stop (their shutdown closes the
+    // gateway's channels and redeems the last vouchers), so the chain is read when nothing
+    // moves money any more: the channels' state and the blocks read are of one height.
+    catch_up(&net, Duration::from_secs(60)).await?;
+    let mut facts = Facts {
+        customers: bills(&net, &customers).await?,
+        ..Facts::default()
+    };
+    stop(&net, |name| !name.starts_with("validator-"));
     let tip = catch_up(&net, Duration::from_secs(60)).await?;
-    let facts = collect_facts(&net, &customers, &stakes_before, tip).await?;
+    chain_facts(&net, &stakes_before, tip, &mut facts).await?;
     std::fs::write(
         cfg.dir.join("facts.json"),
         serde_json::to_vec_pretty(&facts)?,
     )?;
-    stop_all(&net);
+    stop(&net, |name| name.starts_with("validator-"));
     drop(history);
     judge(cfg, &facts)
 }
@@ -395,13 +403,14 @@ async fn catch_up(net: &Network, timeout: Duration) -> eyre::Result<u64> {
     }
 }
 
-async fn collect_facts(
+/// Every validator's blocks up to `tip`, and the channels, redeems, slashes and providers as
+/// the ledger holds them.
+async fn chain_facts(
     net: &Network,
-    customers: &[(String, String)],
     stakes_before: &[Amount],
     tip: u64,
-) -> eyre::Result<Facts> {
-    let mut facts = Facts::default();
+    facts: &mut Facts,
+) -> eyre::Result<()> {
     for (name, url) in &net.validators {
         let chain = ChainClient::new(url);
         let mut blocks = Vec::new();
@@ -476,6 +485,57 @@ async fn collect_facts(
             redeems,
         });
     }
+    for ((name, a), before) in net.providers.iter().zip(stakes_before) {
+        let view = chain.provider(a).await?;
+        let (stake_after, jailed) = view.map_or((Amount::ZERO, false), |p| {
+            (p.stake, p.record.jailed_until > p.height)
+        });
+        facts.providers.push(ProviderFact {
+            name: name.clone(),
+            address: *a,
+            honest: true,
+            stake_before: *before,
+            stake_after,
+            jailed,
+        });
+    }
+    Ok(())
+}
+
+fn offender(e: &agora_types::tx::Evidence) -> agora_types::Address {
+    use agora_types::tx::Evidence;
+    match e {
+        Evidence::ConflictingClaims { offender, .. }
+        | Evidence::ConflictingVotes { offender, .. } => *offender,
+        Evidence::FailedAudit { receipt, .. } => receipt.receipt.provider,
+    }
+}
+
+fn evidence_kind(e: &agora_types::tx::Evidence) -> &'static str {
+    use agora_types::tx::Evidence;
+    match e {
+        Evidence::ConflictingClaims { .. } => "conflicting_claims",
+        Evidence::ConflictingVotes { .. } => "conflicting_votes",
+        Evidence::FailedAudit { .. } => "failed_audit",
+    }
+}
+
+/// SIGTERM to the processes `which` picks, each waited on (their own shutdown order runs:
+/// a gateway closes its channels, a provider redeems its last vouchers).
+fn stop(net: &Network, which: impl Fn(&str) -> bool) {
+    let Ok(mut procs) = net.procs.lock() else {
+        return;
+    };
+    for (name, p) in procs.iter_mut().filter(|(n, _)| which(n)) {
+        if !p.stop(Duration::from_secs(20)) {
+            println!("chaos: {name} did not stop within 20 s of SIGTERM (killed)");
+        }
+    }
+}
+
+/// Each customer's bill as the gateway keeps it.
+async fn bills(net: &Network, customers: &[(String, String)]) -> eyre::Result<Vec<CustomerBill>> {
+    let mut facts = Facts::default();
     let http = reqwest::Client::new();
     let me_url = format!(
         "{}/dashboard/api/me",
@@ -506,57 +566,7 @@ async fn collect_facts(
             credit: amount("credit")?,
         });
     }
-    for ((name, a), before) in net.providers.iter().zip(stakes_before) {
-        let view = chain.provider(a).await?;
-        let (stake_after, jailed) = view.map_or((Amount::ZERO, false), |p| {
-            (p.stake, p.record.jailed_until > p.height)
-        });
-        facts.providers.push(ProviderFact {
-            name: name.clone(),
-            address: *a,
-            honest: true,
-            stake_before: *before,
-            stake_after,
-            jailed,
-        });
-    }
-    Ok(facts)
-}
-
-fn offender(e: &agora_types::tx::Evidence) -> agora_types::Address {
-    use agora_types::tx::Evidence;
-    match e {
-        Evidence::ConflictingClaims { offender, .. }
-        | Evidence::ConflictingVotes { offender, .. } => *offender,
-        Evidence::FailedAudit { receipt, .. } => receipt.receipt.provider,
-    }
-}
-
-fn evidence_kind(e: &agora_types::tx::Evidence) -> &'static str {
-    use agora_types::tx::Evidence;
-    match e {
-        Evidence::ConflictingClaims { .. } => "conflicting_claims",
-        Evidence::ConflictingVotes { .. } => "conflicting_votes",
-        Evidence::FailedAudit { .. } => "failed_audit",
-    }
-}
-
-/// SIGTERM to every process, services first (their shutdown closes channels and redeems), then
-/// the validators.
-fn stop_all(net: &Network) {
-    let Ok(mut procs) = net.procs.lock() else {
-        return;
-    };
-    let names: Vec<String> = procs.keys().cloned().collect();
-    let (validators, services): (Vec<String>, Vec<String>) =
-        names.into_iter().partition(|n| n.starts_with("validator-"));
-    for name in services.iter().chain(&validators) {
-        if let Some(p) = procs.get_mut(name)
-            && !p.stop(Duration::from_secs(20))
-        {
-            println!("chaos: {name} did not stop within 20 s of SIGTERM (killed)");
-        }
-    }
+    Ok(facts.customers)
 }
 
 /// For `--check`: the scenario and directory of an earlier run.
