@@ -150,7 +150,7 @@ def run(client, model, check):
 
     def one(seed):
         r = create(model=model, messages=[{"role": "user", "content": prompts[seed % len(prompts)]}],
-                   tools=TOOLS, tool_choice="required", temperature=0.8, seed=seed, max_tokens=512)
+                   tools=TOOLS, tool_choice="required", temperature=0.8, seed=seed, max_tokens=256)
         c = r.choices[0]
         if c.finish_reason != "tool_calls":
             return ("cut", seed, c.finish_reason)
@@ -169,6 +169,8 @@ def run(client, model, check):
     # A generation cut by max_tokens has no arguments to judge (as with OpenAI). Which seed runs
     # long depends on how the provider batched it (batch shapes move logits slightly): on one
     # machine seed 58 ran past 256 tokens in the 4-at-a-time run and finished in 139 alone. So
-    # every finished call must validate, and at most 2 in 100 may run out of tokens.
+    # every finished call must validate, and at most 2 in 100 may run out of tokens. (Asked for
+    # 512 tokens instead, one generation went 10 s without a token and the gateway gave up on
+    # it: noted, not fixed.)
     check(f"arguments validate in every finished generation ({valid} of {n}; {len(cut)} cut by max_tokens)",
           valid + len(cut) == n and len(cut) * 50 <= n, results)
