@@ -322,7 +322,12 @@ async fn end_due(
     Ok(())
 }
 
-fn begin(net: &Network, kind: FaultKind, target: &str, percent: u32) -> eyre::Result<()> {
+/// Runs `act` on `target`'s process with the process table locked.
+fn with_proc(
+    net: &Network,
+    target: &str,
+    act: impl FnOnce(&mut crate::procs::Proc) -> eyre::Result<()>,
+) -> eyre::Result<()> {
     let mut procs = net
         .procs
         .lock()
@@ -330,29 +335,30 @@ fn begin(net: &Network, kind: FaultKind, target: &str, percent: u32) -> eyre::Re
     let p = procs
         .get_mut(target)
         .ok_or_else(|| eyre!("no process {target}"))?;
-    match kind {
-        FaultKind::Kill => p.kill(),
-        FaultKind::Stall => p.stall()?,
-        FaultKind::Partition => net.lab.isolate(target)?,
-        FaultKind::Loss => net.lab.lose(target, percent)?,
-    }
-    Ok(())
+    act(p)
+}
+
+fn begin(net: &Network, kind: FaultKind, target: &str, percent: u32) -> eyre::Result<()> {
+    with_proc(net, target, |p| {
+        match kind {
+            FaultKind::Kill => p.kill(),
+            FaultKind::Stall => p.stall()?,
+            FaultKind::Partition => net.lab.isolate(target)?,
+            FaultKind::Loss => net.lab.lose(target, percent)?,
+        }
+        Ok(())
+    })
 }
 
 fn end(net: &Network, kind: FaultKind, target: &str) -> eyre::Result<()> {
-    let mut procs = net
-        .procs
-        .lock()
-        .map_err(|_| eyre!("process table poisoned"))?;
-    let p = procs
-        .get_mut(target)
-        .ok_or_else(|| eyre!("no process {target}"))?;
-    match kind {
-        FaultKind::Kill => p.start()?,
-        FaultKind::Stall => p.resume()?,
-        FaultKind::Partition | FaultKind::Loss => net.lab.heal(target)?,
-    }
-    Ok(())
+    with_proc(net, target, |p| {
+        match kind {
+            FaultKind::Kill => p.start()?,
+            FaultKind::Stall => p.resume()?,
+            FaultKind::Partition | FaultKind::Loss => net.lab.heal(target)?,
+        }
+        Ok(())
+    })
 }
 
 /// Starts again any process that died by itself (a crash the checker should hear about: its
