@@ -321,8 +321,11 @@ async fn ask(args: AskArgs) -> eyre::Result<()> {
     // a value the ledger did not give.
     let mut facts = facts(data);
     // With an embedding model, the facts closest to the question come first, the rest are cut.
+    // Ranked by where each fact sits, not its value: a height of 1234 or of 1235 must not change
+    // which fact comes first (the 135M chat model mostly takes the first).
     if let Some(e) = &embedder {
-        let order = gw.rank(e, &args.question, &facts).await?;
+        let keys: Vec<String> = facts.iter().map(|f| f.key.clone()).collect();
+        let order = gw.rank(e, &args.question, &keys).await?;
         facts = order
             .into_iter()
             .take(8)
@@ -332,9 +335,10 @@ async fn ask(args: AskArgs) -> eyre::Result<()> {
     if facts.is_empty() {
         return report(&args, &steps, None);
     }
-    let schema = json!({"type": "object", "properties": {"answer": {"enum": facts}},
+    let lines: Vec<&str> = facts.iter().map(|f| f.line.as_str()).collect();
+    let schema = json!({"type": "object", "properties": {"answer": {"enum": lines}},
         "required": ["answer"], "additionalProperties": false});
-    let listed: String = facts.iter().map(|f| format!("- {f}\n")).collect();
+    let listed: String = lines.iter().map(|f| format!("- {f}\n")).collect();
     let prompt = format!(
         "Question: {}\nFacts read from the ledger by {name}:\n{listed}Answer with the fact that \
          answers the question.",
@@ -368,34 +372,57 @@ async fn ask(args: AskArgs) -> eyre::Result<()> {
 /// Most facts one answer chooses among (the constraint's `enum` holds at most 256).
 const MAX_FACTS: usize = 64;
 
-/// The data's leaves as `path: value` lines (`accounts 1 address: agora1...`), in the data's
-/// order, at most [`MAX_FACTS`].
-fn facts(data: &Value) -> Vec<String> {
-    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
-        if out.len() >= MAX_FACTS {
-            return;
+/// One fact of a tool's data: where it sits (`richest accounts 1`) and the line offered as an
+/// answer (`richest accounts 1: address: agora1..., balance: 5 AGR`).
+#[derive(Debug, Clone, PartialEq)]
+struct Fact {
+    key: String,
+    line: String,
+}
+
+/// The data's facts in the data's order, at most [`MAX_FACTS`]: a scalar is one fact, and so is
+/// each item of a list (an account, a provider), its fields inlined, so the answer names the
+/// whole item rather than one of its fields.
+fn facts(data: &Value) -> Vec<Fact> {
+    fn join(path: &str, k: &str) -> String {
+        let k = k.replace('_', " ");
+        if path.is_empty() {
+            k
+        } else {
+            format!("{path} {k}")
         }
-        let join = |k: &str| {
-            let k = k.replace('_', " ");
-            if path.is_empty() {
-                k
-            } else {
-                format!("{path} {k}")
-            }
-        };
+    }
+    // A line over 512 bytes is left out: it would crowd the prompt.
+    fn push(key: String, v: &Value, out: &mut Vec<Fact>) {
+        let line = format!("{key}: {}", inline(v));
+        if out.len() < MAX_FACTS && line.len() <= 512 {
+            out.push(Fact { key, line });
+        }
+    }
+    fn walk(v: &Value, path: &str, out: &mut Vec<Fact>) {
         match v {
-            Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, &join(k), out)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, &join(path, k), out)),
             Value::Array(a) => a
                 .iter()
                 .enumerate()
-                .for_each(|(i, x)| walk(x, &join(&(i + 1).to_string()), out)),
-            Value::String(s) => out.push(format!("{path}: {s}")),
-            other => out.push(format!("{path}: {other}")),
+                .for_each(|(i, x)| push(join(path, &(i + 1).to_string()), x, out)),
+            other => push(path.to_owned(), other, out),
+        }
+    }
+    fn inline(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a.iter().map(inline).collect::<Vec<_>>().join(", "),
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, x)| format!("{}: {}", k.replace('_', " "), inline(x)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
         }
     }
     let mut out = Vec::new();
     walk(data, "", &mut out);
-    out.retain(|f| f.len() <= 512);
     out
 }
 
@@ -433,4 +460,44 @@ fn report(args: &AskArgs, steps: &[Step], answer: Option<String>) -> eyre::Resul
         bail!("no answer");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_item_is_one_fact_and_keys_carry_no_values() {
+        let data = json!({"richest_accounts": [{"address": "agora1x", "balance": "5 AGR"},
+            {"address": "agora1y", "balance": "2 AGR"}], "accounts_in_all": 7, "height": 12,
+            "providers": [{"models": ["a", "b"], "stake": "1 AGR"}]});
+        let got: Vec<(String, String)> =
+            facts(&data).into_iter().map(|f| (f.key, f.line)).collect();
+        let want = [
+            ("accounts in all", "accounts in all: 7"),
+            ("height", "height: 12"),
+            ("providers 1", "providers 1: models: a, b, stake: 1 AGR"),
+            (
+                "richest accounts 1",
+                "richest accounts 1: address: agora1x, balance: 5 AGR",
+            ),
+            (
+                "richest accounts 2",
+                "richest accounts 2: address: agora1y, balance: 2 AGR",
+            ),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, l)| (k.to_string(), l.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn facts_are_bounded_in_number_and_length() {
+        let many = json!({"xs": (0..1000).collect::<Vec<_>>(), "long": "z".repeat(600)});
+        let got = facts(&many);
+        assert_eq!(got.len(), MAX_FACTS);
+        assert!(got.iter().all(|f| f.line.len() <= 512));
+    }
 }
