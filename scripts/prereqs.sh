@@ -4,8 +4,9 @@
 #   scripts/prereqs.sh run     the build: cargo, a C++ compiler, cmake, libclang (llama.cpp's
 #                              bindings), python3 with pip (model downloads)
 #   scripts/prereqs.sh test    the above, plus what the tests use: python3's venv, ip and
-#                              iptables (network-namespace NAT lab), cargo-nextest, node, npm
-#                              and chromium (the dashboard's browser test)
+#                              iptables (network-namespace NAT lab), libfaketime (the chaos
+#                              suite's clock skew), cargo-nextest, node, npm and chromium (the
+#                              dashboard's browser test)
 #
 # On Debian or Ubuntu as root it installs what is missing with apt-get; anywhere else it prints
 # the one command to run and exits with 2. AGORA_NO_INSTALL=1 only names what is missing.
@@ -54,6 +55,7 @@ if [[ "$mode" == test ]]; then
     fi
     have_cmd ip || need "ip (network-namespace tests)" iproute2 "iproute2"
     have_cmd iptables || need "iptables (NAT lab tests)" iptables "iptables"
+    have_cmd faketime || need "libfaketime (the chaos suite's clock skew)" faketime "libfaketime"
     have_cmd node || need "node (the dashboard's browser test)" nodejs "Node.js 18 or newer"
     have_cmd npm || need "npm (the dashboard's browser test)" npm "npm"
     [[ -n "${AGORA_CHROMIUM:-}" ]] || have_cmd chromium || need "chromium (the dashboard's browser test)" chromium "Chromium at /usr/bin/chromium (or set AGORA_CHROMIUM)"
@@ -87,7 +89,7 @@ if [[ "${#missing[@]}" -gt 0 ]]; then
             sudo=""; [[ "$(id -u)" -eq 0 ]] || sudo="sudo "
             echo "prereqs: run:  ${sudo}apt-get install -y ${pkgs[*]}" >&2
         elif have_cmd dnf; then
-            echo "prereqs: run:  sudo dnf install -y cmake gcc-c++ clang-devel python3-pip iproute iptables" >&2
+            echo "prereqs: run:  sudo dnf install -y cmake gcc-c++ clang-devel python3-pip iproute iptables libfaketime" >&2
         elif have_cmd brew; then
             echo "prereqs: run:  brew install cmake llvm python" >&2
         else

@@ -184,6 +184,13 @@ pub enum Violation {
         redeemed: Amount,
         deposit: Amount,
     },
+    #[error("channel {} of the gateway was not settled at the end", short(.channel))]
+    Unsettled { channel: Hash },
+    #[error(
+        "settling the gateway's channels returned {got} (balance change plus fees), not the \
+         {expected} their deposits less their redeems leave"
+    )]
+    RefundMismatch { expected: Amount, got: Amount },
     #[error("honest provider {provider} ({address}) was punished: {why}")]
     HonestSlashed {
         provider: String,
@@ -394,6 +401,7 @@ pub fn check_with(events: &[Event], facts: &Facts, limits: &Limits) -> Vec<Viola
     check_operations(&ops, &orphans, limits, &mut found);
     check_bills(&ops, facts, limits, &mut found);
     check_channels(facts, &mut found);
+    check_settlement(facts, &mut found);
     check_providers(facts, &mut found);
     found
 }
@@ -668,6 +676,39 @@ fn check_channels(facts: &Facts, found: &mut Vec<Violation>) {
                 deposit: channel.deposit,
             });
         }
+    }
+}
+
+/// Every deposit comes back: each channel of the settled payer is settled, and what settling
+/// paid it (its balance change plus the fees it paid to settle) is exactly its deposits less
+/// what was redeemed from them.
+fn check_settlement(facts: &Facts, found: &mut Vec<Violation>) {
+    let Some(s) = &facts.settlement else {
+        return;
+    };
+    let mut expected = Some(Amount::ZERO);
+    for channel in facts.channels.iter().filter(|c| c.payer == s.payer) {
+        if !channel.settled {
+            found.push(Violation::Unsettled {
+                channel: channel.id,
+            });
+        }
+        if s.channels.contains(&channel.id) {
+            let refund = channel.deposit.saturating_sub(channel.redeemed);
+            expected = expected.and_then(|e| e.checked_add(refund));
+        }
+    }
+    let got = s
+        .balance_after
+        .checked_add(s.fees)
+        .and_then(|a| a.checked_sub(s.balance_before));
+    if let (Some(expected), got) = (expected, got)
+        && got != Some(expected)
+    {
+        found.push(Violation::RefundMismatch {
+            expected,
+            got: got.unwrap_or(Amount::ZERO),
+        });
     }
 }
 

@@ -18,6 +18,21 @@ pub struct Facts {
     pub providers: Vec<ProviderFact>,
     /// Successful `Slash` transactions, in block order.
     pub slashes: Vec<SlashFact>,
+    /// The gateway's channels settled by the runner at the end (absent from runs before it).
+    #[serde(default)]
+    pub settlement: Option<Settlement>,
+}
+
+/// What settling the gateway's open channels did to its balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub payer: Address,
+    pub balance_before: Amount,
+    pub balance_after: Amount,
+    /// The fees of the close and settle transactions.
+    pub fees: Amount,
+    /// The channels settled (each refunds its deposit less what was redeemed).
+    pub channels: Vec<Hash>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,8 @@
 //! of the run, so a failing run is replayed with the same scenario and seed).
 
 pub mod check;
+pub mod clock;
+pub mod disk;
 pub mod facts;
 pub mod history;
 pub mod lab;
@@ -18,3 +20,4 @@ pub mod procs;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod settle;

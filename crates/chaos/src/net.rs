@@ -16,9 +16,11 @@ use agora_rpc::{ChainClient, TxSender};
 use agora_types::{Address, Amount, SecretKey, TxBody};
 use eyre::{WrapErr, bail, eyre};
 
+use crate::clock::Clocks;
+use crate::disk::{DISK_MIB, Disk};
 use crate::lab::Lab;
 use crate::procs::Proc;
-use crate::scenario::Scenario;
+use crate::scenario::{FaultKind, Scenario};
 
 pub const PASSWORD: &str = "chaos";
 const RPC_PORT: u16 = 8645;
@@ -39,7 +41,13 @@ pub struct Network {
     /// The OpenAI base URL (`.../v1`).
     pub gateway_url: String,
     pub gateway: Address,
+    /// The gateway's keystore (the runner settles its channels with it at the end).
+    pub gateway_key_file: PathBuf,
     pub faucet: Arc<TxSender>,
+    /// Each validator's data disk, when the scenario fills one (`full_disk`).
+    pub disks: BTreeMap<String, Disk>,
+    /// Every process's wall clock, when the scenario skews one (`clock_skew`).
+    pub clocks: Option<Clocks>,
 }
 
 impl Network {
@@ -60,6 +68,13 @@ impl Network {
         let lab = Lab::create(run, &members)?;
         std::fs::create_dir_all(dir.join("logs"))?;
         std::fs::create_dir_all(dir.join("keys"))?;
+        let has = |k: FaultKind| s.faults.iter().any(|f| f.kind == k);
+        let clocks = if has(FaultKind::ClockSkew) {
+            Some(Clocks::new(&dir.join("clocks"))?)
+        } else {
+            None
+        };
+        let clocks_ref = clocks.as_ref();
 
         let hosts = validators
             .iter()
@@ -71,11 +86,19 @@ impl Network {
         };
         // Each validator has its own address, so all may use the same ports: base + i is fine too.
         let testnet = write_on(&dir.join("net"), &hosts, ports, PASSWORD, 1024)?;
+        let mut disks = BTreeMap::new();
+        if has(FaultKind::FullDisk) {
+            for (i, name) in validators.iter().enumerate() {
+                // The testnet's `data_dir` ("data", beside each node's agora.toml).
+                let disk = Disk::mount(&testnet.nodes[i].join("data"), DISK_MIB)?;
+                disks.insert(name.clone(), disk);
+            }
+        }
         let mut procs = BTreeMap::new();
         let mut urls = Vec::new();
         for (i, name) in validators.iter().enumerate() {
             let config = testnet.nodes[i].join("agora.toml");
-            let cmd_lab = command_maker(&lab, name, bin)?;
+            let cmd_lab = command_maker(&lab, name, bin, clocks_ref)?;
             let mut p = Proc::new(name, dir.join(format!("logs/{name}.log")), move || {
                 let mut c = cmd_lab()?;
                 c.args(["--log", "info", "node", "--config"])
@@ -110,7 +133,7 @@ impl Network {
         let gateway_url = format!("http://{gw_ip}:{GATEWAY_PORT}/v1");
         let rpc0 = urls[0].1.clone();
         {
-            let make = command_maker(&lab, "gateway", bin)?;
+            let make = command_maker(&lab, "gateway", bin, clocks_ref)?;
             let (rpc, key, data) = (rpc0.clone(), gateway_key_file.clone(), dir.join("gateway"));
             let mut p = Proc::new("gateway", dir.join("logs/gateway.log"), move || {
                 let mut c = make()?;
@@ -144,7 +167,7 @@ impl Network {
         for (name, key) in providers.iter().zip(&provider_keys) {
             let key_file = save_key(dir, name, key)?;
             let ip = lab.ip(name)?;
-            let make = command_maker(&lab, name, bin)?;
+            let make = command_maker(&lab, name, bin, clocks_ref)?;
             let (rpc, boot, data, step) = (
                 rpc0.clone(),
                 boot.clone(),
@@ -182,7 +205,10 @@ impl Network {
             providers: provider_list,
             gateway_url,
             gateway: gateway_key.public(),
+            gateway_key_file,
             faucet,
+            disks,
+            clocks,
         };
         Ok(net)
     }
@@ -273,17 +299,26 @@ impl Network {
     }
 }
 
+/// How to start `member` in its namespace (on its own clock when there are `clocks`).
 fn command_maker(
     lab: &Lab,
     member: &str,
     bin: &Path,
+    clocks: Option<&Clocks>,
 ) -> eyre::Result<impl Fn() -> eyre::Result<std::process::Command> + Send + Sync + 'static> {
     // Check the member exists now; the command itself is built at each start.
-    let probe = lab.command(member, bin)?;
+    let mut probe = lab.command(member, bin)?;
+    if let Some(c) = clocks {
+        c.apply(member, &mut probe)?;
+    }
     let args: Vec<std::ffi::OsString> = probe.get_args().map(|a| a.to_os_string()).collect();
+    let envs: Vec<(std::ffi::OsString, std::ffi::OsString)> = probe
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+        .collect();
     Ok(move || {
         let mut c = std::process::Command::new("ip");
-        c.args(&args);
+        c.args(&args).envs(envs.iter().cloned());
         Ok(c)
     })
 }

@@ -22,7 +22,7 @@ use crate::history::{self, Body, ChainSample, HistoryWriter, Phase};
 use crate::load::{GatewayClient, TransferClient};
 use crate::net::Network;
 use crate::report::{self, Report};
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{FaultKind, FaultSpec, Scenario};
 
 /// What to run and where.
 pub struct RunConfig {
@@ -151,6 +151,13 @@ pub async fn run(cfg: &RunConfig) -> eyre::Result<Outcome> {
         ..Facts::default()
     };
     stop(&net, |name| !name.starts_with("validator-"));
+    catch_up(&net, Duration::from_secs(60)).await?;
+    // Every deposit back: the gateway's channels settled, the challenge period waited out.
+    facts.settlement = Some(
+        crate::settle::settle_gateway(&net, Duration::from_secs(180))
+            .await
+            .wrap_err("cannot settle the gateway's channels")?,
+    );
     let tip = catch_up(&net, Duration::from_secs(60)).await?;
     chain_facts(&net, &stakes_before, tip, &mut facts).await?;
     std::fs::write(
@@ -281,7 +288,7 @@ async fn nemesis(
             },
         );
         println!("chaos: {} s: {} {target}", f.at_s, f.kind.name());
-        begin(net, f.kind, &target, f.percent.unwrap_or(0))?;
+        begin(net, &f, &target)?;
         pending.push((at + Duration::from_secs(f.for_s), f.kind, target, op));
     }
     end_due(
@@ -338,13 +345,18 @@ fn with_proc(
     act(p)
 }
 
-fn begin(net: &Network, kind: FaultKind, target: &str, percent: u32) -> eyre::Result<()> {
+fn begin(net: &Network, f: &FaultSpec, target: &str) -> eyre::Result<()> {
     with_proc(net, target, |p| {
-        match kind {
+        match f.kind {
             FaultKind::Kill => p.kill(),
             FaultKind::Stall => p.stall()?,
             FaultKind::Partition => net.lab.isolate(target)?,
-            FaultKind::Loss => net.lab.lose(target, percent)?,
+            FaultKind::Loss => net.lab.lose(target, f.percent.unwrap_or(0))?,
+            FaultKind::FullDisk => {
+                let taken = disk(net, target)?.fill()?;
+                println!("chaos: {target}'s disk full ({} MiB taken)", taken >> 20);
+            }
+            FaultKind::ClockSkew => clocks(net)?.set(target, f.skew_s.unwrap_or(0))?,
         }
         Ok(())
     })
@@ -356,9 +368,32 @@ fn end(net: &Network, kind: FaultKind, target: &str) -> eyre::Result<()> {
             FaultKind::Kill => p.start()?,
             FaultKind::Stall => p.resume()?,
             FaultKind::Partition | FaultKind::Loss => net.lab.heal(target)?,
+            FaultKind::FullDisk => {
+                disk(net, target)?.drain()?;
+                // Stopping on a full disk is allowed (CometBFT does too); coming back is not
+                // optional: it is started again on the freed disk, and must catch up.
+                if let Some(status) = p.exited() {
+                    println!("chaos: {target} stopped on its full disk ({status}); starting it");
+                    p.kill();
+                    p.start()?;
+                }
+            }
+            FaultKind::ClockSkew => clocks(net)?.set(target, 0)?,
         }
         Ok(())
     })
+}
+
+fn disk<'a>(net: &'a Network, target: &str) -> eyre::Result<&'a crate::disk::Disk> {
+    net.disks
+        .get(target)
+        .ok_or_else(|| eyre!("{target} has no disk of its own (full_disk is for validators)"))
+}
+
+fn clocks(net: &Network) -> eyre::Result<&crate::clock::Clocks> {
+    net.clocks
+        .as_ref()
+        .ok_or_else(|| eyre!("the processes were not started on their own clocks"))
 }
 
 /// Starts again any process that died by itself (a crash the checker should hear about: its

@@ -117,6 +117,10 @@ pub struct FaultSpec {
     /// `loss` only: the share of the target's packets dropped, in percent (1 to 100).
     #[serde(default)]
     pub percent: Option<u32>,
+    /// `clock_skew` only: how far the target's wall clock is moved, in seconds (ahead if
+    /// positive; at most an hour either way, not 0).
+    #[serde(default)]
+    pub skew_s: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +135,12 @@ pub enum FaultKind {
     Partition,
     /// Drop `percent` of the packets the target receives.
     Loss,
+    /// Fill a validator's disk (its data directory is a small tmpfs of its own); the space
+    /// comes back at the end, and a validator that stopped on the full disk is started again.
+    FullDisk,
+    /// Move the target's wall clock by `skew_s` seconds (libfaketime; timers and timeouts run
+    /// on the monotonic clock, which does not move), then back.
+    ClockSkew,
 }
 
 impl FaultKind {
@@ -140,6 +150,8 @@ impl FaultKind {
             FaultKind::Stall => "stall",
             FaultKind::Partition => "partition",
             FaultKind::Loss => "loss",
+            FaultKind::FullDisk => "full_disk",
+            FaultKind::ClockSkew => "clock_skew",
         }
     }
 }
@@ -204,6 +216,23 @@ impl Scenario {
                 }
                 (_, Some(_)) => return bad(format!("faults[{i}]: percent is for loss only")),
                 _ => {}
+            }
+            match (f.kind, f.skew_s) {
+                (FaultKind::ClockSkew, Some(s)) if s != 0 && s.unsigned_abs() <= 3600 => {}
+                (FaultKind::ClockSkew, _) => {
+                    return bad(format!(
+                        "faults[{i}]: clock_skew needs skew_s, -3600 to 3600 and not 0"
+                    ));
+                }
+                (_, Some(_)) => {
+                    return bad(format!("faults[{i}]: skew_s is for clock_skew only"));
+                }
+                _ => {}
+            }
+            if f.kind == FaultKind::FullDisk && !f.target.starts_with("validator") {
+                return bad(format!(
+                    "faults[{i}]: full_disk is for validators (their data is on a disk of its own)"
+                ));
             }
             if self.resolve_role(&f.target).is_none() {
                 return bad(format!(
@@ -291,6 +320,22 @@ clients = 2
             (
                 "at_s = 5\nkind = \"stall\"\ntarget = \"gateway\"\nfor_s = 5\npercent = 3",
                 "loss only",
+            ),
+            (
+                "at_s = 5\nkind = \"clock_skew\"\ntarget = \"gateway\"\nfor_s = 5",
+                "needs skew_s",
+            ),
+            (
+                "at_s = 5\nkind = \"clock_skew\"\ntarget = \"gateway\"\nfor_s = 5\nskew_s = 7200",
+                "needs skew_s",
+            ),
+            (
+                "at_s = 5\nkind = \"kill\"\ntarget = \"gateway\"\nfor_s = 5\nskew_s = 3",
+                "clock_skew only",
+            ),
+            (
+                "at_s = 5\nkind = \"full_disk\"\ntarget = \"provider\"\nfor_s = 5",
+                "for validators",
             ),
         ] {
             let err = parse(&format!("{BASE}[[faults]]\n{fault}\n"))

@@ -611,6 +611,18 @@ impl RunningNode {
 
     /// Stops every role in the one order (module docs): the gateway's channels close and the
     /// provider redeems while the ledger still runs; the store closes last.
+    /// Resolves with the role's name when a role this process cannot do without stops on its
+    /// own (today the validator: without consensus its RPC is gone too); never otherwise.
+    pub async fn role_ended(&mut self) -> &'static str {
+        match self.validator.as_mut() {
+            Some(v) => {
+                v.ended().await;
+                "validator"
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     pub async fn shutdown(self) -> Stopped {
         let mut stopped = Stopped::default();
         for t in &self.tasks {

@@ -65,6 +65,12 @@ impl NodeHandle {
         format!("http://{}", self.rpc_addr)
     }
 
+    /// Resolves when the validator stops without being asked (see
+    /// [`validator::RunningValidator::ended`]).
+    pub async fn ended(&mut self) {
+        self.validator.ended().await;
+    }
+
     /// Stops consensus and the RPC; returns once the store is closed.
     pub fn shutdown(self) {
         drop(self.shared);

@@ -230,9 +230,35 @@ pub struct RunningValidator {
     pub shared: Arc<Shared>,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<Result<(), ValidatorError>>,
+    /// Fires when the thread ends, whatever ended it (a panic included); `None` once seen.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Sends on drop: the thread's end is signalled even when it unwinds from a panic.
+struct EndSignal(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            let _ = s.send(());
+        }
+    }
 }
 
 impl RunningValidator {
+    /// Resolves when the validator stops without being asked: a consensus task that panicked
+    /// (commonware's journal cannot append on a full disk) ends the thread, and with it the
+    /// RPC. The process should then exit, not serve on without consensus.
+    pub async fn ended(&mut self) {
+        match self.ended.as_mut() {
+            Some(rx) => {
+                let _ = rx.await;
+                self.ended = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops consensus and the RPC and waits until the store is closed.
     pub fn stop(self) {
         let _ = self.stop.send(());
@@ -254,9 +280,13 @@ pub async fn spawn(
 ) -> Result<RunningValidator, ValidatorError> {
     let (ready, started) = tokio::sync::oneshot::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel();
+    let (end, ended) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("agora-validator".into())
-        .spawn(move || run_until(cfg, vcfg, key, ready, stopped))
+        .spawn(move || {
+            let _end = EndSignal(Some(end));
+            run_until(cfg, vcfg, key, ready, stopped)
+        })
         .map_err(|e| ValidatorError::Thread(e.to_string()))?;
     match started.await {
         Ok((rpc_addr, shared)) => Ok(RunningValidator {
@@ -264,6 +294,7 @@ pub async fn spawn(
             shared,
             stop,
             thread,
+            ended: Some(ended),
         }),
         // The thread ended before it was ready: its result says why.
         Err(_) => match thread.join() {

@@ -109,7 +109,7 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
     let network = !b.config().validator.peers.is_empty();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let node = b.launch().await?;
+        let mut node = b.launch().await?;
         if let (Some(me), Some(url)) = (validator, node.rpc_url()) {
             if network {
                 println!("validator {me} joined the validator network, RPC at {url}");
@@ -131,15 +131,27 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
         {
             println!("overlay address {a}");
         }
-        if args.stop_on_stdin_eof {
-            tokio::select! {
-                _ = wait_for_shutdown() => {}
-                _ = stdin_closed() => {}
+        let asked = async {
+            if args.stop_on_stdin_eof {
+                tokio::select! {
+                    _ = wait_for_shutdown() => {}
+                    _ = stdin_closed() => {}
+                }
+            } else {
+                wait_for_shutdown().await;
             }
-        } else {
-            wait_for_shutdown().await;
-        }
+        };
+        let ended = tokio::select! {
+            _ = asked => None,
+            role = node.role_ended() => Some(role),
+        };
         node.shutdown().await;
-        Ok(())
+        match ended {
+            // Fail-stop: a supervisor (systemd, the chaos runner) restarts a node that exits.
+            Some(role) => Err(eyre::eyre!(
+                "the {role} stopped on its own (its error is logged above); exiting"
+            )),
+            None => Ok(()),
+        }
     })
 }

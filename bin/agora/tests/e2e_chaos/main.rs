@@ -1,11 +1,12 @@
-//! The chaos suite's CI scenario (`scenarios/short.toml`, about 2 minutes of load): 4 validators,
-//! a gateway and 2 providers as separate `agora` processes in network namespaces, gateway and
-//! wallet clients, and one fault of each kind (validator killed, provider stalled mid-stream,
-//! provider killed, validator partitioned, packet loss, gateway killed). `agora testnet chaos`
+//! The chaos suite's CI scenario (`scenarios/short.toml`, about 2.5 minutes of load): 4
+//! validators, a gateway and 2 providers as separate `agora` processes in network namespaces,
+//! gateway and wallet clients, and one fault of each kind (validator killed, provider stalled
+//! mid-stream, provider killed, validator partitioned, packet loss, a validator's disk full, a
+//! validator's clock 30 s ahead, gateway killed). `agora testnet chaos`
 //! exits 0 only when the checker finds no violation in the recorded history; this test also
 //! reads the run's files to see that the run did what it says.
 //!
-//! Needs root, iproute2 and iptables (as the NAT lab). Skips, loudly, only when network
+//! Needs root, iproute2, iptables (as the NAT lab) and libfaketime. Skips, loudly, only when network
 //! namespaces cannot be created at all.
 
 use std::path::Path;
@@ -62,9 +63,16 @@ fn short_scenario_keeps_every_invariant_under_each_kind_of_fault() {
         .collect();
     let count = |ty: &str| events.iter().filter(|e| e["type"] == ty).count();
     let faults: Vec<&Value> = events.iter().filter(|e| e["type"] == "fault").collect();
-    // Six faults, each begun and ended.
-    assert_eq!(faults.len(), 12, "{faults:?}");
-    for kind in ["kill", "stall", "partition", "loss"] {
+    // Eight faults, each begun and ended.
+    assert_eq!(faults.len(), 16, "{faults:?}");
+    for kind in [
+        "kill",
+        "stall",
+        "partition",
+        "loss",
+        "full_disk",
+        "clock_skew",
+    ] {
         assert!(
             faults.iter().any(|f| f["fault"] == kind),
             "no {kind} fault in the history"

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::facts::{
-    BlockFact, ChannelFact, CustomerBill, NodeChain, ProviderFact, RedeemFact, SlashFact,
+    BlockFact, ChannelFact, CustomerBill, NodeChain, ProviderFact, RedeemFact, Settlement,
+    SlashFact,
 };
 use crate::history::{ChainSample, Usage};
 use agora_types::PublicKey;
@@ -156,9 +157,19 @@ fn a_clean_run_has_no_violation() {
     let facts = Facts {
         validators: vec![chain("v1", &[1, 2, 3]), chain("v2", &[1, 2])],
         customers: vec![bill("c0", 5)],
-        channels: vec![channel(100, 30, vec![redeem(2, 10, 1), redeem(3, 30, 2)])],
+        channels: vec![ChannelFact {
+            settled: true,
+            ..channel(100, 30, vec![redeem(2, 10, 1), redeem(3, 30, 2)])
+        }],
         providers: vec![provider("p0", 3, true), cheater, provider("p2", 5, false)],
         slashes: vec![slash(5)],
+        settlement: Some(Settlement {
+            payer: PublicKey([1; 32]),
+            balance_before: Amount(1_000),
+            balance_after: Amount(1_068),
+            fees: Amount(2),
+            channels: vec![hash(1)],
+        }),
     };
     assert_eq!(check(&events, &facts), vec![]);
 }
@@ -415,6 +426,57 @@ fn vouchers_must_be_redeemed_once_in_increasing_order_within_the_deposit() {
         },
     ];
     assert_eq!(check(&[], &facts), expected);
+}
+
+/// Two channels of 100 and 50, 30 and 50 of them redeemed: settling them returns 70.
+fn settled(balance_after: u128, fees: u128, second_settled: bool) -> Facts {
+    let mut a = channel(100, 30, vec![redeem(2, 30, 1)]);
+    a.settled = true;
+    let mut b = channel(50, 50, vec![redeem(3, 50, 2)]);
+    b.id = hash(2);
+    b.settled = second_settled;
+    // Someone else's channel is not the payer's business.
+    let mut other = channel(10, 0, vec![]);
+    other.id = hash(3);
+    other.payer = PublicKey([9; 32]);
+    Facts {
+        channels: vec![a, b, other],
+        settlement: Some(Settlement {
+            payer: PublicKey([1; 32]),
+            balance_before: Amount(1_000),
+            balance_after: Amount(balance_after),
+            fees: Amount(fees),
+            channels: vec![hash(1), hash(2)],
+        }),
+        ..Facts::default()
+    }
+}
+
+#[test]
+fn every_deposit_comes_back_as_redeems_plus_refund() {
+    // 1,000 + 70 refunded - 4 of fees.
+    assert_eq!(check(&[], &settled(1_066, 4, true)), vec![]);
+    // A refund short by one base unit.
+    assert_eq!(
+        check(&[], &settled(1_065, 4, true)),
+        vec![Violation::RefundMismatch {
+            expected: Amount(70),
+            got: Amount(69),
+        }]
+    );
+    // Fees not paid by the refund: a balance that grew by more than the deposits left.
+    assert_eq!(
+        check(&[], &settled(1_071, 4, true)),
+        vec![Violation::RefundMismatch {
+            expected: Amount(70),
+            got: Amount(75),
+        }]
+    );
+    // A channel left open.
+    assert_eq!(
+        check(&[], &settled(1_066, 4, false)),
+        vec![Violation::Unsettled { channel: hash(2) }]
+    );
 }
 
 #[test]
