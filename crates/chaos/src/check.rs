@@ -187,10 +187,12 @@ pub enum Violation {
     #[error("channel {} of the gateway was not settled at the end", short(.channel))]
     Unsettled { channel: Hash },
     #[error(
-        "settling the gateway's channels returned {got} (balance change plus fees), not the \
-         {expected} their deposits less their redeems leave"
+        "the gateway's balance is {got}, not the {expected} its transfers, fees and deposits \
+         leave with every settled channel's deposit less its redeems given back"
     )]
     RefundMismatch { expected: Amount, got: Amount },
+    #[error("the gateway sent transactions the checker's book does not model: {txs}")]
+    Unmodelled { txs: String },
     #[error("honest provider {provider} ({address}) was punished: {why}")]
     HonestSlashed {
         provider: String,
@@ -679,35 +681,40 @@ fn check_channels(facts: &Facts, found: &mut Vec<Violation>) {
     }
 }
 
-/// Every deposit comes back: each channel of the settled payer is settled, and what settling
-/// paid it (its balance change plus the fees it paid to settle) is exactly its deposits less
-/// what was redeemed from them.
+/// Every deposit comes back: each channel of the payer is settled, and its balance is exactly
+/// what came in, less what went out, the fees and the deposits, plus each settled channel's
+/// deposit less what providers redeemed from it.
 fn check_settlement(facts: &Facts, found: &mut Vec<Violation>) {
-    let Some(s) = &facts.settlement else {
+    let Some(book) = &facts.payer_book else {
         return;
     };
-    let mut expected = Some(Amount::ZERO);
-    for channel in facts.channels.iter().filter(|c| c.payer == s.payer) {
-        if !channel.settled {
+    let mut refunds = Some(Amount::ZERO);
+    for channel in facts.channels.iter().filter(|c| c.payer == book.payer) {
+        if channel.settled {
+            let refund = channel.deposit.saturating_sub(channel.redeemed);
+            refunds = refunds.and_then(|r| r.checked_add(refund));
+        } else {
             found.push(Violation::Unsettled {
                 channel: channel.id,
             });
         }
-        if s.channels.contains(&channel.id) {
-            let refund = channel.deposit.saturating_sub(channel.redeemed);
-            expected = expected.and_then(|e| e.checked_add(refund));
-        }
     }
-    let got = s
-        .balance_after
-        .checked_add(s.fees)
-        .and_then(|a| a.checked_sub(s.balance_before));
-    if let (Some(expected), got) = (expected, got)
-        && got != Some(expected)
-    {
+    if !book.unmodelled.is_empty() {
+        found.push(Violation::Unmodelled {
+            txs: book.unmodelled.join(", "),
+        });
+        return;
+    }
+    // in + refunds - out - fees - deposits, every step checked.
+    let expected = refunds
+        .and_then(|r| r.checked_add(book.transfers_in))
+        .and_then(|a| a.checked_sub(book.transfers_out))
+        .and_then(|a| a.checked_sub(book.fees))
+        .and_then(|a| a.checked_sub(book.deposits));
+    if expected != Some(book.actual) {
         found.push(Violation::RefundMismatch {
-            expected,
-            got: got.unwrap_or(Amount::ZERO),
+            expected: expected.unwrap_or(Amount::ZERO),
+            got: book.actual,
         });
     }
 }

@@ -18,21 +18,77 @@ pub struct Facts {
     pub providers: Vec<ProviderFact>,
     /// Successful `Slash` transactions, in block order.
     pub slashes: Vec<SlashFact>,
-    /// The gateway's channels settled by the runner at the end (absent from runs before it).
+    /// The gateway's account as the blocks move it (absent from runs before it).
     #[serde(default)]
-    pub settlement: Option<Settlement>,
+    pub payer_book: Option<PayerBook>,
 }
 
-/// What settling the gateway's open channels did to its balance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settlement {
+/// The gateway's balance, rebuilt from every block: what came in and went out by transfers,
+/// the fees it paid, and what it put into channels. Each settled channel gives back its
+/// deposit less what was redeemed, so `actual` must equal the sum with those refunds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerBook {
     pub payer: Address,
-    pub balance_before: Amount,
-    pub balance_after: Amount,
-    /// The fees of the close and settle transactions.
+    pub transfers_in: Amount,
+    pub transfers_out: Amount,
     pub fees: Amount,
-    /// The channels settled (each refunds its deposit less what was redeemed).
-    pub channels: Vec<Hash>,
+    /// Opened and topped-up deposits.
+    pub deposits: Amount,
+    /// Its balance on the ledger at the end.
+    pub actual: Amount,
+    /// Transactions of the payer whose effect on its balance the book does not model (a bond,
+    /// say): the comparison is void when there is any.
+    pub unmodelled: Vec<String>,
+}
+
+impl PayerBook {
+    /// Adds one included transaction at `height` (`applied`: it succeeded; a failed one still
+    /// paid its fee).
+    pub fn follow(
+        &mut self,
+        height: u64,
+        tx: &agora_types::Tx,
+        receipt: &agora_types::Receipt,
+        applied: bool,
+    ) -> eyre::Result<()> {
+        use agora_types::TxBody;
+        let add = |a: Amount, b: Amount| {
+            a.checked_add(b)
+                .ok_or_else(|| eyre::eyre!("the payer's book overflows at height {height}"))
+        };
+        if let (TxBody::Transfer { to, amount }, true) = (&tx.body, applied)
+            && *to == self.payer
+        {
+            self.transfers_in = add(self.transfers_in, *amount)?;
+        }
+        if tx.signer != self.payer {
+            return Ok(());
+        }
+        self.fees = add(self.fees, receipt.fee)?;
+        if !applied {
+            return Ok(());
+        }
+        match &tx.body {
+            TxBody::Transfer { amount, .. } => {
+                self.transfers_out = add(self.transfers_out, *amount)?
+            }
+            TxBody::OpenChannel { deposit, .. } => self.deposits = add(self.deposits, *deposit)?,
+            TxBody::TopUpChannel { amount, .. } => self.deposits = add(self.deposits, *amount)?,
+            // No balance moves (a settle's refund is counted from the channel's final state).
+            TxBody::CloseChannel { .. }
+            | TxBody::SettleChannel { .. }
+            | TxBody::CommitReceipts { .. } => {}
+            other => {
+                // The transaction's type, as its JSON names it.
+                let kind = serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "transaction".into());
+                self.unmodelled.push(format!("{kind} at height {height}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

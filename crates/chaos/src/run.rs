@@ -16,7 +16,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::check::{self, Limits, Violation};
 use crate::facts::{
-    BlockFact, ChannelFact, CustomerBill, Facts, NodeChain, ProviderFact, RedeemFact, SlashFact,
+    BlockFact, ChannelFact, CustomerBill, Facts, NodeChain, PayerBook, ProviderFact, RedeemFact,
+    SlashFact,
 };
 use crate::history::{self, Body, ChainSample, HistoryWriter, Phase};
 use crate::load::{GatewayClient, TransferClient};
@@ -153,11 +154,10 @@ pub async fn run(cfg: &RunConfig) -> eyre::Result<Outcome> {
     stop(&net, |name| !name.starts_with("validator-"));
     catch_up(&net, Duration::from_secs(60)).await?;
     // Every deposit back: the gateway's channels settled, the challenge period waited out.
-    facts.settlement = Some(
-        crate::settle::settle_gateway(&net, Duration::from_secs(180))
-            .await
-            .wrap_err("cannot settle the gateway's channels")?,
-    );
+    let settled = crate::settle::settle_gateway(&net, Duration::from_secs(180))
+        .await
+        .wrap_err("cannot settle the gateway's channels")?;
+    println!("chaos: settled {settled} channels of the gateway left open");
     let tip = catch_up(&net, Duration::from_secs(60)).await?;
     chain_facts(&net, &stakes_before, tip, &mut facts).await?;
     std::fs::write(
@@ -476,6 +476,10 @@ async fn chain_facts(
     // which the checker verifies).
     let chain = ChainClient::new(net.rpc0());
     let mut channels: std::collections::BTreeMap<Hash, Vec<RedeemFact>> = Default::default();
+    let mut book = PayerBook {
+        payer: net.gateway,
+        ..PayerBook::default()
+    };
     for h in 1..=tip {
         let Some(b) = chain.block(h, BlockTxs::Full).await? else {
             continue;
@@ -483,6 +487,7 @@ async fn chain_facts(
         let txs = b.transactions.unwrap_or_default();
         for (stx, receipt) in txs.iter().zip(&b.receipts) {
             let applied = matches!(receipt.outcome, agora_types::Outcome::Success);
+            book.follow(h, &stx.tx, receipt, applied)?;
             match &stx.tx.body {
                 TxBody::OpenChannel { provider, .. } if applied => {
                     let id =
@@ -526,6 +531,8 @@ async fn chain_facts(
             redeems,
         });
     }
+    book.actual = chain.account(&net.gateway).await?.balance;
+    facts.payer_book = Some(book);
     for ((name, a), before) in net.providers.iter().zip(stakes_before) {
         let view = chain.provider(a).await?;
         let (stake_after, jailed) = view.map_or((Amount::ZERO, false), |p| {

@@ -211,7 +211,7 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let node = builder.launch().await?;
+        let mut node = builder.launch().await?;
         let api_key = match &node.gateway {
             Some(g) => Some(dev_api_key(&args.dir, g, dev_address)?),
             None => None,
@@ -239,10 +239,10 @@ pub fn run(args: DevArgs) -> eyre::Result<()> {
             &dev_path,
             api_key.as_deref(),
         );
-        super::node::wait_for_shutdown().await;
+        let failed = super::node::serve(&mut node, std::future::pending()).await;
         stop_children(children).await;
         node.shutdown().await;
-        Ok::<_, eyre::Report>(())
+        failed.map_or(Ok::<_, eyre::Report>(()), Err)
     })
 }
 

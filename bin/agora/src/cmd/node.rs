@@ -47,6 +47,22 @@ pub async fn wait_for_shutdown() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Waits until the process is asked to stop (Ctrl-C, SIGTERM, or `also`) or a role of `node`
+/// stops on its own. In the second case returns the error to exit with once shut down:
+/// fail-stop, so a supervisor (systemd, the chaos runner) restarts the node.
+pub async fn serve(
+    node: &mut agora_node::builder::RunningNode,
+    also: impl std::future::Future<Output = ()>,
+) -> Option<eyre::Report> {
+    tokio::select! {
+        _ = wait_for_shutdown() => None,
+        _ = also => None,
+        role = node.role_ended() => Some(eyre::eyre!(
+            "the {role} stopped on its own (its error is logged above); exiting"
+        )),
+    }
+}
+
 /// Resolves when standard input reaches its end (or fails): its writer is gone.
 async fn stdin_closed() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -131,27 +147,15 @@ pub fn run(args: NodeArgs) -> eyre::Result<()> {
         {
             println!("overlay address {a}");
         }
-        let asked = async {
+        let also = async {
             if args.stop_on_stdin_eof {
-                tokio::select! {
-                    _ = wait_for_shutdown() => {}
-                    _ = stdin_closed() => {}
-                }
+                stdin_closed().await;
             } else {
-                wait_for_shutdown().await;
+                std::future::pending::<()>().await;
             }
         };
-        let ended = tokio::select! {
-            _ = asked => None,
-            role = node.role_ended() => Some(role),
-        };
+        let failed = serve(&mut node, also).await;
         node.shutdown().await;
-        match ended {
-            // Fail-stop: a supervisor (systemd, the chaos runner) restarts a node that exits.
-            Some(role) => Err(eyre::eyre!(
-                "the {role} stopped on its own (its error is logged above); exiting"
-            )),
-            None => Ok(()),
-        }
+        failed.map_or(Ok(()), Err)
     })
 }

@@ -124,3 +124,101 @@ fn short_scenario_keeps_every_invariant_under_each_kind_of_fault() {
         facts["channels"]
     );
 }
+
+/// Found by `short.toml` seed 1: on a full disk commonware's simplex voter panicked ("unable to
+/// append to journal"), the validator's thread ended with its RPC, and the process served on
+/// without consensus, so it never came back when the space did. Now the node exits with an
+/// error (fail-stop), and started again on the freed disk it carries on from where it was.
+#[test]
+fn short_seed_1_a_validator_on_a_full_disk_exits_and_restarts_clean() {
+    if !namespaces_work() {
+        eprintln!("SKIPPED: needs root (a tmpfs is mounted)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = 20_000 + (std::process::id() % 4_000) as u16 * 2;
+    let out = Command::new(BIN)
+        .args(["testnet", "--validators", "1", "--dir"])
+        .arg(&dir)
+        .args(["--rpc-base", &base.to_string()])
+        .args(["--p2p-base", &(base + 1).to_string()])
+        .env("AGORA_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let disk = agora_chaos::disk::Disk::mount(&dir.join("node-0/data"), 64).unwrap();
+    let log = tmp.path().join("node.log");
+    let start = || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        Command::new(BIN)
+            .args(["--log", "info", "node", "--config"])
+            .arg(dir.join("node-0/agora.toml"))
+            .env("AGORA_PASSWORD", "pw")
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap()
+    };
+    let rpc: std::net::SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
+    let height = || -> Option<u64> {
+        use std::io::{Read, Write};
+        let timeout = std::time::Duration::from_secs(2);
+        let mut s = std::net::TcpStream::connect_timeout(&rpc, timeout).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        write!(
+            s,
+            "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let v: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+        v["height"].as_u64()
+    };
+    let wait_height = |min: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(h) = height().filter(|h| *h >= min) {
+                return h;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "height {min} never reached: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let mut node = start();
+    let before = wait_height(3);
+    disk.fill().unwrap();
+    // The node must exit by itself, with an error, not hang on without consensus.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            panic!(
+                "the node kept running on a full disk: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(!status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the validator stopped on its own"), "{text}");
+    disk.drain().unwrap();
+    let mut node = start();
+    wait_height(before + 3);
+    let _ = node.kill();
+    let _ = node.wait();
+}

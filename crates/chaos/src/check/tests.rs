@@ -2,8 +2,7 @@
 
 use super::*;
 use crate::facts::{
-    BlockFact, ChannelFact, CustomerBill, NodeChain, ProviderFact, RedeemFact, Settlement,
-    SlashFact,
+    BlockFact, ChannelFact, CustomerBill, NodeChain, PayerBook, ProviderFact, RedeemFact, SlashFact,
 };
 use crate::history::{ChainSample, Usage};
 use agora_types::PublicKey;
@@ -163,13 +162,7 @@ fn a_clean_run_has_no_violation() {
         }],
         providers: vec![provider("p0", 3, true), cheater, provider("p2", 5, false)],
         slashes: vec![slash(5)],
-        settlement: Some(Settlement {
-            payer: PublicKey([1; 32]),
-            balance_before: Amount(1_000),
-            balance_after: Amount(1_068),
-            fees: Amount(2),
-            channels: vec![hash(1)],
-        }),
+        payer_book: Some(book(1_000, 2, 100, 968)),
     };
     assert_eq!(check(&events, &facts), vec![]);
 }
@@ -428,8 +421,21 @@ fn vouchers_must_be_redeemed_once_in_increasing_order_within_the_deposit() {
     assert_eq!(check(&[], &facts), expected);
 }
 
-/// Two channels of 100 and 50, 30 and 50 of them redeemed: settling them returns 70.
-fn settled(balance_after: u128, fees: u128, second_settled: bool) -> Facts {
+fn book(transfers_in: u128, fees: u128, deposits: u128, actual: u128) -> PayerBook {
+    PayerBook {
+        payer: PublicKey([1; 32]),
+        transfers_in: Amount(transfers_in),
+        transfers_out: Amount(0),
+        fees: Amount(fees),
+        deposits: Amount(deposits),
+        actual: Amount(actual),
+        unmodelled: vec![],
+    }
+}
+
+/// The payer got 1,000, paid 4 in fees and put 150 into two channels of 100 and 50, of which
+/// providers redeemed 30 and 50: settled, they give back 70, so it holds 916.
+fn settled(actual: u128, second_settled: bool) -> Facts {
     let mut a = channel(100, 30, vec![redeem(2, 30, 1)]);
     a.settled = true;
     let mut b = channel(50, 50, vec![redeem(3, 50, 2)]);
@@ -441,41 +447,45 @@ fn settled(balance_after: u128, fees: u128, second_settled: bool) -> Facts {
     other.payer = PublicKey([9; 32]);
     Facts {
         channels: vec![a, b, other],
-        settlement: Some(Settlement {
-            payer: PublicKey([1; 32]),
-            balance_before: Amount(1_000),
-            balance_after: Amount(balance_after),
-            fees: Amount(fees),
-            channels: vec![hash(1), hash(2)],
-        }),
+        payer_book: Some(book(1_000, 4, 150, actual)),
         ..Facts::default()
     }
 }
 
 #[test]
 fn every_deposit_comes_back_as_redeems_plus_refund() {
-    // 1,000 + 70 refunded - 4 of fees.
-    assert_eq!(check(&[], &settled(1_066, 4, true)), vec![]);
+    assert_eq!(check(&[], &settled(916, true)), vec![]);
     // A refund short by one base unit.
     assert_eq!(
-        check(&[], &settled(1_065, 4, true)),
+        check(&[], &settled(915, true)),
         vec![Violation::RefundMismatch {
-            expected: Amount(70),
-            got: Amount(69),
+            expected: Amount(916),
+            got: Amount(915),
         }]
     );
-    // Fees not paid by the refund: a balance that grew by more than the deposits left.
+    // More than the deposits left: money from nowhere.
     assert_eq!(
-        check(&[], &settled(1_071, 4, true)),
+        check(&[], &settled(921, true)),
         vec![Violation::RefundMismatch {
-            expected: Amount(70),
-            got: Amount(75),
+            expected: Amount(916),
+            got: Amount(921),
         }]
     );
     // A channel left open.
     assert_eq!(
-        check(&[], &settled(1_066, 4, false)),
+        check(&[], &settled(916, false)),
         vec![Violation::Unsettled { channel: hash(2) }]
+    );
+    // A transaction the book cannot follow voids the comparison, loudly.
+    let mut facts = settled(0, true);
+    if let Some(b) = facts.payer_book.as_mut() {
+        b.unmodelled.push("bond at 7".into());
+    }
+    assert_eq!(
+        check(&[], &facts),
+        vec![Violation::Unmodelled {
+            txs: "bond at 7".into()
+        }]
     );
 }
 
