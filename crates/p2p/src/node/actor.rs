@@ -83,6 +83,7 @@ pub(super) fn spawn(
         close_relayed_at: Vec::new(),
         peer_source,
         next_rediscover: Instant::now(),
+        rediscover_backoff: REDISCOVER_RETRY_FIRST,
     };
     actor.bootstrap();
     if actor.config.public {
@@ -116,7 +117,16 @@ struct Actor {
     close_relayed_at: Vec<(Instant, PeerId)>,
     peer_source: Option<Arc<dyn PeerSource>>,
     next_rediscover: Instant,
+    /// The wait before the next bootstrap while a bootstrap peer (or every peer) is missing:
+    /// doubled at each try up to [`REDISCOVER_RETRY_MAX`], back to the first after a success.
+    rediscover_backoff: Duration,
 }
+
+/// A lost bootstrap peer (a gateway restarted, say) is dialled again after this, then after
+/// twice as long each time, up to [`REDISCOVER_RETRY_MAX`]; the full `rediscover_secs` wait
+/// is for a node that has what it needs.
+const REDISCOVER_RETRY_FIRST: Duration = Duration::from_secs(1);
+const REDISCOVER_RETRY_MAX: Duration = Duration::from_secs(8);
 
 impl Actor {
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {

@@ -71,3 +71,56 @@ async fn a_node_bootstraps_from_the_registry_source_over_quic_and_streams() {
     .await
     .expect("test timed out");
 }
+
+/// Found by the chaos suite (`short.toml` seed 1): after the gateway, every provider's
+/// bootstrap peer, was killed and restarted, the providers dialled it again only at the next
+/// minute's rediscovery, so the gateway had no offers (404 `model_not_found`) for up to a
+/// minute. A lost bootstrap peer is now dialled again after 1 s, then 2, 4, 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_bootstrap_peer_is_dialled_again_within_seconds() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let boot_cfg = NetConfig {
+            listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr")],
+            ..NetConfig::local_test()
+        };
+        let seed = generate_seed();
+        let (boot, _bin) = spawn(seed, boot_cfg.clone(), None).await.expect("spawn");
+        let addr: agora_p2p::Multiaddr =
+            format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", boot.peer_id())
+                .parse()
+                .expect("addr");
+        let node_cfg = NetConfig {
+            bootstrap: vec![addr],
+            ..NetConfig::local_test()
+        };
+        assert_eq!(node_cfg.rediscover_secs, 60, "the wait this test beats");
+        let (node, _nin) = spawn(generate_seed(), node_cfg, None).await.expect("spawn");
+        let has_boot =
+            |s: &agora_p2p::NetStatus| s.connections.iter().any(|c| c.peer == boot.peer_id());
+        assert!(
+            wait_until(&node, Duration::from_secs(10), has_boot).await,
+            "first connection"
+        );
+        boot.shutdown().await;
+        drop(boot);
+        assert!(
+            wait_until(&node, Duration::from_secs(10), |s| s.connections.is_empty()).await,
+            "the node saw its bootstrap peer go"
+        );
+        // Down for 3 s, then back with the same identity and address.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (boot, _bin) = spawn(seed, boot_cfg, None).await.expect("respawn");
+        let has_boot =
+            |s: &agora_p2p::NetStatus| s.connections.iter().any(|c| c.peer == boot.peer_id());
+        assert!(
+            wait_until(&node, Duration::from_secs(15), has_boot).await,
+            "the node did not dial its restarted bootstrap peer within 15 s"
+        );
+    })
+    .await
+    .expect("within 60 s");
+}

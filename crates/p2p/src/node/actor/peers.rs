@@ -25,10 +25,14 @@ impl Actor {
                 }
             }
         }
+        let me = *self.swarm.local_peer_id();
+        let missing = self.connected_peers() == 0
+            || targets
+                .iter()
+                .any(|(peer, _)| *peer != me && !self.swarm.is_connected(peer));
         if let Some(src) = &self.peer_source {
             targets.extend(src.providers().into_iter().take(64));
         }
-        let me = *self.swarm.local_peer_id();
         for (peer, addrs) in targets {
             if peer == me {
                 continue;
@@ -46,7 +50,16 @@ impl Actor {
             }
         }
         let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        self.next_rediscover = Instant::now() + Duration::from_secs(self.config.rediscover_secs);
+        let full = Duration::from_secs(self.config.rediscover_secs);
+        let wait = if missing {
+            let w = self.rediscover_backoff.min(full);
+            self.rediscover_backoff = (w * 2).min(super::REDISCOVER_RETRY_MAX);
+            w
+        } else {
+            self.rediscover_backoff = super::REDISCOVER_RETRY_FIRST;
+            full
+        };
+        self.next_rediscover = Instant::now() + wait;
     }
 
     pub(super) fn penalize(&mut self, peer: PeerId, offence: Offence) {
@@ -138,6 +151,18 @@ impl Actor {
             .connected_peers
             .set(self.connected_peers() as i64);
         self.emit(NetEvent::Disconnected { peer: peer_id });
+        // A bootstrap peer gone (restarted, say): dial it again soon, not in a minute.
+        let lost_bootstrap = !self.swarm.is_connected(&peer_id)
+            && self
+                .config
+                .bootstrap
+                .iter()
+                .any(|a| split_peer_addr(a).is_some_and(|(p, _)| p == peer_id));
+        if lost_bootstrap {
+            self.rediscover_backoff = super::REDISCOVER_RETRY_FIRST;
+            let soon = Instant::now() + super::REDISCOVER_RETRY_FIRST;
+            self.next_rediscover = self.next_rediscover.min(soon);
+        }
     }
 
     pub(super) fn connected_peers(&self) -> usize {
