@@ -77,7 +77,7 @@ async fn a_node_bootstraps_from_the_registry_source_over_quic_and_streams() {
 /// minute's rediscovery, so the gateway had no offers (404 `model_not_found`) for up to a
 /// minute. A lost bootstrap peer is now dialled again after 1 s, then 2, 4, 8.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_bootstrap_peer_is_dialled_again_within_seconds() {
+async fn short_seed_1_a_restarted_bootstrap_peer_is_dialled_again_within_seconds() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
