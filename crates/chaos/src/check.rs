@@ -403,7 +403,7 @@ pub fn check_with(events: &[Event], facts: &Facts, limits: &Limits) -> Vec<Viola
     check_operations(&ops, &orphans, limits, &mut found);
     check_bills(&ops, facts, limits, &mut found);
     check_channels(facts, &mut found);
-    check_settlement(facts, &mut found);
+    check_payer_book(facts, &mut found);
     check_providers(facts, &mut found);
     found
 }
@@ -684,7 +684,7 @@ fn check_channels(facts: &Facts, found: &mut Vec<Violation>) {
 /// Every deposit comes back: each channel of the payer is settled, and its balance is exactly
 /// what came in, less what went out, the fees and the deposits, plus each settled channel's
 /// deposit less what providers redeemed from it.
-fn check_settlement(facts: &Facts, found: &mut Vec<Violation>) {
+fn check_payer_book(facts: &Facts, found: &mut Vec<Violation>) {
     let Some(book) = &facts.payer_book else {
         return;
     };

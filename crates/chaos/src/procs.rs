@@ -93,16 +93,12 @@ impl Proc {
     /// SIGTERM and wait up to `grace` for the process's own shutdown; SIGKILL after that.
     /// Returns whether it ended by itself.
     pub fn stop(&mut self, grace: Duration) -> bool {
+        // A stalled process cannot act on SIGTERM. (Either fails only if it is gone already.)
+        let _ = self.signal("-CONT");
+        let _ = self.signal("-TERM");
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        // A stalled process cannot act on SIGTERM.
-        let _ = Command::new("kill")
-            .args(["-CONT", &c.id().to_string()])
-            .status();
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = c.try_wait() {

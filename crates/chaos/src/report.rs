@@ -54,7 +54,8 @@ pub struct Recovery {
 /// Payment channels at the end of the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Channels {
-    /// Neither settled nor closing: not a violation, settlement waits out a challenge period.
+    /// Neither settled nor closing. The runner settles the gateway's channels before the
+    /// facts are read, so one left unsettled is a violation (`Violation::Unsettled`).
     pub open: u64,
     pub closing: u64,
     pub settled: u64,
@@ -355,7 +356,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "\nchannels at the end: {open} open, {closing} closing, {settled} settled \
-             (open ones wait out the challenge period; not a violation)"
+             (the runner settles the gateway's; one left unsettled is a violation)"
         )?;
 
         writeln!(f, "\n### chain ({} samples)\n", self.samples)?;

@@ -25,16 +25,13 @@ pub async fn settle_gateway(net: &Network, timeout: Duration) -> eyre::Result<us
             spend.channels.len()
         );
     }
-    let open: Vec<Hash> = spend
-        .channels
-        .iter()
-        .filter(|c| !c.channel.settled)
-        .map(|c| c.id)
-        .collect();
+    // Every unsettled channel closed first, so their challenge periods run together.
+    let mut open: Vec<Hash> = Vec::new();
     for c in spend.channels.iter().filter(|c| !c.channel.settled) {
         if c.channel.close_deadline.is_none() {
             send(&sender, TxBody::CloseChannel { channel: c.id }, deadline).await?;
         }
+        open.push(c.id);
     }
     for id in &open {
         // The close deadline, as the ledger now holds it.
